@@ -1,0 +1,1 @@
+"""The mlmprep Beam job: options, graph assembly, manifest and command line."""

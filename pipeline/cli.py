@@ -1,0 +1,76 @@
+"""The ``mlmprep`` command.
+
+User mistakes (``UsageError``) print one line on stderr and exit with status 2;
+anything else is a bug and keeps its traceback.
+"""
+
+import argparse
+import logging
+import sys
+
+
+def _quiet_imports():
+    # Beam logs a harmless warning about optional GCP clients on import.
+    logging.getLogger().setLevel(logging.ERROR)
+    from mlmprep.pipeline import job, options  # noqa: F401
+
+    logging.getLogger().setLevel(logging.WARNING)
+
+
+def _run(argv):
+    from mlmprep.pipeline import job, manifest, options, summary
+
+    options.check_flags(argv)
+    job.run(argv)
+    out = options.PipelineOptions(argv).view_as(options.MlmPrepOptions).output
+    print(summary.format_manifest(out, manifest.read(out)))
+
+
+def _demo(argv):
+    from mlmprep.pipeline import demo
+
+    parser = argparse.ArgumentParser(prog="mlmprep demo", description=demo.__doc__)
+    parser.add_argument(
+        "--output", default="demo_output", help="Where to write the corpus, tokenizer and shards."
+    )
+    args, beam_args = parser.parse_known_args(argv)
+    demo.main(args.output, beam_args)
+
+
+def _train_tokenizer(argv):
+    from mlmprep.pipeline import train_tokenizer
+
+    train_tokenizer.main(argv)
+
+
+COMMANDS = {
+    "run": (_run, "Run the Beam job: raw text -> masked TFRecord/Parquet shards."),
+    "demo": (_demo, "Build a corpus and tokenizer from what Python ships, then run the job on it."),
+    "train-tokenizer": (_train_tokenizer, "Train a WordPiece tokenizer.json on text files."),
+}
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        lines = [f"  {name:16} {help}" for name, (_, help) in COMMANDS.items()]
+        print("usage: mlmprep COMMAND [OPTIONS]  (mlmprep COMMAND --help)\n\n" + "\n".join(lines))
+        if argv and argv[0] not in ("-h", "--help"):
+            print(f"mlmprep: error: unknown command {argv[0]!r}", file=sys.stderr)
+            return 2
+        return 0
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    _quiet_imports()
+    from mlmprep.pipeline.options import UsageError
+
+    command, _ = COMMANDS[argv[0]]
+    try:
+        command(argv[1:])
+    except UsageError as e:
+        print(f"mlmprep {argv[0]}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Assembles and runs the mlmprep Beam pipeline.
+
+A full command line, as run by ``mlmprep run``::
+
+  mlmprep run --input 'corpus/*.txt.gz' --output out/ --tokenizer vocab.txt \\
+      --max_seq_length 128 --num_shards 64 --validation_fraction 0.01 \\
+      --runner DataflowRunner --project my-project --region us-central1 \\
+      --temp_location gs://my-bucket/tmp --setup_file ./setup.py
+"""
+
+import multiprocessing
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+
+from mlmprep.pipeline import manifest
+from mlmprep.pipeline.options import JobPlan, plan
+from mlmprep.transforms import counting, pack
+from mlmprep.transforms.documents import ReadDocuments
+from mlmprep.transforms.mask import MaskSequences
+from mlmprep.transforms.tokenize import TokenizeDocuments
+from mlmprep.transforms.write import WriteShards
+
+# Below this much input, extra worker processes cost more to start than they save.
+MULTIPROCESS_MIN_BYTES = 32 << 20
+
+
+class _WriteManifest(beam.DoFn):
+    def __init__(self, job: JobPlan):
+        self._job = job
+
+    def process(self, unused_trigger, shards, counts):
+        job = self._job
+        built = manifest.build(
+            config=job.config,
+            tokenizer_json=job.tokenizer_json,
+            vocab=job.vocab,
+            shards=shards,
+            counts=counts,
+            formats=job.formats,
+        )
+        manifest.write(job.output_dir, built, job.tokenizer_json)
+        yield built
+
+
+def _concat_group(job: JobPlan):
+    def key(batch):
+        for doc_key, split, ids in zip(batch.keys, batch.splits, batch.token_ids):
+            yield (int(split), int(doc_key) % job.concat_groups), (int(doc_key), ids)
+
+    return key
+
+
+def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
+    """Adds the job to ``p``; returns the PCollection holding the manifest dict."""
+    shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
+    read = (
+        p
+        | "InputPatterns" >> beam.Create(job.inputs)
+        | "MatchFiles" >> fileio.MatchAll()
+        | "OpenFiles" >> fileio.ReadMatches()
+        | "ReadDocuments"
+        >> beam.ParDo(ReadDocuments(job.input_format)).with_outputs(counting.COUNTS, main="docs")
+    )
+    tokenized = (
+        read.docs
+        | "SpreadDocuments" >> beam.Reshuffle()
+        | "BatchDocuments" >> beam.BatchElements(min_batch_size=16, max_batch_size=1024)
+        | "Tokenize"
+        >> beam.ParDo(TokenizeDocuments(job.tokenizer_json, job.validation_fraction)).with_outputs(
+            counting.COUNTS, main="batches"
+        )
+    )
+    if job.packing == "document":
+        packed = tokenized.batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_outputs(
+            counting.COUNTS, main="sequences"
+        )
+    else:
+        packed = (
+            tokenized.batches
+            | "KeyByConcatGroup" >> beam.FlatMap(_concat_group(job))
+            | "GroupForConcat" >> beam.GroupByKey()
+            | "PackConcat"
+            >> beam.ParDo(pack.PackConcat(**shape)).with_outputs(counting.COUNTS, main="sequences")
+        )
+    masked = packed.sequences | "Mask" >> beam.ParDo(
+        MaskSequences(config=job.masking, vocab=job.vocab, seed=job.seed, dupe_factor=job.dupe_factor)
+    ).with_outputs(counting.COUNTS, main="records")
+    shards = masked.records | "WriteShards" >> WriteShards(
+        output_dir=job.output_dir,
+        formats=job.formats,
+        shard_counts=job.shard_counts,
+        max_seq_length=job.max_seq_length,
+        max_predictions_per_seq=job.masking.max_predictions_per_seq,
+        pad_id=job.vocab.pad_id,
+    )
+    counts = (
+        [read[counting.COUNTS], tokenized[counting.COUNTS], packed[counting.COUNTS], masked[counting.COUNTS]]
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
+    )
+    return (
+        p
+        | "ManifestTrigger" >> beam.Create([None])
+        | "WriteManifest"
+        >> beam.ParDo(
+            _WriteManifest(job), shards=beam.pvalue.AsList(shards), counts=beam.pvalue.AsSingleton(counts)
+        )
+    )
+
+
+def _default_runner(options: PipelineOptions, job: JobPlan):
+    """DirectRunner by default; worker processes when the input is big enough to gain."""
+    standard = options.view_as(StandardOptions)
+    if standard.runner is None:
+        standard.runner = "DirectRunner"
+        direct = options.view_as(DirectOptions)
+        cores = multiprocessing.cpu_count()
+        if (
+            direct.direct_running_mode == "in_memory"
+            and cores > 1
+            and job.input_bytes >= MULTIPROCESS_MIN_BYTES
+        ):
+            direct.direct_running_mode = "multi_processing"
+            if direct.direct_num_workers == 1:
+                direct.direct_num_workers = cores
+
+
+def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResult:
+    """Runs the job to completion; returns the PipelineResult (its metrics are the counts)."""
+    del save_main_session  # the job's code lives in the installed package
+    options = PipelineOptions(argv)
+    job = plan(options)
+    _default_runner(options, job)
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, job)
+    result = p.run()
+    result.wait_until_finish()
+    return result

@@ -1,0 +1,243 @@
+"""The job's flags, their defaults and their validation, in one place.
+
+Every user mistake found here raises ``UsageError``, which the command line
+turns into one line on stderr and exit status 2 before any work starts.
+"""
+
+import argparse
+import dataclasses
+import math
+import os
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from mlmprep.transforms import documents, pack, tokenize, write
+from mlmprep.transforms.mask import MaskingConfig
+
+# Concat packing joins documents within groups of about this much input text.
+CONCAT_GROUP_BYTES = 64 << 20
+
+
+class UsageError(Exception):
+    """A mistake in how mlmprep was called; the message says which."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises UsageError instead of printing usage and exiting."""
+
+    def error(self, message):
+        raise UsageError(message)
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
+    bad = [n for n in names if n not in write.FORMATS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(
+            f"--formats takes a comma-separated subset of {','.join(write.FORMATS)}, got {value!r}"
+        )
+    return names
+
+
+class MlmPrepOptions(PipelineOptions):
+    """Options of ``mlmprep run``; every other flag is a Beam pipeline option."""
+
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        parser.add_argument(
+            "--input", action="append", help="Input file pattern (local, gs://, ...); repeat for more."
+        )
+        parser.add_argument("--output", help="Output directory for shards and manifest.json.")
+        parser.add_argument("--tokenizer", help="A tokenizers tokenizer.json or a WordPiece vocab.txt.")
+        parser.add_argument(
+            "--input_format",
+            default="auto",
+            choices=("auto", *documents.FORMATS),
+            help="text: documents separated by blank lines; lines: one document per line.",
+        )
+        parser.add_argument("--max_seq_length", type=int, default=128, help="Tokens per sequence.")
+        parser.add_argument(
+            "--max_predictions_per_seq", type=int, default=20, help="Cap on masked positions per sequence."
+        )
+        parser.add_argument(
+            "--masked_lm_prob", type=float, default=0.15, help="Fraction of tokens selected for prediction."
+        )
+        parser.add_argument(
+            "--mask_token_ratio",
+            type=float,
+            default=0.8,
+            help="Of the selected, the share replaced by [MASK].",
+        )
+        parser.add_argument(
+            "--random_token_ratio",
+            type=float,
+            default=0.1,
+            help="Of the selected, the share replaced at random.",
+        )
+        parser.add_argument(
+            "--dupe_factor", type=int, default=1, help="Differently masked copies of each sequence."
+        )
+        parser.add_argument("--random_seed", type=int, default=12345, help="Seed of all masking.")
+        parser.add_argument(
+            "--packing",
+            default="document",
+            choices=pack.PACKINGS,
+            help="document: sequences never cross documents; concat: documents joined by [SEP].",
+        )
+        parser.add_argument(
+            "--validation_fraction",
+            type=float,
+            default=0.0,
+            help="Share of documents, by a hash of their text, in the validation split.",
+        )
+        parser.add_argument("--num_shards", type=int, default=8, help="Shards of the train split.")
+        parser.add_argument(
+            "--formats", type=_formats, default=write.FORMATS, help="Comma-separated: tfrecord,parquet."
+        )
+        parser.add_argument(
+            "--overwrite", action="store_true", default=False, help="Replace an existing non-empty output."
+        )
+
+
+def check_flags(argv: list[str]) -> None:
+    """Parses argv with every known option; a bad value or unknown flag is a UsageError.
+
+    Beam itself only logs and drops flags it does not know, so a typo such as
+    ``--max_seq_lenght`` would otherwise run with the default.
+    """
+    parser = _Parser(prog="mlmprep run", allow_abbrev=False)
+    seen = {}
+    for cls in PipelineOptions.__subclasses__():
+        seen.setdefault(str(cls), cls)
+    for cls in seen.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(argv)
+    if unknown:
+        raise UsageError(f"unrecognized arguments: {' '.join(unknown)}")
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlan:
+    """Everything the graph needs, resolved and validated in the launcher."""
+
+    inputs: tuple[str, ...]
+    input_bytes: int
+    input_format: str
+    output_dir: str
+    tokenizer_json: str
+    vocab: tokenize.Vocabulary
+    masking: MaskingConfig
+    max_seq_length: int
+    seed: int
+    dupe_factor: int
+    packing: str
+    concat_groups: int
+    validation_fraction: float
+    shard_counts: tuple[int, ...]  # per split, in tokenize.SPLITS order
+    formats: tuple[str, ...]
+    config: dict  # every job option, for the manifest
+
+
+def _check(condition: bool, message: str):
+    if not condition:
+        raise UsageError(message)
+
+
+def plan(options: PipelineOptions) -> JobPlan:
+    """Validates the job options against the world: inputs, tokenizer, output."""
+    o = options.view_as(MlmPrepOptions)
+    _check(bool(o.input), "--input is required")
+    _check(bool(o.output), "--output is required")
+    _check(bool(o.tokenizer), "--tokenizer is required")
+    _check(o.max_seq_length >= 3, f"--max_seq_length must be at least 3, got {o.max_seq_length}")
+    _check(
+        1 <= o.max_predictions_per_seq <= o.max_seq_length - 2,
+        f"--max_predictions_per_seq must be in [1, max_seq_length - 2], got {o.max_predictions_per_seq}",
+    )
+    _check(0 < o.masked_lm_prob <= 1, f"--masked_lm_prob must be in (0, 1], got {o.masked_lm_prob}")
+    for name in ("mask_token_ratio", "random_token_ratio"):
+        value = getattr(o, name)
+        _check(0 <= value <= 1, f"--{name} must be in [0, 1], got {value}")
+    _check(
+        o.mask_token_ratio + o.random_token_ratio <= 1,
+        "--mask_token_ratio + --random_token_ratio must be at most 1, "
+        f"got {o.mask_token_ratio + o.random_token_ratio}",
+    )
+    _check(o.dupe_factor >= 1, f"--dupe_factor must be at least 1, got {o.dupe_factor}")
+    _check(o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
+    _check(
+        0 <= o.validation_fraction < 1,
+        f"--validation_fraction must be in [0, 1), got {o.validation_fraction}",
+    )
+    _check(0 <= o.random_seed < 2**63, f"--random_seed must be in [0, 2**63), got {o.random_seed}")
+
+    input_bytes = 0
+    for pattern in o.input:
+        try:
+            files = FileSystems.match([pattern])[0].metadata_list
+        except Exception as e:  # Beam raises BeamIOError and friends
+            raise UsageError(f"cannot read --input {pattern}: {e}") from None
+        files = [f for f in files if not f.path.endswith("/")]
+        _check(bool(files), f"--input {pattern} matches no file")
+        input_bytes += sum(f.size_in_bytes for f in files)
+
+    try:
+        with FileSystems.open(o.tokenizer) as f:
+            tokenizer_json = tokenize.tokenizer_json(f.read())
+        vocab = tokenize.vocabulary(tokenize.load_tokenizer(tokenizer_json))
+    except tokenize.TokenizerError as e:
+        raise UsageError(f"--tokenizer {o.tokenizer}: {e}") from None
+    except Exception as e:
+        raise UsageError(f"cannot read --tokenizer {o.tokenizer}: {e}") from None
+
+    _check_output(o.output, o.overwrite)
+
+    validation_shards = math.ceil(o.num_shards * o.validation_fraction) if o.validation_fraction else 0
+    config = dict(sorted(o.get_all_options(current_only=True).items()))
+    config.pop("overwrite")
+    config["formats"] = list(o.formats)
+    return JobPlan(
+        inputs=tuple(o.input),
+        input_bytes=input_bytes,
+        input_format="text" if o.input_format == "auto" else o.input_format,
+        output_dir=o.output,
+        tokenizer_json=tokenizer_json,
+        vocab=vocab,
+        masking=MaskingConfig(
+            masked_lm_prob=o.masked_lm_prob,
+            max_predictions_per_seq=o.max_predictions_per_seq,
+            mask_token_ratio=o.mask_token_ratio,
+            random_token_ratio=o.random_token_ratio,
+        ),
+        max_seq_length=o.max_seq_length,
+        seed=o.random_seed,
+        dupe_factor=o.dupe_factor,
+        packing=o.packing,
+        concat_groups=max(1, math.ceil(input_bytes / CONCAT_GROUP_BYTES)),
+        validation_fraction=o.validation_fraction,
+        shard_counts=(o.num_shards, validation_shards),
+        formats=tuple(o.formats),
+        config=config,
+    )
+
+
+def _check_output(output: str, overwrite: bool):
+    """Refuses a non-empty output unless --overwrite; then clears what mlmprep wrote."""
+    try:
+        existing = FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list
+    except Exception:  # nothing there yet
+        existing = []
+    if not existing:
+        return
+    if not overwrite:
+        raise UsageError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
+    ours = [
+        f.path
+        for f in existing
+        if os.path.basename(f.path) in ("manifest.json", "tokenizer.json")
+        or f.path.endswith(tuple(f".{fmt}" for fmt in write.FORMATS))
+        or f.path.endswith(write.TEMP_SUFFIX)
+    ]
+    if ours:
+        FileSystems.delete(ours)

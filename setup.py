@@ -1,0 +1,47 @@
+"""mlmprep: raw text to masked-language-model pre-training shards on Apache Beam.
+
+The top-level folders install under one namespace (``mlmprep.pipeline``,
+``mlmprep.transforms``, ...) because PyPI already has unrelated distributions
+named ``pipeline`` and ``transforms``. The same file is what Beam's
+``--setup_file`` ships to remote workers.
+"""
+
+import setuptools
+
+PACKAGES = {
+    "mlmprep.pipeline": "pipeline",
+    "mlmprep.transforms": "transforms",
+}
+
+# What a Beam worker needs: no TensorFlow here, workers never import it.
+REQUIRED = [
+    "apache-beam>=2.60,<3",
+    "tokenizers>=0.20,<1",
+    "pyarrow>=14,<26",
+    "numpy>=1.24",
+    # Fast CRC32C for TFRecord framing (pure-Python CRCs are ~100x slower).
+    "google-crc32c>=1.5",
+]
+
+TRAINER = [
+    "tensorflow>=2.16",
+]
+
+setuptools.setup(
+    name="mlmprep",
+    version="0.1.0",
+    description="Masked-language-model pre-training data on Apache Beam, and a Keras trainer.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.10",
+    packages=list(PACKAGES),
+    package_dir=PACKAGES,
+    install_requires=REQUIRED,
+    extras_require={
+        "trainer": TRAINER,
+        # Tests parse the TFRecord output with TensorFlow itself.
+        "dev": TRAINER + ["pytest>=7", "ruff>=0.5"],
+    },
+    entry_points={"console_scripts": ["mlmprep = mlmprep.pipeline.cli:main"]},
+    license="Apache-2.0",
+)

@@ -1,0 +1,57 @@
+"""Content keys and counter-based randomness.
+
+Every random choice in mlmprep is a pure function of (seed, a content-derived
+key, a counter), so output never depends on bundles, workers or retries. The
+generator is SplitMix64 (Steele et al., 2014) evaluated on counters: it
+vectorizes over a whole batch in numpy, which per-row ``np.random.Generator``
+objects do not.
+"""
+
+import hashlib
+
+import numpy as np
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_SALT_SPLIT = 0x5EED5A17
+_SALT_SEED = 0xA5A5F00D
+
+
+def content_key(data: bytes) -> int:
+    """A stable 63-bit key for a document's text or a sequence's token bytes.
+
+    63 bits, so that Beam's integer coder (signed 64-bit) carries it as is.
+    """
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "little") >> 1
+
+
+def mix64(x):
+    """SplitMix64's finalizer: a bijective avalanche of uint64 values."""
+    x = np.asarray(x, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        x = (x ^ (x >> np.uint64(30))) * _M1
+        x = (x ^ (x >> np.uint64(27))) * _M2
+    return x ^ (x >> np.uint64(31))
+
+
+def record_keys(sequence_keys, *, seed: int, dupe: int) -> np.ndarray:
+    """Key of copy ``dupe`` of each sequence: seeds its masking, picks its shard."""
+    salt = mix64(np.uint64((seed ^ _SALT_SEED) & 0xFFFFFFFFFFFFFFFF))
+    with np.errstate(over="ignore"):
+        x = mix64(np.asarray(sequence_keys, dtype=np.uint64) ^ salt)
+        return mix64(x + np.uint64(dupe + 1) * _GOLDEN)
+
+
+def uniform(keys, *, stream: int, width: int) -> np.ndarray:
+    """[len(keys), width] floats in [0, 1): counter ``(stream, column)`` of each key."""
+    keys = np.asarray(keys, dtype=np.uint64)
+    counters = np.uint64(stream) * np.uint64(1 << 32) + np.arange(1, width + 1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        words = mix64(keys[:, None] + counters[None, :] * _GOLDEN)
+    return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+
+
+def split_fraction(document_key: int) -> float:
+    """Where a document falls in [0, 1): independent of seed, so splits never move."""
+    return float(mix64(np.uint64(document_key ^ _SALT_SPLIT)) >> np.uint64(11)) / (1 << 53)

@@ -1,0 +1,172 @@
+"""Tokenization with Hugging Face ``tokenizers``.
+
+The tokenizer travels to workers as its JSON text, so a worker needs no access
+to the path the user gave (a laptop path on Dataflow, say), and it is loaded
+once per worker in ``DoFn.setup``.
+"""
+
+import dataclasses
+import re
+
+import numpy as np
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+from mlmprep.transforms import keys
+from mlmprep.transforms.counting import CountingDoFn
+
+REQUIRED_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
+SPLITS = ("train", "validation")
+
+# Reserved placeholders such as BERT's "[unused0]": text never produces them.
+_BRACKETED = re.compile(r"^\[[^\[\]]+\]$")
+
+
+class TokenizerError(ValueError):
+    """The tokenizer file cannot be used (unreadable, or lacks a special token)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Vocabulary:
+    """What masking and the writers need to know of a tokenizer."""
+
+    size: int
+    pad_id: int
+    cls_id: int
+    sep_id: int
+    mask_id: int
+    unk_id: int | None
+    special_ids: tuple[int, ...]  # never selected for prediction
+    random_ids: np.ndarray  # candidates for the "random token" replacement
+
+    def special_lookup(self) -> np.ndarray:
+        lookup = np.zeros(self.size, dtype=bool)
+        lookup[list(self.special_ids)] = True
+        return lookup
+
+    def manifest_entry(self) -> dict:
+        ids = {"pad": self.pad_id, "unk": self.unk_id, "cls": self.cls_id}
+        ids.update(sep=self.sep_id, mask=self.mask_id)
+        return {"vocab_size": self.size, "special_ids": ids}
+
+
+def tokenizer_json(data: bytes) -> str:
+    """The tokenizer JSON for a ``tokenizer.json`` or a WordPiece ``vocab.txt``."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise TokenizerError(f"not a UTF-8 tokenizer.json or vocab.txt ({e})") from None
+    if text.lstrip().startswith("{"):
+        try:
+            Tokenizer.from_str(text)
+        except Exception as e:  # tokenizers raises a bare Exception on bad JSON.
+            raise TokenizerError(f"cannot load tokenizer.json: {e}") from None
+        return text
+    return _wordpiece_from_vocab(text).to_str()
+
+
+def _wordpiece_from_vocab(text: str) -> Tokenizer:
+    """A BERT tokenizer around a ``vocab.txt``, as ``BertTokenizerFast`` builds it."""
+    vocab = {}
+    for token in text.splitlines():
+        if token and token not in vocab:
+            vocab[token] = len(vocab)
+    if not vocab:
+        raise TokenizerError("vocab.txt is empty")
+    if "[UNK]" not in vocab:
+        raise TokenizerError("vocab.txt has no [UNK] token")
+    # An uncased vocabulary (bert-base-uncased) has no upper-case pieces.
+    lowercase = not any(t != t.lower() for t in vocab if not _BRACKETED.match(t))
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
+    tokenizer.add_special_tokens(specials)
+    return tokenizer
+
+
+def load_tokenizer(tokenizer_json_text: str) -> Tokenizer:
+    """A tokenizer as the pipeline uses it: lengths and specials are ours to decide."""
+    tokenizer = Tokenizer.from_str(tokenizer_json_text)
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    # "[MASK]" written in a document is text, never the special token.
+    tokenizer.encode_special_tokens = True
+    return tokenizer
+
+
+def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
+    ids = {t: tokenizer.token_to_id(t) for t in (*REQUIRED_SPECIALS, "[UNK]")}
+    missing = [t for t in REQUIRED_SPECIALS if ids[t] is None]
+    if missing:
+        raise TokenizerError(f"tokenizer has no {', '.join(missing)} token")
+    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    added = tokenizer.get_added_tokens_decoder()
+    special = {i for i, t in added.items() if t.special}
+    special.update(i for i in ids.values() if i is not None)
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    random_ids = np.array(
+        sorted(i for t, i in vocab.items() if i not in special and not _BRACKETED.match(t)),
+        dtype=np.int32,
+    )
+    if random_ids.size == 0:
+        raise TokenizerError("tokenizer has no ordinary tokens")
+    return Vocabulary(
+        size=size,
+        pad_id=ids["[PAD]"],
+        cls_id=ids["[CLS]"],
+        sep_id=ids["[SEP]"],
+        mask_id=ids["[MASK]"],
+        unk_id=ids["[UNK]"],
+        special_ids=tuple(sorted(special)),
+        random_ids=random_ids,
+    )
+
+
+def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
+    """Token ids of each text, without special tokens (packing adds them)."""
+    encodings = tokenizer.encode_batch_fast(texts, add_special_tokens=False)
+    return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+
+
+def split_of(document_key: int, validation_fraction: float) -> int:
+    """0 (train) or 1 (validation), by a hash of the document's content."""
+    return int(keys.split_fraction(document_key) < validation_fraction)
+
+
+@dataclasses.dataclass
+class TokenizedBatch:
+    """Documents as token ids; ``keys`` are content keys, ``splits`` index SPLITS."""
+
+    keys: np.ndarray  # uint64 [B]
+    splits: np.ndarray  # int8 [B]
+    token_ids: list[np.ndarray]
+
+
+class TokenizeDocuments(CountingDoFn):
+    """(document_key, text) batches -> TokenizedBatch."""
+
+    def __init__(self, tokenizer_json_text: str, validation_fraction: float):
+        super().__init__()
+        self._tokenizer_json = tokenizer_json_text
+        self._validation_fraction = validation_fraction
+        self._tokenizer = None
+
+    def setup(self):
+        self._tokenizer = load_tokenizer(self._tokenizer_json)
+
+    def process(self, documents):
+        doc_keys = np.array([k for k, _ in documents], dtype=np.uint64)
+        token_ids = encode_batch(self._tokenizer, [text for _, text in documents])
+        splits = np.array([split_of(int(k), self._validation_fraction) for k in doc_keys], dtype=np.int8)
+        kept = np.array([ids.size > 0 for ids in token_ids], dtype=bool)
+        # Text that normalizes to nothing (only control characters, say).
+        self.count("documents_dropped.no_tokens", int((~kept).sum()))
+        for split, name in enumerate(SPLITS):
+            self.count(f"documents.{name}", int((kept & (splits == split)).sum()))
+        if kept.any():
+            yield TokenizedBatch(
+                keys=doc_keys[kept],
+                splits=splits[kept],
+                token_ids=[ids for ids, k in zip(token_ids, kept) if k],
+            )
