@@ -20,6 +20,15 @@ def _quiet_imports():
 def _run(argv):
     from mlmprep.pipeline import job, manifest, options, summary
 
+    if {"-h", "--help"} & set(argv):
+        parser = argparse.ArgumentParser(
+            prog="mlmprep run",
+            description="Raw text -> masked TFRecord/Parquet shards. Every Beam pipeline option "
+            "(--runner, --direct_num_workers, --project, ...) is accepted too.",
+        )
+        options.MlmPrepOptions._add_argparse_args(parser)
+        parser.print_help()
+        return
     options.check_flags(argv)
     job.run(argv)
     out = options.PipelineOptions(argv).view_as(options.MlmPrepOptions).output

@@ -1,0 +1,91 @@
+"""User mistakes: one clear line on stderr, exit status 2, no traceback, no output."""
+
+import subprocess
+import sys
+
+import pytest
+
+
+def mlmprep(*args, cwd=None):
+    return subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", *args], capture_output=True, text=True, cwd=cwd
+    )
+
+
+@pytest.fixture
+def corpus(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("In the beginning was the word.\n\nAnd the word was good.\n")
+    return path
+
+
+@pytest.fixture
+def good(corpus, tmp_path, bert_vocab):
+    return [f"--input={corpus}", f"--tokenizer={bert_vocab}", f"--output={tmp_path / 'out'}"]
+
+
+def _one_line_error(done, *words):
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1, done.stderr
+    assert "Traceback" not in done.stderr
+    for word in words:
+        assert word in lines[0]
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [
+        ({"--masked_lm_prob": "1.5"}, ["--masked_lm_prob", "1.5"]),
+        ({"--masked_lm_prob": "abc"}, ["--masked_lm_prob", "abc"]),
+        ({"--max_seq_length": "2"}, ["--max_seq_length"]),
+        ({"--max_predictions_per_seq": "200"}, ["--max_predictions_per_seq", "200"]),
+        ({"--dupe_factor": "0"}, ["--dupe_factor"]),
+        ({"--num_shards": "0"}, ["--num_shards"]),
+        ({"--validation_fraction": "1"}, ["--validation_fraction"]),
+        ({"--formats": "csv"}, ["--formats", "csv"]),
+        ({"--packing": "greedy"}, ["--packing", "greedy"]),
+        ({"--max_seq_lenght": "64"}, ["unrecognized", "--max_seq_lenght"]),
+        ({"--input": "/nonexistent/dir/*.txt"}, ["matches no file"]),
+        ({"--tokenizer": "/nonexistent/vocab.txt"}, ["--tokenizer"]),
+    ],
+)
+def test_bad_flag_values(good, change, words, tmp_path):
+    args = [a for a in good if a.split("=")[0] not in change]
+    args += [f"{k}={v}" for k, v in change.items()]
+    done = mlmprep("run", *args)
+    _one_line_error(done, *words)
+    assert not (tmp_path / "out").exists()
+
+
+def test_tokenizer_without_special_tokens(good, tmp_path):
+    vocab = tmp_path / "vocab.txt"
+    vocab.write_text("[UNK]\nthe\nword\n")
+    done = mlmprep("run", *[a for a in good if not a.startswith("--tokenizer")], f"--tokenizer={vocab}")
+    _one_line_error(done, "[PAD]", "[CLS]")
+    garbage = tmp_path / "tokenizer.json"
+    garbage.write_text('{"not": "a tokenizer"}')
+    done = mlmprep("run", *[a for a in good if not a.startswith("--tokenizer")], f"--tokenizer={garbage}")
+    _one_line_error(done, "--tokenizer")
+
+
+def test_missing_required_flag(good):
+    _one_line_error(mlmprep("run", *[a for a in good if not a.startswith("--output")]), "--output")
+
+
+def test_existing_output_refused_then_replaced_with_overwrite(good, tmp_path):
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "train-00000-of-00001.tfrecord").write_text("stale")
+    done = mlmprep("run", *good)
+    _one_line_error(done, "exists", "--overwrite")
+    assert (tmp_path / "out" / "train-00000-of-00001.tfrecord").read_text() == "stale"
+    done = mlmprep("run", *good, "--overwrite", "--num_shards=2")
+    assert done.returncode == 0, done.stderr
+    assert "documents read" in done.stdout
+    assert not (tmp_path / "out" / "train-00000-of-00001.tfrecord").exists()
+    assert (tmp_path / "out" / "train-00001-of-00002.parquet").exists()
+
+
+def test_unknown_command():
+    done = mlmprep("frobnicate")
+    _one_line_error(done, "frobnicate")

@@ -1,0 +1,79 @@
+"""The hand-written tf.train.Example encoding, checked by TensorFlow itself."""
+
+import io
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mlmprep.transforms import encode, records
+from mlmprep.transforms.records import MaskedBatch
+
+from conftest import bert_feature_spec
+
+tf = pytest.importorskip("tensorflow")
+
+
+def _batch():
+    rng = np.random.default_rng(0)
+    input_ids = np.zeros((5, 16), np.int32)
+    lengths = np.array([16, 3, 9, 12, 5], np.int32)
+    for row, n in enumerate(lengths):
+        # Ids that need 1, 2, 3 and 5 varint bytes.
+        input_ids[row, :n] = rng.choice([5, 200, 30000, 2**28 + 3], size=n)
+    counts = np.array([3, 1, 2, 0, 1], np.int32)
+    positions = np.zeros((5, 4), np.int32)
+    ids = np.zeros((5, 4), np.int32)
+    for row, k in enumerate(counts):
+        positions[row, :k] = np.sort(rng.choice(np.arange(1, lengths[row] - 1), k, replace=False))
+        ids[row, :k] = rng.integers(1, 30000, k)
+    return MaskedBatch(input_ids, lengths, positions, ids, counts)
+
+
+def test_examples_parse_with_the_bert_feature_spec():
+    batch = _batch()
+    spec = bert_feature_spec(16, 4)
+    for row, serialized in enumerate(encode.tf_examples(batch)):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        np.testing.assert_array_equal(parsed["input_ids"], batch.input_ids[row])
+        np.testing.assert_array_equal(parsed["input_mask"], np.arange(16) < batch.lengths[row])
+        np.testing.assert_array_equal(parsed["segment_ids"], np.zeros(16))
+        np.testing.assert_array_equal(parsed["masked_lm_positions"], batch.masked_lm_positions[row])
+        np.testing.assert_array_equal(parsed["masked_lm_ids"], batch.masked_lm_ids[row])
+        np.testing.assert_array_equal(parsed["masked_lm_weights"], batch.masked_lm_weights[row])
+        assert parsed["next_sentence_labels"].numpy().tolist() == [0]
+        # Byte-identical to TensorFlow's own (deterministic) serialization.
+        example = tf.train.Example.FromString(serialized)
+        assert example.SerializeToString(deterministic=True) == serialized
+
+
+def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
+    examples = encode.tf_examples(_batch())
+    path = tmp_path / "x.tfrecord"
+    path.write_bytes(encode.tfrecord_bytes(examples))
+    read = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
+    assert read == examples
+
+
+def test_parquet_carries_the_same_facts():
+    batch = _batch()
+    table = pq.read_table(io.BytesIO(encode.parquet_bytes(batch)))
+    assert table.schema == encode.PARQUET_SCHEMA
+    rows = table.to_pylist()
+    for row, got in enumerate(rows):
+        assert got["input_ids"] == batch.input_ids[row].tolist()
+        assert got["attention_mask"] == (np.arange(16) < batch.lengths[row]).astype(int).tolist()
+        k = batch.num_predictions[row]
+        labels = np.full(16, -100)
+        labels[batch.masked_lm_positions[row, :k]] = batch.masked_lm_ids[row, :k]
+        assert got["labels"] == labels.tolist()
+        assert got["masked_lm_weights"] == batch.masked_lm_weights[row].tolist()
+
+
+def test_payload_round_trip():
+    batch = _batch()
+    back = records.from_payloads(
+        records.to_payloads(batch), max_seq_length=16, max_predictions_per_seq=4, pad_id=0
+    )
+    for field in ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions"):
+        np.testing.assert_array_equal(getattr(back, field), getattr(batch, field))
