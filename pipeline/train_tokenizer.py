@@ -5,13 +5,12 @@ corpus is never held in memory as a whole.
 """
 
 import argparse
-import io
 
 from apache_beam.io.filesystems import FileSystems
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mlmprep.pipeline.options import UsageError
-from mlmprep.transforms.documents import iter_documents
+from mlmprep.transforms.documents import iter_documents, text_lines
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -19,7 +18,7 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def _documents(paths, input_format):
     for path in paths:
         with FileSystems.open(path) as raw:
-            yield from iter_documents(io.TextIOWrapper(raw, encoding="utf-8", errors="replace"), input_format)
+            yield from iter_documents(text_lines(raw), input_format)
 
 
 def train(paths, *, vocab_size: int = 30522, lowercase: bool = True, input_format: str = "text") -> Tokenizer:

@@ -251,3 +251,53 @@ def test_workers_never_import_tensorflow(tmp_path, tiny, bert_vocab):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert done.stdout.strip().splitlines()[-1] == "[]"
     assert json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]["documents_read"] > 0
+
+
+def test_gzip_input_gives_the_same_shards(tmp_path, real_data, bert_vocab):
+    import gzip
+
+    source = real_data / "corpora" / "tiny" / "devils_dictionary.txt"
+    packed = tmp_path / "devils_dictionary.txt.gz"
+    packed.write_bytes(gzip.compress(source.read_bytes()))
+    plain = run_job(tmp_path / "plain", f"--input={source}", f"--tokenizer={bert_vocab}")
+    zipped = run_job(tmp_path / "gz", f"--input={packed}", f"--tokenizer={bert_vocab}")
+    assert plain["counts"]["documents_read"] == 50
+    assert _shard_hashes(plain) == _shard_hashes(zipped)
+
+
+def test_lines_format_and_one_format_only(tmp_path, bert_vocab):
+    corpus = tmp_path / "lines.txt"
+    corpus.write_text("first document here\nsecond document\n\n   \nthird one\n")
+    manifest = run_job(
+        tmp_path / "out",
+        f"--input={corpus}",
+        f"--tokenizer={bert_vocab}",
+        input_format="lines",
+        formats="parquet",
+        num_shards=1,
+    )
+    assert manifest["counts"]["documents_read"] == 3
+    assert shard_files(tmp_path / "out", "tfrecord") == []
+    rows = pq.read_table(tmp_path / "out" / "train-00000-of-00001.parquet").to_pylist()
+    assert len(rows) == 3
+
+
+def test_beam_counters_match_the_manifest(tmp_path, tiny, bert_vocab):
+    from apache_beam.metrics.metric import MetricsFilter
+
+    from mlmprep.pipeline import job
+
+    out = tmp_path / "out"
+    result = job.run(
+        [f"--input={tiny}", f"--output={out}", f"--tokenizer={bert_vocab}", "--validation_fraction=0.3"]
+    )
+    counters = {
+        m.key.metric.name: m.committed
+        for m in result.metrics().query(MetricsFilter().with_namespace("mlmprep"))["counters"]
+    }
+    manifest = json.loads((out / "manifest.json").read_text())
+    counts = manifest["counts"]
+    assert counters["documents_read"] == counts["documents_read"] > 0
+    for split in ("train", "validation"):
+        assert counters[f"documents.{split}"] == counts["splits"][split]["documents"] > 0
+    assert counters == counts["counters"]

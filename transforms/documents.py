@@ -38,6 +38,28 @@ def iter_documents(lines: Iterable[str], input_format: str) -> Iterator[str]:
         yield "\n".join(document)
 
 
+class _RawStream(io.RawIOBase):
+    """Lets ``io`` buffer any Beam file handle; Beam's CompressedFile is not an io class."""
+
+    def __init__(self, handle):
+        super().__init__()
+        self._handle = handle
+
+    def readable(self):
+        return True
+
+    def readinto(self, buffer):
+        data = self._handle.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+
+def text_lines(handle) -> io.TextIOWrapper:
+    """A streaming UTF-8 line reader over a Beam file handle (decompressed or not)."""
+    buffered = io.BufferedReader(_RawStream(handle), buffer_size=1 << 20)
+    return io.TextIOWrapper(buffered, encoding="utf-8", errors="replace")
+
+
 class ReadDocuments(CountingDoFn):
     """ReadableFile -> (document_key, text), the key a hash of the text."""
 
@@ -47,9 +69,8 @@ class ReadDocuments(CountingDoFn):
 
     def process(self, readable_file):
         with readable_file.open() as raw:  # decompresses by suffix
-            stream = io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
             self.count("files_read")
-            for text in iter_documents(stream, self._input_format):
+            for text in iter_documents(text_lines(raw), self._input_format):
                 self.count("documents_read")
                 data = text.encode("utf-8")
                 if "\ufffd" in text:
