@@ -21,6 +21,8 @@ REQUIRED = [
     "numpy>=1.24",
     # Fast CRC32C for TFRecord framing (pure-Python CRCs are ~100x slower).
     "google-crc32c>=1.5",
+    # Beam decompresses .zst input with it.
+    "zstandard>=0.18",
 ]
 
 TRAINER = [

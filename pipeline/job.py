@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions,
 from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
 from mlmprep.transforms import counting, pack
+from mlmprep.transforms.dedup import Deduplicate
 from mlmprep.transforms.documents import ReadDocuments
 from mlmprep.transforms.mask import MaskSequences
 from mlmprep.transforms.tokenize import TokenizeDocuments
@@ -46,8 +47,11 @@ class _WriteManifest(beam.DoFn):
 
 def _concat_group(job: JobPlan):
     def key(batch):
-        for doc_key, split, ids in zip(batch.keys, batch.splits, batch.token_ids):
-            yield (int(split), int(doc_key) % job.concat_groups), (int(doc_key), ids)
+        starts = batch.word_starts or [None] * len(batch.token_ids)
+        for doc_key, piece, split, ids, s in zip(
+            batch.keys, batch.pieces, batch.splits, batch.token_ids, starts
+        ):
+            yield (int(split), int(doc_key) % job.concat_groups), (int(doc_key), int(piece), ids, s)
 
     return key
 
@@ -61,16 +65,18 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         | "MatchFiles" >> fileio.MatchAll()
         | "OpenFiles" >> fileio.ReadMatches()
         | "ReadDocuments"
-        >> beam.ParDo(ReadDocuments(job.input_format)).with_outputs(counting.COUNTS, main="docs")
+        >> beam.ParDo(ReadDocuments(job.input_format, job.text_field)).with_outputs(
+            counting.COUNTS, main="docs"
+        )
+    )
+    unique = read.docs | "Deduplicate" >> Deduplicate(job.dedup)
+    tokenize = TokenizeDocuments(
+        job.tokenizer_json, job.validation_fraction, word_starts=job.masking.whole_word_masking
     )
     tokenized = (
-        read.docs
-        | "SpreadDocuments" >> beam.Reshuffle()
-        | "BatchDocuments" >> beam.BatchElements(min_batch_size=16, max_batch_size=1024)
-        | "Tokenize"
-        >> beam.ParDo(TokenizeDocuments(job.tokenizer_json, job.validation_fraction)).with_outputs(
-            counting.COUNTS, main="batches"
-        )
+        unique.pieces
+        | "BatchPieces" >> beam.BatchElements(min_batch_size=16, max_batch_size=1024)
+        | "Tokenize" >> beam.ParDo(tokenize).with_outputs(counting.COUNTS, main="batches")
     )
     if job.packing == "document":
         packed = tokenized.batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_outputs(
@@ -96,7 +102,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         pad_id=job.vocab.pad_id,
     )
     counts = (
-        [read[counting.COUNTS], tokenized[counting.COUNTS], packed[counting.COUNTS], masked[counting.COUNTS]]
+        [outputs[counting.COUNTS] for outputs in (read, unique, tokenized, packed, masked)]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
     )

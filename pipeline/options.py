@@ -13,7 +13,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlmprep.transforms import documents, pack, tokenize, write
-from mlmprep.transforms.mask import MaskingConfig
+from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
 # Concat packing joins documents within groups of about this much input text.
 CONCAT_GROUP_BYTES = 64 << 20
@@ -54,8 +54,18 @@ class MlmPrepOptions(PipelineOptions):
             "--input_format",
             default="auto",
             choices=("auto", *documents.FORMATS),
-            help="text: documents separated by blank lines; lines: one document per line.",
+            help="text: documents separated by blank lines; lines: one document per line; "
+            "jsonl, parquet: text in --text_field. auto: by file suffix (.jsonl, .parquet, else text).",
         )
+        parser.add_argument("--text_field", default="text", help="JSONL key or Parquet column of the text.")
+        parser.add_argument(
+            "--dedup",
+            dest="dedup",
+            action="store_true",
+            default=True,
+            help="Drop exact duplicate documents (whitespace-normalized); the default.",
+        )
+        parser.add_argument("--nodedup", dest="dedup", action="store_false", help="Keep duplicate documents.")
         parser.add_argument("--max_seq_length", type=int, default=128, help="Tokens per sequence.")
         parser.add_argument(
             "--max_predictions_per_seq", type=int, default=20, help="Cap on masked positions per sequence."
@@ -74,6 +84,19 @@ class MlmPrepOptions(PipelineOptions):
             type=float,
             default=0.1,
             help="Of the selected, the share replaced at random.",
+        )
+        parser.add_argument(
+            "--whole_word_masking",
+            action="store_true",
+            default=False,
+            help="Select all pieces of a word together, with one replacement decision per word.",
+        )
+        parser.add_argument(
+            "--mask_count",
+            default="exact",
+            choices=MASK_COUNTS,
+            help="exact: min(max_predictions_per_seq, max(1, round(n * p))) per sequence (BERT); "
+            "bernoulli: each token (word) selected with probability p, capped (Hugging Face).",
         )
         parser.add_argument(
             "--dupe_factor", type=int, default=1, help="Differently masked copies of each sequence."
@@ -124,6 +147,8 @@ class JobPlan:
     inputs: tuple[str, ...]
     input_bytes: int
     input_format: str
+    text_field: str
+    dedup: bool
     output_dir: str
     tokenizer_json: str
     vocab: tokenize.Vocabulary
@@ -200,7 +225,9 @@ def plan(options: PipelineOptions) -> JobPlan:
     return JobPlan(
         inputs=tuple(o.input),
         input_bytes=input_bytes,
-        input_format="text" if o.input_format == "auto" else o.input_format,
+        input_format=o.input_format,
+        text_field=o.text_field,
+        dedup=o.dedup,
         output_dir=o.output,
         tokenizer_json=tokenizer_json,
         vocab=vocab,
@@ -209,6 +236,8 @@ def plan(options: PipelineOptions) -> JobPlan:
             max_predictions_per_seq=o.max_predictions_per_seq,
             mask_token_ratio=o.mask_token_ratio,
             random_token_ratio=o.random_token_ratio,
+            whole_word_masking=o.whole_word_masking,
+            mask_count=o.mask_count,
         ),
         max_seq_length=o.max_seq_length,
         seed=o.random_seed,

@@ -29,7 +29,7 @@ def _check_frame(input_ids, lengths, max_seq_length):
 
 def test_document_packing_short_documents_one_sequence_each():
     docs = _docs(3, 5, 1)
-    input_ids, lengths, doc = pack_documents(docs, max_seq_length=8, **IDS)
+    input_ids, lengths, doc, _ = pack_documents(docs, max_seq_length=8, **IDS)
     _check_frame(input_ids, lengths, 8)
     assert lengths.tolist() == [5, 7, 3]
     assert doc.tolist() == [0, 1, 2]
@@ -39,7 +39,7 @@ def test_document_packing_short_documents_one_sequence_each():
 
 def test_document_packing_long_document_continues_without_loss():
     docs = _docs(2, 13, 6)  # body of 6 per sequence at length 8
-    input_ids, lengths, doc = pack_documents(docs, max_seq_length=8, **IDS)
+    input_ids, lengths, doc, _ = pack_documents(docs, max_seq_length=8, **IDS)
     _check_frame(input_ids, lengths, 8)
     assert doc.tolist() == [0, 1, 1, 1, 2]
     assert lengths.tolist() == [4, 8, 8, 3, 8]
@@ -50,7 +50,7 @@ def test_document_packing_long_document_continues_without_loss():
 
 
 def test_document_packing_skips_documents_without_tokens():
-    input_ids, lengths, doc = pack_documents(_docs(0, 2), max_seq_length=8, **IDS)
+    input_ids, lengths, doc, _ = pack_documents(_docs(0, 2), max_seq_length=8, **IDS)
     assert doc.tolist() == [1]
     assert pack_documents([], max_seq_length=8, **IDS)[0].shape == (0, 8)
 
@@ -58,7 +58,7 @@ def test_document_packing_skips_documents_without_tokens():
 @pytest.mark.parametrize("lengths", [(3, 5, 1), (6, 6, 6), (5, 20, 1, 1, 4), (1,) * 9, (40,)])
 def test_concat_packing_fills_sequences_and_keeps_every_token(lengths):
     docs = _docs(*lengths)
-    input_ids, seq_lengths = pack_concat(docs, max_seq_length=8, **IDS)
+    input_ids, seq_lengths, _ = pack_concat(docs, max_seq_length=8, **IDS)
     _check_frame(input_ids, seq_lengths, 8)
     assert np.all(seq_lengths[:-1] >= 7), "only the last sequence may be short of a full body"
     stream = np.concatenate(_bodies(input_ids, seq_lengths))
@@ -70,6 +70,6 @@ def test_concat_packing_fills_sequences_and_keeps_every_token(lengths):
 
 
 def test_concat_packing_joins_documents_with_sep():
-    input_ids, lengths = pack_concat(_docs(2, 2), max_seq_length=10, **IDS)
+    input_ids, lengths, _ = pack_concat(_docs(2, 2), max_seq_length=10, **IDS)
     assert input_ids.tolist() == [[CLS, 1000, 1001, SEP, 1002, 1003, SEP, PAD, PAD, PAD]]
     assert lengths.tolist() == [7]

@@ -1,41 +1,174 @@
-"""Reading documents out of text files.
+"""Reading documents out of text, JSONL and Parquet files, as bounded pieces.
 
-A file is read as a stream of lines, never whole, so memory does not grow with
-file size. Splitting one file across workers would need byte offsets that land
-on document boundaries; instead each file is read by one worker and the
-documents are spread out afterwards (``Reshuffle``), which is where the cost is.
+A file is streamed, never read whole: text is read in line chunks of at most
+``PIECE_CHARS`` characters, so even a 50 MB line never becomes one string. A
+document longer than that is cut, at whitespace, into pieces that are
+tokenized separately; all pieces of a document share its key (a hash of its
+whitespace-normalized text), so they dedup and split together.
+
+Splitting one file across workers would need byte offsets that land on
+document boundaries; instead each file is read by one worker and the
+documents are spread out by the shuffle that follows (deduplication).
 """
 
+import codecs
+import dataclasses
+import hashlib
 import io
+import json
+import re
+import threading
 from collections.abc import Iterable, Iterator
 
-from mlmprep.transforms import keys
+import pyarrow.parquet as pq
+
 from mlmprep.transforms.counting import CountingDoFn
 
-FORMATS = ("text", "lines")
+FORMATS = ("text", "lines", "jsonl", "parquet")
+PIECE_CHARS = 1 << 16
+BINARY_SNIFF_BYTES = 8192
+
+# ANSI/VT100 escape sequences (colors, cursor moves) and C0/C1 control
+# characters other than tab and newline: terminal noise, never text.
+_ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+_invalid_utf8 = threading.local()
+
+
+def _replace_and_count(error: UnicodeDecodeError):
+    _invalid_utf8.count = getattr(_invalid_utf8, "count", 0) + 1
+    return "\ufffd", error.end
+
+
+codecs.register_error("mlmprep.replace", _replace_and_count)
+
+
+def invalid_utf8_count() -> int:
+    """Invalid UTF-8 sequences replaced so far in this thread."""
+    return getattr(_invalid_utf8, "count", 0)
+
+
+def format_of(path: str, input_format: str = "auto") -> str:
+    """The input format, from ``--input_format`` or the file suffix."""
+    if input_format != "auto":
+        return input_format
+    name = re.sub(r"\.(gz|gzip|bz2|zst|zstd|deflate|xz|lzma)$", "", path.lower())
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    if name.endswith(".parquet"):
+        return "parquet"
+    return "text"
+
+
+def clean(text: str) -> str:
+    """Removes terminal escape sequences and control characters."""
+    return _CONTROL.sub("", _ANSI.sub("", text))
+
+
+@dataclasses.dataclass
+class Document:
+    """A document as pieces of at most about PIECE_CHARS characters each."""
+
+    key: int  # 63 bits of a hash of the whitespace-normalized text
+    pieces: list[str]
+
+
+def document(pieces: list[str]) -> Document | None:
+    """Keys a document; None when it has no non-space text."""
+    hasher = hashlib.blake2b(digest_size=8)
+    empty = True
+    for piece in pieces:
+        words = piece.split()
+        if words:
+            if not empty:
+                hasher.update(b" ")
+            hasher.update(" ".join(words).encode("utf-8", "surrogatepass"))
+            empty = False
+    if empty:
+        return None
+    return Document(int.from_bytes(hasher.digest(), "little") >> 1, pieces)
+
+
+class _PieceBuilder:
+    """Accumulates a document's text; cuts a piece at whitespace when it grows too long."""
+
+    def __init__(self, limit: int):
+        self._limit = limit
+        self._parts: list[str] = []
+        self._size = 0
+        self.pieces: list[str] = []
+
+    def add(self, text: str):
+        self._parts.append(text)
+        self._size += len(text)
+        while self._size > self._limit:
+            text = "".join(self._parts)
+            space = max(text.rfind(" ", 0, self._limit), text.rfind("\n", 0, self._limit))
+            cut = space + 1 if space > 0 else self._limit  # no whitespace at all: a hard cut
+            self.pieces.append(text[:cut])
+            self._parts, self._size = [text[cut:]], len(text) - cut
+
+    def finish(self) -> list[str]:
+        if self._size:
+            self.pieces.append("".join(self._parts))
+        pieces, self.pieces, self._parts, self._size = self.pieces, [], [], 0
+        return pieces
+
+
+def _lines(stream, limit: int) -> Iterator[list[str]]:
+    """Lines as lists of chunks of at most ``limit`` characters, newline stripped."""
+    chunks = []
+    while True:
+        chunk = stream.readline(limit)
+        if not chunk:
+            break
+        if chunk.endswith("\n"):
+            chunks.append(chunk[:-1])
+            yield chunks
+            chunks = []
+        else:
+            chunks.append(chunk)
+    if chunks:
+        yield chunks
+
+
+def iter_text_documents(stream, input_format: str, limit: int = PIECE_CHARS) -> Iterator[list[str]]:
+    """Documents of a text stream, each as its list of pieces.
+
+    ``text``: documents are separated by one or more blank lines (the original
+    BERT convention), their lines joined by newlines. ``lines``: every
+    non-blank line is a document.
+    """
+    builder = _PieceBuilder(limit)
+    in_document = False
+    for chunks in _lines(stream, limit):
+        blank = len(chunks) == 1 and not chunks[0].strip()
+        if input_format == "lines":
+            if not blank:
+                for chunk in chunks:
+                    builder.add(chunk)
+                yield builder.finish()
+            continue
+        if blank:
+            if in_document:
+                yield builder.finish()
+                in_document = False
+            continue
+        if in_document:
+            builder.add("\n")
+        for chunk in chunks:
+            builder.add(chunk)
+        in_document = True
+    if in_document:
+        yield builder.finish()
 
 
 def iter_documents(lines: Iterable[str], input_format: str) -> Iterator[str]:
-    """Documents of a text stream.
-
-    ``text``: documents are separated by one or more blank lines (the original
-    BERT convention); the lines of a document are kept, joined by newlines.
-    ``lines``: every non-blank line is a document.
-    """
-    if input_format == "lines":
-        for line in lines:
-            if line.strip():
-                yield line.rstrip("\r\n")
-        return
-    document = []
-    for line in lines:
-        if line.strip():
-            document.append(line.rstrip("\r\n"))
-        elif document:
-            yield "\n".join(document)
-            document = []
-    if document:
-        yield "\n".join(document)
+    """Whole documents of an in-memory or small text (tests, tokenizer training)."""
+    stream = io.StringIO("".join(line if line.endswith("\n") else line + "\n" for line in lines))
+    for pieces in iter_text_documents(stream, input_format):
+        yield "".join(pieces)
 
 
 class _RawStream(io.RawIOBase):
@@ -54,25 +187,102 @@ class _RawStream(io.RawIOBase):
         return len(data)
 
 
+def buffered(handle) -> io.BufferedReader:
+    return io.BufferedReader(_RawStream(handle), buffer_size=1 << 20)
+
+
 def text_lines(handle) -> io.TextIOWrapper:
-    """A streaming UTF-8 line reader over a Beam file handle (decompressed or not)."""
-    buffered = io.BufferedReader(_RawStream(handle), buffer_size=1 << 20)
-    return io.TextIOWrapper(buffered, encoding="utf-8", errors="replace")
+    """A streaming UTF-8 reader over a Beam file handle; invalid bytes are replaced and counted."""
+    return io.TextIOWrapper(buffered(handle), encoding="utf-8", errors="mlmprep.replace")
+
+
+def _split(text: str, limit: int = PIECE_CHARS) -> list[str]:
+    builder = _PieceBuilder(limit)
+    builder.add(text)
+    return builder.finish()
 
 
 class ReadDocuments(CountingDoFn):
-    """ReadableFile -> (document_key, text), the key a hash of the text."""
+    """ReadableFile -> Document, cleaned; what cannot be read is counted by reason."""
 
-    def __init__(self, input_format: str):
+    def __init__(self, input_format: str = "auto", text_field: str = "text"):
         super().__init__()
         self._input_format = input_format
+        self._text_field = text_field
 
     def process(self, readable_file):
+        path = readable_file.metadata.path
+        fmt = format_of(path, self._input_format)
+        self.count("files_read")
         with readable_file.open() as raw:  # decompresses by suffix
-            self.count("files_read")
-            for text in iter_documents(text_lines(raw), self._input_format):
+            stream = buffered(raw)
+            if fmt == "parquet":
+                texts = self._parquet_texts(raw)  # seeks to its footer: the file itself
+            elif fmt == "jsonl":
+                texts = self._jsonl_texts(stream)
+            elif b"\x00" in stream.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]:
+                # A NUL byte in the first block: an image or an index, not text.
                 self.count("documents_read")
-                data = text.encode("utf-8")
-                if "\ufffd" in text:
-                    self.count("documents_with_invalid_utf8")
-                yield keys.content_key(data), text
+                self.count("documents_dropped.binary")
+                return
+            else:
+                texts = self._text_texts(stream, fmt)
+            for pieces in texts:
+                yield from self._document(pieces)
+
+    def _text_texts(self, stream, fmt):
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="mlmprep.replace")
+        before = invalid_utf8_count()
+        for pieces in iter_text_documents(text, fmt):
+            after = invalid_utf8_count()
+            if after > before:
+                self.count("documents_with_invalid_utf8")
+                self.count("invalid_utf8_sequences", after - before)
+                before = after
+            yield pieces
+
+    def _jsonl_texts(self, stream):
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="mlmprep.replace")
+        for line in text:
+            if not line.strip():
+                continue
+            try:
+                value = json.loads(line)[self._text_field]
+            except (ValueError, TypeError, KeyError, IndexError):
+                self.count("documents_read")
+                self.count("documents_dropped.malformed_json")
+                continue
+            if not isinstance(value, str):
+                self.count("documents_read")
+                self.count("documents_dropped.no_text_field")
+                continue
+            yield _split(value)
+
+    def _parquet_texts(self, handle):
+        parquet = pq.ParquetFile(handle)
+        if self._text_field not in parquet.schema_arrow.names:
+            self.count("documents_read", parquet.metadata.num_rows)
+            self.count("documents_dropped.no_text_field", parquet.metadata.num_rows)
+            return
+        for batch in parquet.iter_batches(batch_size=1024, columns=[self._text_field]):
+            for value in batch.column(0).to_pylist():
+                if not isinstance(value, str):
+                    self.count("documents_read")
+                    self.count("documents_dropped.no_text_field")
+                    continue
+                yield _split(value)
+
+    def _document(self, pieces):
+        self.count("documents_read")
+        cleaned = [clean(p) for p in pieces]
+        if cleaned != pieces:
+            self.count("documents_with_control_characters")
+        doc = document(cleaned)
+        if doc is None:
+            self.count("documents_dropped.empty")
+            return
+        if len(doc.pieces) > 1:
+            self.count("documents_split_into_pieces")
+            self.count("pieces_of_split_documents", len(doc.pieces))
+        self.count("characters_read", sum(len(p) for p in pieces))
+        yield doc

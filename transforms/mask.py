@@ -4,6 +4,12 @@
 dynamic (per-epoch) masking with the same rules. Its randomness comes from
 ``keys.uniform`` on each sequence's key: a given (seed, sequence, copy) is
 masked the same way on any runner, worker or retry.
+
+Selection works on units: single tokens, or with whole-word masking the
+pieces of one word. Units are visited in a random order and taken while they
+fit the sequence's budget of predictions, skipping a word that would
+overflow it (BERT's ``create_masked_lm_predictions``); each unit gets one
+80/10/10 decision.
 """
 
 import dataclasses
@@ -15,6 +21,7 @@ from mlmprep.transforms.counting import CountingDoFn
 from mlmprep.transforms.records import MaskedBatch
 
 _SELECT, _DECIDE, _REPLACE = 0, 1, 2  # independent random streams per sequence
+MASK_COUNTS = ("exact", "bernoulli")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +30,8 @@ class MaskingConfig:
     max_predictions_per_seq: int = 20
     mask_token_ratio: float = 0.8
     random_token_ratio: float = 0.1
+    whole_word_masking: bool = False
+    mask_count: str = "exact"  # or "bernoulli": each unit selected with probability p
 
 
 def prediction_counts(lengths, num_candidates, config: MaskingConfig) -> np.ndarray:
@@ -34,6 +43,54 @@ def prediction_counts(lengths, num_candidates, config: MaskingConfig) -> np.ndar
     return np.minimum(np.minimum(wanted, config.max_predictions_per_seq), num_candidates)
 
 
+def _select_tokens(candidate, score, budget) -> np.ndarray:
+    """The ``budget`` candidates of lowest score in each row."""
+    order = np.argsort(np.where(candidate, score, 2.0), axis=1, kind="stable")
+    taken = np.arange(candidate.shape[1])[None, :] < np.minimum(budget, candidate.sum(axis=1))[:, None]
+    selected = np.zeros_like(candidate)
+    np.put_along_axis(selected, order, taken, axis=1)
+    return selected
+
+
+def _word_units(candidate, word_starts) -> tuple[np.ndarray, np.ndarray]:
+    """Unit index of each position (-1 for non-candidates) and each unit's first position.
+
+    A unit starts at a word start, or at a candidate that follows a
+    non-candidate (a word cut by a sequence boundary keeps its pieces together).
+    """
+    n, width = candidate.shape
+    previous = np.zeros_like(candidate)
+    previous[:, 1:] = candidate[:, :-1]
+    starts = candidate & (word_starts | ~previous)
+    unit = np.where(candidate, np.cumsum(starts, axis=1) - 1, -1)
+    first = np.full((n, width), width - 1, dtype=np.int64)
+    rows, cols = np.nonzero(starts)
+    first[rows, unit[rows, cols]] = cols
+    return unit, first
+
+
+def _select_words(unit, first, score, eligible, budget) -> np.ndarray:
+    """Words in score order, each taken whole if it fits the budget, else skipped (as BERT)."""
+    n, width = unit.shape
+    num_units = unit.max(axis=1, initial=-1) + 1
+    has_unit = np.arange(width)[None, :] < num_units[:, None]
+    size = np.zeros((n, width), dtype=np.int64)
+    rows, cols = np.nonzero(unit >= 0)
+    np.add.at(size, (rows, unit[rows, cols]), 1)
+    usable = has_unit & np.take_along_axis(eligible, first, axis=1)
+    order = np.argsort(np.where(usable, np.take_along_axis(score, first, axis=1), 2.0), axis=1, kind="stable")
+    ordered_size = np.where(np.take_along_axis(usable, order, axis=1), np.take_along_axis(size, order, 1), 0)
+    total = np.zeros(n, dtype=np.int64)
+    taken_ordered = np.zeros((n, width), dtype=bool)
+    for j in range(int(num_units.max(initial=0))):  # a loop over word ranks, vectorized over rows
+        fits = (ordered_size[:, j] > 0) & (total + ordered_size[:, j] <= budget)
+        taken_ordered[:, j] = fits
+        total += np.where(fits, ordered_size[:, j], 0)
+    taken = np.zeros((n, width), dtype=bool)
+    np.put_along_axis(taken, order, taken_ordered, axis=1)
+    return np.take_along_axis(taken, np.maximum(unit, 0), axis=1) & (unit >= 0)
+
+
 def mask_batch(
     input_ids: np.ndarray,
     lengths: np.ndarray,
@@ -43,6 +100,7 @@ def mask_batch(
     is_special: np.ndarray,
     mask_id: int,
     random_ids: np.ndarray,
+    word_starts: np.ndarray | None = None,
 ) -> MaskedBatch:
     """Selects and replaces tokens of each sequence.
 
@@ -50,46 +108,55 @@ def mask_batch(
       input_ids: int [N, L] unmasked sequences.
       lengths: int [N] real tokens per sequence.
       rng_keys: uint64 [N], one per sequence and copy (``keys.record_keys``).
-      config: the probabilities and the prediction cap.
+      config: the probabilities, the count rule and the prediction cap.
       is_special: bool [vocab_size], True for ids never selected.
       mask_id: the [MASK] id.
       random_ids: ids a "random token" replacement draws from, uniformly.
+      word_starts: bool [N, L], True where a word begins; required for
+        whole-word masking.
     """
     n, width = input_ids.shape
     cap = config.max_predictions_per_seq
-    rows = np.arange(n)[:, None]
     candidate = ~is_special[input_ids] & (np.arange(width)[None, :] < lengths[:, None])
-    count = prediction_counts(lengths, candidate.sum(axis=1), config)
-
-    # A random permutation of the candidates; the first `count` are selected.
-    score = np.where(candidate, keys.uniform(rng_keys, stream=_SELECT, width=width), 2.0)
-    order = np.argsort(score, axis=1, kind="stable")[:, :cap]
-    valid = np.arange(order.shape[1])[None, :] < count[:, None]
-    positions = np.sort(np.where(valid, order, width), axis=1)  # chosen first, ascending
-    valid = positions < width
-    positions = np.where(valid, positions, 0)
-
-    original = np.take_along_axis(input_ids, positions, axis=1)
-    # One decision per selected position, drawn at that position's counter.
-    decide = np.take_along_axis(keys.uniform(rng_keys, stream=_DECIDE, width=width), positions, 1)
-    pick = np.take_along_axis(keys.uniform(rng_keys, stream=_REPLACE, width=width), positions, 1)
+    if config.whole_word_masking and word_starts is None:
+        raise ValueError("whole-word masking needs word_starts")
+    score = keys.uniform(rng_keys, stream=_SELECT, width=width)
+    if config.mask_count == "bernoulli":
+        eligible = score < config.masked_lm_prob
+        budget = np.full(n, cap)
+    else:
+        eligible = np.ones((n, width), dtype=bool)
+        budget = prediction_counts(lengths, candidate.sum(axis=1), config)
+    decide = keys.uniform(rng_keys, stream=_DECIDE, width=width)
+    if config.whole_word_masking:
+        unit, first = _word_units(candidate, word_starts)
+        selected = _select_words(unit, first, score, eligible, budget)
+        # One decision per word, drawn at the word's first position.
+        decide = np.take_along_axis(decide, np.take_along_axis(first, np.maximum(unit, 0), axis=1), axis=1)
+    else:
+        selected = _select_tokens(candidate & eligible, score, budget)
+    pick = keys.uniform(rng_keys, stream=_REPLACE, width=width)
     random_token = random_ids[np.minimum((pick * random_ids.size).astype(np.int64), random_ids.size - 1)]
     replacement = np.where(
         decide < config.mask_token_ratio,
         mask_id,
-        np.where(decide < config.mask_token_ratio + config.random_token_ratio, random_token, original),
+        np.where(decide < config.mask_token_ratio + config.random_token_ratio, random_token, input_ids),
     )
-    masked = input_ids.astype(np.int32, copy=True)
-    masked[np.broadcast_to(rows, positions.shape)[valid], positions[valid]] = replacement[valid]
+    masked = np.where(selected, replacement, input_ids).astype(np.int32)
 
-    padded = np.zeros((n, cap), dtype=np.int32)
+    count = selected.sum(axis=1)
+    positions = np.sort(np.where(selected, np.arange(width)[None, :], width), axis=1)[:, :cap]
+    valid = positions < width
+    positions = np.where(valid, positions, 0)
+    original = np.where(valid, np.take_along_axis(input_ids, positions, axis=1), 0)
+    padded_positions = np.zeros((n, cap), dtype=np.int32)
     padded_ids = np.zeros((n, cap), dtype=np.int32)
-    padded[:, : positions.shape[1]] = np.where(valid, positions, 0)
-    padded_ids[:, : positions.shape[1]] = np.where(valid, original, 0)
+    padded_positions[:, : positions.shape[1]] = positions
+    padded_ids[:, : positions.shape[1]] = original
     return MaskedBatch(
         input_ids=masked,
         lengths=np.asarray(lengths, dtype=np.int32),
-        masked_lm_positions=padded,
+        masked_lm_positions=padded_positions,
         masked_lm_ids=padded_ids,
         num_predictions=count.astype(np.int32),
     )
@@ -120,6 +187,8 @@ class MaskSequences(CountingDoFn):
                 is_special=self._is_special,
                 mask_id=self._vocab.mask_id,
                 random_ids=self._vocab.random_ids,
+                word_starts=batch.word_starts,
             )
+            self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
             for row, record in enumerate(records.to_payloads(masked)):
                 yield int(batch.splits[row]), int(rng_keys[row] >> np.uint64(1)), record

@@ -1,7 +1,8 @@
 """Packing token ids into fixed-length ``[CLS] ... [SEP] [PAD]...`` sequences.
 
 No token of a kept document is ever dropped: a document longer than one
-sequence continues in the next one.
+sequence continues in the next one. Word-start flags (for whole-word
+masking) are packed alongside the ids, position for position.
 """
 
 import dataclasses
@@ -22,78 +23,102 @@ class SequenceBatch:
     lengths: np.ndarray  # int32 [N]: real tokens, [CLS] and [SEP] included
     keys: np.ndarray  # uint64 [N]
     splits: np.ndarray  # int8 [N]
+    word_starts: np.ndarray | None = None  # bool [N, max_seq_length]
 
 
 def pack_documents(
-    token_ids: list[np.ndarray], *, max_seq_length: int, cls_id: int, sep_id: int, pad_id: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    token_ids: list[np.ndarray],
+    *,
+    max_seq_length: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    word_starts: list[np.ndarray] | None = None,
+):
     """One or more sequences per document; sequences never cross documents.
 
-    Returns ``(input_ids [N, L], lengths [N], document_index [N])``.
+    Returns ``(input_ids [N, L], lengths [N], document_index [N], starts)``,
+    ``starts`` the packed word starts (bool [N, L]) or None.
     """
     body = max_seq_length - 2
     doc_lengths = np.array([ids.size for ids in token_ids], dtype=np.int64)
     per_doc = -(-doc_lengths // body)  # ceil; a document with no tokens has none
     num_sequences = int(per_doc.sum())
     input_ids = np.full((num_sequences, max_seq_length), pad_id, dtype=np.int32)
+    starts = None if word_starts is None else np.zeros((num_sequences, max_seq_length), dtype=bool)
+    document_index = np.repeat(np.arange(len(token_ids)), per_doc)
     if num_sequences == 0:
-        return input_ids, np.zeros(0, np.int32), np.zeros(0, np.int64)
+        return input_ids, np.zeros(0, np.int32), document_index, starts
     first_sequence = np.cumsum(per_doc) - per_doc
-    flat = np.concatenate(token_ids).astype(np.int32, copy=False)
     doc_of_token = np.repeat(np.arange(len(token_ids)), doc_lengths)
-    offset = np.arange(flat.size) - np.repeat(np.cumsum(doc_lengths) - doc_lengths, doc_lengths)
+    offset = np.arange(doc_lengths.sum()) - np.repeat(np.cumsum(doc_lengths) - doc_lengths, doc_lengths)
     rows = first_sequence[doc_of_token] + offset // body
-    input_ids[rows, 1 + offset % body] = flat
+    cols = 1 + offset % body
+    input_ids[rows, cols] = np.concatenate(token_ids)
+    if starts is not None:
+        starts[rows, cols] = np.concatenate(word_starts)
     lengths = np.bincount(rows, minlength=num_sequences).astype(np.int32) + 2
     input_ids[:, 0] = cls_id
     input_ids[np.arange(num_sequences), lengths - 1] = sep_id
-    document_index = np.repeat(np.arange(len(token_ids)), per_doc)
-    return input_ids, lengths, document_index
+    return input_ids, lengths, document_index, starts
 
 
 def pack_concat(
-    token_ids: list[np.ndarray], *, max_seq_length: int, cls_id: int, sep_id: int, pad_id: int
-) -> tuple[np.ndarray, np.ndarray]:
+    token_ids: list[np.ndarray],
+    *,
+    max_seq_length: int,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    word_starts: list[np.ndarray] | None = None,
+):
     """Documents joined by [SEP] in the given order, filling every sequence.
 
-    Only the last sequence may be short. A joining [SEP] that would open or
-    close a sequence is left out: the sequence's own [CLS]/[SEP] marks the
-    boundary. Returns ``(input_ids [N, L], lengths [N])``.
+    Only the last sequence may be short (and one may end a token early where
+    the joining [SEP] would have been its last body token): a joining [SEP]
+    never opens or closes a sequence, whose own [CLS]/[SEP] mark the boundary.
+    Returns ``(input_ids [N, L], lengths [N], starts)`` as ``pack_documents``.
     """
     body = max_seq_length - 2
-    sep = np.array([sep_id], dtype=np.int32)
+    # Slices (document, start, end) of each sequence body; -1 is a joining [SEP].
     bodies, current, filled = [], [], 0
-
-    def close():
-        nonlocal current, filled
-        bodies.append(np.concatenate(current))
-        current, filled = [], 0
-
-    # A loop over documents and pieces, not tokens: the copies are numpy's.
-    for ids in token_ids:
+    for doc, ids in enumerate(token_ids):  # a loop over documents and pieces, not tokens
         if filled:
             if filled + 1 >= body:  # no room for the joiner and one token
-                close()
+                bodies.append(current)
+                current, filled = [], 0
             else:
-                current.append(sep)
+                current.append((-1, 0, 1))
                 filled += 1
         start = 0
         while start < ids.size:
             take = min(body - filled, ids.size - start)
-            current.append(ids[start : start + take])
+            current.append((doc, start, start + take))
             filled += take
             start += take
             if filled == body:
-                close()
+                bodies.append(current)
+                current, filled = [], 0
     if filled:
-        close()
+        bodies.append(current)
+
     input_ids = np.full((len(bodies), max_seq_length), pad_id, dtype=np.int32)
-    lengths = np.array([b.size + 2 for b in bodies], dtype=np.int32)
-    for row, b in enumerate(bodies):
-        input_ids[row, 1 : 1 + b.size] = b
+    starts = None if word_starts is None else np.zeros(input_ids.shape, dtype=bool)
+    lengths = np.zeros(len(bodies), dtype=np.int32)
+    for row, slices in enumerate(bodies):
+        col = 1
+        for doc, start, end in slices:
+            if doc < 0:
+                input_ids[row, col] = sep_id
+            else:
+                input_ids[row, col : col + end - start] = token_ids[doc][start:end]
+                if starts is not None:
+                    starts[row, col : col + end - start] = word_starts[doc][start:end]
+            col += end - start
+        lengths[row] = col + 1
     input_ids[:, 0] = cls_id
     input_ids[np.arange(len(bodies)), lengths - 1] = sep_id
-    return input_ids, lengths
+    return input_ids, lengths, starts
 
 
 def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -113,15 +138,16 @@ class PackDocuments(CountingDoFn):
         self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
 
     def process(self, batch):
-        input_ids, lengths, doc = pack_documents(
-            batch.token_ids, max_seq_length=self._max_seq_length, **self._ids
+        input_ids, lengths, doc, starts = pack_documents(
+            batch.token_ids, max_seq_length=self._max_seq_length, word_starts=batch.word_starts, **self._ids
         )
-        self.count("documents_split_across_sequences", int((np.bincount(doc) > 1).sum()))
-        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), batch.splits[doc])
+        self.count("pieces_over_several_sequences", int((np.bincount(doc) > 1).sum()))
+        keys_ = sequence_keys(input_ids, lengths)
+        yield SequenceBatch(input_ids, lengths, keys_, batch.splits[doc], starts)
 
 
 class PackConcat(CountingDoFn):
-    """((split, group), [(document_key, token_ids)]) -> SequenceBatch, ``--packing concat``.
+    """((split, group), [(document_key, piece, token_ids, starts)]) -> SequenceBatch, ``--packing concat``.
 
     Documents of a group are joined in key order, so the result does not
     depend on the order the runner delivers them in.
@@ -133,10 +159,14 @@ class PackConcat(CountingDoFn):
         self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
 
     def process(self, element):
-        (split, _), documents = element
-        documents = sorted(documents, key=lambda d: (d[0], d[1].tobytes()))
-        input_ids, lengths = pack_concat(
-            [ids for _, ids in documents], max_seq_length=self._max_seq_length, **self._ids
+        (split, _), pieces = element
+        pieces = sorted(pieces, key=lambda p: (p[0], p[1], p[2].tobytes()))
+        has_starts = pieces[0][3] is not None
+        input_ids, lengths, starts = pack_concat(
+            [p[2] for p in pieces],
+            max_seq_length=self._max_seq_length,
+            word_starts=[p[3] for p in pieces] if has_starts else None,
+            **self._ids,
         )
         splits = np.full(len(lengths), split, dtype=np.int8)
-        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits)
+        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)

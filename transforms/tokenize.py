@@ -129,6 +129,25 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
 
 
+def encode_with_word_starts(
+    tokenizer: Tokenizer, texts: list[str]
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Token ids and, per token, whether it begins a word (the fast tokenizer's word ids).
+
+    Word ids come from the pre-tokenizer, so this works for any tokenizer,
+    not only WordPiece's ``##`` convention.
+    """
+    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+    ids, starts = [], []
+    for e in encodings:
+        words = np.array([-1 if w is None else w for w in e.word_ids], dtype=np.int64)
+        start = np.ones(words.size, dtype=bool)
+        start[1:] = words[1:] != words[:-1]
+        ids.append(np.asarray(e.ids, dtype=np.int32))
+        starts.append(start)
+    return ids, starts
+
+
 def split_of(document_key: int, validation_fraction: float) -> int:
     """0 (train) or 1 (validation), by a hash of the document's content."""
     return int(keys.split_fraction(document_key) < validation_fraction)
@@ -136,37 +155,51 @@ def split_of(document_key: int, validation_fraction: float) -> int:
 
 @dataclasses.dataclass
 class TokenizedBatch:
-    """Documents as token ids; ``keys`` are content keys, ``splits`` index SPLITS."""
+    """Document pieces as token ids; ``keys`` are document keys, ``splits`` index SPLITS."""
 
     keys: np.ndarray  # uint64 [B]
+    pieces: np.ndarray  # int64 [B]: index of the piece within its document
     splits: np.ndarray  # int8 [B]
     token_ids: list[np.ndarray]
+    word_starts: list[np.ndarray] | None = None
 
 
 class TokenizeDocuments(CountingDoFn):
-    """(document_key, text) batches -> TokenizedBatch."""
+    """Batches of (document_key, piece_index, num_pieces, text) -> TokenizedBatch."""
 
-    def __init__(self, tokenizer_json_text: str, validation_fraction: float):
+    def __init__(self, tokenizer_json_text: str, validation_fraction: float, word_starts: bool = False):
         super().__init__()
         self._tokenizer_json = tokenizer_json_text
         self._validation_fraction = validation_fraction
+        self._word_starts = word_starts
         self._tokenizer = None
 
     def setup(self):
         self._tokenizer = load_tokenizer(self._tokenizer_json)
 
-    def process(self, documents):
-        doc_keys = np.array([k for k, _ in documents], dtype=np.uint64)
-        token_ids = encode_batch(self._tokenizer, [text for _, text in documents])
+    def process(self, pieces):
+        texts = [p[3] for p in pieces]
+        if self._word_starts:
+            token_ids, starts = encode_with_word_starts(self._tokenizer, texts)
+        else:
+            token_ids, starts = encode_batch(self._tokenizer, texts), None
+        self.count("tokens", sum(ids.size for ids in token_ids))
+        doc_keys = np.array([p[0] for p in pieces], dtype=np.uint64)
+        index = np.array([p[1] for p in pieces], dtype=np.int64)
         splits = np.array([split_of(int(k), self._validation_fraction) for k in doc_keys], dtype=np.int8)
         kept = np.array([ids.size > 0 for ids in token_ids], dtype=bool)
-        # Text that normalizes to nothing (only control characters, say).
-        self.count("documents_dropped.no_tokens", int((~kept).sum()))
+        # A document is counted once, at its first piece. One that is a single
+        # piece without tokens (text the normalizer removes entirely) is dropped.
+        first = index == 0
+        whole_and_empty = first & ~kept & (np.array([p[2] for p in pieces]) == 1)
+        self.count("documents_dropped.no_tokens", int(whole_and_empty.sum()))
         for split, name in enumerate(SPLITS):
-            self.count(f"documents.{name}", int((kept & (splits == split)).sum()))
+            self.count(f"documents.{name}", int((first & ~whole_and_empty & (splits == split)).sum()))
         if kept.any():
             yield TokenizedBatch(
                 keys=doc_keys[kept],
+                pieces=index[kept],
                 splits=splits[kept],
                 token_ids=[ids for ids, k in zip(token_ids, kept) if k],
+                word_starts=None if starts is None else [s for s, k in zip(starts, kept) if k],
             )
