@@ -37,8 +37,9 @@ def _run(argv):
 
 def _demo(argv):
     from mlmprep.pipeline import demo
+    from mlmprep.pipeline.options import CliParser
 
-    parser = argparse.ArgumentParser(prog="mlmprep demo", description=demo.__doc__)
+    parser = CliParser(prog="mlmprep demo", description=demo.__doc__)
     parser.add_argument(
         "--output", default="demo_output", help="Where to write the corpus, tokenizer and shards."
     )
@@ -52,10 +53,24 @@ def _train_tokenizer(argv):
     train_tokenizer.main(argv)
 
 
+def _verify(argv):
+    from mlmprep.pipeline import verify
+
+    return verify.main(argv)
+
+
+def _inspect(argv):
+    from mlmprep.pipeline import summary
+
+    summary.inspect_main(argv)
+
+
 COMMANDS = {
     "run": (_run, "Run the Beam job: raw text -> masked TFRecord/Parquet shards."),
     "demo": (_demo, "Build a corpus and tokenizer from what Python ships, then run the job on it."),
     "train-tokenizer": (_train_tokenizer, "Train a WordPiece tokenizer.json on text files."),
+    "verify": (_verify, "Re-read an output's shards and check them against its manifest.json."),
+    "inspect": (_inspect, "Show decoded examples of an output, with the masked positions marked."),
 }
 
 
@@ -74,11 +89,10 @@ def main(argv=None) -> int:
 
     command, _ = COMMANDS[argv[0]]
     try:
-        command(argv[1:])
+        return command(argv[1:]) or 0
     except UsageError as e:
         print(f"mlmprep {argv[0]}: error: {e}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":

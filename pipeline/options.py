@@ -23,7 +23,7 @@ class UsageError(Exception):
     """A mistake in how mlmprep was called; the message says which."""
 
 
-class _Parser(argparse.ArgumentParser):
+class CliParser(argparse.ArgumentParser):
     """An ArgumentParser that raises UsageError instead of printing usage and exiting."""
 
     def error(self, message):
@@ -129,7 +129,7 @@ def check_flags(argv: list[str]) -> None:
     Beam itself only logs and drops flags it does not know, so a typo such as
     ``--max_seq_lenght`` would otherwise run with the default.
     """
-    parser = _Parser(prog="mlmprep run", allow_abbrev=False)
+    parser = CliParser(prog="mlmprep run", allow_abbrev=False)
     seen = {}
     for cls in PipelineOptions.__subclasses__():
         seen.setdefault(str(cls), cls)

@@ -1,7 +1,11 @@
 """Human-readable views of an output: the manifest's counts, one decoded example."""
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystems import FileSystems
 
+from mlmprep.transforms import encode
 from mlmprep.transforms.tokenize import load_tokenizer
 
 
@@ -45,3 +49,55 @@ def describe_example(tokenizer_json: str, row: dict) -> str:
         else:
             words.append(f"{{{token}→{original}}}")
     return " ".join(words)
+
+
+def _rows(output_dir: str, manifest: dict, split: str, n: int) -> list[dict]:
+    """The first ``n`` records of a split, from Parquet when written, else TFRecord."""
+    shards = sorted(
+        (s for s in manifest["shards"] if s["split"] == split and s["records"]),
+        key=lambda s: (s["format"] != "parquet", s["file"]),
+    )
+    rows = []
+    for shard in shards:
+        if shard["format"] != shards[0]["format"] or len(rows) >= n:
+            break
+        with FileSystems.open(
+            FileSystems.join(output_dir, shard["file"]), compression_type="uncompressed"
+        ) as f:
+            data = f.read()
+        if shard["format"] == "parquet":
+            rows += pq.read_table(pa.BufferReader(data)).slice(0, n - len(rows)).to_pylist()
+            continue
+        for record in encode.read_tfrecords(data)[: n - len(rows)]:
+            example = encode.parse_example(record)
+            labels = np.full(example["input_ids"].shape, encode.LABEL_IGNORE)
+            k = int(example["masked_lm_weights"].sum())
+            labels[example["masked_lm_positions"][:k]] = example["masked_lm_ids"][:k]
+            rows.append(
+                {"input_ids": example["input_ids"], "attention_mask": example["input_mask"], "labels": labels}
+            )
+    return rows
+
+
+def inspect_main(argv):
+    from mlmprep.pipeline import manifest as manifest_lib
+    from mlmprep.pipeline.options import CliParser, UsageError
+
+    parser = CliParser(prog="mlmprep inspect", description="Show decoded examples, masks marked.")
+    parser.add_argument("output_dir", help="An mlmprep output directory (with manifest.json).")
+    parser.add_argument("-n", type=int, default=3, help="How many examples.")
+    parser.add_argument("--split", default="train", help="train or validation.")
+    args = parser.parse_args(argv)
+    try:
+        manifest = manifest_lib.read(args.output_dir)
+    except Exception as e:
+        raise UsageError(f"cannot read {args.output_dir}/manifest.json: {e}") from None
+    with FileSystems.open(FileSystems.join(args.output_dir, manifest["tokenizer"]["file"])) as f:
+        tokenizer_json = f.read().decode("utf-8")
+    rows = _rows(args.output_dir, manifest, args.split, args.n)
+    if not rows:
+        raise UsageError(f"split {args.split!r} has no records in {args.output_dir}")
+    print("[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; <token>: kept\n")
+    for i, row in enumerate(rows):
+        print(f"--- {args.split} example {i}")
+        print(describe_example(tokenizer_json, row) + "\n")

@@ -4,12 +4,10 @@ The files are streamed document by document into tokenizers' trainer, so the
 corpus is never held in memory as a whole.
 """
 
-import argparse
-
 from apache_beam.io.filesystems import FileSystems
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from mlmprep.pipeline.options import UsageError
+from mlmprep.pipeline.options import CliParser, UsageError
 from mlmprep.transforms.documents import iter_documents, text_lines
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
@@ -41,7 +39,7 @@ def train(paths, *, vocab_size: int = 30522, lowercase: bool = True, input_forma
 
 
 def main(argv):
-    parser = argparse.ArgumentParser(prog="mlmprep train-tokenizer", description=__doc__)
+    parser = CliParser(prog="mlmprep train-tokenizer", description=__doc__)
     parser.add_argument(
         "--input", action="append", required=True, help="Input file pattern; repeat for more."
     )

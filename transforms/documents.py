@@ -23,6 +23,7 @@ from collections.abc import Iterable, Iterator
 import pyarrow.parquet as pq
 
 from mlmprep.transforms.counting import CountingDoFn
+from mlmprep.transforms.progress import Progress
 
 FORMATS = ("text", "lines", "jsonl", "parquet")
 PIECE_CHARS = 1 << 16
@@ -209,6 +210,10 @@ class ReadDocuments(CountingDoFn):
         super().__init__()
         self._input_format = input_format
         self._text_field = text_field
+        self._progress = None
+
+    def setup(self):
+        self._progress = Progress("read")
 
     def process(self, readable_file):
         path = readable_file.metadata.path
@@ -284,5 +289,7 @@ class ReadDocuments(CountingDoFn):
         if len(doc.pieces) > 1:
             self.count("documents_split_into_pieces")
             self.count("pieces_of_split_documents", len(doc.pieces))
-        self.count("characters_read", sum(len(p) for p in pieces))
+        characters = sum(len(p) for p in pieces)
+        self.count("characters_read", characters)
+        self._progress.update(documents=1, characters=characters)
         yield doc

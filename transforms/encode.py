@@ -169,3 +169,107 @@ def parquet_bytes(batch: MaskedBatch) -> bytes:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class CorruptRecordError(ValueError):
+    """A TFRecord frame or an Example that does not decode."""
+
+
+def read_tfrecords(data: bytes) -> list[bytes]:
+    """The records of a TFRecord file's bytes, checking both CRCs of every frame."""
+    records, offset = [], 0
+    while offset < len(data):
+        if offset + 12 > len(data):
+            raise CorruptRecordError(f"truncated frame header at byte {offset}")
+        length_bytes = data[offset : offset + 8]
+        (length,) = struct.unpack("<Q", length_bytes)
+        (length_crc,) = struct.unpack("<I", data[offset + 8 : offset + 12])
+        if length_crc != _masked_crc(length_bytes):
+            raise CorruptRecordError(f"length CRC mismatch at byte {offset}")
+        start, end = offset + 12, offset + 12 + length
+        if end + 4 > len(data):
+            raise CorruptRecordError(f"truncated record at byte {offset}")
+        record = data[start:end]
+        (data_crc,) = struct.unpack("<I", data[end : end + 4])
+        if data_crc != _masked_crc(record):
+            raise CorruptRecordError(f"data CRC mismatch in the record at byte {offset}")
+        records.append(record)
+        offset = end + 4
+    return records
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data):
+            raise CorruptRecordError("truncated varint")
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset += 1
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+
+
+def _fields(data: bytes):
+    """(field number, wire type, value) of a protobuf message; LEN values as bytes."""
+    offset = 0
+    while offset < len(data):
+        tag, offset = _read_varint(data, offset)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, offset = _read_varint(data, offset)
+        elif wire == 1:
+            value, offset = data[offset : offset + 8], offset + 8
+        elif wire == 5:
+            value, offset = data[offset : offset + 4], offset + 4
+        elif wire == _LEN:
+            length, offset = _read_varint(data, offset)
+            value, offset = data[offset : offset + length], offset + length
+        else:
+            raise CorruptRecordError(f"unsupported wire type {wire}")
+        if offset > len(data):
+            raise CorruptRecordError("truncated field")
+        yield field, wire, value
+
+
+def _unpack_varints(payload: bytes) -> np.ndarray:
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    if raw.size == 0:
+        return np.zeros(0, np.int64)
+    ends = np.nonzero(raw < 0x80)[0]
+    if ends.size == 0 or ends[-1] != raw.size - 1:
+        raise CorruptRecordError("truncated packed varints")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    shift = (np.arange(raw.size) - starts[group]) * 7
+    values = (raw & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
+    return np.add.reduceat(values, starts).view(np.int64)
+
+
+def parse_example(data: bytes) -> dict[str, np.ndarray]:
+    """A ``tf.train.Example``'s int64 and float features as numpy arrays, without TensorFlow."""
+    out = {}
+    for field, _, features in _fields(data):
+        if field != 1:
+            continue
+        for _, _, entry in _fields(features):
+            name, feature = None, b""
+            for f, _, value in _fields(entry):
+                if f == 1:
+                    name = value.decode("utf-8")
+                elif f == 2:
+                    feature = value
+            for kind, _, values in _fields(feature):
+                parts = list(_fields(values))
+                if kind == 3:  # int64_list: packed, or one varint per value
+                    out[name] = np.concatenate(
+                        [
+                            _unpack_varints(v) if w == _LEN else np.array([v], np.uint64).view(np.int64)
+                            for _, w, v in parts
+                        ]
+                        or [np.zeros(0, np.int64)]
+                    )
+                elif kind == 2:  # float_list
+                    out[name] = np.frombuffer(b"".join(v for _, _, v in parts), dtype="<f4").copy()
+    return out

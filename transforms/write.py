@@ -12,6 +12,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import encode, records
+from mlmprep.transforms.progress import Progress
 from mlmprep.transforms.tokenize import SPLITS
 
 FORMATS = ("tfrecord", "parquet")
@@ -32,6 +33,10 @@ class _WriteShard(beam.DoFn):
         self._shape = dict(
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
         )
+        self._progress = None
+
+    def setup(self):
+        self._progress = Progress("write")
 
     def process(self, element):
         (split, shard), keyed = element
@@ -49,6 +54,7 @@ class _WriteShard(beam.DoFn):
                 data = encode.parquet_bytes(batch)
             name = shard_name(SPLITS[split], shard, self._shard_counts[split], fmt)
             _write_atomically(FileSystems.join(self._output_dir, name), data)
+            self._progress.update(files=1, records=len(keyed))
             yield {
                 "file": name,
                 "split": SPLITS[split],
