@@ -26,7 +26,12 @@ def train(paths, *, vocab_size: int = 30522, lowercase: bool = True, input_forma
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tokenizer.decoder = decoders.WordPiece()
     trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=list(SPECIAL_TOKENS), show_progress=False
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        # Rare characters (a few CJK ones in a Latin corpus) would otherwise
+        # all join the alphabet and push the vocabulary past vocab_size.
+        limit_alphabet=min(1000, vocab_size // 2),
+        show_progress=False,
     )
     tokenizer.train_from_iterator(_documents(paths, input_format), trainer=trainer)
     cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")

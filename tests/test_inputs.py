@@ -1,0 +1,192 @@
+"""Input formats, compression, bad input, dedup and splits, through the whole job."""
+
+import bz2
+import gzip
+import json
+import resource
+import subprocess
+import sys
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import zstandard
+
+from mlmprep.transforms.documents import clean, iter_documents, iter_text_documents
+
+from conftest import run_job
+
+
+def _tiny_documents(real_data):
+    docs = []
+    for path in sorted((real_data / "corpora" / "tiny").glob("*.txt"))[:6]:
+        with open(path, encoding="utf-8") as f:
+            docs += list(iter_documents(f, "text"))
+    return docs
+
+
+def _hashes(manifest):
+    return sorted(s["sha256"] for s in manifest["shards"])
+
+
+def test_every_format_and_compression_reads_the_same_documents(tmp_path, real_data, bert_vocab):
+    docs = _tiny_documents(real_data)
+    text = "\n\n".join(docs) + "\n"
+    jsonl = "".join(json.dumps({"id": i, "body": d}) + "\n" for i, d in enumerate(docs))
+    files = {
+        "plain.txt": text.encode(),
+        "gzipped.txt.gz": gzip.compress(text.encode()),
+        "bzipped.txt.bz2": bz2.compress(text.encode()),
+        "zstd.txt.zst": zstandard.ZstdCompressor().compress(text.encode()),
+        "docs.jsonl": jsonl.encode(),
+        "docs.jsonl.gz": gzip.compress(jsonl.encode()),
+    }
+    for name, data in files.items():
+        (tmp_path / name).write_bytes(data)
+    pq.write_table(pa.table({"body": docs, "n": list(range(len(docs)))}), tmp_path / "docs.parquet")
+    results = {}
+    for name in [*files, "docs.parquet"]:
+        field = [] if name.endswith(".txt") or ".txt." in name else ["--text_field=body"]
+        results[name] = run_job(
+            tmp_path / f"out-{name}", f"--input={tmp_path / name}", f"--tokenizer={bert_vocab}", *field
+        )
+    reference = results["plain.txt"]
+    assert reference["counts"]["documents_read"] == len(docs)
+    for name, manifest in results.items():
+        assert manifest["counts"]["documents_read"] == len(docs), name
+        assert _hashes(manifest) == _hashes(reference), name
+
+
+def test_many_globs_in_one_run(tmp_path, real_data, bert_vocab):
+    tiny = real_data / "corpora" / "tiny"
+    both = run_job(
+        tmp_path / "both",
+        f"--input={tiny}/fortunes_*.txt",
+        f"--input={tiny}/foldoc.txt",
+        f"--tokenizer={bert_vocab}",
+    )
+    assert both["counts"]["counters"]["files_read"] == 6
+    assert both["counts"]["documents_read"] == 6 * 50
+
+
+def test_robustness_corpus_is_fully_accounted(tmp_path, real_data, bert_vocab):
+    robustness = real_data / "corpora" / "robustness"
+    manifest = run_job(tmp_path / "out", f"--input={robustness}/*", f"--tokenizer={bert_vocab}")
+    counts = manifest["counts"]
+    dropped = counts["documents_dropped"]
+    assert counts["documents_read"] == counts["documents_written"] + sum(dropped.values())
+    assert dropped["binary"] == 2  # the GIF and the strfile index
+    assert counts["counters"]["files_read"] == len(list(robustness.iterdir()))
+    assert counts["counters"]["documents_with_invalid_utf8"] > 0  # the ISO-8859-3 file
+    assert counts["counters"]["documents_with_control_characters"] > 0  # ANSI art
+    assert counts["documents_written"] >= 10  # fortune files separate entries by "%", not blank lines
+    assert counts["splits"]["train"]["sequences"] > 0
+
+
+def test_malformed_jsonl_lines_are_counted(tmp_path, bert_vocab):
+    lines = ['{"text": "a good line"}', "{not json", '{"other": "no text"}', '{"text": 42}', "[1, 2]", ""]
+    (tmp_path / "x.jsonl").write_text("\n".join(lines) + "\n")
+    manifest = run_job(tmp_path / "out", f"--input={tmp_path / 'x.jsonl'}", f"--tokenizer={bert_vocab}")
+    counts = manifest["counts"]
+    assert counts["documents_read"] == 5
+    assert counts["documents_written"] == 1
+    assert counts["documents_dropped"] == {"malformed_json": 3, "no_text_field": 1}
+
+
+def test_cleaning_removes_escapes_and_control_characters():
+    assert clean("\x1b[31mred\x1b[0m and\x07 bell\x00") == "red and bell"
+    assert clean("tab\tand\nnewline") == "tab\tand\nnewline"
+
+
+def test_documents_are_cut_into_bounded_pieces_at_whitespace():
+    import io
+
+    line = " ".join(f"w{i}" for i in range(5000))  # ~29k characters, one line
+    docs = list(iter_text_documents(io.StringIO(f"short doc\n\n{line}\nsecond line\n"), "text", limit=1000))
+    assert docs[0] == ["short doc"]
+    pieces = docs[1]
+    assert all(len(p) <= 1000 for p in pieces) and len(pieces) > 25
+    assert "".join(pieces) == line + "\nsecond line"
+    assert all(p.endswith((" ", "\n")) for p in pieces[:-1]), "cut at whitespace, never inside a word"
+
+
+def test_deduplication_exact_and_deterministic(tmp_path, bert_vocab):
+    docs = ["the quick brown fox", "the  quick brown\nfox", "a different one", "the quick brown fox"]
+    (tmp_path / "a.txt").write_text("\n\n".join(docs) + "\n")
+    deduped = run_job(tmp_path / "d", f"--input={tmp_path / 'a.txt'}", f"--tokenizer={bert_vocab}")
+    kept = run_job(tmp_path / "k", f"--input={tmp_path / 'a.txt'}", f"--tokenizer={bert_vocab}", "--nodedup")
+    assert deduped["counts"]["documents_dropped"] == {"duplicate": 2}
+    assert deduped["counts"]["documents_written"] == 2
+    assert kept["counts"]["documents_written"] == 4 and kept["counts"]["documents_dropped"] == {}
+    again = run_job(tmp_path / "d2", f"--input={tmp_path / 'a.txt'}", f"--tokenizer={bert_vocab}")
+    assert _hashes(again) == _hashes(deduped)
+
+
+def _split_of_documents(output):
+    """Document first-sequence bodies by split, from the Parquet shards."""
+    out = {}
+    for path in output.glob("*.parquet"):
+        split = path.name.split("-")[0]
+        for row in pq.read_table(path).to_pylist():
+            ids, labels = row["input_ids"], row["labels"]
+            original = [lab if lab != -100 else i for i, lab in zip(ids, labels)]
+            out[tuple(original[: sum(row["attention_mask"])])] = split
+    return out
+
+
+def test_split_is_stable_when_the_corpus_grows(tmp_path, real_data, bert_vocab):
+    docs = _tiny_documents(real_data)
+    (tmp_path / "small.txt").write_text("\n\n".join(docs[:100]) + "\n")
+    (tmp_path / "more.txt").write_text("\n\n".join(docs[100:]) + "\n")
+    args = [f"--tokenizer={bert_vocab}", "--validation_fraction=0.3", "--max_seq_length=512"]
+    small = run_job(
+        tmp_path / "s", f"--input={tmp_path / 'small.txt'}", *args, "--max_predictions_per_seq=80"
+    )
+    grown = run_job(
+        tmp_path / "g",
+        f"--input={tmp_path / 'small.txt'}",
+        f"--input={tmp_path / 'more.txt'}",
+        *args,
+        "--max_predictions_per_seq=80",
+    )
+    before, after = _split_of_documents(tmp_path / "s"), _split_of_documents(tmp_path / "g")
+    assert (
+        0.15
+        < small["counts"]["splits"]["validation"]["documents"] / small["counts"]["documents_written"]
+        < 0.45
+    )
+    assert grown["counts"]["documents_written"] > small["counts"]["documents_written"]
+    moved = [seq for seq, split in before.items() if after.get(seq) != split]
+    assert len(before) > 60 and moved == []
+
+
+def test_fifty_megabyte_line_completes_in_bounded_memory(tmp_path, bert_vocab):
+    words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod " * 8).encode()
+    with open(tmp_path / "line.txt", "wb") as f:
+        for _ in range((50 << 20) // len(words) + 1):
+            f.write(words)
+        f.write(b"\n")
+    script = (
+        "import json, resource, sys\n"
+        "from mlmprep.pipeline import job\n"
+        f"job.run(['--input={tmp_path / 'line.txt'}', '--output={tmp_path / 'out'}', "
+        f"'--tokenizer={bert_vocab}', '--formats=parquet', '--direct_num_workers=1'])\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    peak_kb = max(int(done.stdout.split()[-1]), resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)
+    counts = json.loads((tmp_path / "out" / "manifest.json").read_text())["counts"]
+    assert counts["documents_read"] == 1 and counts["counters"]["documents_split_into_pieces"] == 1
+    assert counts["counters"]["pieces_of_split_documents"] >= (50 << 20) // (1 << 16)
+    assert counts["splits"]["train"]["tokens"] > 8_000_000
+    print(f"peak RSS {peak_kb / 1024:.0f} MB")
+    assert peak_kb < 2 * 1024 * 1024
+
+
+@pytest.mark.parametrize("fmt", ["text", "lines"])
+def test_blank_and_whitespace_lines(fmt):
+    import io
+
+    text = "a\n  \nb\nc\n\n\n\nd\n"
+    docs = ["".join(p) for p in iter_text_documents(io.StringIO(text), fmt)]
+    assert docs == (["a", "b\nc", "d"] if fmt == "text" else ["a", "b", "c", "d"])

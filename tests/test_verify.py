@@ -1,0 +1,137 @@
+"""verify passes on good output and fails on each kind of corruption; inspect shows examples."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from mlmprep.transforms import encode, records
+
+from conftest import run_job
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory, real_data, bert_vocab):
+    out = tmp_path_factory.mktemp("verify") / "good"
+    run_job(
+        out,
+        f"--input={real_data / 'corpora' / 'tiny' / 'fortunes_*.txt'}",
+        f"--tokenizer={bert_vocab}",
+        "--validation_fraction=0.2",
+        num_shards=2,
+    )
+    return out
+
+
+def cli(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", *args], capture_output=True, text=True
+    )
+
+
+@pytest.fixture
+def copy(good, tmp_path):
+    out = tmp_path / "copy"
+    shutil.copytree(good, out)
+    return out
+
+
+def _rewrite_manifest(out, change):
+    manifest = json.loads((out / "manifest.json").read_text())
+    change(manifest)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+
+
+def _refresh_sha(out, name):
+    data = (out / name).read_bytes()
+    _rewrite_manifest(
+        out, lambda m: [s.update(sha256=encode.sha256(data)) for s in m["shards"] if s["file"] == name]
+    )
+
+
+def test_good_output_passes(good):
+    done = cli("verify", str(good))
+    assert done.returncode == 0, done.stdout
+    assert "OK" in done.stdout
+    fractions = dict(
+        part.split() for part in done.stdout.split("replacements: ")[1].splitlines()[0].split(", ")
+    )
+    assert abs(float(fractions["mask"]) - 0.8) < 0.05
+
+
+def test_flipped_byte_fails(copy):
+    name = "train-00000-of-00002.tfrecord"
+    data = bytearray((copy / name).read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / name).write_bytes(bytes(data))
+    done = cli("verify", str(copy))
+    assert done.returncode == 1
+    assert f"FAIL {name}: sha256 differs" in done.stdout
+    _refresh_sha(copy, name)  # the CRCs still catch it
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "CRC mismatch" in done.stdout
+
+
+def test_manifest_record_count_wrong_fails(copy):
+    _rewrite_manifest(copy, lambda m: m["shards"][0].update(records=m["shards"][0]["records"] + 1))
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "records, the manifest says" in done.stdout
+
+
+def test_manifest_split_counts_wrong_fails(copy):
+    _rewrite_manifest(copy, lambda m: m["counts"]["splits"]["train"].update(tokens=1))
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "tokens" in done.stdout
+
+
+def test_missing_shard_fails(copy):
+    (copy / "validation-00000-of-00001.parquet").unlink()
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "validation-00000-of-00001.parquet: cannot be read" in done.stdout
+
+
+def test_special_token_selected_fails(copy):
+    name = "train-00001-of-00002.tfrecord"
+    examples = [encode.parse_example(r) for r in encode.read_tfrecords((copy / name).read_bytes())]
+    batch = records.MaskedBatch(
+        input_ids=np.stack([e["input_ids"] for e in examples]).astype(np.int32),
+        lengths=np.stack([e["input_mask"] for e in examples]).sum(axis=1).astype(np.int32),
+        masked_lm_positions=np.stack([e["masked_lm_positions"] for e in examples]).astype(np.int32),
+        masked_lm_ids=np.stack([e["masked_lm_ids"] for e in examples]).astype(np.int32),
+        num_predictions=np.stack([e["masked_lm_weights"] for e in examples]).sum(axis=1).astype(np.int32),
+    )
+    batch.masked_lm_positions[0, 0] = 0  # "predict" the [CLS]
+    batch.masked_lm_ids[0, 0] = 101
+    (copy / name).write_bytes(encode.tfrecord_bytes(encode.tf_examples(batch)))
+    _refresh_sha(copy, name)
+    done = cli("verify", str(copy))
+    assert done.returncode == 1
+    assert "position outside the sequence" in done.stdout and "special token was selected" in done.stdout
+    assert "hold different rows" in done.stdout  # the Parquet twin was left alone
+
+
+def test_parquet_row_changed_fails(copy):
+    name = "train-00000-of-00002.parquet"
+    table = pq.read_table(copy / name)
+    rows = table.to_pylist()
+    rows[0]["input_ids"][1] = 2000
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), copy / name)
+    _refresh_sha(copy, name)
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "hold different rows" in done.stdout
+
+
+def test_verify_of_a_directory_without_manifest_is_a_usage_error(tmp_path):
+    done = cli("verify", str(tmp_path))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_inspect_shows_masked_examples(good):
+    done = cli("inspect", str(good), "-n", "2")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("--- train example") == 2
+    assert "[MASK→" in done.stdout and "[CLS]" in done.stdout
