@@ -11,6 +11,8 @@ import setuptools
 PACKAGES = {
     "mlmprep.pipeline": "pipeline",
     "mlmprep.transforms": "transforms",
+    # Importing it needs the [trainer] extra; the pipeline never does.
+    "mlmprep.trainer": "trainer",
 }
 
 # What a Beam worker needs: no TensorFlow here, workers never import it.
@@ -27,6 +29,8 @@ REQUIRED = [
 
 TRAINER = [
     "tensorflow>=2.16",
+    "keras-hub>=0.20",
+    "tensorboard>=2.16",
 ]
 
 setuptools.setup(

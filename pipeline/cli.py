@@ -65,12 +65,31 @@ def _inspect(argv):
     summary.inspect_main(argv)
 
 
+def _trainer(module):
+    def command(argv):
+        from mlmprep.pipeline.options import UsageError
+
+        try:
+            import importlib
+
+            target = importlib.import_module(f"mlmprep.trainer.{module}")
+        except ImportError as e:
+            raise UsageError(
+                f"the trainer needs TensorFlow and keras-hub: pip install 'mlmprep[trainer]' ({e})"
+            ) from None
+        return target.main(argv)
+
+    return command
+
+
 COMMANDS = {
     "run": (_run, "Run the Beam job: raw text -> masked TFRecord/Parquet shards."),
     "demo": (_demo, "Build a corpus and tokenizer from what Python ships, then run the job on it."),
     "train-tokenizer": (_train_tokenizer, "Train a WordPiece tokenizer.json on text files."),
     "verify": (_verify, "Re-read an output's shards and check them against its manifest.json."),
     "inspect": (_inspect, "Show decoded examples of an output, with the masked positions marked."),
+    "train": (_trainer("train"), "Train a BERT masked LM on an output's shards (needs mlmprep[trainer])."),
+    "fill-mask": (_trainer("fill_mask"), "Fill [MASK] in a sentence with a trained model."),
 }
 
 

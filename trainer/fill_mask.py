@@ -1,0 +1,75 @@
+"""``mlmprep fill-mask``: the top-k tokens a trained model puts at each [MASK]."""
+
+import os
+
+import keras
+import keras_hub  # noqa: F401  (registers the BERT classes for loading)
+import numpy as np
+
+from mlmprep.trainer import data
+from mlmprep.trainer.train import FINAL_MODEL, _checkpoints
+from mlmprep.transforms.tokenize import vocabulary
+
+
+def load(model_dir: str):
+    """(model, tokenizer, manifest) of a model directory; the last checkpoint if training did not finish."""
+    from tokenizers import Tokenizer
+
+    path = os.path.join(model_dir, FINAL_MODEL)
+    if not os.path.exists(path):
+        found = _checkpoints(model_dir)
+        if not found:
+            raise FileNotFoundError(f"{model_dir} holds no trained model")
+        path = found[-1][1]
+    manifest = data.read_manifest(model_dir)
+    tokenizer = Tokenizer.from_file(os.path.join(model_dir, manifest["tokenizer"]["file"]))
+    tokenizer.no_truncation()
+    tokenizer.no_padding()
+    return keras.saving.load_model(path, compile=False), tokenizer, manifest
+
+
+def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: int = 128):
+    """One list of (token, probability) per [MASK], in order."""
+    vocab = vocabulary(tokenizer)
+    ids = tokenizer.encode(text, add_special_tokens=False).ids[: max_seq_length - 2]
+    ids = [vocab.cls_id, *ids, vocab.sep_id]
+    positions = [i for i, t in enumerate(ids) if t == vocab.mask_id]
+    if not positions:
+        raise ValueError("the text has no [MASK]")
+    token_ids = np.full((1, max_seq_length), vocab.pad_id, dtype=np.int32)
+    token_ids[0, : len(ids)] = ids
+    inputs = {
+        "token_ids": token_ids,
+        "padding_mask": (token_ids != vocab.pad_id).astype(np.int32),
+        "segment_ids": np.zeros_like(token_ids),
+        "mask_positions": np.array([positions], dtype=np.int32),
+    }
+    logits = np.asarray(model.predict(inputs, verbose=0), dtype=np.float64)[0]
+    probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    probabilities /= probabilities.sum(axis=-1, keepdims=True)
+    results = []
+    for row in probabilities:
+        best = np.argsort(-row, kind="stable")[:top_k]
+        results.append([(tokenizer.id_to_token(int(i)), float(row[i])) for i in best])
+    return results
+
+
+def main(argv):
+    from mlmprep.pipeline.options import CliParser, UsageError
+
+    parser = CliParser(prog="mlmprep fill-mask", description=__doc__)
+    parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
+    parser.add_argument("text", help='Text with one or more [MASK], e.g. "the quick brown [MASK] jumps".')
+    parser.add_argument("--top_k", type=int, default=5, help="How many tokens to show per [MASK].")
+    args = parser.parse_args(argv)
+    try:
+        model, tokenizer, manifest = load(args.model)
+        results = fill_mask(
+            model, tokenizer, args.text, top_k=args.top_k, max_seq_length=manifest["config"]["max_seq_length"]
+        )
+    except (FileNotFoundError, data.DataError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    for i, candidates in enumerate(results):
+        print(f"[MASK] {i + 1}:")
+        for token, p in candidates:
+            print(f"  {token:<20} {p:.4f}")

@@ -1,0 +1,101 @@
+"""The BERT masked-LM model: keras-hub's BertBackbone with its tied MaskedLMHead.
+
+keras-hub's ``BertMaskedLM`` is exactly the DESIGN's model (a transform of
+dense + GELU + layer norm, then a decoder tied to the token embeddings plus
+a bias, applied only at the masked positions), and its input names match the
+shards' features one to one.
+"""
+
+import json
+
+import keras
+import keras_hub
+
+from mlmprep.trainer.schedule import WarmupLinearDecay
+
+# Standard BERT shapes (tiny/small as in Turc et al., 2019; base/large as in Devlin et al.).
+SIZES = {
+    "tiny": dict(num_layers=2, num_heads=2, hidden_dim=128, intermediate_dim=512),
+    "small": dict(num_layers=4, num_heads=8, hidden_dim=512, intermediate_dim=2048),
+    "base": dict(num_layers=12, num_heads=12, hidden_dim=768, intermediate_dim=3072),
+    "large": dict(num_layers=24, num_heads=16, hidden_dim=1024, intermediate_dim=4096),
+}
+
+
+class ModelConfigError(ValueError):
+    """A model size or JSON config that cannot be built for this data."""
+
+
+def backbone_config(model: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
+    """BertBackbone arguments for a size name or a JSON file of them."""
+    if model in SIZES:
+        config = dict(SIZES[model])
+    else:
+        try:
+            with open(model, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise ModelConfigError(
+                f"--model is neither {'/'.join(SIZES)} nor a readable JSON config: {e}"
+            ) from None
+    if config.setdefault("vocabulary_size", vocabulary_size) != vocabulary_size:
+        raise ModelConfigError(
+            f"model vocabulary_size {config['vocabulary_size']} != the data's vocabulary {vocabulary_size}"
+        )
+    if config.setdefault("max_sequence_length", max_sequence_length) < max_sequence_length:
+        raise ModelConfigError(
+            f"model max_sequence_length {config['max_sequence_length']} < "
+            f"the data's sequence length {max_sequence_length}"
+        )
+    return config
+
+
+def build(config: dict, *, dtype=None) -> keras_hub.models.BertMaskedLM:
+    backbone = keras_hub.models.BertBackbone(**config, dtype=dtype)
+    return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+
+
+def compile_for_pretraining(
+    model,
+    *,
+    learning_rate: float,
+    warmup_steps: int,
+    total_steps: int,
+    weight_decay: float = 0.01,
+    clipnorm: float = 1.0,
+    jit_compile: bool | str = "auto",
+):
+    """BERT's recipe: AdamW (no decay on biases and layer norms), warmup then linear decay, clipping."""
+    optimizer = keras.optimizers.AdamW(
+        learning_rate=WarmupLinearDecay(learning_rate, warmup_steps, total_steps),
+        weight_decay=weight_decay,
+        beta_1=0.9,
+        beta_2=0.999,
+        epsilon=1e-6,
+        clipnorm=clipnorm,
+    )
+    optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm"])
+    model.compile(
+        optimizer=optimizer,
+        # BERT's loss: a mean over the real (weight 1) predictions, not over the padded slots.
+        loss=keras.losses.SparseCategoricalCrossentropy(
+            from_logits=True, reduction="mean_with_sample_weight"
+        ),
+        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
+        jit_compile=jit_compile,
+    )
+
+
+def train_flops_per_sequence(config: dict, sequence_length: int, predictions: int) -> float:
+    """Model FLOPs of one training step (forward and backward, 3x forward) per sequence.
+
+    Per layer and position: the Q/K/V/output projections and the
+    feed-forward (2 FLOPs per weight), and attention scores and mixing
+    (4 * sequence_length * hidden). The MLM head's transform and tied decoder
+    run only at the predicted positions; embedding look-ups are free.
+    """
+    h, f = config["hidden_dim"], config["intermediate_dim"]
+    layers, v, s = config["num_layers"], config["vocabulary_size"], sequence_length
+    encoder = layers * s * (2 * (4 * h * h + 2 * h * f) + 4 * s * h)
+    head = predictions * 2 * (h * h + h * v)
+    return 3.0 * (encoder + head)

@@ -1,0 +1,297 @@
+"""``mlmprep train``: trains a BERT masked LM on an mlmprep output.
+
+On a GPU it switches on bfloat16 mixed precision and XLA, and spreads the
+global batch over every GPU with a MirroredStrategy; on a CPU the same code
+runs in float32 without XLA. Checkpoints (model and optimizer state) are
+written every ``--checkpoint_every`` steps, after an evaluation on the
+validation split; a rerun of the same command resumes from the last one.
+"""
+
+import dataclasses
+import json
+import math
+import os
+import re
+import shutil
+import time
+import warnings
+
+import keras
+import tensorflow as tf
+
+from mlmprep.trainer import data
+from mlmprep.trainer import model as model_lib
+from mlmprep.trainer.schedule import WarmupLinearDecay
+
+CHECKPOINTS = "checkpoints"
+HISTORY = "history.json"
+FINAL_MODEL = "model.keras"
+KEEP_CHECKPOINTS = 3
+
+# BertBackbone's pooler feeds no MLM output; Keras warns that it gets no gradient.
+warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooled_dense")
+
+
+class TrainError(ValueError):
+    """The model directory and the data do not belong together, or a flag is wrong."""
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    data_dir: str
+    output_dir: str
+    model: str = "tiny"
+    steps: int = 1000
+    batch_size: int = 32
+    learning_rate: float = 1e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    clipnorm: float = 1.0
+    checkpoint_every: int = 500
+    eval_batches: int | None = None
+    dynamic_masking: bool = False
+    seed: int = 0
+
+
+def device_setup():
+    """(strategy, jit_compile): mixed precision and XLA where there is a GPU."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
+    return strategy, bool(gpus)
+
+
+def _checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    folder = os.path.join(output_dir, CHECKPOINTS)
+    if not os.path.isdir(folder):
+        return []
+    found = [
+        (int(m.group(1)), os.path.join(folder, n))
+        for n in os.listdir(folder)
+        if (m := re.fullmatch(r"ckpt-(\d+)\.keras", n))
+    ]
+    return sorted(found)
+
+
+def _history_entry(step, train_loss, val_loss, val_accuracy) -> dict:
+    return {
+        "step": step,
+        "train_loss": None if train_loss is None else float(train_loss),
+        "val_loss": float(val_loss),
+        "val_masked_accuracy": float(val_accuracy),
+        "val_perplexity": math.exp(min(float(val_loss), 50.0)),
+    }
+
+
+class _CheckpointAndHistory(keras.callbacks.Callback):
+    """After each evaluation: a history.json entry, then a checkpoint with the optimizer state."""
+
+    def __init__(self, output_dir: str, history: list):
+        super().__init__()
+        self._output_dir = output_dir
+        self._history = history
+
+    def on_epoch_end(self, epoch, logs=None):
+        logs = logs or {}
+        step = int(self.model.optimizer.iterations)
+        self._history.append(
+            _history_entry(step, logs["loss"], logs["val_loss"], logs["val_masked_accuracy"])
+        )
+        with open(os.path.join(self._output_dir, HISTORY), "w") as f:
+            json.dump(self._history, f, indent=1)
+        folder = os.path.join(self._output_dir, CHECKPOINTS)
+        os.makedirs(folder, exist_ok=True)
+        temp = os.path.join(folder, f"incomplete-{step}.keras")
+        self.model.save(temp)
+        os.replace(
+            temp, os.path.join(folder, f"ckpt-{step:08d}.keras")
+        )  # a kill mid-save leaves no half checkpoint
+        for _, old in _checkpoints(self._output_dir)[:-KEEP_CHECKPOINTS]:
+            os.remove(old)
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Adds sequences/s to the progress bar's logs."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self._batch_size = batch_size
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start, self._batches = time.perf_counter(), 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._batches += 1
+        if logs is not None:
+            logs["seq_per_s"] = self._batches * self._batch_size / (time.perf_counter() - self._start)
+
+
+def _check_model_matches(model, manifest: dict, saved_manifest: dict | None):
+    backbone = model.backbone
+    vocab = manifest["tokenizer"]["vocab_size"]
+    seq = manifest["config"]["max_seq_length"]
+    if backbone.vocabulary_size != vocab:
+        raise TrainError(f"the model's vocabulary has {backbone.vocabulary_size} tokens, the data's {vocab}")
+    if backbone.max_sequence_length < seq:
+        raise TrainError(f"the model takes sequences of {backbone.max_sequence_length}, the data has {seq}")
+    if saved_manifest and saved_manifest["tokenizer"]["sha256"] != manifest["tokenizer"]["sha256"]:
+        raise TrainError("the model was trained with another tokenizer than this data's (sha256 differs)")
+
+
+def train(config: TrainConfig, callbacks=()) -> list[dict]:
+    """Trains (or resumes) to ``config.steps``; returns the history entries."""
+    if config.steps < 1 or config.checkpoint_every < 1 or config.steps % config.checkpoint_every:
+        raise TrainError(
+            f"--steps ({config.steps}) must be a positive multiple of "
+            f"--checkpoint_every ({config.checkpoint_every})"
+        )
+    try:
+        manifest = data.read_manifest(config.data_dir)
+    except data.DataError as e:
+        raise TrainError(str(e)) from None
+    strategy, on_gpu = device_setup()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise TrainError(
+            f"--batch_size {config.batch_size} is not divisible by {strategy.num_replicas_in_sync} GPUs"
+        )
+    os.makedirs(config.output_dir, exist_ok=True)
+    saved_manifest_path = os.path.join(config.output_dir, data.MANIFEST)
+    saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
+
+    found = _checkpoints(config.output_dir)
+    history = []
+    with strategy.scope():
+        if found:
+            step, path = found[-1]
+            model = keras.saving.load_model(path)
+            schedule = model.optimizer.learning_rate
+            if isinstance(schedule, WarmupLinearDecay):  # the schedule follows this run's flags
+                schedule.peak_learning_rate, schedule.warmup_steps = config.learning_rate, config.warmup_steps
+                schedule.total_steps = config.steps
+            with open(os.path.join(config.output_dir, HISTORY)) as f:
+                history = [h for h in json.load(f) if h["step"] <= step]
+            print(f"resuming from {path} at step {step}")
+        else:
+            try:
+                backbone = model_lib.backbone_config(
+                    config.model,
+                    vocabulary_size=manifest["tokenizer"]["vocab_size"],
+                    max_sequence_length=manifest["config"]["max_seq_length"],
+                )
+            except model_lib.ModelConfigError as e:
+                raise TrainError(str(e)) from None
+            model = model_lib.build(backbone)
+            model_lib.compile_for_pretraining(
+                model,
+                learning_rate=config.learning_rate,
+                warmup_steps=config.warmup_steps,
+                total_steps=config.steps,
+                weight_decay=config.weight_decay,
+                clipnorm=config.clipnorm,
+                jit_compile=on_gpu,
+            )
+        _check_model_matches(model, manifest, saved_manifest)
+
+    for name in (data.MANIFEST, manifest["tokenizer"]["file"]):
+        shutil.copyfile(os.path.join(config.data_dir, name), os.path.join(config.output_dir, name))
+    step = int(model.optimizer.iterations)
+    if step >= config.steps:
+        print(f"already trained to step {step}")
+        return history
+    train_ds = data.make_dataset(
+        config.data_dir,
+        "train",
+        batch_size=config.batch_size,
+        manifest=manifest,
+        seed=config.seed + step,  # a resumed run does not replay the same order
+        dynamic_masking=config.dynamic_masking,
+    )
+    eval_split = "validation" if data.shard_paths(config.data_dir, manifest, "validation") else "train"
+    if eval_split == "train":
+        print("no validation split in the data: evaluating on the first batches of train")
+    eval_ds = data.make_dataset(
+        config.data_dir, eval_split, batch_size=config.batch_size, manifest=manifest, training=False
+    )
+    eval_batches = config.eval_batches or (
+        math.ceil(manifest["counts"]["splits"]["validation"]["sequences"] / config.batch_size)
+        if eval_split == "validation"
+        else 20
+    )
+    if step == 0:  # where training starts from, for history.json
+        scores = model.evaluate(eval_ds, steps=eval_batches, return_dict=True, verbose=0)
+        history.append(_history_entry(0, None, scores["loss"], scores["masked_accuracy"]))
+    model.fit(
+        train_ds,
+        epochs=config.steps // config.checkpoint_every,
+        initial_epoch=step // config.checkpoint_every,
+        steps_per_epoch=config.checkpoint_every,
+        validation_data=eval_ds,
+        validation_steps=eval_batches,
+        callbacks=[
+            *callbacks,
+            _Throughput(config.batch_size),
+            _CheckpointAndHistory(config.output_dir, history),
+            keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"), update_freq=50),
+        ],
+        verbose=2 if os.environ.get("CI") else "auto",
+    )
+    if int(model.optimizer.iterations) >= config.steps:
+        model.save(os.path.join(config.output_dir, FINAL_MODEL))
+    return history
+
+
+def main(argv):
+    from mlmprep.pipeline.options import CliParser, UsageError
+
+    parser = CliParser(prog="mlmprep train", description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--data", required=True, help="An mlmprep output directory (TFRecord shards + manifest.json)."
+    )
+    parser.add_argument(
+        "--output", required=True, help="Model directory: model, checkpoints, logs, history.json."
+    )
+    parser.add_argument(
+        "--model", default="tiny", help=f"{'|'.join(model_lib.SIZES)} or a JSON BertBackbone config."
+    )
+    parser.add_argument("--steps", type=int, default=1000, help="Training steps in all (a rerun resumes).")
+    parser.add_argument("--batch_size", type=int, default=32, help="Global batch, divided across GPUs.")
+    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
+    parser.add_argument(
+        "--warmup_steps", type=int, default=100, help="Linear warmup, then linear decay to 0."
+    )
+    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay.")
+    parser.add_argument(
+        "--checkpoint_every", type=int, default=500, help="Evaluate and checkpoint every N steps."
+    )
+    parser.add_argument(
+        "--eval_batches", type=int, default=None, help="Validation batches per evaluation (all)."
+    )
+    parser.add_argument("--dynamic_masking", action="store_true", help="Re-mask every batch (RoBERTa style).")
+    parser.add_argument("--seed", type=int, default=0, help="Shuffle and dynamic-masking seed.")
+    args = parser.parse_args(argv)
+    config = TrainConfig(
+        data_dir=args.data,
+        output_dir=args.output,
+        model=args.model,
+        steps=args.steps,
+        batch_size=args.batch_size,
+        learning_rate=args.learning_rate,
+        warmup_steps=args.warmup_steps,
+        weight_decay=args.weight_decay,
+        checkpoint_every=args.checkpoint_every,
+        eval_batches=args.eval_batches,
+        dynamic_masking=args.dynamic_masking,
+        seed=args.seed,
+    )
+    try:
+        history = train(config)
+    except TrainError as e:
+        raise UsageError(str(e)) from None
+    if history:
+        last = history[-1]
+        print(
+            f"step {last['step']}: val_loss {last['val_loss']:.4f}, "
+            f"val_masked_accuracy {last['val_masked_accuracy']:.4f}"
+        )
