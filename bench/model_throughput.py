@@ -78,9 +78,8 @@ def main():
     seq_per_s = args.steps * b / elapsed
     flops = model_lib.train_flops_per_sequence(config, s, p) * seq_per_s
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
-    print(
-        f"device: {name}; backend: {keras.backend.backend()}; policy: {keras.mixed_precision.dtype_policy().name}"
-    )
+    policy = keras.mixed_precision.dtype_policy().name
+    print(f"device: {name}; backend: {keras.backend.backend()}; policy: {policy}")
     print(
         f"model {args.model}: {model.count_params() / 1e6:.1f} M parameters, seq {s}, batch {b}, loss {loss}"
     )
