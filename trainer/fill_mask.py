@@ -1,14 +1,20 @@
 """``mlmprep fill-mask``: the top-k tokens a trained model puts at each [MASK]."""
 
+import json
 import os
+import warnings
 
 import keras
 import keras_hub  # noqa: F401  (registers the BERT classes for loading)
 import numpy as np
 
 from mlmprep.trainer import data
-from mlmprep.trainer.train import FINAL_MODEL, _checkpoints
+from mlmprep.trainer import model as model_lib
+from mlmprep.trainer.train import FINAL_MODEL, MODEL_CONFIG, _checkpoints
 from mlmprep.transforms.tokenize import vocabulary
+
+# Inference needs no optimizer: Keras says it skips the saved optimizer state.
+warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
 
 
 def load(model_dir: str):
@@ -16,16 +22,20 @@ def load(model_dir: str):
     from tokenizers import Tokenizer
 
     path = os.path.join(model_dir, FINAL_MODEL)
-    if not os.path.exists(path):
+    if os.path.exists(path):
+        model = keras.saving.load_model(path, compile=False)
+    else:
         found = _checkpoints(model_dir)
         if not found:
             raise FileNotFoundError(f"{model_dir} holds no trained model")
-        path = found[-1][1]
+        with open(os.path.join(model_dir, MODEL_CONFIG)) as f:
+            model = model_lib.build(json.load(f))
+        model.load_weights(found[-1][1])
     manifest = data.read_manifest(model_dir)
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, manifest["tokenizer"]["file"]))
     tokenizer.no_truncation()
     tokenizer.no_padding()
-    return keras.saving.load_model(path, compile=False), tokenizer, manifest
+    return model, tokenizer, manifest
 
 
 def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: int = 128):

@@ -21,11 +21,11 @@ import tensorflow as tf
 
 from mlmprep.trainer import data
 from mlmprep.trainer import model as model_lib
-from mlmprep.trainer.schedule import WarmupLinearDecay
 
 CHECKPOINTS = "checkpoints"
 HISTORY = "history.json"
 FINAL_MODEL = "model.keras"
+MODEL_CONFIG = "config.json"  # the BertBackbone arguments, to rebuild the model on resume
 KEEP_CHECKPOINTS = 3
 
 # BertBackbone's pooler feeds no MLM output; Keras warns that it gets no gradient.
@@ -62,6 +62,24 @@ def device_setup():
     return strategy, bool(gpus)
 
 
+def save_checkpoint(model, folder: str, step: int):
+    """Model weights with every optimizer variable (step count, moments), written then renamed.
+
+    Not ``model.save``: keras-hub tasks override ``compile``, so a loaded
+    ``.keras`` file comes back with a fresh optimizer and its state is lost.
+    ``save_weights`` keeps the optimizer's variables beside the model's.
+    """
+    temp = os.path.join(folder, f"incomplete-{step}.weights.h5")
+    model.save_weights(temp)
+    os.replace(temp, os.path.join(folder, f"ckpt-{step:08d}.weights.h5"))  # never half a checkpoint
+
+
+def restore_checkpoint(model, path: str):
+    """Loads a checkpoint into a model built and compiled the same way, optimizer state included."""
+    model.optimizer.build(model.trainable_variables)  # so that load_weights fills its variables too
+    model.load_weights(path)
+
+
 def _checkpoints(output_dir: str) -> list[tuple[int, str]]:
     folder = os.path.join(output_dir, CHECKPOINTS)
     if not os.path.isdir(folder):
@@ -69,7 +87,7 @@ def _checkpoints(output_dir: str) -> list[tuple[int, str]]:
     found = [
         (int(m.group(1)), os.path.join(folder, n))
         for n in os.listdir(folder)
-        if (m := re.fullmatch(r"ckpt-(\d+)\.keras", n))
+        if (m := re.fullmatch(r"ckpt-(\d+)\.weights\.h5", n))
     ]
     return sorted(found)
 
@@ -102,11 +120,7 @@ class _CheckpointAndHistory(keras.callbacks.Callback):
             json.dump(self._history, f, indent=1)
         folder = os.path.join(self._output_dir, CHECKPOINTS)
         os.makedirs(folder, exist_ok=True)
-        temp = os.path.join(folder, f"incomplete-{step}.keras")
-        self.model.save(temp)
-        os.replace(
-            temp, os.path.join(folder, f"ckpt-{step:08d}.keras")
-        )  # a kill mid-save leaves no half checkpoint
+        save_checkpoint(self.model, folder, step)
         for _, old in _checkpoints(self._output_dir)[:-KEEP_CHECKPOINTS]:
             os.remove(old)
 
@@ -128,14 +142,17 @@ class _Throughput(keras.callbacks.Callback):
             logs["seq_per_s"] = self._batches * self._batch_size / (time.perf_counter() - self._start)
 
 
-def _check_model_matches(model, manifest: dict, saved_manifest: dict | None):
-    backbone = model.backbone
+def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | None):
     vocab = manifest["tokenizer"]["vocab_size"]
     seq = manifest["config"]["max_seq_length"]
-    if backbone.vocabulary_size != vocab:
-        raise TrainError(f"the model's vocabulary has {backbone.vocabulary_size} tokens, the data's {vocab}")
-    if backbone.max_sequence_length < seq:
-        raise TrainError(f"the model takes sequences of {backbone.max_sequence_length}, the data has {seq}")
+    if backbone["vocabulary_size"] != vocab:
+        raise TrainError(
+            f"the model's vocabulary has {backbone['vocabulary_size']} tokens, the data's {vocab}"
+        )
+    if backbone["max_sequence_length"] < seq:
+        raise TrainError(
+            f"the model takes sequences of {backbone['max_sequence_length']}, the data has {seq}"
+        )
     if saved_manifest and saved_manifest["tokenizer"]["sha256"] != manifest["tokenizer"]["sha256"]:
         raise TrainError("the model was trained with another tokenizer than this data's (sha256 differs)")
 
@@ -160,39 +177,41 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     saved_manifest_path = os.path.join(config.output_dir, data.MANIFEST)
     saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
 
+    config_path = os.path.join(config.output_dir, MODEL_CONFIG)
     found = _checkpoints(config.output_dir)
+    if found:
+        with open(config_path) as f:
+            backbone = json.load(f)
+    else:
+        try:
+            backbone = model_lib.backbone_config(
+                config.model,
+                vocabulary_size=manifest["tokenizer"]["vocab_size"],
+                max_sequence_length=manifest["config"]["max_seq_length"],
+            )
+        except model_lib.ModelConfigError as e:
+            raise TrainError(str(e)) from None
+    _check_model_matches(backbone, manifest, saved_manifest)
     history = []
     with strategy.scope():
+        model = model_lib.build(backbone)
+        model_lib.compile_for_pretraining(
+            model,
+            learning_rate=config.learning_rate,
+            warmup_steps=config.warmup_steps,
+            total_steps=config.steps,
+            weight_decay=config.weight_decay,
+            clipnorm=config.clipnorm,
+            jit_compile=on_gpu,
+        )
         if found:
             step, path = found[-1]
-            model = keras.saving.load_model(path)
-            schedule = model.optimizer.learning_rate
-            if isinstance(schedule, WarmupLinearDecay):  # the schedule follows this run's flags
-                schedule.peak_learning_rate, schedule.warmup_steps = config.learning_rate, config.warmup_steps
-                schedule.total_steps = config.steps
+            restore_checkpoint(model, path)
             with open(os.path.join(config.output_dir, HISTORY)) as f:
                 history = [h for h in json.load(f) if h["step"] <= step]
             print(f"resuming from {path} at step {step}")
-        else:
-            try:
-                backbone = model_lib.backbone_config(
-                    config.model,
-                    vocabulary_size=manifest["tokenizer"]["vocab_size"],
-                    max_sequence_length=manifest["config"]["max_seq_length"],
-                )
-            except model_lib.ModelConfigError as e:
-                raise TrainError(str(e)) from None
-            model = model_lib.build(backbone)
-            model_lib.compile_for_pretraining(
-                model,
-                learning_rate=config.learning_rate,
-                warmup_steps=config.warmup_steps,
-                total_steps=config.steps,
-                weight_decay=config.weight_decay,
-                clipnorm=config.clipnorm,
-                jit_compile=on_gpu,
-            )
-        _check_model_matches(model, manifest, saved_manifest)
+    with open(config_path, "w") as f:
+        json.dump(backbone, f, indent=1)
 
     for name in (data.MANIFEST, manifest["tokenizer"]["file"]):
         shutil.copyfile(os.path.join(config.data_dir, name), os.path.join(config.output_dir, name))

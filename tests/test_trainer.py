@@ -1,0 +1,245 @@
+"""The Keras trainer on CPU: learning, resuming, refusing mismatched data, fill-mask, dynamic masking."""
+
+import json
+import math
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import run_job
+
+tf = pytest.importorskip("tensorflow")
+keras = pytest.importorskip("keras")
+pytest.importorskip("keras_hub")
+
+from mlmprep.pipeline import train_tokenizer  # noqa: E402
+from mlmprep.trainer import data as data_lib  # noqa: E402
+from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
+from mlmprep.trainer.train import TrainConfig, TrainError, train  # noqa: E402
+from mlmprep.transforms import encode  # noqa: E402
+
+SEQ, PRED, VOCAB = 64, 10, 2000
+
+
+@pytest.fixture(scope="module")
+def kjv_data(tmp_path_factory, real_data):
+    """KJV through the pipeline with a 2,000-token tokenizer trained by the project."""
+    root = tmp_path_factory.mktemp("kjv")
+    corpus = real_data / "corpora" / "small" / "kjv.txt"
+    tokenizer = train_tokenizer.train([str(corpus)], vocab_size=VOCAB)
+    tokenizer.save(str(root / "tokenizer.json"))
+    run_job(
+        root / "data",
+        f"--input={corpus}",
+        f"--tokenizer={root / 'tokenizer.json'}",
+        "--validation_fraction=0.05",
+        f"--max_seq_length={SEQ}",
+        f"--max_predictions_per_seq={PRED}",
+        "--num_shards=4",
+    )
+    return root / "data"
+
+
+def _masked_ids(data_dir, split):
+    manifest = json.loads((data_dir / "manifest.json").read_text())
+    out = []
+    for shard in manifest["shards"]:
+        if shard["split"] == split and shard["format"] == "tfrecord":
+            for record in encode.read_tfrecords((data_dir / shard["file"]).read_bytes()):
+                example = encode.parse_example(record)
+                out.append(example["masked_lm_ids"][: int(example["masked_lm_weights"].sum())])
+    return np.concatenate(out)
+
+
+def unigram_cross_entropy(data_dir) -> float:
+    """Loss of predicting every masked token from the train split's unigram distribution."""
+    train_ids, val_ids = _masked_ids(data_dir, "train"), _masked_ids(data_dir, "validation")
+    counts = np.bincount(train_ids, minlength=VOCAB) + 1.0  # add-one: no zero probabilities
+    return float(-np.mean(np.log(counts[val_ids] / counts.sum())))
+
+
+@pytest.fixture(scope="module")
+def trained(kjv_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("model") / "model"
+    config = TrainConfig(
+        data_dir=str(kjv_data),
+        output_dir=str(out),
+        steps=400,
+        checkpoint_every=100,
+        learning_rate=2e-3,
+        warmup_steps=100,
+        batch_size=32,
+    )
+    return out, train(config)
+
+
+def test_validation_loss_falls_well_below_start_and_unigram_baseline(trained, kjv_data):
+    out, history = trained
+    assert [h["step"] for h in history] == [0, 100, 200, 300, 400]
+    start, end = history[0]["val_loss"], history[-1]["val_loss"]
+    baseline = unigram_cross_entropy(kjv_data)
+    print(f"val loss {start:.3f} -> {end:.3f}; unigram baseline {baseline:.3f}")
+    assert abs(start - math.log(VOCAB)) < 0.5  # an untrained model is near uniform
+    assert end < start - 1.5
+    assert end < baseline - 0.15
+    assert history[-1]["val_masked_accuracy"] > history[0]["val_masked_accuracy"]
+    assert history[-1]["val_perplexity"] == pytest.approx(math.exp(end))
+    on_disk = json.loads((out / "history.json").read_text())
+    assert on_disk == history
+    assert set(on_disk[1]) == {"step", "train_loss", "val_loss", "val_masked_accuracy", "val_perplexity"}
+    for name in ("model.keras", "tokenizer.json", "manifest.json"):
+        assert (out / name).exists()
+    assert list((out / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs"
+
+
+def test_fill_mask_top_k(trained):
+    out, _ = trained
+    model, tokenizer, manifest = load(str(out))
+    (candidates,) = fill_mask(
+        model, tokenizer, "and god said , let there be [MASK]", top_k=5, max_seq_length=SEQ
+    )
+    assert len(candidates) == 5
+    probabilities = [p for _, p in candidates]
+    assert all(0 <= p <= 1 for p in probabilities) and sum(probabilities) <= 1 + 1e-6
+    assert probabilities == sorted(probabilities, reverse=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlmprep.pipeline.cli",
+            "fill-mask",
+            f"--model={out}",
+            "the [MASK] of the lord",
+            "--top_k=3",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("\n  ") == 3
+    done = subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "fill-mask", f"--model={out}", "no mask here"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2 and "no [MASK]" in done.stderr
+
+
+class _StopAt(keras.callbacks.Callback):
+    """Simulates an interruption: stops training once `step` is reached."""
+
+    def __init__(self, step):
+        super().__init__()
+        self._step = step
+
+    def on_epoch_end(self, epoch, logs=None):
+        if int(self.model.optimizer.iterations) >= self._step:
+            self.model.stop_training = True
+
+
+class _Record(keras.callbacks.Callback):
+    """The optimizer's step and state where training begins and where it ends."""
+
+    def on_train_begin(self, logs=None):
+        self.first_step = int(self.model.optimizer.iterations)
+        self.first = [np.array(v) for v in self.model.optimizer.variables]
+
+    def on_train_end(self, logs=None):
+        self.last_step = int(self.model.optimizer.iterations)
+        self.last = [np.array(v) for v in self.model.optimizer.variables]
+
+
+def test_resume_continues_from_the_last_checkpoint_with_its_optimizer_state(kjv_data, tmp_path):
+    config = TrainConfig(
+        data_dir=str(kjv_data), output_dir=str(tmp_path / "m"), steps=40, checkpoint_every=20, warmup_steps=5
+    )
+    interrupted = _Record()
+    train(config, callbacks=[_StopAt(20), interrupted])
+    assert interrupted.last_step == 20
+    assert not (tmp_path / "m" / "model.keras").exists()
+    resumed = _Record()
+    history = train(config, callbacks=[resumed])
+    assert resumed.first_step == 20
+    assert len(resumed.first) == len(interrupted.last) > 10  # step, and two moments per weight
+    for got, want in zip(resumed.first, interrupted.last):
+        np.testing.assert_array_equal(got, want)
+    assert resumed.last_step == 40
+    assert [h["step"] for h in history] == [0, 20, 40]
+    assert (tmp_path / "m" / "model.keras").exists()
+
+
+def test_data_that_does_not_match_the_model_is_refused(kjv_data, trained, tmp_path, real_data, bert_vocab):
+    other = tmp_path / "other"
+    run_job(
+        other,
+        f"--input={real_data / 'corpora' / 'tiny' / 'fortunes_en.txt'}",
+        f"--tokenizer={bert_vocab}",
+        f"--max_seq_length={SEQ}",
+        "--num_shards=1",
+    )
+    out, _ = trained
+    config = TrainConfig(data_dir=str(other), output_dir=str(out), steps=800, checkpoint_every=100)
+    with pytest.raises(TrainError, match="vocabulary has 2000 tokens, the data's 30522"):
+        train(config)
+    bad = tmp_path / "config.json"
+    bad.write_text(
+        json.dumps(
+            {"num_layers": 1, "num_heads": 2, "hidden_dim": 8, "intermediate_dim": 16, "vocabulary_size": 99}
+        )
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mlmprep.pipeline.cli",
+            "train",
+            f"--data={kjv_data}",
+            f"--output={tmp_path / 'x'}",
+            f"--model={bad}",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "vocabulary_size 99" in done.stderr.strip().splitlines()[-1]
+    assert "Traceback" not in done.stderr
+
+
+def test_dynamic_masking_keeps_the_pipeline_invariants(kjv_data):
+    special = {0, 1, 2, 3, 4}  # the trained tokenizer's [PAD] [UNK] [CLS] [SEP] [MASK]
+    stored = data_lib.make_dataset(str(kjv_data), "train", batch_size=256, training=False, model_inputs=False)
+    remasked = data_lib.make_dataset(
+        str(kjv_data), "train", batch_size=256, training=False, model_inputs=False, dynamic_masking=True
+    )
+    outcomes = {"mask": 0, "random": 0, "same": 0}
+    changed = rows = 0
+    for a, b in zip(stored.take(12), remasked.take(12)):
+        a, b = ({k: v.numpy() for k, v in x.items()} for x in (a, b))
+        for i in range(len(a["input_ids"])):
+            n = int(a["input_mask"][i].sum())
+            original = a["input_ids"][i].copy()
+            k0 = int(a["masked_lm_weights"][i].sum())
+            original[a["masked_lm_positions"][i, :k0]] = a["masked_lm_ids"][i, :k0]
+            k = int(b["masked_lm_weights"][i].sum())
+            positions, ids = b["masked_lm_positions"][i, :k], b["masked_lm_ids"][i, :k]
+            assert k == min(PRED, max(1, round(n * 0.15)))
+            np.testing.assert_array_equal(ids, original[positions])  # labels are the true tokens
+            assert not special & set(ids.tolist())
+            untouched = np.ones(SEQ, bool)
+            untouched[positions] = False
+            np.testing.assert_array_equal(b["input_ids"][i][untouched], original[untouched])
+            after = b["input_ids"][i][positions]
+            outcomes["mask"] += int(np.sum(after == 4))
+            outcomes["same"] += int(np.sum(after == ids))
+            outcomes["random"] += int(np.sum((after != 4) & (after != ids)))
+            assert not special & set(after[after != 4].tolist())
+            changed += not np.array_equal(np.sort(positions), np.sort(a["masked_lm_positions"][i, :k0]))
+            rows += 1
+    total = sum(outcomes.values())
+    assert rows == 12 * 256 and total > 20000
+    assert abs(outcomes["mask"] / total - 0.8) < 0.015
+    assert abs(outcomes["random"] / total - 0.1) < 0.012
+    assert abs(outcomes["same"] / total - 0.1) < 0.012
+    assert changed / rows > 0.95, "a new mask, not the stored one"
