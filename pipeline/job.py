@@ -96,7 +96,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     shards = masked.records | "WriteShards" >> WriteShards(
         output_dir=job.output_dir,
         formats=job.formats,
-        shard_counts=job.shard_counts,
+        plan=job.shard_plan,
         max_seq_length=job.max_seq_length,
         max_predictions_per_seq=job.masking.max_predictions_per_seq,
         pad_id=job.vocab.pad_id,

@@ -114,7 +114,20 @@ class MlmPrepOptions(PipelineOptions):
             default=0.0,
             help="Share of documents, by a hash of their text, in the validation split.",
         )
-        parser.add_argument("--num_shards", type=int, default=8, help="Shards of the train split.")
+        parser.add_argument(
+            "--num_shards",
+            type=int,
+            default=None,
+            help="Shards of the train split (validation: ceil(num_shards * validation_fraction)). "
+            "Default: from --target_shard_mb.",
+        )
+        parser.add_argument(
+            "--target_shard_mb",
+            type=float,
+            default=128,
+            help="Without --num_shards, each split gets as many shards as make TFRecord shards "
+            "of about this size.",
+        )
         parser.add_argument(
             "--formats", type=_formats, default=write.FORMATS, help="Comma-separated: tfrecord,parquet."
         )
@@ -159,7 +172,7 @@ class JobPlan:
     packing: str
     concat_groups: int
     validation_fraction: float
-    shard_counts: tuple[int, ...]  # per split, in tokenize.SPLITS order
+    shard_plan: write.ShardPlan
     formats: tuple[str, ...]
     config: dict  # every job option, for the manifest
 
@@ -190,7 +203,8 @@ def plan(options: PipelineOptions) -> JobPlan:
         f"got {o.mask_token_ratio + o.random_token_ratio}",
     )
     _check(o.dupe_factor >= 1, f"--dupe_factor must be at least 1, got {o.dupe_factor}")
-    _check(o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
+    _check(o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
+    _check(o.target_shard_mb > 0, f"--target_shard_mb must be positive, got {o.target_shard_mb}")
     _check(
         0 <= o.validation_fraction < 1,
         f"--validation_fraction must be in [0, 1), got {o.validation_fraction}",
@@ -218,7 +232,6 @@ def plan(options: PipelineOptions) -> JobPlan:
 
     _check_output(o.output, o.overwrite)
 
-    validation_shards = math.ceil(o.num_shards * o.validation_fraction) if o.validation_fraction else 0
     config = dict(sorted(o.get_all_options(current_only=True).items()))
     config.pop("overwrite")
     config["formats"] = list(o.formats)
@@ -245,7 +258,12 @@ def plan(options: PipelineOptions) -> JobPlan:
         packing=o.packing,
         concat_groups=max(1, math.ceil(input_bytes / CONCAT_GROUP_BYTES)),
         validation_fraction=o.validation_fraction,
-        shard_counts=(o.num_shards, validation_shards),
+        shard_plan=write.ShardPlan(
+            num_shards=o.num_shards,
+            target_shard_bytes=int(o.target_shard_mb * (1 << 20)),
+            validation_fraction=o.validation_fraction,
+            record_bytes=write.estimated_record_bytes(o.max_seq_length, o.max_predictions_per_seq),
+        ),
         formats=tuple(o.formats),
         config=config,
     )

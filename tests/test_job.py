@@ -2,6 +2,7 @@
 
 import collections
 import hashlib
+import math
 import json
 import pathlib
 import subprocess
@@ -306,3 +307,30 @@ def test_beam_counters_match_the_manifest(tmp_path, tiny, bert_vocab):
     for split in ("train", "validation"):
         assert counters[f"documents.{split}"] == counts["splits"][split]["documents"] > 0
     assert counters == counts["counters"]
+
+
+@pytest.mark.parametrize("num_shards", [3, 7])
+def test_shards_of_a_split_are_balanced_to_one_record(tmp_path, tiny, bert_vocab, num_shards):
+    manifest = run_job(
+        tmp_path / "out",
+        f"--input={tiny}",
+        f"--tokenizer={bert_vocab}",
+        "--validation_fraction=0.3",
+        "--formats=tfrecord",
+        num_shards=num_shards,
+    )
+    for split, expected in (("train", num_shards), ("validation", math.ceil(num_shards * 0.3))):
+        counts = [s["records"] for s in manifest["shards"] if s["split"] == split]
+        assert len(counts) == expected
+        assert max(counts) - min(counts) <= 1, counts
+        assert sum(counts) == manifest["counts"]["splits"][split]["sequences"] > 0
+
+
+def test_shard_count_from_target_size(tmp_path, tiny, bert_vocab):
+    small = run_job(tmp_path / "a", f"--input={tiny}", f"--tokenizer={bert_vocab}", target_shard_mb=0.1)
+    files = [s for s in small["shards"] if s["format"] == "tfrecord"]
+    assert len(files) > 3
+    sizes = [(tmp_path / "a" / s["file"]).stat().st_size for s in files]
+    assert max(sizes) < 0.1 * (1 << 20) * 1.5 and min(sizes) > 0.1 * (1 << 20) * 0.5
+    one = run_job(tmp_path / "b", f"--input={tiny}", f"--tokenizer={bert_vocab}")  # default 128 MB
+    assert len([s for s in one["shards"] if s["format"] == "tfrecord"]) == 1

@@ -1,11 +1,20 @@
-"""Writing shards: grouped by a hash of the record key, sorted by it inside.
+"""Writing shards: balanced to one record, sorted by record key.
 
-As TFDS's BeamWriter does, a record's shard and its place in the shard are
-functions of its key alone, so the files do not depend on the runner. Each
-shard is written under a temporary name and renamed when complete, so a
+As TFDS's BeamWriter does, a record's place is a function of its key alone,
+so the files do not depend on the runner or the number of workers. On top of
+that, every shard of a split holds the same number of records, give or take
+one (multi-host trainers hang on unequal shards): records are ranked by key
+within their split, and shard ``s`` of ``N`` takes the ranks
+``[s * T / N, (s + 1) * T / N)``. Ranks come without a global sort: records
+are grouped into key-range buckets, whose sizes (counted first, a small side
+input) give each bucket its first rank; a bucket sorts only itself.
+
+Each shard is written under a temporary name and renamed when complete, so a
 reader never sees half a shard; a retried write produces the same bytes.
 """
 
+import dataclasses
+import math
 import uuid
 
 import apache_beam as beam
@@ -17,19 +26,79 @@ from mlmprep.transforms.tokenize import SPLITS
 
 FORMATS = ("tfrecord", "parquet")
 TEMP_SUFFIX = ".incomplete"
+BUCKET_BITS = 12  # 4,096 key-range buckets per split: a bucket is 1/4096 of the split
+_KEY_BITS = 63
 
 
 def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.{fmt}"
 
 
+def bucket_of(record_key: int) -> int:
+    return record_key >> (_KEY_BITS - BUCKET_BITS)
+
+
+def estimated_record_bytes(max_seq_length: int, max_predictions_per_seq: int) -> int:
+    """A TFRecord record's size: varint ids (~2.5 bytes), 1-byte mask/segments, float weights."""
+    return 120 + 5 * max_seq_length + 8 * max_predictions_per_seq
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardPlan:
+    """How many shards each split gets: fixed, or from a target shard size."""
+
+    num_shards: int | None  # for train; validation gets ceil(num_shards * validation_fraction)
+    target_shard_bytes: int
+    validation_fraction: float
+    record_bytes: int
+
+    def shards(self, split: int, total: int) -> int:
+        if split == 1 and self.validation_fraction == 0:
+            return 0
+        if self.num_shards is not None:
+            return (
+                self.num_shards
+                if split == 0
+                else max(1, math.ceil(self.num_shards * self.validation_fraction))
+            )
+        return max(1, math.ceil(total * self.record_bytes / self.target_shard_bytes))
+
+
+def layout(bucket_counts: list, plan: ShardPlan) -> dict:
+    """{split: (total, num_shards, {bucket: first rank})} from ((split, bucket), count) pairs."""
+    by_split = {s: {} for s in range(len(SPLITS))}
+    for (split, bucket), count in bucket_counts:
+        by_split[split][bucket] = count
+    out = {}
+    for split, counts in by_split.items():
+        first, total = {}, 0
+        for bucket in sorted(counts):
+            first[bucket] = total
+            total += counts[bucket]
+        num_shards = plan.shards(split, total)
+        if num_shards:
+            out[split] = (total, num_shards, first)
+    return out
+
+
+class _AssignShards(beam.DoFn):
+    """((split, bucket), records) -> ((split, shard), (key, payload)) by rank."""
+
+    def process(self, element, layout):
+        (split, bucket), keyed = element
+        total, num_shards, first = layout[split]
+        rank = first[bucket]
+        for key, payload in sorted(keyed):  # by record key; the payload breaks (unlikely) ties
+            yield (split, rank * num_shards // total), (key, payload)
+            rank += 1
+
+
 class _WriteShard(beam.DoFn):
     """((split, shard), [(record_key, payload)]) -> one info dict per file written."""
 
-    def __init__(self, *, output_dir, formats, shard_counts, max_seq_length, max_predictions_per_seq, pad_id):
+    def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id):
         self._output_dir = output_dir
         self._formats = formats
-        self._shard_counts = shard_counts
         self._shape = dict(
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
         )
@@ -38,9 +107,9 @@ class _WriteShard(beam.DoFn):
     def setup(self):
         self._progress = Progress("write")
 
-    def process(self, element):
+    def process(self, element, layout):
         (split, shard), keyed = element
-        keyed = sorted(keyed)  # by record key; payload breaks ties
+        keyed = sorted(k for k in keyed if k is not None)
         batch = records.from_payloads([p for _, p in keyed], **self._shape)
         stats = {
             "records": len(keyed),
@@ -52,7 +121,7 @@ class _WriteShard(beam.DoFn):
                 data = encode.tfrecord_bytes(encode.tf_examples(batch))
             else:
                 data = encode.parquet_bytes(batch)
-            name = shard_name(SPLITS[split], shard, self._shard_counts[split], fmt)
+            name = shard_name(SPLITS[split], shard, layout[split][1], fmt)
             _write_atomically(FileSystems.join(self._output_dir, name), data)
             self._progress.update(files=1, records=len(keyed))
             yield {
@@ -73,44 +142,57 @@ def _write_atomically(path: str, data: bytes):
     FileSystems.rename([temp], [path])
 
 
-def shard_of(record_key: int, num_shards: int) -> int:
-    return record_key % num_shards
+def _every_shard(layout):
+    for split, (_, num_shards, _) in layout.items():
+        for shard in range(num_shards):
+            yield (split, shard), None  # so that empty shards are written too
 
 
 class WriteShards(beam.PTransform):
     """(split, record_key, payload) -> info dicts of the shard files written.
 
-    Every shard of every split is written, empty or not, so a split's file set
-    is always complete.
+    Every shard of every split is written, empty or not, so a split's file
+    set is always complete.
     """
 
-    def __init__(self, *, output_dir, formats, shard_counts, max_seq_length, max_predictions_per_seq, pad_id):
+    def __init__(
+        self, *, output_dir, formats, plan: ShardPlan, max_seq_length, max_predictions_per_seq, pad_id
+    ):
         super().__init__()
-        self._output_dir = output_dir
-        self._shard_counts = tuple(shard_counts)
+        self._plan = plan
         self._write = _WriteShard(
             output_dir=output_dir,
             formats=tuple(formats),
-            shard_counts=self._shard_counts,
             max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq,
             pad_id=pad_id,
         )
 
     def expand(self, records_pcoll):
-        counts = self._shard_counts
-        keyed = records_pcoll | "KeyByShard" >> beam.Map(
-            lambda r: ((r[0], shard_of(r[1], counts[r[0]])), (r[1], r[2]))
+        plan = self._plan
+        by_bucket = records_pcoll | "KeyByBucket" >> beam.Map(
+            lambda r: ((r[0], bucket_of(r[1])), (r[1], r[2]))
+        )
+        shard_layout = beam.pvalue.AsSingleton(
+            by_bucket
+            | "BucketKeys" >> beam.Keys()
+            | "CountPerBucket" >> beam.combiners.Count.PerElement()
+            | "AllCounts" >> beam.combiners.ToList()
+            | "Layout" >> beam.Map(layout, plan)
+        )
+        assigned = (
+            by_bucket
+            | "GroupByBucket" >> beam.GroupByKey()
+            | "AssignShards" >> beam.ParDo(_AssignShards(), layout=shard_layout)
         )
         every_shard = (
-            keyed.pipeline
-            | "EveryShard" >> beam.Create([(s, i) for s in range(len(counts)) for i in range(counts[s])])
-            | "NoRecords" >> beam.Map(lambda key: (key, None))
+            records_pcoll.pipeline
+            | "Once" >> beam.Create([None])
+            | "EveryShard" >> beam.FlatMap(lambda _, lay: _every_shard(lay), lay=shard_layout)
         )
         return (
-            (keyed, every_shard)
+            (assigned, every_shard)
             | "Flatten" >> beam.Flatten()
             | "GroupByShard" >> beam.GroupByKey()
-            | "DropMarkers" >> beam.MapTuple(lambda key, values: (key, [v for v in values if v is not None]))
-            | "WriteShard" >> beam.ParDo(self._write)
+            | "WriteShard" >> beam.ParDo(self._write, layout=shard_layout)
         )
