@@ -45,8 +45,10 @@ setuptools.setup(
     install_requires=REQUIRED,
     extras_require={
         "trainer": TRAINER,
-        # Tests parse the TFRecord output with TensorFlow itself.
-        "dev": TRAINER + ["pytest>=7", "ruff>=0.5"],
+        # Dataflow: the runner and gs:// file system.
+        "gcp": ["apache-beam[gcp]"],
+        # Tests parse the TFRecord output with TensorFlow itself and build a Dataflow job offline.
+        "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5"],
     },
     entry_points={"console_scripts": ["mlmprep = mlmprep.pipeline.cli:main"]},
     license="Apache-2.0",

@@ -30,9 +30,15 @@ def _run(argv):
         parser.print_help()
         return
     options.check_flags(argv)
-    job.run(argv)
-    out = options.PipelineOptions(argv).view_as(options.MlmPrepOptions).output
-    print(summary.format_manifest(out, manifest.read(out)))
+    result = job.run(argv)
+    pipeline_options = options.PipelineOptions(argv)
+    out = pipeline_options.view_as(options.MlmPrepOptions).output
+    if pipeline_options.view_as(options.TestOptions).dry_run:
+        print(f"dry run: the job was built, not run ({len(job.step_names(result))} steps)")
+    elif result.state == "DONE":
+        print(summary.format_manifest(out, manifest.read(out)))
+    else:  # a remote runner without waiting (--no_wait_until_finish)
+        print(f"job submitted ({result.state}); manifest.json appears in {out} when it finishes")
 
 
 def _demo(argv):

@@ -48,10 +48,8 @@ class _WriteManifest(beam.DoFn):
 def _concat_group(job: JobPlan):
     def key(batch):
         starts = batch.word_starts or [None] * len(batch.token_ids)
-        for doc_key, piece, split, ids, s in zip(
-            batch.keys, batch.pieces, batch.splits, batch.token_ids, starts
-        ):
-            yield (int(split), int(doc_key) % job.concat_groups), (int(doc_key), int(piece), ids, s)
+        for doc_key, split, ids, s in zip(batch.keys, batch.splits, batch.token_ids, starts):
+            yield (int(split), int(doc_key) % job.concat_groups), (int(doc_key), ids, s)
 
     return key
 
@@ -69,13 +67,16 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
             counting.COUNTS, main="docs"
         )
     )
-    unique = read.docs | "Deduplicate" >> Deduplicate(job.dedup)
+    unique, dedup_counts = read.docs | "Deduplicate" >> Deduplicate(job.dedup)
     tokenize = TokenizeDocuments(
-        job.tokenizer_json, job.validation_fraction, word_starts=job.masking.whole_word_masking
+        job.tokenizer_json,
+        job.validation_fraction,
+        word_starts=job.masking.whole_word_masking,
+        min_doc_tokens=job.min_doc_tokens,
     )
     tokenized = (
-        unique.pieces
-        | "BatchPieces" >> beam.BatchElements(min_batch_size=16, max_batch_size=1024)
+        unique
+        | "BatchDocuments" >> beam.BatchElements(min_batch_size=16, max_batch_size=1024)
         | "Tokenize" >> beam.ParDo(tokenize).with_outputs(counting.COUNTS, main="batches")
     )
     if job.packing == "document":
@@ -102,7 +103,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         pad_id=job.vocab.pad_id,
     )
     counts = (
-        [outputs[counting.COUNTS] for outputs in (read, unique, tokenized, packed, masked)]
+        [dedup_counts] + [outputs[counting.COUNTS] for outputs in (read, tokenized, packed, masked)]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
     )
@@ -142,5 +143,14 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     p = beam.Pipeline(options=options)
     build_pipeline(p, job)
     result = p.run()
-    result.wait_until_finish()
+    if not options.view_as(StandardOptions).no_wait_until_finish:
+        result.wait_until_finish()
     return result
+
+
+def step_names(result) -> list[str]:
+    """Transform names of a job a runner built (a Dataflow ``--dry_run`` keeps it on the result)."""
+    built = getattr(result, "job", None)
+    if built is None:
+        return []
+    return sorted(t.unique_name for t in built.proto_pipeline.components.transforms.values())

@@ -15,6 +15,17 @@ from mlmprep.transforms.tokenize import SPLITS
 from mlmprep.transforms.write import TEMP_SUFFIX
 
 FORMAT_VERSION = 1
+# Every reason a document can be dropped for, listed (with 0) even when none was.
+DROP_REASONS = (
+    "binary",
+    "duplicate",
+    "empty",
+    "malformed_json",
+    "no_text_field",
+    "no_tokens",
+    "too_short",
+    "unreadable_file",
+)
 MANIFEST = "manifest.json"
 TOKENIZER = "tokenizer.json"
 
@@ -33,7 +44,8 @@ def versions() -> dict:
 
 def build(*, config: dict, tokenizer_json: str, vocab, shards: list[dict], counts: dict, formats) -> dict:
     """The manifest of a run, from its shard infos and its summed counts."""
-    dropped = {k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("documents_dropped.")}
+    dropped = dict.fromkeys(DROP_REASONS, 0)
+    dropped.update({k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("documents_dropped.")})
     splits = {}
     for split in SPLITS:
         files = [s for s in shards if s["split"] == split and s["format"] == formats[0]]

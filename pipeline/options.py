@@ -10,7 +10,7 @@ import math
 import os
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
 from mlmprep.transforms import documents, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
@@ -66,6 +66,9 @@ class MlmPrepOptions(PipelineOptions):
             help="Drop exact duplicate documents (whitespace-normalized); the default.",
         )
         parser.add_argument("--nodedup", dest="dedup", action="store_false", help="Keep duplicate documents.")
+        parser.add_argument(
+            "--min_doc_tokens", type=int, default=0, help="Drop (and count) documents with fewer tokens."
+        )
         parser.add_argument("--max_seq_length", type=int, default=128, help="Tokens per sequence.")
         parser.add_argument(
             "--max_predictions_per_seq", type=int, default=20, help="Cap on masked positions per sequence."
@@ -162,6 +165,7 @@ class JobPlan:
     input_format: str
     text_field: str
     dedup: bool
+    min_doc_tokens: int
     output_dir: str
     tokenizer_json: str
     vocab: tokenize.Vocabulary
@@ -202,6 +206,7 @@ def plan(options: PipelineOptions) -> JobPlan:
         "--mask_token_ratio + --random_token_ratio must be at most 1, "
         f"got {o.mask_token_ratio + o.random_token_ratio}",
     )
+    _check(o.min_doc_tokens >= 0, f"--min_doc_tokens must be at least 0, got {o.min_doc_tokens}")
     _check(o.dupe_factor >= 1, f"--dupe_factor must be at least 1, got {o.dupe_factor}")
     _check(o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
     _check(o.target_shard_mb > 0, f"--target_shard_mb must be positive, got {o.target_shard_mb}")
@@ -211,8 +216,16 @@ def plan(options: PipelineOptions) -> JobPlan:
     )
     _check(0 <= o.random_seed < 2**63, f"--random_seed must be in [0, 2**63), got {o.random_seed}")
 
+    # A --dry_run (Dataflow's offline job build) must not touch remote storage.
+    dry_run = options.view_as(TestOptions).dry_run
     input_bytes = 0
     for pattern in o.input:
+        if dry_run and not _is_local(pattern):
+            continue
+        if _is_local(pattern) and os.path.isdir(pattern):
+            raise UsageError(
+                f"--input {pattern} is a directory; give a pattern such as {pattern.rstrip('/')}/*"
+            )
         try:
             files = FileSystems.match([pattern])[0].metadata_list
         except Exception as e:  # Beam raises BeamIOError and friends
@@ -230,7 +243,8 @@ def plan(options: PipelineOptions) -> JobPlan:
     except Exception as e:
         raise UsageError(f"cannot read --tokenizer {o.tokenizer}: {e}") from None
 
-    _check_output(o.output, o.overwrite)
+    if not (dry_run and not _is_local(o.output)):
+        _check_output(o.output, o.overwrite)
 
     config = dict(sorted(o.get_all_options(current_only=True).items()))
     config.pop("overwrite")
@@ -241,6 +255,7 @@ def plan(options: PipelineOptions) -> JobPlan:
         input_format=o.input_format,
         text_field=o.text_field,
         dedup=o.dedup,
+        min_doc_tokens=o.min_doc_tokens,
         output_dir=o.output,
         tokenizer_json=tokenizer_json,
         vocab=vocab,
@@ -269,8 +284,14 @@ def plan(options: PipelineOptions) -> JobPlan:
     )
 
 
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
 def _check_output(output: str, overwrite: bool):
     """Refuses a non-empty output unless --overwrite; then clears what mlmprep wrote."""
+    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {output} is a file, not a directory")
     try:
         existing = FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list
     except Exception:  # nothing there yet

@@ -16,7 +16,7 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
         f"  documents read     {counts['documents_read']:>12,}",
         f"  documents written  {counts['documents_written']:>12,}",
     ]
-    for reason, n in sorted(counts["documents_dropped"].items()):
+    for reason, n in sorted((r, n) for r, n in counts["documents_dropped"].items() if n):
         lines.append(f"  dropped: {reason:<10}{n:>12,}")
     for split, c in counts["splits"].items():
         lines.append(

@@ -90,7 +90,10 @@ def test_malformed_jsonl_lines_are_counted(tmp_path, bert_vocab):
     counts = manifest["counts"]
     assert counts["documents_read"] == 5
     assert counts["documents_written"] == 1
-    assert counts["documents_dropped"] == {"malformed_json": 3, "no_text_field": 1}
+    assert {k: v for k, v in counts["documents_dropped"].items() if v} == {
+        "malformed_json": 3,
+        "no_text_field": 1,
+    }
 
 
 def test_cleaning_removes_escapes_and_control_characters():
@@ -115,9 +118,12 @@ def test_deduplication_exact_and_deterministic(tmp_path, bert_vocab):
     (tmp_path / "a.txt").write_text("\n\n".join(docs) + "\n")
     deduped = run_job(tmp_path / "d", f"--input={tmp_path / 'a.txt'}", f"--tokenizer={bert_vocab}")
     kept = run_job(tmp_path / "k", f"--input={tmp_path / 'a.txt'}", f"--tokenizer={bert_vocab}", "--nodedup")
-    assert deduped["counts"]["documents_dropped"] == {"duplicate": 2}
+    assert deduped["counts"]["documents_dropped"]["duplicate"] == 2
+    assert sum(deduped["counts"]["documents_dropped"].values()) == 2
     assert deduped["counts"]["documents_written"] == 2
-    assert kept["counts"]["documents_written"] == 4 and kept["counts"]["documents_dropped"] == {}
+    assert kept["counts"]["documents_written"] == 4
+    assert set(kept["counts"]["documents_dropped"]) >= {"empty", "duplicate", "binary"}  # listed even at 0
+    assert sum(kept["counts"]["documents_dropped"].values()) == 0
     again = run_job(tmp_path / "d2", f"--input={tmp_path / 'a.txt'}", f"--tokenizer={bert_vocab}")
     assert _hashes(again) == _hashes(deduped)
 
@@ -190,3 +196,37 @@ def test_blank_and_whitespace_lines(fmt):
     text = "a\n  \nb\nc\n\n\n\nd\n"
     docs = ["".join(p) for p in iter_text_documents(io.StringIO(text), fmt)]
     assert docs == (["a", "b\nc", "d"] if fmt == "text" else ["a", "b", "c", "d"])
+
+
+def test_long_whitespace_variant_copies_dedup_to_one_whole_copy(tmp_path, bert_vocab):
+    words = [f"w{i}" for i in range(20000)]  # ~130k characters: several pieces
+    a = " ".join(words)
+    b = "  ".join(words[:5000]) + "\n" + " ".join(words[5000:])  # same words, other cut points
+    (tmp_path / "c.txt").write_text(f"{a}\n\n{b}\n")
+    args = [f"--tokenizer={bert_vocab}", "--max_seq_length=512", "--max_predictions_per_seq=80"]
+    manifest = run_job(tmp_path / "out", f"--input={tmp_path / 'c.txt'}", *args)
+    assert manifest["counts"]["documents_dropped"]["duplicate"] == 1
+    single = tmp_path / "one.txt"
+    single.write_text(a + "\n")
+    alone = run_job(tmp_path / "alone", f"--input={single}", *args)
+    # The kept copy is whole: exactly the tokens of one copy, and no extra short
+    # sequences where pieces were cut (pieces are joined before packing).
+    assert manifest["counts"]["splits"]["train"]["tokens"] == alone["counts"]["splits"]["train"]["tokens"]
+    assert (
+        manifest["counts"]["splits"]["train"]["sequences"] == alone["counts"]["splits"]["train"]["sequences"]
+    )
+    body = 510
+    tokens = alone["counts"]["splits"]["train"]["tokens"]
+    sequences = alone["counts"]["splits"]["train"]["sequences"]
+    assert sequences == -(-(tokens - 2 * sequences) // body)
+
+
+def test_unreadable_files_are_counted_not_fatal(tmp_path, bert_vocab):
+    (tmp_path / "good.txt").write_text("a fine document\n")
+    (tmp_path / "bad.txt.gz").write_bytes(b"\x1f\x8b\x08\x00" + bytes(range(256)) * 4)
+    (tmp_path / "bad.parquet").write_bytes(b"not parquet at all")
+    manifest = run_job(tmp_path / "out", f"--input={tmp_path}/*", f"--tokenizer={bert_vocab}")
+    counts = manifest["counts"]
+    assert counts["documents_dropped"]["unreadable_file"] == 2
+    assert counts["documents_written"] == 1
+    assert counts["documents_read"] == counts["documents_written"] + sum(counts["documents_dropped"].values())

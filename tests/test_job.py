@@ -2,8 +2,8 @@
 
 import collections
 import hashlib
-import math
 import json
+import math
 import pathlib
 import subprocess
 import sys

@@ -1,9 +1,9 @@
-"""Exact deduplication of documents, by the key of their normalized text.
+"""Exact deduplication of documents, by the key of their whitespace-normalized text.
 
 The shuffle that brings copies together is also what spreads a file's
-documents across workers. Each piece of a document is keyed by (document
-key, piece index); identical documents have identical pieces, so dropping
-copies piece by piece drops whole documents. A combiner keeps one copy and a
+documents across workers. Copies that differ only in whitespace share a key;
+of those, the one with the smallest exact-text hash is kept, whole, so which
+copy survives never depends on the runner. A combiner keeps one copy and a
 count, so memory does not grow with the number of copies.
 """
 
@@ -13,44 +13,37 @@ from mlmprep.transforms.counting import COUNTS, CountingDoFn
 
 
 class _KeepOne(beam.CombineFn):
-    """(text, copies): the smallest text of the group, so which copy is kept is deterministic."""
+    """(copy_key, pieces, copies): the copy of smallest exact-text hash, and how many there were."""
 
     def create_accumulator(self):
-        return None, 0
+        return None, None, 0
 
-    def add_input(self, accumulator, text):
-        kept, copies = accumulator
-        return (text if kept is None or text < kept else kept), copies + 1
+    def add_input(self, accumulator, copy):
+        return self.merge_accumulators([accumulator, (*copy, 1)])
 
     def merge_accumulators(self, accumulators):
-        kept, copies = None, 0
-        for text, n in accumulators:
-            if text is not None and (kept is None or text < kept):
-                kept = text
+        best_key, best_pieces, copies = None, None, 0
+        for copy_key, pieces, n in accumulators:
+            if copy_key is not None and (best_key is None or copy_key < best_key):
+                best_key, best_pieces = copy_key, pieces
             copies += n
-        return kept, copies
+        return best_key, best_pieces, copies
 
     def extract_output(self, accumulator):
         return accumulator
 
 
-class _EmitPieces(CountingDoFn):
-    def __init__(self, dedup: bool):
-        super().__init__()
-        self._dedup = dedup
-
+class _CountDuplicates(CountingDoFn):
     def process(self, element):
-        (doc_key, index, num_pieces), (text, copies) = element
-        if index == 0 and copies > 1 and self._dedup:
-            self.count("documents_dropped.duplicate", copies - 1)
-        for _ in range(1 if self._dedup else copies):
-            yield doc_key, index, num_pieces, text
+        doc_key, (_, pieces, copies) = element
+        self.count("documents_dropped.duplicate", copies - 1)
+        yield doc_key, pieces
 
 
 class Deduplicate(beam.PTransform):
-    """Document -> (document_key, piece_index, num_pieces, text), one copy per document.
+    """Document -> (document_key, pieces), one copy per document.
 
-    With ``dedup=False`` every copy is kept; the shuffle still spreads the work.
+    With ``dedup=False`` every copy is kept; a reshuffle still spreads the work.
     """
 
     def __init__(self, dedup: bool = True):
@@ -58,10 +51,14 @@ class Deduplicate(beam.PTransform):
         self._dedup = dedup
 
     def expand(self, documents):
-        return (
+        if not self._dedup:
+            # An empty counts output keeps the interface of the dedup branch.
+            pieces = documents | "KeyDocuments" >> beam.Map(lambda d: (d.key, d.pieces))
+            return pieces | "Spread" >> beam.Reshuffle(), pieces | "NoCounts" >> beam.FlatMap(lambda _: ())
+        kept = (
             documents
-            | "KeyPieces"
-            >> beam.FlatMap(lambda d: (((d.key, i, len(d.pieces)), p) for i, p in enumerate(d.pieces)))
+            | "KeyCopies" >> beam.Map(lambda d: (d.key, (d.copy_key, d.pieces)))
             | "KeepOne" >> beam.CombinePerKey(_KeepOne())
-            | "EmitPieces" >> beam.ParDo(_EmitPieces(self._dedup)).with_outputs(COUNTS, main="pieces")
+            | "CountDuplicates" >> beam.ParDo(_CountDuplicates()).with_outputs(COUNTS, main="documents")
         )
+        return kept.documents, kept[COUNTS]

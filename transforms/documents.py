@@ -11,28 +11,39 @@ document boundaries; instead each file is read by one worker and the
 documents are spread out by the shuffle that follows (deduplication).
 """
 
+import bz2
 import codecs
 import dataclasses
 import hashlib
 import io
 import json
+import logging
+import lzma
 import re
 import threading
+import zlib
 from collections.abc import Iterable, Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
+import zstandard
 
 from mlmprep.transforms.counting import CountingDoFn
 from mlmprep.transforms.progress import Progress
 
 FORMATS = ("text", "lines", "jsonl", "parquet")
 PIECE_CHARS = 1 << 16
+_CUT_AT = (" ", "\n", "\t", "\u3000")  # whitespace a piece may end at, so no word is cut
 BINARY_SNIFF_BYTES = 8192
 
 # ANSI/VT100 escape sequences (colors, cursor moves) and C0/C1 control
 # characters other than tab and newline: terminal noise, never text.
 _ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[@-Z\\-_])")
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+# What a damaged input file raises while it is decompressed or parsed.
+UNREADABLE = (OSError, EOFError, zlib.error, lzma.LZMAError, zstandard.ZstdError, pa.ArrowException)
+del bz2  # bz2 raises OSError
 
 _invalid_utf8 = threading.local()
 
@@ -71,24 +82,30 @@ def clean(text: str) -> str:
 class Document:
     """A document as pieces of at most about PIECE_CHARS characters each."""
 
-    key: int  # 63 bits of a hash of the whitespace-normalized text
+    key: int  # 63 bits of a hash of the whitespace-normalized text: identity for dedup and split
+    copy_key: int  # a hash of the exact text: which of several copies is kept
     pieces: list[str]
+
+
+def _key(hasher) -> int:
+    return int.from_bytes(hasher.digest(), "little") >> 1
 
 
 def document(pieces: list[str]) -> Document | None:
     """Keys a document; None when it has no non-space text."""
-    hasher = hashlib.blake2b(digest_size=8)
+    normalized, exact = hashlib.blake2b(digest_size=8), hashlib.blake2b(digest_size=8)
     empty = True
     for piece in pieces:
+        exact.update(piece.encode("utf-8", "surrogatepass"))
         words = piece.split()
         if words:
             if not empty:
-                hasher.update(b" ")
-            hasher.update(" ".join(words).encode("utf-8", "surrogatepass"))
+                normalized.update(b" ")
+            normalized.update(" ".join(words).encode("utf-8", "surrogatepass"))
             empty = False
     if empty:
         return None
-    return Document(int.from_bytes(hasher.digest(), "little") >> 1, pieces)
+    return Document(_key(normalized), _key(exact), pieces)
 
 
 class _PieceBuilder:
@@ -105,7 +122,7 @@ class _PieceBuilder:
         self._size += len(text)
         while self._size > self._limit:
             text = "".join(self._parts)
-            space = max(text.rfind(" ", 0, self._limit), text.rfind("\n", 0, self._limit))
+            space = max(text.rfind(c, 0, self._limit) for c in _CUT_AT)
             cut = space + 1 if space > 0 else self._limit  # no whitespace at all: a hard cut
             self.pieces.append(text[:cut])
             self._parts, self._size = [text[cut:]], len(text) - cut
@@ -217,8 +234,17 @@ class ReadDocuments(CountingDoFn):
 
     def process(self, readable_file):
         path = readable_file.metadata.path
-        fmt = format_of(path, self._input_format)
         self.count("files_read")
+        try:
+            yield from self._read(readable_file, format_of(path, self._input_format))
+        except UNREADABLE as e:
+            # A corrupt archive or Parquet file: what it yielded so far is kept,
+            # the rest is one counted drop. Beam's retries could not help.
+            logging.warning("mlmprep: cannot read %s after its valid part: %s", path, e)
+            self.count("documents_read")
+            self.count("documents_dropped.unreadable_file")
+
+    def _read(self, readable_file, fmt):
         with readable_file.open() as raw:  # decompresses by suffix
             stream = buffered(raw)
             if fmt == "parquet":
@@ -235,20 +261,26 @@ class ReadDocuments(CountingDoFn):
             for pieces in texts:
                 yield from self._document(pieces)
 
+    def _count_invalid_utf8(self, seen: int) -> int:
+        """Counts the replacements made since ``seen`` (the decoder reads ahead: roughly per document)."""
+        now = invalid_utf8_count()
+        if now > seen:
+            self.count("documents_with_invalid_utf8")
+            self.count("invalid_utf8_sequences", now - seen)
+        return now
+
     def _text_texts(self, stream, fmt):
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="mlmprep.replace")
-        before = invalid_utf8_count()
+        seen = invalid_utf8_count()
         for pieces in iter_text_documents(text, fmt):
-            after = invalid_utf8_count()
-            if after > before:
-                self.count("documents_with_invalid_utf8")
-                self.count("invalid_utf8_sequences", after - before)
-                before = after
+            seen = self._count_invalid_utf8(seen)
             yield pieces
 
     def _jsonl_texts(self, stream):
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="mlmprep.replace")
+        seen = invalid_utf8_count()
         for line in text:
+            seen = self._count_invalid_utf8(seen)
             if not line.strip():
                 continue
             try:

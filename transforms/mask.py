@@ -22,6 +22,7 @@ from mlmprep.transforms.records import MaskedBatch
 
 _SELECT, _DECIDE, _REPLACE = 0, 1, 2  # independent random streams per sequence
 MASK_COUNTS = ("exact", "bernoulli")
+MASK_ROWS = 2048
 
 
 @dataclasses.dataclass(frozen=True)
@@ -177,18 +178,23 @@ class MaskSequences(CountingDoFn):
         self._is_special = self._vocab.special_lookup()
 
     def process(self, batch):
-        for dupe in range(self._dupe_factor):
-            rng_keys = keys.record_keys(batch.keys, seed=self._seed, dupe=dupe)
-            masked = mask_batch(
-                batch.input_ids,
-                batch.lengths,
-                rng_keys,
-                config=self._config,
-                is_special=self._is_special,
-                mask_id=self._vocab.mask_id,
-                random_ids=self._vocab.random_ids,
-                word_starts=batch.word_starts,
-            )
-            self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
-            for row, record in enumerate(records.to_payloads(masked)):
-                yield int(batch.splits[row]), int(rng_keys[row] >> np.uint64(1)), record
+        # Slices of bounded size: one long document can make a batch of many
+        # thousand sequences, and masking holds several float arrays per token.
+        for start in range(0, len(batch.lengths), MASK_ROWS):
+            rows = slice(start, start + MASK_ROWS)
+            for dupe in range(self._dupe_factor):
+                rng_keys = keys.record_keys(batch.keys[rows], seed=self._seed, dupe=dupe)
+                masked = mask_batch(
+                    batch.input_ids[rows],
+                    batch.lengths[rows],
+                    rng_keys,
+                    config=self._config,
+                    is_special=self._is_special,
+                    mask_id=self._vocab.mask_id,
+                    random_ids=self._vocab.random_ids,
+                    word_starts=None if batch.word_starts is None else batch.word_starts[rows],
+                )
+                self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
+                splits = batch.splits[rows]
+                for row, record in enumerate(records.to_payloads(masked)):
+                    yield int(splits[row]), int(rng_keys[row] >> np.uint64(1)), record

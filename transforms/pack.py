@@ -82,7 +82,7 @@ def pack_concat(
     body = max_seq_length - 2
     # Slices (document, start, end) of each sequence body; -1 is a joining [SEP].
     bodies, current, filled = [], [], 0
-    for doc, ids in enumerate(token_ids):  # a loop over documents and pieces, not tokens
+    for doc, ids in enumerate(token_ids):  # a loop over documents and their slices, not tokens
         if filled:
             if filled + 1 >= body:  # no room for the joiner and one token
                 bodies.append(current)
@@ -141,13 +141,13 @@ class PackDocuments(CountingDoFn):
         input_ids, lengths, doc, starts = pack_documents(
             batch.token_ids, max_seq_length=self._max_seq_length, word_starts=batch.word_starts, **self._ids
         )
-        self.count("pieces_over_several_sequences", int((np.bincount(doc) > 1).sum()))
+        self.count("documents_over_several_sequences", int((np.bincount(doc) > 1).sum()))
         keys_ = sequence_keys(input_ids, lengths)
         yield SequenceBatch(input_ids, lengths, keys_, batch.splits[doc], starts)
 
 
 class PackConcat(CountingDoFn):
-    """((split, group), [(document_key, piece, token_ids, starts)]) -> SequenceBatch, ``--packing concat``.
+    """((split, group), [(document_key, token_ids, starts)]) -> SequenceBatch, ``--packing concat``.
 
     Documents of a group are joined in key order, so the result does not
     depend on the order the runner delivers them in.
@@ -159,13 +159,13 @@ class PackConcat(CountingDoFn):
         self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
 
     def process(self, element):
-        (split, _), pieces = element
-        pieces = sorted(pieces, key=lambda p: (p[0], p[1], p[2].tobytes()))
-        has_starts = pieces[0][3] is not None
+        (split, _), documents = element
+        documents = sorted(documents, key=lambda d: (d[0], d[1].tobytes()))
+        has_starts = documents[0][2] is not None
         input_ids, lengths, starts = pack_concat(
-            [p[2] for p in pieces],
+            [d[1] for d in documents],
             max_seq_length=self._max_seq_length,
-            word_starts=[p[3] for p in pieces] if has_starts else None,
+            word_starts=[d[2] for d in documents] if has_starts else None,
             **self._ids,
         )
         splits = np.full(len(lengths), split, dtype=np.int8)

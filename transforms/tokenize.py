@@ -155,51 +155,94 @@ def split_of(document_key: int, validation_fraction: float) -> int:
 
 @dataclasses.dataclass
 class TokenizedBatch:
-    """Document pieces as token ids; ``keys`` are document keys, ``splits`` index SPLITS."""
+    """Documents as token ids; ``keys`` are document keys, ``splits`` index SPLITS."""
 
     keys: np.ndarray  # uint64 [B]
-    pieces: np.ndarray  # int64 [B]: index of the piece within its document
     splits: np.ndarray  # int8 [B]
     token_ids: list[np.ndarray]
     word_starts: list[np.ndarray] | None = None
 
 
-class TokenizeDocuments(CountingDoFn):
-    """Batches of (document_key, piece_index, num_pieces, text) -> TokenizedBatch."""
+ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
 
-    def __init__(self, tokenizer_json_text: str, validation_fraction: float, word_starts: bool = False):
+
+def _encode_bounded(encode, texts: list[str]):
+    """``encode`` over consecutive slices of ``texts`` of about ENCODE_CHARS each, results joined."""
+    results, start = [], 0
+    while start < len(texts):
+        end, size = start, 0
+        while end < len(texts) and (end == start or size + len(texts[end]) <= ENCODE_CHARS):
+            size += len(texts[end])
+            end += 1
+        results.append(encode(texts[start:end]))
+        start = end
+    return results
+
+
+def _join_pieces(per_piece: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
+    """Per-piece arrays -> per-document arrays (a document's pieces are consecutive)."""
+    out, start = [], 0
+    for n in counts:
+        out.append(per_piece[start] if n == 1 else np.concatenate(per_piece[start : start + n]))
+        start += n
+    return out
+
+
+class TokenizeDocuments(CountingDoFn):
+    """Batches of (document_key, pieces) -> TokenizedBatch.
+
+    A long document's pieces are tokenized separately (bounded memory in the
+    tokenizer) and joined again: they were cut at whitespace, so the ids are
+    those of the whole text.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json_text: str,
+        validation_fraction: float,
+        *,
+        word_starts: bool = False,
+        min_doc_tokens: int = 0,
+    ):
         super().__init__()
         self._tokenizer_json = tokenizer_json_text
         self._validation_fraction = validation_fraction
         self._word_starts = word_starts
+        self._min_doc_tokens = min_doc_tokens
         self._tokenizer = None
 
     def setup(self):
         self._tokenizer = load_tokenizer(self._tokenizer_json)
 
-    def process(self, pieces):
-        texts = [p[3] for p in pieces]
+    def process(self, documents):
+        texts = [piece for _, pieces in documents for piece in pieces]
+        counts = [len(pieces) for _, pieces in documents]
         if self._word_starts:
-            token_ids, starts = encode_with_word_starts(self._tokenizer, texts)
+            parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
+            ids = [i for part_ids, _ in parts for i in part_ids]
+            starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts)
         else:
-            token_ids, starts = encode_batch(self._tokenizer, texts), None
-        self.count("tokens", sum(ids.size for ids in token_ids))
-        doc_keys = np.array([p[0] for p in pieces], dtype=np.uint64)
-        index = np.array([p[1] for p in pieces], dtype=np.int64)
+            ids = [
+                i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
+            ]
+            starts = None
+        token_ids = _join_pieces(ids, counts)
+        lengths = np.array([t.size for t in token_ids])
+        self.count("tokens", int(lengths.sum()))
+        doc_keys = np.array([k for k, _ in documents], dtype=np.uint64)
         splits = np.array([split_of(int(k), self._validation_fraction) for k in doc_keys], dtype=np.int8)
-        kept = np.array([ids.size > 0 for ids in token_ids], dtype=bool)
-        # A document is counted once, at its first piece. One that is a single
-        # piece without tokens (text the normalizer removes entirely) is dropped.
-        first = index == 0
-        whole_and_empty = first & ~kept & (np.array([p[2] for p in pieces]) == 1)
-        self.count("documents_dropped.no_tokens", int(whole_and_empty.sum()))
+        # Text the normalizer removes entirely; documents under --min_doc_tokens.
+        no_tokens = lengths == 0
+        too_short = ~no_tokens & (lengths < self._min_doc_tokens)
+        self.count("documents_dropped.no_tokens", int(no_tokens.sum()))
+        self.count("documents_dropped.too_short", int(too_short.sum()))
+        kept = ~no_tokens & ~too_short
         for split, name in enumerate(SPLITS):
-            self.count(f"documents.{name}", int((first & ~whole_and_empty & (splits == split)).sum()))
+            self.count(f"documents.{name}", int((kept & (splits == split)).sum()))
         if kept.any():
             yield TokenizedBatch(
                 keys=doc_keys[kept],
-                pieces=index[kept],
                 splits=splits[kept],
-                token_ids=[ids for ids, k in zip(token_ids, kept) if k],
+                token_ids=[t for t, k in zip(token_ids, kept) if k],
                 word_starts=None if starts is None else [s for s, k in zip(starts, kept) if k],
             )
