@@ -169,10 +169,11 @@ def verify(output_dir: str) -> Report:
     report = Report()
     try:
         manifest = manifest_lib.read(output_dir)
-    except Exception as e:
-        raise UsageError(f"cannot read {output_dir}/manifest.json: {e}") from None
-    config = manifest["config"]
-    seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
+        config = manifest["config"]
+        seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
+        tokenizer_data = _read(FileSystems.join(output_dir, manifest["tokenizer"]["file"]))
+    except Exception as e:  # missing or malformed: nothing to verify against
+        raise UsageError(f"{output_dir} has no usable manifest.json and tokenizer: {e!r}") from None
     masking = MaskingConfig(
         masked_lm_prob=config["masked_lm_prob"],
         max_predictions_per_seq=preds,
@@ -181,8 +182,6 @@ def verify(output_dir: str) -> Report:
         whole_word_masking=config.get("whole_word_masking", False),
         mask_count=config.get("mask_count", "exact"),
     )
-    tokenizer_path = FileSystems.join(output_dir, manifest["tokenizer"]["file"])
-    tokenizer_data = _read(tokenizer_path)
     if encode.sha256(tokenizer_data) != manifest["tokenizer"]["sha256"]:
         report.problem("tokenizer.json", "sha256 differs from the manifest")
     vocab = vocabulary(load_tokenizer(tokenizer_data.decode("utf-8")))

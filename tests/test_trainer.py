@@ -243,3 +243,33 @@ def test_dynamic_masking_keeps_the_pipeline_invariants(kjv_data):
     assert abs(outcomes["random"] / total - 0.1) < 0.012
     assert abs(outcomes["same"] / total - 0.1) < 0.012
     assert changed / rows > 0.95, "a new mask, not the stored one"
+
+
+def test_data_the_trainer_cannot_use_is_refused(tmp_path, real_data, bert_vocab):
+    corpus = real_data / "corpora" / "tiny" / "fortunes_en.txt"
+    parquet_only = tmp_path / "pq"
+    run_job(parquet_only, f"--input={corpus}", f"--tokenizer={bert_vocab}", "--formats=parquet")
+    with pytest.raises(TrainError, match="no TFRecord train shards"):
+        train(
+            TrainConfig(
+                data_dir=str(parquet_only), output_dir=str(tmp_path / "m1"), steps=10, checkpoint_every=10
+            )
+        )
+    whole_words = tmp_path / "wwm"
+    run_job(whole_words, f"--input={corpus}", f"--tokenizer={bert_vocab}", "--whole_word_masking")
+    with pytest.raises(TrainError, match="whole words"):
+        train(
+            TrainConfig(
+                data_dir=str(whole_words),
+                output_dir=str(tmp_path / "m2"),
+                steps=10,
+                checkpoint_every=10,
+                dynamic_masking=True,
+            )
+        )
+    with pytest.raises(TrainError, match="no manifest.json"):
+        train(
+            TrainConfig(
+                data_dir=str(tmp_path), output_dir=str(tmp_path / "m3"), steps=10, checkpoint_every=10
+            )
+        )

@@ -135,3 +135,9 @@ def test_inspect_shows_masked_examples(good):
     assert done.returncode == 0, done.stderr
     assert done.stdout.count("--- train example") == 2
     assert "[MASK→" in done.stdout and "[CLS]" in done.stdout
+
+
+def test_verify_without_tokenizer_is_a_usage_error(copy):
+    (copy / "tokenizer.json").unlink()
+    done = cli("verify", str(copy))
+    assert done.returncode == 2 and "Traceback" not in done.stderr

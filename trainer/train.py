@@ -168,6 +168,16 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
         manifest = data.read_manifest(config.data_dir)
     except data.DataError as e:
         raise TrainError(str(e)) from None
+    if not data.shard_paths(config.data_dir, manifest, "train"):
+        raise TrainError(
+            f"{config.data_dir} has no TFRecord train shards (the trainer reads TFRecord: "
+            "run mlmprep with --formats tfrecord or tfrecord,parquet)"
+        )
+    if config.dynamic_masking and manifest["config"].get("whole_word_masking"):
+        raise TrainError(
+            "--dynamic_masking re-masks token by token; these shards were masked by whole words, "
+            "whose boundaries they do not store"
+        )
     strategy, on_gpu = device_setup()
     if config.batch_size % strategy.num_replicas_in_sync:
         raise TrainError(
@@ -180,8 +190,19 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     config_path = os.path.join(config.output_dir, MODEL_CONFIG)
     found = _checkpoints(config.output_dir)
     if found:
-        with open(config_path) as f:
-            backbone = json.load(f)
+        if found[-1][0] % config.checkpoint_every:
+            raise TrainError(
+                f"the last checkpoint is at step {found[-1][0]}: resume with the --checkpoint_every it was "
+                f"written with (not {config.checkpoint_every})"
+            )
+        try:
+            with open(config_path) as f:
+                backbone = json.load(f)
+        except (OSError, json.JSONDecodeError) as e:
+            raise TrainError(
+                f"{config.output_dir} has checkpoints but no readable {MODEL_CONFIG}: {e}"
+            ) from None
+        print(f"resuming: the model is the one in {config_path} (--model is not used)")
     else:
         try:
             backbone = model_lib.backbone_config(
@@ -207,8 +228,10 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
         if found:
             step, path = found[-1]
             restore_checkpoint(model, path)
-            with open(os.path.join(config.output_dir, HISTORY)) as f:
-                history = [h for h in json.load(f) if h["step"] <= step]
+            history_path = os.path.join(config.output_dir, HISTORY)
+            if os.path.exists(history_path):
+                with open(history_path) as f:
+                    history = [h for h in json.load(f) if h["step"] <= step]
             print(f"resuming from {path} at step {step}")
     with open(config_path, "w") as f:
         json.dump(backbone, f, indent=1)
