@@ -40,6 +40,8 @@ class _WriteManifest(beam.DoFn):
             shards=shards,
             counts=counts,
             formats=job.formats,
+            input_files=job.input_files,
+            input_fingerprint=job.input_fingerprint,
         )
         manifest.write(job.output_dir, built, job.tokenizer_json)
         yield built

@@ -42,7 +42,17 @@ def versions() -> dict:
     return {**{n: _version(n) for n in names}, "python": platform.python_version()}
 
 
-def build(*, config: dict, tokenizer_json: str, vocab, shards: list[dict], counts: dict, formats) -> dict:
+def build(
+    *,
+    config: dict,
+    tokenizer_json: str,
+    vocab,
+    shards: list[dict],
+    counts: dict,
+    formats,
+    input_files: int = 0,
+    input_fingerprint: str | None = None,
+) -> dict:
     """The manifest of a run, from its shard infos and its summed counts."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     dropped.update({k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("documents_dropped.")})
@@ -67,6 +77,8 @@ def build(*, config: dict, tokenizer_json: str, vocab, shards: list[dict], count
             **vocab.manifest_entry(),
         },
         "versions": versions(),
+        "input_files": input_files,
+        "input_fingerprint": input_fingerprint,
         "counts": {
             "documents_read": counts.get("documents_read", 0),
             "documents_written": sum(s["documents"] for s in splits.values()),

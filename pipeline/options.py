@@ -6,12 +6,14 @@ turns into one line on stderr and exit status 2 before any work starts.
 
 import argparse
 import dataclasses
+import hashlib
 import math
 import os
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
+from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.transforms import documents, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
@@ -179,6 +181,8 @@ class JobPlan:
     shard_plan: write.ShardPlan
     formats: tuple[str, ...]
     config: dict  # every job option, for the manifest
+    input_files: int
+    input_fingerprint: str | None
 
 
 def _check(condition: bool, message: str):
@@ -186,8 +190,12 @@ def _check(condition: bool, message: str):
         raise UsageError(message)
 
 
-def plan(options: PipelineOptions) -> JobPlan:
-    """Validates the job options against the world: inputs, tokenizer, output."""
+def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
+    """Validates the job options against the world: inputs, tokenizer, output.
+
+    ``check_output=False`` plans without looking at the output (to compute a
+    build's fingerprint before deciding to run it).
+    """
     o = options.view_as(MlmPrepOptions)
     _check(bool(o.input), "--input is required")
     _check(bool(o.output), "--output is required")
@@ -218,7 +226,7 @@ def plan(options: PipelineOptions) -> JobPlan:
 
     # A --dry_run (Dataflow's offline job build) must not touch remote storage.
     dry_run = options.view_as(TestOptions).dry_run
-    input_bytes = 0
+    input_files = []
     for pattern in o.input:
         if dry_run and not _is_local(pattern):
             continue
@@ -227,12 +235,13 @@ def plan(options: PipelineOptions) -> JobPlan:
                 f"--input {pattern} is a directory; give a pattern such as {pattern.rstrip('/')}/*"
             )
         try:
-            files = FileSystems.match([pattern])[0].metadata_list
+            files = fingerprint_lib.list_inputs([pattern])
         except Exception as e:  # Beam raises BeamIOError and friends
             raise UsageError(f"cannot read --input {pattern}: {e}") from None
-        files = [f for f in files if not f.path.endswith("/")]
         _check(bool(files), f"--input {pattern} matches no file")
-        input_bytes += sum(f.size_in_bytes for f in files)
+        input_files += files
+    input_files = sorted(set(input_files))
+    input_bytes = sum(size for _, size in input_files)
 
     try:
         with FileSystems.open(o.tokenizer) as f:
@@ -243,12 +252,16 @@ def plan(options: PipelineOptions) -> JobPlan:
     except Exception as e:
         raise UsageError(f"cannot read --tokenizer {o.tokenizer}: {e}") from None
 
-    if not (dry_run and not _is_local(o.output)):
+    if check_output and not (dry_run and not _is_local(o.output)):
         _check_output(o.output, o.overwrite)
 
     config = dict(sorted(o.get_all_options(current_only=True).items()))
     config.pop("overwrite")
     config["formats"] = list(o.formats)
+    fingerprint = None
+    if input_files and not dry_run:
+        tokenizer_sha256 = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
+        fingerprint = fingerprint_lib.fingerprint(config, input_files, tokenizer_sha256)
     return JobPlan(
         inputs=tuple(o.input),
         input_bytes=input_bytes,
@@ -281,6 +294,8 @@ def plan(options: PipelineOptions) -> JobPlan:
         ),
         formats=tuple(o.formats),
         config=config,
+        input_files=len(input_files),
+        input_fingerprint=fingerprint,
     )
 
 

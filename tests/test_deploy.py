@@ -1,0 +1,103 @@
+"""deploy/ without a cluster: files parse, scripts use real flags, fingerprints decide rebuilds."""
+
+import argparse
+import json
+import re
+import subprocess
+
+import apache_beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from mlmprep.pipeline import fingerprint
+from mlmprep.pipeline.options import MlmPrepOptions
+
+from conftest import REPO, run_job
+
+DEPLOY = REPO / "deploy"
+
+
+def _run_options() -> set[str]:
+    parser = argparse.ArgumentParser()
+    MlmPrepOptions._add_argparse_args(parser)
+    return {a.dest for a in parser._actions}
+
+
+def _beam_flags() -> set[str]:
+    parser = argparse.ArgumentParser()
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    return {s for a in parser._actions for s in a.option_strings}
+
+
+def test_flex_template_parameters_are_run_options():
+    spec = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
+    names = [p["name"] for p in spec["parameters"]]
+    assert {"input", "output", "tokenizer"} <= set(names)
+    assert set(names) <= _run_options()
+    assert all(p["helpText"] and p["label"] for p in spec["parameters"])
+    required = {p["name"] for p in spec["parameters"] if not p["isOptional"]}
+    assert required == {"input", "output", "tokenizer"}
+
+
+@pytest.mark.parametrize("script", sorted(p.relative_to(DEPLOY) for p in DEPLOY.rglob("*.sh")))
+def test_scripts_are_valid_bash_with_known_flags(script):
+    path = DEPLOY / script
+    subprocess.run(["bash", "-n", str(path)], check=True)
+    flags = set(re.findall(r"(?<![\w-])(--[a-z][\w-]*)", path.read_text()))
+    known = _beam_flags() | {f"--{o}" for o in _run_options()}
+    # gcloud's flags (dashed, or these) and Beam's worker_pool_main's.
+    other_tools = {"--project", "--region", "--config", "--image", "--parameters", "--service_port"}
+    unknown = {f for f in flags if f not in known and f not in other_tools and "-" not in f[2:]}
+    assert not unknown, unknown
+
+
+def test_container_is_pinned_to_the_tested_versions():
+    pins = dict(
+        re.match(r"([\w\-\[\]]+)==([\w.]+)", line).groups()
+        for line in (DEPLOY / "requirements.txt").read_text().splitlines()
+        if line and not line.startswith("#")
+    )
+    assert pins["apache-beam[gcp]"] == apache_beam.__version__
+    dockerfile = (DEPLOY / "Dockerfile").read_text()
+    assert f"ARG BEAM_VERSION={apache_beam.__version__}" in dockerfile
+    assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
+    assert "FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/mlmprep/deploy/dataflow/main.py" in dockerfile
+    assert (DEPLOY / "dataflow" / "main.py").exists()
+
+
+def test_airflow_dag_imports():
+    pytest.importorskip("airflow", reason="Airflow is not installed (it is not a dependency of mlmprep)")
+    pytest.importorskip("airflow.providers.apache.beam", reason="the apache-beam provider is not installed")
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("dag", DEPLOY / "airflow" / "mlmprep_corpus_dag.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.dag.dag_id == "mlmprep_corpus_rebuild"
+    assert {t.task_id for t in module.dag.tasks} == {"needs_rebuild", "build_corpus"}
+
+
+def test_airflow_dag_is_valid_python():
+    compile((DEPLOY / "airflow" / "mlmprep_corpus_dag.py").read_text(), "dag.py", "exec")
+
+
+def test_fingerprint_skips_unchanged_builds_and_rebuilds_changed_ones(tmp_path, bert_vocab):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "a.txt").write_text("first document\n\nsecond document\n")
+    args = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}"]
+    first = run_job(tmp_path / "20260101", *args)
+    same = run_job(tmp_path / "20260102", *args)
+    assert first["input_files"] == 1 and len(first["input_fingerprint"]) == 64
+    assert same["input_fingerprint"] == first["input_fingerprint"]  # the output directory is not part of it
+    assert not fingerprint.needs_rebuild(first, same["input_fingerprint"])
+    (corpus / "b.txt").write_text("a new file\n")
+    added = run_job(tmp_path / "20260103", *args)
+    assert fingerprint.needs_rebuild(same, added["input_fingerprint"])
+    (corpus / "b.txt").write_text("a new file, edited\n")
+    edited = run_job(tmp_path / "20260104", *args)
+    assert edited["input_fingerprint"] != added["input_fingerprint"]
+    other_options = run_job(tmp_path / "20260105", *args, "--max_seq_length=64")
+    assert other_options["input_fingerprint"] != edited["input_fingerprint"]
+    assert fingerprint.needs_rebuild(None, edited["input_fingerprint"])
