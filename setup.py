@@ -49,6 +49,8 @@ setuptools.setup(
         "gcp": ["apache-beam[gcp]"],
         # Tests parse the TFRecord output with TensorFlow itself and build a Dataflow job offline.
         "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5"],
+        # bench/throughput.py's Hugging Face baseline.
+        "bench": ["datasets>=2.14", "transformers>=4.40"],
     },
     entry_points={"console_scripts": ["mlmprep = mlmprep.pipeline.cli:main"]},
     license="Apache-2.0",

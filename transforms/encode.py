@@ -50,22 +50,48 @@ def _delimited(field: int, payload: bytes) -> bytes:
 
 def _packed_varints(matrix: np.ndarray) -> list[bytes]:
     """Packed varint encodings of each row of a non-negative int matrix."""
-    values = matrix.astype(np.uint64).ravel()
-    width = np.ones(values.size, dtype=np.int64)
-    for shift in range(7, 64, 7):
-        width += values >= (np.uint64(1) << np.uint64(shift))
-    end = np.cumsum(width)
-    start = end - width
-    out = np.empty(int(end[-1]) if values.size else 0, dtype=np.uint8)
-    for i in range(int(width.max(initial=1))):
-        has = width > i
-        byte = (values[has] >> np.uint64(7 * i)) & np.uint64(0x7F)
-        more = (width[has] > i + 1).astype(np.uint64) << np.uint64(7)
-        out[start[has] + i] = (byte | more).astype(np.uint8)
-    row_end = end.reshape(matrix.shape)[:, -1] if matrix.shape[1] else np.zeros(len(matrix), np.int64)
-    row_start = np.concatenate([[0], row_end[:-1]])
-    data = out.tobytes()
-    return [data[s:e] for s, e in zip(row_start, row_end)]
+    n, width = matrix.shape
+    top = int(matrix.max(initial=0))
+    if top < 0x80:  # one byte per value: the common case of masks, segments and positions
+        data = matrix.astype(np.uint8).tobytes()
+        return [data[i : i + width] for i in range(0, n * width, width)]
+    dtype = np.uint32 if top < 1 << 32 else np.uint64
+    values = matrix.astype(dtype).ravel()
+    num_bytes = -(-top.bit_length() // 7)
+    size = np.ones(values.size, dtype=np.uint8)
+    for i in range(1, num_bytes):
+        size += values >= (1 << (7 * i))
+    # Byte i of every value, with the continuation bit; then only the bytes each value has.
+    stacked = np.empty((values.size, num_bytes), dtype=np.uint8)
+    for i in range(num_bytes):
+        stacked[:, i] = ((values >> dtype(7 * i)) & dtype(0x7F)) | ((size > i + 1) << 7).astype(dtype)
+    data = stacked[size[:, None] > np.arange(num_bytes, dtype=np.uint8)[None, :]].tobytes()
+    row_end = np.cumsum(size.reshape(n, width).sum(axis=1, dtype=np.int64)).tolist()
+    return [data[s:e] for s, e in zip([0, *row_end[:-1]], row_end)]
+
+
+def _feature_prefix(key: bytes, kind: int, payload_length: int) -> bytes:
+    """The bytes of a ``Features.feature`` map entry up to its packed payload.
+
+    Entry {1: key, 2: Feature {kind: List {1: payload}}}: everything before
+    the payload depends only on the key, the kind and the payload's length.
+    """
+    list_length = 1 + len(_varint(payload_length)) + payload_length
+    feature_length = 1 + len(_varint(list_length)) + list_length
+    entry_length = len(key) + 1 + len(_varint(feature_length)) + feature_length
+    return b"".join(
+        (
+            _tag(1),
+            _varint(entry_length),
+            key,
+            _tag(2),
+            _varint(feature_length),
+            _tag(kind),
+            _varint(list_length),
+            _tag(1),
+            _varint(payload_length),
+        )
+    )
 
 
 def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
@@ -83,22 +109,30 @@ def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
 
 
 def tf_examples(batch: MaskedBatch) -> list[bytes]:
-    """Serialized ``tf.train.Example`` protos, one per row."""
+    """Serialized ``tf.train.Example`` protos, one per row.
+
+    Payloads are encoded for the whole batch at once; per row only cached
+    prefixes and payloads are joined.
+    """
     columns = tf_feature_columns(batch)
-    encoded = []
+    parts = []
     for name, is_float in TFRECORD_FEATURES:
         values = columns[name]
         if is_float:
-            payloads = [row.tobytes() for row in values.astype("<f4")]
+            data, width = values.astype("<f4").tobytes(), 4 * values.shape[1]
+            payloads = [data[i : i + width] for i in range(0, len(data), width)]
             kind = 2  # Feature.float_list
         else:
             payloads = _packed_varints(values)
             kind = 3  # Feature.int64_list
         key = _delimited(1, name.encode())
-        encoded.append(
-            [_delimited(1, key + _delimited(2, _delimited(kind, _delimited(1, p)))) for p in payloads]
-        )
-    return [_delimited(1, b"".join(parts)) for parts in zip(*encoded)]
+        prefixes = {}
+        for p in payloads:
+            if len(p) not in prefixes:
+                prefixes[len(p)] = _feature_prefix(key, kind, len(p))
+        parts.append([prefixes[len(p)] + p for p in payloads])
+    bodies = [b"".join(row) for row in zip(*parts)]
+    return [_tag(1) + _varint(len(body)) + body for body in bodies]
 
 
 def _masked_crc(data: bytes) -> int:
