@@ -102,12 +102,11 @@ def main():
         return statistics.median(t / s for s, t in runs) if runs else None
 
     seconds = {k: statistics.median(s for s, _ in v) for k, v in results.items() if v}
-    print(
-        f"corpus: {args.corpus} ({megabytes:.1f} MB), {args.repeats} repetitions, medians; cores: {os.cpu_count()}"
-    )
+    print(f"corpus: {args.corpus} ({megabytes:.1f} MB), {args.repeats} repetitions (medians)")
+    print(f"cores: {os.cpu_count()}; absolute times vary by machine, compare the ratios")
     print(f"L  bare tokenizer, 1 thread     {seconds['L']:7.2f} s  {rate('L') / 1e6:6.3f} M tokens/s")
-    print(f"M  mlmprep run, 1 worker        {seconds['M']:7.2f} s  {rate('M') / 1e6:6.3f} M tokens/s"
-          f"  {megabytes / seconds['M']:5.2f} MB/s  (start-up {seconds['startup']:.2f} s included)")  # fmt: skip
+    m_rate = f"{seconds['M']:7.2f} s  {rate('M') / 1e6:6.3f} M tokens/s  {megabytes / seconds['M']:5.2f} MB/s"
+    print(f"M  mlmprep run, 1 worker        {m_rate}  (start-up {seconds['startup']:.2f} s included)")
     if results["H"]:
         print(f"H  datasets + collator, 1 proc  {seconds['H']:7.2f} s  {rate('H') / 1e6:6.3f} M tokens/s")
     print(f"M2 mlmprep run, 2 workers       {seconds['M2']:7.2f} s  {rate('M2') / 1e6:6.3f} M tokens/s")

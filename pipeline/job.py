@@ -100,6 +100,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         output_dir=job.output_dir,
         formats=job.formats,
         plan=job.shard_plan,
+        bucket_bits=job.bucket_bits,
         max_seq_length=job.max_seq_length,
         max_predictions_per_seq=job.masking.max_predictions_per_seq,
         pad_id=job.vocab.pad_id,

@@ -179,6 +179,7 @@ class JobPlan:
     concat_groups: int
     validation_fraction: float
     shard_plan: write.ShardPlan
+    bucket_bits: int
     formats: tuple[str, ...]
     config: dict  # every job option, for the manifest
     input_files: int
@@ -285,6 +286,10 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         dupe_factor=o.dupe_factor,
         packing=o.packing,
         concat_groups=max(1, math.ceil(input_bytes / CONCAT_GROUP_BYTES)),
+        # About 4 bytes of text per token; unknown (a dry run) picks a fine-grained default.
+        bucket_bits=write.bucket_bits(
+            o.dupe_factor * input_bytes // (4 * (o.max_seq_length - 2)) if input_files else None
+        ),
         validation_fraction=o.validation_fraction,
         shard_plan=write.ShardPlan(
             num_shards=o.num_shards,

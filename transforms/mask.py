@@ -164,7 +164,11 @@ def mask_batch(
 
 
 class MaskSequences(CountingDoFn):
-    """SequenceBatch -> (split, record_key, payload), ``dupe_factor`` copies of each sequence."""
+    """SequenceBatch -> [(split, record_key, payload)], ``dupe_factor`` copies of each sequence.
+
+    One list per input batch: records travel in lists to keep Beam's
+    per-element cost off the hot path.
+    """
 
     def __init__(self, *, config: MaskingConfig, vocab, seed: int, dupe_factor: int):
         super().__init__()
@@ -180,6 +184,7 @@ class MaskSequences(CountingDoFn):
     def process(self, batch):
         # Slices of bounded size: one long document can make a batch of many
         # thousand sequences, and masking holds several float arrays per token.
+        out = []
         for start in range(0, len(batch.lengths), MASK_ROWS):
             rows = slice(start, start + MASK_ROWS)
             for dupe in range(self._dupe_factor):
@@ -195,6 +200,7 @@ class MaskSequences(CountingDoFn):
                     word_starts=None if batch.word_starts is None else batch.word_starts[rows],
                 )
                 self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
-                splits = batch.splits[rows]
-                for row, record in enumerate(records.to_payloads(masked)):
-                    yield int(splits[row]), int(rng_keys[row] >> np.uint64(1)), record
+                splits = batch.splits[rows].tolist()
+                record_keys = (rng_keys >> np.uint64(1)).tolist()
+                out += zip(splits, record_keys, records.to_payloads(masked))
+        yield out

@@ -26,16 +26,32 @@ from mlmprep.transforms.tokenize import SPLITS
 
 FORMATS = ("tfrecord", "parquet")
 TEMP_SUFFIX = ".incomplete"
-BUCKET_BITS = 12  # 4,096 key-range buckets per split: a bucket is 1/4096 of the split
 _KEY_BITS = 63
+RECORDS_PER_BUCKET = 50_000  # a bucket is sorted in one worker's memory: tens of MB
+
+
+def bucket_bits(expected_records: int | None) -> int:
+    """log2 of the key-range buckets per split: about RECORDS_PER_BUCKET records each.
+
+    Fewer, fuller buckets mean fewer, larger elements between the steps (and
+    less per-element overhead); the count only needs to bound a bucket's size.
+    """
+    if expected_records is None:
+        return 12
+    return min(16, max(4, math.ceil(math.log2(max(1, expected_records) / RECORDS_PER_BUCKET))))
 
 
 def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.{fmt}"
 
 
-def bucket_of(record_key: int) -> int:
-    return record_key >> (_KEY_BITS - BUCKET_BITS)
+def _by_bucket(records: list, bits: int):
+    """A batch of (split, key, payload) -> one ((split, bucket), [(key, payload)]) per bucket it hits."""
+    groups = {}
+    shift = _KEY_BITS - bits
+    for split, key, payload in records:
+        groups.setdefault((split, key >> shift), []).append((key, payload))
+    return groups.items()
 
 
 def estimated_record_bytes(max_seq_length: int, max_predictions_per_seq: int) -> int:
@@ -82,15 +98,18 @@ def layout(bucket_counts: list, plan: ShardPlan) -> dict:
 
 
 class _AssignShards(beam.DoFn):
-    """((split, bucket), records) -> ((split, shard), (key, payload)) by rank."""
+    """((split, bucket), [record lists]) -> ((split, shard), [(key, payload)]) by rank."""
 
     def process(self, element, layout):
-        (split, bucket), keyed = element
+        (split, bucket), lists = element
         total, num_shards, first = layout[split]
         rank = first[bucket]
-        for key, payload in sorted(keyed):  # by record key; the payload breaks (unlikely) ties
-            yield (split, rank * num_shards // total), (key, payload)
+        by_shard = {}
+        for key, payload in sorted(r for keyed in lists for r in keyed):  # the payload breaks ties
+            by_shard.setdefault(rank * num_shards // total, []).append((key, payload))
             rank += 1
+        for shard, keyed in by_shard.items():
+            yield (split, shard), keyed
 
 
 class _WriteShard(beam.DoFn):
@@ -108,8 +127,8 @@ class _WriteShard(beam.DoFn):
         self._progress = Progress("write")
 
     def process(self, element, layout):
-        (split, shard), keyed = element
-        keyed = sorted(k for k in keyed if k is not None)
+        (split, shard), lists = element
+        keyed = sorted(r for part in lists for r in part)
         batch = records.from_payloads([p for _, p in keyed], **self._shape)
         stats = {
             "records": len(keyed),
@@ -145,21 +164,30 @@ def _write_atomically(path: str, data: bytes):
 def _every_shard(layout):
     for split, (_, num_shards, _) in layout.items():
         for shard in range(num_shards):
-            yield (split, shard), None  # so that empty shards are written too
+            yield (split, shard), []  # so that empty shards are written too
 
 
 class WriteShards(beam.PTransform):
-    """(split, record_key, payload) -> info dicts of the shard files written.
+    """Lists of (split, record_key, payload) -> info dicts of the shard files written.
 
     Every shard of every split is written, empty or not, so a split's file
     set is always complete.
     """
 
     def __init__(
-        self, *, output_dir, formats, plan: ShardPlan, max_seq_length, max_predictions_per_seq, pad_id
+        self,
+        *,
+        output_dir,
+        formats,
+        plan: ShardPlan,
+        bucket_bits: int,
+        max_seq_length,
+        max_predictions_per_seq,
+        pad_id,
     ):
         super().__init__()
         self._plan = plan
+        self._bucket_bits = bucket_bits
         self._write = _WriteShard(
             output_dir=output_dir,
             formats=tuple(formats),
@@ -169,14 +197,12 @@ class WriteShards(beam.PTransform):
         )
 
     def expand(self, records_pcoll):
-        plan = self._plan
-        by_bucket = records_pcoll | "KeyByBucket" >> beam.Map(
-            lambda r: ((r[0], bucket_of(r[1])), (r[1], r[2]))
-        )
+        plan, bits = self._plan, self._bucket_bits
+        by_bucket = records_pcoll | "KeyByBucket" >> beam.FlatMap(_by_bucket, bits)
         shard_layout = beam.pvalue.AsSingleton(
             by_bucket
-            | "BucketKeys" >> beam.Keys()
-            | "CountPerBucket" >> beam.combiners.Count.PerElement()
+            | "RecordsPerList" >> beam.MapTuple(lambda bucket, keyed: (bucket, len(keyed)))
+            | "CountPerBucket" >> beam.CombinePerKey(sum)
             | "AllCounts" >> beam.combiners.ToList()
             | "Layout" >> beam.Map(layout, plan)
         )
