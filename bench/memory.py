@@ -1,0 +1,81 @@
+"""Peak memory of the whole process tree for 1x and 4x the same corpus, side by side.
+
+  python bench/memory.py [--corpus FILE] [--runner_args ...]
+
+Runs ``mlmprep run --nodedup`` (so the 4 copies are all processed) on the
+corpus and on four copies of it, samples the resident memory of the job's
+process and all its descendants every 50 ms, and prints both peaks and
+their ratio (target: at most 1.3).
+"""
+
+import argparse
+import os
+import pathlib
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and every descendant, from /proc."""
+    parents, rss = {}, {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, IndexError, ValueError):
+            continue
+    tree, frontier = {root}, [root]
+    while frontier:
+        parent = frontier.pop()
+        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
+        tree.update(children)
+        frontier += children
+    return sum(rss.get(p, 0) for p in tree)
+
+
+def peak_rss(argv: list[str]) -> tuple[int, float]:
+    start = time.perf_counter()
+    job = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    peak = 0
+    while job.poll() is None:
+        peak = max(peak, _tree_rss(job.pid))
+        time.sleep(0.05)
+    if job.returncode:
+        raise SystemExit(f"{' '.join(argv)} failed with {job.returncode}")
+    return peak, time.perf_counter() - start
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--corpus", default=str(SHARED / "corpora" / "bench" / "perl_docs.txt"))
+    parser.add_argument("--vocab", default=str(SHARED / "vocab" / "bert-base-uncased" / "vocab.txt"))
+    args, runner_args = parser.parse_known_args()
+    work = pathlib.Path(tempfile.mkdtemp())
+    results = {}
+    for copies in (1, 4):
+        folder = work / f"x{copies}"
+        folder.mkdir()
+        for i in range(copies):
+            shutil.copyfile(args.corpus, folder / f"copy{i}.txt")
+        argv = [sys.executable, "-m", "mlmprep.pipeline.cli", "run", f"--input={folder}/*.txt",
+                f"--output={work}/out{copies}", f"--tokenizer={args.vocab}", "--nodedup", *runner_args]  # fmt: skip
+        results[copies] = peak_rss(argv)
+    mb = os.path.getsize(args.corpus) / 1e6
+    for copies, (peak, seconds) in results.items():
+        print(
+            f"{copies}x ({copies * mb:6.1f} MB of text): peak RSS {peak / 2**20:8.1f} MiB in {seconds:5.1f} s"
+        )
+    print(f"ratio 4x/1x: {results[4][0] / results[1][0]:.2f}  (target <= 1.3)")
+
+
+if __name__ == "__main__":
+    main()
