@@ -66,8 +66,9 @@ def main():
         folder.mkdir()
         for i in range(copies):
             shutil.copyfile(args.corpus, folder / f"copy{i}.txt")
-        argv = [sys.executable, "-m", "mlmprep.pipeline.cli", "run", f"--input={folder}/*.txt",
-                f"--output={work}/out{copies}", f"--tokenizer={args.vocab}", "--nodedup", *runner_args]  # fmt: skip
+        cli = [sys.executable, "-m", "mlmprep.pipeline.cli", "run"]
+        flags = [f"--input={folder}/*.txt", f"--output={work}/out{copies}", f"--tokenizer={args.vocab}"]
+        argv = [*cli, *flags, "--nodedup", *runner_args]
         results[copies] = peak_rss(argv)
     mb = os.path.getsize(args.corpus) / 1e6
     for copies, (peak, seconds) in results.items():
