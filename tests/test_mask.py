@@ -131,3 +131,15 @@ def test_same_key_same_masking_different_key_different(vocab, sequences):
         keys.record_keys(np.zeros(2, np.uint64), seed=1, dupe=1),
     )
     assert dupes[0][0] != dupes[1][0]
+
+
+def test_bernoulli_count_selects_each_token_with_probability_p(vocab, sequences):
+    input_ids, lengths = sequences
+    config = MaskingConfig(mask_count="bernoulli", max_predictions_per_seq=126)  # the cap never binds
+    out = _mask(vocab, input_ids, lengths, _keys(len(lengths)), config)
+    candidates = int((lengths - 2).sum())
+    rate = out.num_predictions.sum() / candidates
+    assert abs(rate - 0.15) < 5 * np.sqrt(0.15 * 0.85 / candidates)
+    assert out.num_predictions.std() > 1  # a count that varies per sequence, unlike the exact rule
+    capped = _mask(vocab, input_ids, lengths, _keys(len(lengths)), MaskingConfig(mask_count="bernoulli"))
+    assert capped.num_predictions.max() <= 20
