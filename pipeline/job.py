@@ -47,13 +47,11 @@ class _WriteManifest(beam.DoFn):
         yield built
 
 
-def _concat_group(job: JobPlan):
-    def key(batch):
-        starts = batch.word_starts or [None] * len(batch.token_ids)
-        for doc_key, split, ids, s in zip(batch.keys, batch.splits, batch.token_ids, starts):
-            yield (int(split), int(doc_key) % job.concat_groups), (int(doc_key), ids, s)
-
-    return key
+def _concat_group(batch, groups: int):
+    """TokenizedBatch -> ((split, group), (document_key, ids, word_starts)) per document."""
+    starts = batch.word_starts or [None] * len(batch.token_ids)
+    for doc_key, split, ids, s in zip(batch.keys, batch.splits, batch.token_ids, starts):
+        yield (int(split), int(doc_key) % groups), (int(doc_key), ids, s)
 
 
 def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
@@ -88,7 +86,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     else:
         packed = (
             tokenized.batches
-            | "KeyByConcatGroup" >> beam.FlatMap(_concat_group(job))
+            | "KeyByConcatGroup" >> beam.FlatMap(_concat_group, job.concat_groups)
             | "GroupForConcat" >> beam.GroupByKey()
             | "PackConcat"
             >> beam.ParDo(pack.PackConcat(**shape)).with_outputs(counting.COUNTS, main="sequences")
