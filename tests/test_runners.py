@@ -12,6 +12,17 @@ from mlmprep.pipeline import job
 
 from conftest import run_job
 
+# Beam validates these offline: a real-looking project id, bucket names of 3+ characters.
+DATAFLOW_DRY_RUN = [
+    "--runner=DataflowRunner",
+    "--dry_run=True",
+    "--no_auth",
+    "--sdk_location=container",
+    "--project=my-project",
+    "--region=us-central1",
+    "--temp_location=gs://my-bucket/tmp",
+]
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -81,13 +92,7 @@ def test_dataflow_job_builds_offline_for_gcs(tmp_path, bert_vocab):
             "--input=gs://my-bucket/web/*.jsonl.zst",
             "--output=gs://my-bucket/mlm/v1",
             f"--tokenizer={bert_vocab}",
-            "--runner=DataflowRunner",
-            "--dry_run=True",
-            "--no_auth",
-            "--sdk_location=container",
-            "--project=my-project",
-            "--region=us-central1",
-            "--temp_location=gs://my-bucket/tmp",
+            *DATAFLOW_DRY_RUN,
             "--whole_word_masking",
             "--packing=concat",
         ]
@@ -111,13 +116,7 @@ def test_cli_dry_run_says_it_built_the_job(bert_vocab):
             "--input=gs://my-bucket/corpus/*.txt",
             "--output=gs://my-bucket/out",
             f"--tokenizer={bert_vocab}",
-            "--runner=DataflowRunner",
-            "--dry_run=True",
-            "--no_auth",
-            "--sdk_location=container",
-            "--project=my-project",
-            "--region=us-central1",
-            "--temp_location=gs://my-bucket/tmp",
+            *DATAFLOW_DRY_RUN,
         ],
         capture_output=True,
         text=True,
