@@ -70,8 +70,11 @@ def test_parquet_carries_the_same_facts():
         assert got["masked_lm_weights"] == batch.masked_lm_weights[row].tolist()
 
 
-def test_payload_round_trip():
-    batch = _batch()
+@pytest.mark.parametrize("wide", [False, True])
+def test_payload_round_trip(wide):
+    batch = _batch()  # ids up to 2**28: 32-bit payloads
+    if not wide:
+        batch.input_ids = np.minimum(batch.input_ids, 30000)
     back = records.from_payloads(
         records.to_payloads(batch), max_seq_length=16, max_predictions_per_seq=4, pad_id=0
     )

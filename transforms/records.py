@@ -26,19 +26,31 @@ class MaskedBatch:
         return (np.arange(width)[None, :] < self.num_predictions[:, None]).astype(np.float32)
 
 
+# Payload element types, by the first byte: 16 bits whenever the vocabulary and
+# the sequence length allow (they almost always do), halving what crosses the shuffles.
+_DTYPES = {2: np.dtype("<u2"), 4: np.dtype("<i4")}
+
+
 def to_payloads(batch: MaskedBatch) -> list[bytes]:
-    """``int32 [n, k, input_ids[:n], positions[:k], masked_lm_ids[:k]]`` per row."""
+    """``[n, k, input_ids[:n], positions[:k], masked_lm_ids[:k]]`` per row, after a type byte."""
+    top = max(
+        int(batch.input_ids.max(initial=0)), int(batch.masked_lm_ids.max(initial=0)), batch.input_ids.shape[1]
+    )
+    code = 2 if top < 1 << 16 else 4
+    dtype, tag = _DTYPES[code], bytes([code])
     out = []
     for ids, n, positions, original, k in zip(
-        batch.input_ids,
+        batch.input_ids.astype(dtype),
         batch.lengths,
-        batch.masked_lm_positions,
-        batch.masked_lm_ids,
+        batch.masked_lm_positions.astype(dtype),
+        batch.masked_lm_ids.astype(dtype),
         batch.num_predictions,
     ):
-        header = np.array([n, k], dtype=np.int32)
+        header = np.array([n, k], dtype=dtype)
         out.append(
-            b"".join((header.tobytes(), ids[:n].tobytes(), positions[:k].tobytes(), original[:k].tobytes()))
+            b"".join(
+                (tag, header.tobytes(), ids[:n].tobytes(), positions[:k].tobytes(), original[:k].tobytes())
+            )
         )
     return out
 
@@ -54,7 +66,7 @@ def from_payloads(
     lengths = np.zeros(num, dtype=np.int32)
     counts = np.zeros(num, dtype=np.int32)
     for row, payload in enumerate(payloads):
-        values = np.frombuffer(payload, dtype=np.int32)
+        values = np.frombuffer(payload, dtype=_DTYPES[payload[0]], offset=1)
         n, k = int(values[0]), int(values[1])
         lengths[row], counts[row] = n, k
         input_ids[row, :n] = values[2 : 2 + n]
