@@ -26,14 +26,13 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
     return "\n".join(lines)
 
 
-def describe_example(tokenizer_json: str, row: dict) -> str:
+def describe_example(tokenizer, row: dict) -> str:
     """One record as text: masked positions in brackets, with the original token.
 
     ``row`` has the Parquet columns (``input_ids``, ``attention_mask``,
     ``labels``); a selected position shows as ``[MASK→orig]`` when replaced by
     [MASK], ``{random→orig}`` when replaced at random, ``<same>`` when kept.
     """
-    tokenizer = load_tokenizer(tokenizer_json)
     n = int(np.sum(row["attention_mask"]))
     words = []
     for token_id, label in zip(row["input_ids"][:n], row["labels"][:n]):
@@ -93,11 +92,11 @@ def inspect_main(argv):
     except Exception as e:
         raise UsageError(f"cannot read {args.output_dir}/manifest.json: {e}") from None
     with FileSystems.open(FileSystems.join(args.output_dir, manifest["tokenizer"]["file"])) as f:
-        tokenizer_json = f.read().decode("utf-8")
+        tokenizer = load_tokenizer(f.read().decode("utf-8"))
     rows = _rows(args.output_dir, manifest, args.split, args.n)
     if not rows:
         raise UsageError(f"split {args.split!r} has no records in {args.output_dir}")
     print("[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; <token>: kept\n")
     for i, row in enumerate(rows):
         print(f"--- {args.split} example {i}")
-        print(describe_example(tokenizer_json, row) + "\n")
+        print(describe_example(tokenizer, row) + "\n")

@@ -43,6 +43,17 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
+def _masked_batch(input_ids, input_mask, positions, ids, weights) -> MaskedBatch:
+    """The batch as read; lengths and counts from the masks, so they are checked, not trusted."""
+    return MaskedBatch(
+        input_ids=input_ids.astype(np.int64),
+        lengths=input_mask.sum(axis=1).astype(np.int32),
+        masked_lm_positions=positions.astype(np.int64),
+        masked_lm_ids=ids.astype(np.int64),
+        num_predictions=weights.sum(axis=1).astype(np.int32),
+    )
+
+
 def _tfrecord_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
     examples = [encode.parse_example(r) for r in encode.read_tfrecords(data)]
     expected = {
@@ -59,12 +70,12 @@ def _tfrecord_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dic
         k: np.stack([e[k] for e in examples]) if examples else np.zeros((0, expected[k]), np.int64)
         for k in expected
     }
-    batch = MaskedBatch(
-        input_ids=stack["input_ids"].astype(np.int64),
-        lengths=stack["input_mask"].sum(axis=1).astype(np.int32),
-        masked_lm_positions=stack["masked_lm_positions"].astype(np.int64),
-        masked_lm_ids=stack["masked_lm_ids"].astype(np.int64),
-        num_predictions=stack["masked_lm_weights"].sum(axis=1).astype(np.int32),
+    batch = _masked_batch(
+        stack["input_ids"],
+        stack["input_mask"],
+        stack["masked_lm_positions"],
+        stack["masked_lm_ids"],
+        stack["masked_lm_weights"],
     )
     return batch, stack
 
@@ -81,12 +92,12 @@ def _parquet_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dict
             raise encode.CorruptRecordError(f"column {name}: lists not all of length {width}")
         columns[name] = np.array(values).reshape(len(values), width)
     labels = columns["labels"]
-    batch = MaskedBatch(
-        input_ids=columns["input_ids"].astype(np.int64),
-        lengths=columns["attention_mask"].sum(axis=1).astype(np.int32),
-        masked_lm_positions=columns["masked_lm_positions"].astype(np.int64),
-        masked_lm_ids=columns["masked_lm_ids"].astype(np.int64),
-        num_predictions=columns["masked_lm_weights"].sum(axis=1).astype(np.int32),
+    batch = _masked_batch(
+        columns["input_ids"],
+        columns["attention_mask"],
+        columns["masked_lm_positions"],
+        columns["masked_lm_ids"],
+        columns["masked_lm_weights"],
     )
     return batch, {
         "input_mask": columns["attention_mask"],

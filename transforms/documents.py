@@ -241,8 +241,7 @@ class ReadDocuments(CountingDoFn):
             # A corrupt archive or Parquet file: what it yielded so far is kept,
             # the rest is one counted drop. Beam's retries could not help.
             logging.warning("mlmprep: cannot read %s after its valid part: %s", path, e)
-            self.count("documents_read")
-            self.count("documents_dropped.unreadable_file")
+            self._drop("unreadable_file")
 
     def _read(self, readable_file, fmt):
         with readable_file.open() as raw:  # decompresses by suffix
@@ -253,8 +252,7 @@ class ReadDocuments(CountingDoFn):
                 texts = self._jsonl_texts(stream)
             elif b"\x00" in stream.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]:
                 # A NUL byte in the first block: an image or an index, not text.
-                self.count("documents_read")
-                self.count("documents_dropped.binary")
+                self._drop("binary")
                 return
             else:
                 texts = self._text_texts(stream, fmt)
@@ -286,28 +284,29 @@ class ReadDocuments(CountingDoFn):
             try:
                 value = json.loads(line)[self._text_field]
             except (ValueError, TypeError, KeyError, IndexError):
-                self.count("documents_read")
-                self.count("documents_dropped.malformed_json")
+                self._drop("malformed_json")
                 continue
             if not isinstance(value, str):
-                self.count("documents_read")
-                self.count("documents_dropped.no_text_field")
+                self._drop("no_text_field")
                 continue
             yield _split(value)
 
     def _parquet_texts(self, handle):
         parquet = pq.ParquetFile(handle)
         if self._text_field not in parquet.schema_arrow.names:
-            self.count("documents_read", parquet.metadata.num_rows)
-            self.count("documents_dropped.no_text_field", parquet.metadata.num_rows)
+            self._drop("no_text_field", parquet.metadata.num_rows)
             return
         for batch in parquet.iter_batches(batch_size=1024, columns=[self._text_field]):
             for value in batch.column(0).to_pylist():
                 if not isinstance(value, str):
-                    self.count("documents_read")
-                    self.count("documents_dropped.no_text_field")
+                    self._drop("no_text_field")
                     continue
                 yield _split(value)
+
+    def _drop(self, reason: str, n: int = 1):
+        """Documents read and dropped: every document read is written or dropped for a reason."""
+        self.count("documents_read", n)
+        self.count(f"documents_dropped.{reason}", n)
 
     def _document(self, pieces):
         self.count("documents_read")
@@ -316,7 +315,7 @@ class ReadDocuments(CountingDoFn):
             self.count("documents_with_control_characters")
         doc = document(cleaned)
         if doc is None:
-            self.count("documents_dropped.empty")
+            self.count("documents_dropped.empty")  # read: counted above
             return
         if len(doc.pieces) > 1:
             self.count("documents_split_into_pieces")

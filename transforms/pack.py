@@ -129,13 +129,15 @@ def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     )
 
 
-class PackDocuments(CountingDoFn):
-    """TokenizedBatch -> SequenceBatch, ``--packing document``."""
-
+class _Pack(CountingDoFn):
     def __init__(self, *, max_seq_length: int, vocab):
         super().__init__()
         self._max_seq_length = max_seq_length
         self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
+
+
+class PackDocuments(_Pack):
+    """TokenizedBatch -> SequenceBatch, ``--packing document``."""
 
     def process(self, batch):
         input_ids, lengths, doc, starts = pack_documents(
@@ -146,17 +148,12 @@ class PackDocuments(CountingDoFn):
         yield SequenceBatch(input_ids, lengths, keys_, batch.splits[doc], starts)
 
 
-class PackConcat(CountingDoFn):
+class PackConcat(_Pack):
     """((split, group), [(document_key, token_ids, starts)]) -> SequenceBatch, ``--packing concat``.
 
     Documents of a group are joined in key order, so the result does not
     depend on the order the runner delivers them in.
     """
-
-    def __init__(self, *, max_seq_length: int, vocab):
-        super().__init__()
-        self._max_seq_length = max_seq_length
-        self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
 
     def process(self, element):
         (split, _), documents = element
