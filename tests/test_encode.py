@@ -80,3 +80,10 @@ def test_payload_round_trip(wide):
     )
     for field in ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions"):
         np.testing.assert_array_equal(getattr(back, field), getattr(batch, field))
+
+
+def test_shard_framing_equals_framing_each_example():
+    batch = _batch()
+    empty = batch.rows(0, 0)
+    assert encode.tfrecord_shard(batch) == encode.tfrecord_bytes(encode.tf_examples(batch))
+    assert encode.tfrecord_shard(empty) == b"" and encode.tf_examples(empty) == []

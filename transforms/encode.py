@@ -6,6 +6,7 @@ writing it directly keeps TensorFlow (and generated protobuf code) off Beam
 workers. The tests parse the result with TensorFlow itself.
 """
 
+import functools
 import hashlib
 import struct
 
@@ -48,26 +49,66 @@ def _delimited(field: int, payload: bytes) -> bytes:
     return _tag(field) + _varint(len(payload)) + payload
 
 
-def _packed_varints(matrix: np.ndarray) -> list[bytes]:
+# A column of byte strings, one per row, held as a padded uint8 matrix and a
+# mask of the bytes present: ``values[mask]`` is the rows' bytes concatenated
+# in row order (boolean indexing reads row-major). Columns side by side are a
+# row's fields one after another, so a whole batch of protos is built by numpy.
+Cells = tuple[np.ndarray, np.ndarray]
+
+
+def _fixed(values: np.ndarray) -> Cells:
+    return values, np.ones(values.shape, dtype=bool)
+
+
+def _side_by_side(cells: list[Cells]) -> Cells:
+    return np.hstack([v for v, _ in cells]), np.hstack([m for _, m in cells])
+
+
+def _per_length(lengths: np.ndarray, make) -> Cells:
+    """``make(length)`` for each row, computed once per distinct length."""
+    unique, inverse = np.unique(lengths, return_inverse=True)
+    encoded = [make(int(n)) for n in unique]
+    width = max(map(len, encoded), default=0)
+    table = np.zeros((len(encoded), width), dtype=np.uint8)
+    present = np.zeros((len(encoded), width), dtype=bool)
+    for i, data in enumerate(encoded):
+        table[i, : len(data)] = np.frombuffer(data, dtype=np.uint8)
+        present[i, : len(data)] = True
+    return table[inverse], present[inverse]
+
+
+def _varint_cells(values: np.ndarray) -> Cells:
+    """Varint bytes of each value of a non-negative int vector, as many columns as the largest needs."""
+    dtype = np.uint32 if int(values.max(initial=0)) < 1 << 32 else np.uint64
+    values = values.astype(dtype)[:, None]
+    shifts = (7 * np.arange(-(-int(values.max(initial=1)).bit_length() // 7))).astype(dtype)
+    present = values >= (dtype(1) << shifts)
+    present[:, 0] = True
+    # Seven bits per byte, and the continuation bit on each byte followed by another.
+    data = ((values >> shifts) & dtype(0x7F)).astype(np.uint8)
+    data[:, :-1] |= present[:, 1:].astype(np.uint8) << 7
+    return data, present
+
+
+_TABLE_SIZE = 1 << 17  # ids of every common vocabulary (mBERT's 120k included)
+
+
+@functools.cache
+def _varint_table() -> Cells:
+    return _varint_cells(np.arange(_TABLE_SIZE))
+
+
+def _packed_varints(matrix: np.ndarray) -> Cells:
     """Packed varint encodings of each row of a non-negative int matrix."""
-    n, width = matrix.shape
+    n = matrix.shape[0]
     top = int(matrix.max(initial=0))
     if top < 0x80:  # one byte per value: the common case of masks, segments and positions
-        data = matrix.astype(np.uint8).tobytes()
-        return [data[i : i + width] for i in range(0, n * width, width)]
-    dtype = np.uint32 if top < 1 << 32 else np.uint64
-    values = matrix.astype(dtype).ravel()
-    num_bytes = -(-top.bit_length() // 7)
-    size = np.ones(values.size, dtype=np.uint8)
-    for i in range(1, num_bytes):
-        size += values >= (1 << (7 * i))
-    # Byte i of every value, with the continuation bit; then only the bytes each value has.
-    stacked = np.empty((values.size, num_bytes), dtype=np.uint8)
-    for i in range(num_bytes):
-        stacked[:, i] = ((values >> dtype(7 * i)) & dtype(0x7F)) | ((size > i + 1) << 7).astype(dtype)
-    data = stacked[size[:, None] > np.arange(num_bytes, dtype=np.uint8)[None, :]].tobytes()
-    row_end = np.cumsum(size.reshape(n, width).sum(axis=1, dtype=np.int64)).tolist()
-    return [data[s:e] for s, e in zip([0, *row_end[:-1]], row_end)]
+        return _fixed(matrix.astype(np.uint8))
+    if top < _TABLE_SIZE:  # a table lookup is several times faster than the arithmetic
+        data, present = _varint_table()
+        return np.take(data, matrix, axis=0).reshape(n, -1), np.take(present, matrix, axis=0).reshape(n, -1)
+    data, present = _varint_cells(matrix.ravel())
+    return data.reshape(n, -1), present.reshape(n, -1)
 
 
 def _feature_prefix(key: bytes, kind: int, payload_length: int) -> bytes:
@@ -108,36 +149,41 @@ def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
     }
 
 
-def tf_examples(batch: MaskedBatch) -> list[bytes]:
-    """Serialized ``tf.train.Example`` protos, one per row.
-
-    Payloads are encoded for the whole batch at once; per row only cached
-    prefixes and payloads are joined.
-    """
+def _example_cells(batch: MaskedBatch) -> Cells:
     columns = tf_feature_columns(batch)
-    parts = []
+    fields = []
     for name, is_float in TFRECORD_FEATURES:
         values = columns[name]
         if is_float:
-            data, width = values.astype("<f4").tobytes(), 4 * values.shape[1]
-            payloads = [data[i : i + width] for i in range(0, len(data), width)]
-            kind = 2  # Feature.float_list
+            payload, kind = _fixed(values.astype("<f4").view(np.uint8)), 2  # Feature.float_list
         else:
-            payloads = _packed_varints(values)
-            kind = 3  # Feature.int64_list
-        key = _delimited(1, name.encode())
-        prefixes = {}
-        for p in payloads:
-            if len(p) not in prefixes:
-                prefixes[len(p)] = _feature_prefix(key, kind, len(p))
-        parts.append([prefixes[len(p)] + p for p in payloads])
-    bodies = [b"".join(row) for row in zip(*parts)]
-    return [_tag(1) + _varint(len(body)) + body for body in bodies]
+            payload, kind = _packed_varints(values), 3  # Feature.int64_list
+        prefix = functools.partial(_feature_prefix, _delimited(1, name.encode()), kind)
+        fields += [_per_length(payload[1].sum(axis=1), prefix), payload]
+    body = _side_by_side(fields)
+    return _side_by_side([_per_length(body[1].sum(axis=1), lambda n: _tag(1) + _varint(n)), body])
+
+
+def _joined(cells: Cells) -> tuple[bytes, list[int]]:
+    """The rows' bytes concatenated, and where each row ends."""
+    values, present = cells  # np.compress: several times faster than values[present] here
+    return np.compress(present.ravel(), values.ravel()).tobytes(), np.cumsum(present.sum(axis=1)).tolist()
+
+
+def tf_examples(batch: MaskedBatch) -> list[bytes]:
+    """Serialized ``tf.train.Example`` protos, one per row."""
+    data, ends = _joined(_example_cells(batch))
+    return [data[s:e] for s, e in zip([0, *ends[:-1]], ends)]
 
 
 def _masked_crc(data: bytes) -> int:
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _frame_header(length: int) -> bytes:
+    data = struct.pack("<Q", length)
+    return data + struct.pack("<I", _masked_crc(data))
 
 
 def tfrecord_bytes(records: list[bytes]) -> bytes:
@@ -146,12 +192,22 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     Written here rather than with ``WriteToTFRecord`` because a shard is
     assembled in memory in key order and hashed before it is written.
     """
-    out = []
+    headers, out = {}, []
     for record in records:
-        length = struct.pack("<Q", len(record))
-        out += [length, struct.pack("<I", _masked_crc(length)), record]
-        out.append(struct.pack("<I", _masked_crc(record)))
+        header = headers.get(len(record)) or headers.setdefault(len(record), _frame_header(len(record)))
+        out += [header, record, struct.pack("<I", _masked_crc(record))]
     return b"".join(out)
+
+
+_SHARD_ROWS = 8192  # rows encoded at once: bounds the padded matrices to ~10 MB
+
+
+def tfrecord_shard(batch: MaskedBatch) -> bytes:
+    """A batch's TFRecord file, encoded a slice of rows at a time."""
+    return b"".join(
+        tfrecord_bytes(tf_examples(batch.rows(start, start + _SHARD_ROWS)))
+        for start in range(0, len(batch.lengths), _SHARD_ROWS)
+    )
 
 
 PARQUET_SCHEMA = pa.schema(
@@ -199,7 +255,11 @@ def parquet_bytes(batch: MaskedBatch) -> bytes:
     sink = pa.BufferOutputStream()
     # zstd: smaller and faster to write than the default snappy here; every
     # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
-    pq.write_table(parquet_table(batch), sink, compression="zstd")
+    # Dictionaries and statistics suit neither token ids nor masks: without
+    # them a shard is written a third faster and is under 10% larger.
+    pq.write_table(
+        parquet_table(batch), sink, compression="zstd", use_dictionary=False, write_statistics=False
+    )
     return sink.getvalue().to_pybytes()
 
 

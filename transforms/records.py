@@ -25,6 +25,9 @@ class MaskedBatch:
         width = self.masked_lm_positions.shape[1]
         return (np.arange(width)[None, :] < self.num_predictions[:, None]).astype(np.float32)
 
+    def rows(self, start: int, stop: int) -> "MaskedBatch":
+        return MaskedBatch(*(getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)))
+
 
 # Payload element types, by the first byte: 16 bits whenever the vocabulary and
 # the sequence length allow (they almost always do), halving what crosses the shuffles.

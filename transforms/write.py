@@ -137,7 +137,7 @@ class _WriteShard(beam.DoFn):
         }
         for fmt in self._formats:
             if fmt == "tfrecord":
-                data = encode.tfrecord_bytes(encode.tf_examples(batch))
+                data = encode.tfrecord_shard(batch)
             else:
                 data = encode.parquet_bytes(batch)
             name = shard_name(SPLITS[split], shard, layout[split][1], fmt)
