@@ -18,7 +18,7 @@ from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
 from mlmprep.transforms import counting, pack
 from mlmprep.transforms.dedup import Deduplicate
-from mlmprep.transforms.documents import ReadDocuments
+from mlmprep.transforms.documents import ReadDocuments, file_ranges
 from mlmprep.transforms.mask import MaskSequences
 from mlmprep.transforms.tokenize import TokenizeDocuments
 from mlmprep.transforms.write import WriteShards
@@ -61,7 +61,8 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         p
         | "InputPatterns" >> beam.Create(job.inputs)
         | "MatchFiles" >> fileio.MatchAll()
-        | "OpenFiles" >> fileio.ReadMatches()
+        | "SplitFiles" >> beam.FlatMap(file_ranges, job.input_format)
+        | "SpreadRanges" >> beam.Reshuffle()
         | "ReadDocuments"
         >> beam.ParDo(ReadDocuments(job.input_format, job.text_field)).with_outputs(
             counting.COUNTS, main="docs"

@@ -8,7 +8,7 @@ from apache_beam.io.filesystems import FileSystems
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from mlmprep.pipeline.options import CliParser, UsageError
-from mlmprep.transforms.documents import iter_documents, text_lines
+from mlmprep.transforms.documents import buffered, iter_text_documents
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 
@@ -16,7 +16,8 @@ SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
 def _documents(paths, input_format):
     for path in paths:
         with FileSystems.open(path) as raw:
-            yield from iter_documents(text_lines(raw), input_format)
+            for pieces in iter_text_documents(buffered(raw), input_format):
+                yield "".join(pieces)
 
 
 def train(paths, *, vocab_size: int = 30522, lowercase: bool = True, input_format: str = "text") -> Tokenizer:

@@ -11,8 +11,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import zstandard
+from apache_beam.io.filesystems import FileSystems
 
-from mlmprep.transforms.documents import clean, iter_documents, iter_text_documents
+from mlmprep.transforms.documents import (
+    ReadDocuments,
+    clean,
+    file_ranges,
+    iter_documents,
+    iter_text_documents,
+)
 
 from conftest import run_job
 
@@ -105,7 +112,8 @@ def test_documents_are_cut_into_bounded_pieces_at_whitespace():
     import io
 
     line = " ".join(f"w{i}" for i in range(5000))  # ~29k characters, one line
-    docs = list(iter_text_documents(io.StringIO(f"short doc\n\n{line}\nsecond line\n"), "text", limit=1000))
+    data = f"short doc\n\n{line}\nsecond line\n".encode()
+    docs = list(iter_text_documents(io.BytesIO(data), "text", limit=1000))
     assert docs[0] == ["short doc"]
     pieces = docs[1]
     assert all(len(p) <= 1000 for p in pieces) and len(pieces) > 25
@@ -189,12 +197,71 @@ def test_fifty_megabyte_line_completes_in_bounded_memory(tmp_path, bert_vocab):
     assert peak_kb < 2 * 1024 * 1024
 
 
+EDGES = (
+    b"first doc\r\nline two\r\n\r\n"  # CRLF: "\r" alone is a blank line; cleaning drops the others
+    b"second \xe3\x80\x80doc\n \xe3\x80\x80\t\n\n\n"  # a line of Unicode whitespace is blank too
+    b"\xc2\xa0\n"  # no-break space
+    b"bad \xff\xfe utf-8, then a cut character \xe4\xb8\n\n"
+    + b"x"
+    * 70_000
+    + b" a line longer than a chunk\n\n"
+    b"the last document, no newline, a cut character \xe4\xb8"
+)
+
+
+def _read_in_ranges(path, fmt, range_bytes):
+    """What ReadDocuments yields and counts for a file cut into ranges of range_bytes."""
+    read = ReadDocuments(fmt)
+    read.setup()
+    read.start_bundle()
+    metadata = FileSystems.match([str(path)])[0].metadata_list[0]
+    ranges = list(file_ranges(metadata, fmt, range_bytes))
+    docs = [(d.key, d.copy_key, d.pieces) for r in ranges for d in read.process(r)]
+    (counts,) = [out.value.value for out in read.finish_bundle()]
+    return docs, counts, len(ranges)
+
+
+@pytest.mark.parametrize("fmt", ["auto", "lines"])
+def test_byte_ranges_of_a_file_read_each_document_once(tmp_path, real_data, fmt):
+    (tmp_path / "edges.txt").write_bytes(EDGES)
+    kjv = (real_data / "corpora" / "tiny" / "kjv.txt").read_text(encoding="utf-8")
+    jsonl = "\n".join([json.dumps({"text": d}) for d in iter_documents(kjv.splitlines(), "text")] + ["{bad"])
+    (tmp_path / "kjv.jsonl").write_text(jsonl + "\n")
+    robustness = real_data / "corpora" / "robustness"
+    files = [
+        (tmp_path / "edges.txt", [5, 97, 4099]),
+        (real_data / "corpora" / "tiny" / "kjv.txt", [997, 4099]),
+        (tmp_path / "kjv.jsonl", [997]),
+        (robustness / "fortunes-eo-iso3__proverbaro", [997]),  # ISO-8859-3: invalid UTF-8 throughout
+        (robustness / "fortunes-zh__tang300", [997]),
+        (robustness / "fortunes__ascii-art", [97]),
+        (robustness / "linux-doc-6.1__logo.gif", [997]),
+    ]
+    for path, sizes in files:
+        whole, whole_counts, one = _read_in_ranges(path, fmt, 1 << 30)
+        assert one == 1
+        for range_bytes in sizes:
+            docs, counts, parts = _read_in_ranges(path, fmt, range_bytes)
+            assert parts > 3, (path.name, range_bytes)
+            assert docs == whole, (path.name, range_bytes)
+            assert counts == whole_counts, (path.name, range_bytes)
+    edges = [("".join(p)) for _, _, p in _read_in_ranges(tmp_path / "edges.txt", "text", 5)[0]]
+    assert len(edges) == 5 and edges[0] == "first doc\nline two" and edges[-1].endswith("\ufffd")
+
+
+def test_compressed_and_parquet_files_are_read_whole(tmp_path):
+    for name in ("a.txt.gz", "a.parquet"):
+        (tmp_path / name).write_bytes(b"x" * 5000)
+        metadata = FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]
+        assert len(list(file_ranges(metadata, "auto", 100))) == 1
+
+
 @pytest.mark.parametrize("fmt", ["text", "lines"])
 def test_blank_and_whitespace_lines(fmt):
     import io
 
-    text = "a\n  \nb\nc\n\n\n\nd\n"
-    docs = ["".join(p) for p in iter_text_documents(io.StringIO(text), fmt)]
+    text = "a\n  \nb\nc\n\n\u3000\xa0\n\nd\n"  # Unicode whitespace makes a blank line too
+    docs = ["".join(p) for p in iter_text_documents(io.BytesIO(text.encode()), fmt)]
     assert docs == (["a", "b\nc", "d"] if fmt == "text" else ["a", "b", "c", "d"])
 
 

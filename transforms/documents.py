@@ -1,14 +1,15 @@
 """Reading documents out of text, JSONL and Parquet files, as bounded pieces.
 
 A file is streamed, never read whole: text is read in line chunks of at most
-``PIECE_CHARS`` characters, so even a 50 MB line never becomes one string. A
+``PIECE_CHARS`` bytes, so even a 50 MB line never becomes one string. A
 document longer than that is cut, at whitespace, into pieces that are
 tokenized separately; all pieces of a document share its key (a hash of its
 whitespace-normalized text), so they dedup and split together.
 
-Splitting one file across workers would need byte offsets that land on
-document boundaries; instead each file is read by one worker and the
-documents are spread out by the shuffle that follows (deduplication).
+A large uncompressed text or JSONL file is read as byte ranges on several
+workers, as Beam's own text reads split files: each range begins at the first
+document boundary after its start, and the ranges of a file together yield
+each of its documents exactly once.
 """
 
 import bz2
@@ -23,10 +24,13 @@ import re
 import threading
 import zlib
 from collections.abc import Iterable, Iterator
+from typing import NamedTuple
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms.counting import CountingDoFn
 from mlmprep.transforms.progress import Progress
@@ -134,37 +138,76 @@ class _PieceBuilder:
         return pieces
 
 
-def _lines(stream, limit: int) -> Iterator[list[str]]:
-    """Lines as lists of chunks of at most ``limit`` characters, newline stripped."""
-    chunks = []
+def _lines(stream, limit: int | None, offset: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(byte offset, chunks) of each line of a binary stream, newline stripped.
+
+    Lines are split as bytes, so each has its offset (ranges of one file are
+    read apart); a chunk holds at most ``limit`` bytes (None: the whole line).
+    """
+    chunks, start = [], offset
     while True:
-        chunk = stream.readline(limit)
-        if not chunk:
+        data = stream.readline(-1 if limit is None else limit)
+        if not data:
             break
-        if chunk.endswith("\n"):
-            chunks.append(chunk[:-1])
-            yield chunks
-            chunks = []
+        offset += len(data)
+        if data.endswith(b"\n"):
+            chunks.append(data[:-1])
+            yield start, chunks
+            chunks, start = [], offset
         else:
-            chunks.append(chunk)
+            chunks.append(data)
     if chunks:
-        yield chunks
+        yield start, chunks
 
 
-def iter_text_documents(stream, input_format: str, limit: int = PIECE_CHARS) -> Iterator[list[str]]:
-    """Documents of a text stream, each as its list of pieces.
+def _blank(chunks: list[bytes]) -> bool:
+    """Whether a line is only whitespace, Unicode's included, as ``str.strip`` sees it."""
+    for chunk in chunks:
+        rest = chunk.strip()  # ASCII whitespace; a line of text fails on its first byte
+        if rest and (rest[0] < 0x80 or chunk.decode("utf-8", "replace").strip()):
+            return False
+    return True
+
+
+class _Decoder:
+    """Decodes a line's chunks; invalid UTF-8 is replaced and counted (once: only lines read)."""
+
+    def __init__(self):
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors="mlmprep.replace").decode
+
+    def __call__(self, chunks: list[bytes]) -> list[str]:
+        if len(chunks) == 1:
+            return [self._decode(chunks[0], True)]
+        last = len(chunks) - 1  # a chunk may end inside a character; a line may not
+        return [self._decode(chunk, i == last) for i, chunk in enumerate(chunks)]
+
+
+def iter_text_documents(
+    stream, input_format: str, limit: int = PIECE_CHARS, *, start: int = 0, stop: int | None = None
+) -> Iterator[list[str]]:
+    """Documents of a binary text stream positioned at line offset ``start``, each as its pieces.
 
     ``text``: documents are separated by one or more blank lines (the original
     BERT convention), their lines joined by newlines. ``lines``: every
     non-blank line is a document.
+
+    With ``stop``, only the documents of the byte range [start, stop) are read,
+    so that ranges of one file can be read apart and together read every
+    document once: a line belongs to the range it starts in; a ``text``
+    document, to the range where the last blank line before it starts (the
+    first range owns the file's first document).
     """
-    builder = _PieceBuilder(limit)
+    builder, decode = _PieceBuilder(limit), _Decoder()
+    owned = start == 0  # later ranges begin after the tail of a document they do not own
     in_document = False
-    for chunks in _lines(stream, limit):
-        blank = len(chunks) == 1 and not chunks[0].strip()
+    for offset, chunks in _lines(stream, limit, start):
+        blank = _blank(chunks)
+        past = stop is not None and offset >= stop
         if input_format == "lines":
+            if past:
+                break
             if not blank:
-                for chunk in chunks:
+                for chunk in decode(chunks):
                     builder.add(chunk)
                 yield builder.finish()
             continue
@@ -172,10 +215,18 @@ def iter_text_documents(stream, input_format: str, limit: int = PIECE_CHARS) -> 
             if in_document:
                 yield builder.finish()
                 in_document = False
+            if past:
+                break
+            owned = True
             continue
+        if not owned:
+            if past:
+                break
+            continue
+        text = decode(chunks)
         if in_document:
-            builder.add("\n")
-        for chunk in chunks:
+            text[0] = "\n" + text[0]
+        for chunk in text:
             builder.add(chunk)
         in_document = True
     if in_document:
@@ -183,9 +234,9 @@ def iter_text_documents(stream, input_format: str, limit: int = PIECE_CHARS) -> 
 
 
 def iter_documents(lines: Iterable[str], input_format: str) -> Iterator[str]:
-    """Whole documents of an in-memory or small text (tests, tokenizer training)."""
-    stream = io.StringIO("".join(line if line.endswith("\n") else line + "\n" for line in lines))
-    for pieces in iter_text_documents(stream, input_format):
+    """Whole documents of an in-memory text (tests, benchmarks)."""
+    data = "".join(line if line.endswith("\n") else line + "\n" for line in lines).encode("utf-8")
+    for pieces in iter_text_documents(io.BytesIO(data), input_format):
         yield "".join(pieces)
 
 
@@ -209,9 +260,17 @@ def buffered(handle) -> io.BufferedReader:
     return io.BufferedReader(_RawStream(handle), buffer_size=1 << 20)
 
 
-def text_lines(handle) -> io.TextIOWrapper:
-    """A streaming UTF-8 reader over a Beam file handle; invalid bytes are replaced and counted."""
-    return io.TextIOWrapper(buffered(handle), encoding="utf-8", errors="mlmprep.replace")
+def open_at_line(handle, start: int) -> tuple[io.BufferedReader, int]:
+    """A buffered stream at the first line starting at or after byte ``start``, and that line's offset."""
+    if start == 0:
+        return buffered(handle), 0
+    handle.seek(start - 1)
+    stream, offset = buffered(handle), start - 1
+    while True:  # the rest of the line holding byte start - 1, in bounded reads
+        data = stream.readline(PIECE_CHARS)
+        offset += len(data)
+        if not data or data.endswith(b"\n"):
+            return stream, offset
 
 
 def _split(text: str, limit: int = PIECE_CHARS) -> list[str]:
@@ -220,8 +279,39 @@ def _split(text: str, limit: int = PIECE_CHARS) -> list[str]:
     return builder.finish()
 
 
+class FileRange(NamedTuple):
+    """Bytes [start, stop) of a file; ``stop`` None: to its end."""
+
+    path: str
+    start: int = 0
+    stop: int | None = None
+
+
+RANGE_BYTES = 8 << 20  # 2+ ranges per worker for a file of tens of MB on a small machine
+
+
+def file_ranges(metadata, input_format: str = "auto", range_bytes: int = RANGE_BYTES) -> Iterator[FileRange]:
+    """A matched file as ranges to read apart: large uncompressed text or JSONL in near-equal parts.
+
+    Line-oriented text can start reading at any byte (see iter_text_documents);
+    compressed and Parquet files are read whole. As in Beam's ReadAllFiles,
+    a shuffle after this spreads the ranges over the workers.
+    """
+    path, size = metadata.path, metadata.size_in_bytes
+    if path.endswith(("/", "\\")):  # a directory, as fileio.ReadMatches skips them
+        return
+    splittable = (
+        format_of(path, input_format) in ("text", "lines", "jsonl")
+        and CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
+    )
+    parts = max(1, -(-size // range_bytes)) if splittable else 1
+    bounds = [size * i // parts for i in range(parts)]
+    for start, stop in zip(bounds, [*bounds[1:], None]):
+        yield FileRange(path, start, stop)
+
+
 class ReadDocuments(CountingDoFn):
-    """ReadableFile -> Document, cleaned; what cannot be read is counted by reason."""
+    """FileRange -> Document, cleaned; what cannot be read is counted by reason."""
 
     def __init__(self, input_format: str = "auto", text_field: str = "text"):
         super().__init__()
@@ -232,30 +322,36 @@ class ReadDocuments(CountingDoFn):
     def setup(self):
         self._progress = Progress("read")
 
-    def process(self, readable_file):
-        path = readable_file.metadata.path
-        self.count("files_read")
+    def process(self, file_range: FileRange):
+        if file_range.start == 0:
+            self.count("files_read")
         try:
-            yield from self._read(readable_file, format_of(path, self._input_format))
+            yield from self._read(file_range, format_of(file_range.path, self._input_format))
         except UNREADABLE as e:
             # A corrupt archive or Parquet file: what it yielded so far is kept,
             # the rest is one counted drop. Beam's retries could not help.
-            logging.warning("mlmprep: cannot read %s after its valid part: %s", path, e)
+            logging.warning("mlmprep: cannot read %s after its valid part: %s", file_range.path, e)
             self._drop("unreadable_file")
 
-    def _read(self, readable_file, fmt):
-        with readable_file.open() as raw:  # decompresses by suffix
-            stream = buffered(raw)
+    def _read(self, file_range: FileRange, fmt):
+        path, start, stop = file_range
+        with FileSystems.open(path) as raw:  # decompresses by suffix; only whole files are split
             if fmt == "parquet":
                 texts = self._parquet_texts(raw)  # seeks to its footer: the file itself
-            elif fmt == "jsonl":
-                texts = self._jsonl_texts(stream)
-            elif b"\x00" in stream.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]:
-                # A NUL byte in the first block: an image or an index, not text.
-                self._drop("binary")
-                return
             else:
-                texts = self._text_texts(stream, fmt)
+                head = raw.read(BINARY_SNIFF_BYTES) if start else None  # the file's, not the range's
+                stream, start = open_at_line(raw, start)
+                if head is None:
+                    head = stream.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
+                if fmt != "jsonl" and b"\x00" in head:
+                    # A NUL byte in the first block: an image or an index, not text.
+                    if file_range.start == 0:  # one drop per file, by its first range
+                        self._drop("binary")
+                    return
+                if fmt == "jsonl":
+                    texts = self._jsonl_texts(stream, start, stop)
+                else:
+                    texts = self._text_texts(stream, fmt, start, stop)
             for pieces in texts:
                 yield from self._document(pieces)
 
@@ -267,17 +363,19 @@ class ReadDocuments(CountingDoFn):
             self.count("invalid_utf8_sequences", now - seen)
         return now
 
-    def _text_texts(self, stream, fmt):
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="mlmprep.replace")
+    def _text_texts(self, stream, fmt, start, stop):
         seen = invalid_utf8_count()
-        for pieces in iter_text_documents(text, fmt):
+        for pieces in iter_text_documents(stream, fmt, start=start, stop=stop):
             seen = self._count_invalid_utf8(seen)
             yield pieces
 
-    def _jsonl_texts(self, stream):
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="mlmprep.replace")
+    def _jsonl_texts(self, stream, start, stop):
         seen = invalid_utf8_count()
-        for line in text:
+        decode = _Decoder()
+        for offset, chunks in _lines(stream, None, start):
+            if stop is not None and offset >= stop:
+                break
+            (line,) = decode(chunks)
             seen = self._count_invalid_utf8(seen)
             if not line.strip():
                 continue
