@@ -16,6 +16,11 @@ COUNTS = "counts"
 NAMESPACE = "mlmprep"
 
 
+def in_global_window(value) -> WindowedValue:
+    """An output of ``finish_bundle``, which Beam needs windowed explicitly."""
+    return WindowedValue(value, MIN_TIMESTAMP, [GlobalWindow()])
+
+
 class CountingDoFn(beam.DoFn):
     """A DoFn whose ``count(name, n)`` feeds a Beam counter and the counts output."""
 
@@ -35,10 +40,7 @@ class CountingDoFn(beam.DoFn):
 
     def finish_bundle(self):
         if self._bundle_counts:
-            yield beam.pvalue.TaggedOutput(
-                COUNTS,
-                WindowedValue(dict(self._bundle_counts), MIN_TIMESTAMP, [GlobalWindow()]),
-            )
+            yield beam.pvalue.TaggedOutput(COUNTS, in_global_window(dict(self._bundle_counts)))
 
 
 class SumCounts(beam.CombineFn):

@@ -5,6 +5,8 @@ to the path the user gave (a laptop path on Dataflow, say), and it is loaded
 once per worker in ``DoFn.setup``.
 """
 
+import collections
+import concurrent.futures
 import dataclasses
 import re
 
@@ -12,7 +14,7 @@ import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
 from mlmprep.transforms import keys
-from mlmprep.transforms.counting import CountingDoFn
+from mlmprep.transforms.counting import CountingDoFn, in_global_window
 
 REQUIRED_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 SPLITS = ("train", "validation")
@@ -194,6 +196,10 @@ class TokenizeDocuments(CountingDoFn):
     A long document's pieces are tokenized separately (bounded memory in the
     tokenizer) and joined again: they were cut at whitespace, so the ids are
     those of the whole text.
+
+    The tokenizer works in Rust without the GIL, on a thread of its own: it
+    encodes one batch while the steps fused after this one (packing, masking)
+    run on the batch before, as tf.data's prefetch overlaps stages.
     """
 
     def __init__(
@@ -210,11 +216,34 @@ class TokenizeDocuments(CountingDoFn):
         self._word_starts = word_starts
         self._min_doc_tokens = min_doc_tokens
         self._tokenizer = None
+        self._encoder = None
+        self._pending = collections.deque()
 
     def setup(self):
         self._tokenizer = load_tokenizer(self._tokenizer_json)
+        self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlmprep-tokenize")
+
+    def teardown(self):
+        if self._encoder is not None:
+            self._encoder.shutdown()
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._pending.clear()
 
     def process(self, documents):
+        self._pending.append(self._encoder.submit(self._encode, documents))
+        if len(self._pending) > 1:
+            yield from self._batch(*self._pending.popleft().result())
+
+    def finish_bundle(self):
+        while self._pending:
+            for batch in self._batch(*self._pending.popleft().result()):
+                yield in_global_window(batch)
+        yield from super().finish_bundle()
+
+    def _encode(self, documents):
+        """On the tokenizer's thread: (documents, ids, word starts or None)."""
         texts = [piece for _, pieces in documents for piece in pieces]
         counts = [len(pieces) for _, pieces in documents]
         if self._word_starts:
@@ -226,7 +255,9 @@ class TokenizeDocuments(CountingDoFn):
                 i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
             ]
             starts = None
-        token_ids = _join_pieces(ids, counts)
+        return documents, _join_pieces(ids, counts), starts
+
+    def _batch(self, documents, token_ids, starts):
         lengths = np.array([t.size for t in token_ids])
         self.count("tokens", int(lengths.sum()))
         doc_keys = np.array([k for k, _ in documents], dtype=np.uint64)

@@ -13,6 +13,7 @@ Each shard is written under a temporary name and renamed when complete, so a
 reader never sees half a shard; a retried write produces the same bytes.
 """
 
+import concurrent.futures
 import dataclasses
 import math
 import uuid
@@ -122,9 +123,17 @@ class _WriteShard(beam.DoFn):
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
         )
         self._progress = None
+        self._parquet = None
 
     def setup(self):
         self._progress = Progress("write")
+        # pyarrow encodes and compresses Parquet without holding the GIL, so a
+        # thread makes a shard's two files take about the time of the larger one.
+        self._parquet = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlmprep-parquet")
+
+    def teardown(self):
+        if self._parquet is not None:
+            self._parquet.shutdown()
 
     def process(self, element, layout):
         (split, shard), lists = element
@@ -135,11 +144,10 @@ class _WriteShard(beam.DoFn):
             "tokens": int(batch.lengths.sum()),
             "predictions": int(batch.num_predictions.sum()),
         }
+        parquet = self._parquet.submit(encode.parquet_bytes, batch) if "parquet" in self._formats else None
+        tfrecord = encode.tfrecord_shard(batch) if "tfrecord" in self._formats else None
         for fmt in self._formats:
-            if fmt == "tfrecord":
-                data = encode.tfrecord_shard(batch)
-            else:
-                data = encode.parquet_bytes(batch)
+            data = tfrecord if fmt == "tfrecord" else parquet.result()
             name = shard_name(SPLITS[split], shard, layout[split][1], fmt)
             _write_atomically(FileSystems.join(self._output_dir, name), data)
             self._progress.update(files=1, records=len(keyed))
