@@ -89,3 +89,10 @@ def test_existing_output_refused_then_replaced_with_overwrite(good, tmp_path):
 def test_unknown_command():
     done = mlmprep("frobnicate")
     _one_line_error(done, "frobnicate")
+
+
+def test_worker_processes_run_without_warnings(good):
+    """The DirectRunner's worker processes start with two harmless warnings each; users see none."""
+    done = mlmprep("run", *good, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert done.returncode == 0, done.stderr
+    assert "WARNING" not in done.stderr, done.stderr
