@@ -99,9 +99,11 @@ def test_dataflow_job_builds_offline_for_gcs(tmp_path, bert_vocab):
     )
     steps = set(job.step_names(result))
     top = {s for s in steps if "/" not in s}
-    assert {"ReadDocuments", "Deduplicate", "Tokenize", "KeyByConcatGroup", "GroupForConcat"} <= top
-    assert {"PackConcat", "Mask", "WriteShards", "SumCounts", "WriteManifest"} <= top
-    assert {"WriteShards/GroupByBucket", "WriteShards/AssignShards", "WriteShards/WriteShard"} <= steps
+    assert {"SplitFiles", "SpreadRanges", "ReadDocuments", "Deduplicate", "Tokenize"} <= top
+    assert {"KeyByConcatGroup", "GroupForConcat", "PackConcat", "Mask", "WriteShards"} <= top
+    assert {"SumCounts", "WriteManifest"} <= top
+    writes = {"GroupKeysByBucket", "ShardIndex", "AssignShards", "GroupByShard", "WriteShard"}
+    assert {f"WriteShards/{name}" for name in writes} <= steps
     assert result.job.options.view_as(job.StandardOptions).runner == "DataflowRunner"
 
 

@@ -5,14 +5,19 @@ so the files do not depend on the runner or the number of workers. On top of
 that, every shard of a split holds the same number of records, give or take
 one (multi-host trainers hang on unequal shards): records are ranked by key
 within their split, and shard ``s`` of ``N`` takes the ranks
-``[s * T / N, (s + 1) * T / N)``. Ranks come without a global sort: records
-are grouped into key-range buckets, whose sizes (counted first, a small side
-input) give each bucket its first rank; a bucket sorts only itself.
+``[s * T / N, (s + 1) * T / N)``. Ranks come without a global sort, and
+without moving the records for it: only their keys are grouped, into
+key-range buckets whose sizes (counted first, a small side input) give each
+bucket its first rank. A bucket sorts its keys and tells where in it each
+shard begins; those few shard starts, a side input, place every record, and
+the records cross one shuffle only, to their shard. (Two records with equal
+keys, which practically never occur, stay in one shard.)
 
 Each shard is written under a temporary name and renamed when complete, so a
 reader never sees half a shard; a retried write produces the same bytes.
 """
 
+import bisect
 import concurrent.futures
 import dataclasses
 import math
@@ -28,7 +33,7 @@ from mlmprep.transforms.tokenize import SPLITS
 FORMATS = ("tfrecord", "parquet")
 TEMP_SUFFIX = ".incomplete"
 _KEY_BITS = 63
-RECORDS_PER_BUCKET = 50_000  # a bucket is sorted in one worker's memory: tens of MB
+RECORDS_PER_BUCKET = 50_000  # a bucket's keys are sorted in one worker's memory: a few MB
 
 
 def bucket_bits(expected_records: int | None) -> int:
@@ -46,12 +51,12 @@ def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.{fmt}"
 
 
-def _by_bucket(records: list, bits: int):
-    """A batch of (split, key, payload) -> one ((split, bucket), [(key, payload)]) per bucket it hits."""
+def _keys_by_bucket(records: list, bits: int):
+    """A batch of (split, key, payload) -> one ((split, bucket), [keys]) per bucket it hits."""
     groups = {}
     shift = _KEY_BITS - bits
-    for split, key, payload in records:
-        groups.setdefault((split, key >> shift), []).append((key, payload))
+    for split, key, _ in records:
+        groups.setdefault((split, key >> shift), []).append(key)
     return groups.items()
 
 
@@ -98,19 +103,36 @@ def layout(bucket_counts: list, plan: ShardPlan) -> dict:
     return out
 
 
-class _AssignShards(beam.DoFn):
-    """((split, bucket), [record lists]) -> ((split, shard), [(key, payload)]) by rank."""
+def _shard_starts(element, layout):
+    """((split, bucket), [key lists]) -> (split, key, shard) for each shard's first key in the bucket."""
+    (split, bucket), lists = element
+    total, num_shards, first = layout[split]
+    rank, current = first[bucket], None
+    for key in sorted(k for keys in lists for k in keys):
+        shard = rank * num_shards // total
+        if shard != current:
+            yield split, key, shard
+            current = shard
+        rank += 1
 
-    def process(self, element, layout):
-        (split, bucket), lists = element
-        total, num_shards, first = layout[split]
-        rank = first[bucket]
-        by_shard = {}
-        for key, payload in sorted(r for keyed in lists for r in keyed):  # the payload breaks ties
-            by_shard.setdefault(rank * num_shards // total, []).append((key, payload))
-            rank += 1
-        for shard, keyed in by_shard.items():
-            yield (split, shard), keyed
+
+def shard_index(starts: list) -> dict:
+    """{split: (first keys, shards)}, ascending: a record goes to the last shard starting at or below it."""
+    index = {}
+    for split, key, shard in sorted(starts):
+        keys, shards = index.setdefault(split, ([], []))
+        keys.append(key)
+        shards.append(shard)
+    return index
+
+
+def _assign_shards(records: list, index: dict):
+    """A batch of (split, key, payload) -> one ((split, shard), [(key, payload)]) per shard it hits."""
+    groups = {}
+    for split, key, payload in records:
+        keys, shards = index[split]
+        groups.setdefault((split, shards[bisect.bisect_right(keys, key) - 1]), []).append((key, payload))
+    return groups.items()
 
 
 class _WriteShard(beam.DoFn):
@@ -206,19 +228,22 @@ class WriteShards(beam.PTransform):
 
     def expand(self, records_pcoll):
         plan, bits = self._plan, self._bucket_bits
-        by_bucket = records_pcoll | "KeyByBucket" >> beam.FlatMap(_by_bucket, bits)
+        keys = records_pcoll | "KeysByBucket" >> beam.FlatMap(_keys_by_bucket, bits)
         shard_layout = beam.pvalue.AsSingleton(
-            by_bucket
-            | "RecordsPerList" >> beam.MapTuple(lambda bucket, keyed: (bucket, len(keyed)))
+            keys
+            | "KeysPerList" >> beam.MapTuple(lambda bucket, keyed: (bucket, len(keyed)))
             | "CountPerBucket" >> beam.CombinePerKey(sum)
             | "AllCounts" >> beam.combiners.ToList()
             | "Layout" >> beam.Map(layout, plan)
         )
-        assigned = (
-            by_bucket
-            | "GroupByBucket" >> beam.GroupByKey()
-            | "AssignShards" >> beam.ParDo(_AssignShards(), layout=shard_layout)
+        index = beam.pvalue.AsSingleton(
+            keys
+            | "GroupKeysByBucket" >> beam.GroupByKey()
+            | "ShardStarts" >> beam.FlatMap(_shard_starts, shard_layout)
+            | "AllShardStarts" >> beam.combiners.ToList()
+            | "ShardIndex" >> beam.Map(shard_index)
         )
+        assigned = records_pcoll | "AssignShards" >> beam.FlatMap(_assign_shards, index)
         every_shard = (
             records_pcoll.pipeline
             | "Once" >> beam.Create([None])
