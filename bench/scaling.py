@@ -65,6 +65,8 @@ def main():
     parser.add_argument("--vocab", default=str(SHARED / "vocab" / "bert-base-uncased" / "vocab.txt"))
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
+    if len(TWO_CORES) < 2:
+        raise SystemExit("scaling from 1 to 2 cores needs a machine with 2 cores or more")
     tiny = pathlib.Path(tempfile.mkdtemp(), "one.txt")
     tiny.write_text("one short document\n")
 

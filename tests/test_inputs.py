@@ -197,15 +197,17 @@ def test_fifty_megabyte_line_completes_in_bounded_memory(tmp_path, bert_vocab):
     assert peak_kb < 2 * 1024 * 1024
 
 
-EDGES = (
-    b"first doc\r\nline two\r\n\r\n"  # CRLF: "\r" alone is a blank line; cleaning drops the others
-    b"second \xe3\x80\x80doc\n \xe3\x80\x80\t\n\n\n"  # a line of Unicode whitespace is blank too
-    b"\xc2\xa0\n"  # no-break space
-    b"bad \xff\xfe utf-8, then a cut character \xe4\xb8\n\n"
-    + b"x"
-    * 70_000
-    + b" a line longer than a chunk\n\n"
-    b"the last document, no newline, a cut character \xe4\xb8"
+EDGES = b"".join(
+    [
+        b"first doc\r\nline two\r\n\r\n",  # CRLF is LF
+        b"a lone\rcarriage return ends a line\r\r\n",  # and so does a lone CR: here, a blank line
+        b"y" * 65535 + b"\r\nthe CRLF before this line falls between two chunks\n\n",
+        b"second \xe3\x80\x80doc\n \xe3\x80\x80\t\n\n\n",  # a line of Unicode whitespace is blank too
+        b"\xc2\xa0\n",  # no-break space
+        b"bad \xff\xfe utf-8, then a cut character \xe4\xb8\n\n",
+        b"x" * 70_000 + b" a line longer than a chunk\n\n",
+        b"the last document, no newline, a cut character \xe4\xb8",
+    ]
 )
 
 
@@ -246,7 +248,9 @@ def test_byte_ranges_of_a_file_read_each_document_once(tmp_path, real_data, fmt)
             assert docs == whole, (path.name, range_bytes)
             assert counts == whole_counts, (path.name, range_bytes)
     edges = [("".join(p)) for _, _, p in _read_in_ranges(tmp_path / "edges.txt", "text", 5)[0]]
-    assert len(edges) == 5 and edges[0] == "first doc\nline two" and edges[-1].endswith("\ufffd")
+    assert len(edges) == 7 and edges[:2] == ["first doc\nline two", "a lone\ncarriage return ends a line"]
+    assert edges[2] == "y" * 65535 + "\nthe CRLF before this line falls between two chunks"
+    assert edges[-1].endswith("\ufffd")
 
 
 def test_compressed_and_parquet_files_are_read_whole(tmp_path):
@@ -260,7 +264,7 @@ def test_compressed_and_parquet_files_are_read_whole(tmp_path):
 def test_blank_and_whitespace_lines(fmt):
     import io
 
-    text = "a\n  \nb\nc\n\n\u3000\xa0\n\nd\n"  # Unicode whitespace makes a blank line too
+    text = "a\n  \nb\r\nc\n\n\u3000\xa0\n\x1e\nd\n"  # CRLF; Unicode whitespace makes a blank line too
     docs = ["".join(p) for p in iter_text_documents(io.BytesIO(text.encode()), fmt)]
     assert docs == (["a", "b\nc", "d"] if fmt == "text" else ["a", "b", "c", "d"])
 

@@ -1,15 +1,17 @@
 """Reading documents out of text, JSONL and Parquet files, as bounded pieces.
 
 A file is streamed, never read whole: text is read in line chunks of at most
-``PIECE_CHARS`` bytes, so even a 50 MB line never becomes one string. A
-document longer than that is cut, at whitespace, into pieces that are
-tokenized separately; all pieces of a document share its key (a hash of its
-whitespace-normalized text), so they dedup and split together.
+``PIECE_CHARS`` bytes, so even a 50 MB line never becomes one string (a JSONL
+record is parsed whole, so its line is). A document longer than that is cut,
+at whitespace, into pieces that are tokenized separately; all pieces of a
+document share its key (a hash of its whitespace-normalized text), so they
+dedup and split together.
 
 A large uncompressed text or JSONL file is read as byte ranges on several
-workers, as Beam's own text reads split files: each range begins at the first
-document boundary after its start, and the ranges of a file together yield
-each of its documents exactly once.
+workers, as Beam's own text reads split files. A line belongs to the range
+it starts in, and a document of blank-line separated text to the range in
+which the last blank line before it starts, so the ranges of a file together
+yield each of its documents exactly once.
 """
 
 import bz2
@@ -139,10 +141,11 @@ class _PieceBuilder:
 
 
 def _lines(stream, limit: int | None, offset: int) -> Iterator[tuple[int, list[bytes]]]:
-    """(byte offset, chunks) of each line of a binary stream, newline stripped.
+    """(byte offset, chunks) of each line of a binary stream, line end stripped.
 
     Lines are split as bytes, so each has its offset (ranges of one file are
     read apart); a chunk holds at most ``limit`` bytes (None: the whole line).
+    Line ends are those of Python's text files: LF, CRLF and a lone CR.
     """
     chunks, start = [], offset
     while True:
@@ -152,18 +155,46 @@ def _lines(stream, limit: int | None, offset: int) -> Iterator[tuple[int, list[b
         offset += len(data)
         if data.endswith(b"\n"):
             chunks.append(data[:-1])
-            yield start, chunks
+            if len(chunks) == 1 and b"\r" not in data:
+                yield start, chunks  # the common case, kept fast
+            else:
+                yield from _split_at_cr(start, chunks)
             chunks, start = [], offset
         else:
             chunks.append(data)
     if chunks:
-        yield start, chunks
+        yield from _split_at_cr(start, chunks)
+
+
+def _split_at_cr(offset: int, chunks: list[bytes]) -> Iterator[tuple[int, list[bytes]]]:
+    """One LF-ended line's lines: CRLF is LF, and a lone CR ends a line too.
+
+    The lines share the offset of the LF line: ranges start only after an LF.
+    """
+    if len(chunks) > 1 and not chunks[-1]:  # the LF came alone, after a full chunk
+        chunks.pop()
+    if chunks[-1].endswith(b"\r"):
+        chunks[-1] = chunks[-1][:-1]
+    if not any(b"\r" in chunk for chunk in chunks):
+        yield offset, chunks
+        return
+    line = []
+    for chunk in chunks:
+        first, *rest = chunk.split(b"\r")
+        line.append(first)
+        for part in rest:
+            yield offset, line
+            line = [part]
+    yield offset, line
+
+
+_ASCII_SPACE = b" \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"  # what str.isspace counts below 0x80
 
 
 def _blank(chunks: list[bytes]) -> bool:
     """Whether a line is only whitespace, Unicode's included, as ``str.strip`` sees it."""
     for chunk in chunks:
-        rest = chunk.strip()  # ASCII whitespace; a line of text fails on its first byte
+        rest = chunk.strip(_ASCII_SPACE)  # a line of text fails on its first byte
         if rest and (rest[0] < 0x80 or chunk.decode("utf-8", "replace").strip()):
             return False
     return True
@@ -328,6 +359,8 @@ class ReadDocuments(CountingDoFn):
         try:
             yield from self._read(file_range, format_of(file_range.path, self._input_format))
         except UNREADABLE as e:
+            if file_range.start or file_range.stop is not None:
+                raise  # a range of an uncompressed file: an I/O error, which a retry may mend
             # A corrupt archive or Parquet file: what it yielded so far is kept,
             # the rest is one counted drop. Beam's retries could not help.
             logging.warning("mlmprep: cannot read %s after its valid part: %s", file_range.path, e)
@@ -335,11 +368,12 @@ class ReadDocuments(CountingDoFn):
 
     def _read(self, file_range: FileRange, fmt):
         path, start, stop = file_range
-        with FileSystems.open(path) as raw:  # decompresses by suffix; only whole files are split
+        with FileSystems.open(path) as raw:  # decompresses by suffix; only uncompressed files are split
             if fmt == "parquet":
                 texts = self._parquet_texts(raw)  # seeks to its footer: the file itself
             else:
-                head = raw.read(BINARY_SNIFF_BYTES) if start else None  # the file's, not the range's
+                # The binary check looks at the file's first block, not the range's.
+                head = raw.read(BINARY_SNIFF_BYTES) if start and fmt != "jsonl" else None
                 stream, start = open_at_line(raw, start)
                 if head is None:
                     head = stream.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
@@ -356,7 +390,7 @@ class ReadDocuments(CountingDoFn):
                 yield from self._document(pieces)
 
     def _count_invalid_utf8(self, seen: int) -> int:
-        """Counts the replacements made since ``seen`` (the decoder reads ahead: roughly per document)."""
+        """Counts the replacements made since ``seen``: those of the document or line just read."""
         now = invalid_utf8_count()
         if now > seen:
             self.count("documents_with_invalid_utf8")

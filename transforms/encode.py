@@ -199,14 +199,15 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     return b"".join(out)
 
 
-_SHARD_ROWS = 8192  # rows encoded at once: bounds the padded matrices to ~10 MB
+_SLICE_BYTES = 16 << 20  # a slice's padded byte matrices: about 16 bytes per token position
 
 
 def tfrecord_shard(batch: MaskedBatch) -> bytes:
-    """A batch's TFRecord file, encoded a slice of rows at a time."""
+    """A batch's TFRecord file, encoded a slice of rows at a time (bounded memory)."""
+    rows = max(64, _SLICE_BYTES // (16 * batch.input_ids.shape[1]))
     return b"".join(
-        tfrecord_bytes(tf_examples(batch.rows(start, start + _SHARD_ROWS)))
-        for start in range(0, len(batch.lengths), _SHARD_ROWS)
+        tfrecord_bytes(tf_examples(batch.rows(start, start + rows)))
+        for start in range(0, len(batch.lengths), rows)
     )
 
 

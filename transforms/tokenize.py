@@ -199,7 +199,9 @@ class TokenizeDocuments(CountingDoFn):
 
     The tokenizer works in Rust without the GIL, on a thread of its own: it
     encodes one batch while the steps fused after this one (packing, masking)
-    run on the batch before, as tf.data's prefetch overlaps stages.
+    run on the batch before, as tf.data's prefetch overlaps stages. A batch is
+    thus emitted while the next one is processed, which is right because the
+    job has no windowing: every element is in the global window.
     """
 
     def __init__(

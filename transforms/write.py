@@ -131,12 +131,15 @@ def _assign_shards(records: list, index: dict):
     groups = {}
     for split, key, payload in records:
         keys, shards = index[split]
-        groups.setdefault((split, shards[bisect.bisect_right(keys, key) - 1]), []).append((key, payload))
+        at = bisect.bisect_right(keys, key) - 1
+        if at < 0:  # every split's smallest key starts its first shard: the two reads of records differ
+            raise ValueError(f"record key {key} is below every shard of split {split}")
+        groups.setdefault((split, shards[at]), []).append((key, payload))
     return groups.items()
 
 
 class _WriteShard(beam.DoFn):
-    """((split, shard), [(record_key, payload)]) -> one info dict per file written."""
+    """((split, shard), lists of (record_key, payload)) -> one info dict per file written."""
 
     def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id):
         self._output_dir = output_dir
