@@ -61,7 +61,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         p
         | "InputPatterns" >> beam.Create(job.inputs)
         | "MatchFiles" >> fileio.MatchAll()
-        | "SplitFiles" >> beam.FlatMap(file_ranges, job.input_format)
+        | "SplitFiles" >> beam.FlatMap(file_ranges, job.input_format, job.split_input_bytes)
         | "SpreadRanges" >> beam.Reshuffle()
         | "ReadDocuments"
         >> beam.ParDo(ReadDocuments(job.input_format, job.text_field)).with_outputs(

@@ -61,6 +61,13 @@ class MlmPrepOptions(PipelineOptions):
         )
         parser.add_argument("--text_field", default="text", help="JSONL key or Parquet column of the text.")
         parser.add_argument(
+            "--split_input_mb",
+            type=float,
+            default=documents.RANGE_BYTES / (1 << 20),
+            help="Uncompressed text and JSONL files larger than this are read as byte ranges of about "
+            "this size, spread over the workers.",
+        )
+        parser.add_argument(
             "--dedup",
             dest="dedup",
             action="store_true",
@@ -165,6 +172,7 @@ class JobPlan:
     inputs: tuple[str, ...]
     input_bytes: int
     input_format: str
+    split_input_bytes: int
     text_field: str
     dedup: bool
     min_doc_tokens: int
@@ -219,6 +227,7 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
     _check(o.dupe_factor >= 1, f"--dupe_factor must be at least 1, got {o.dupe_factor}")
     _check(o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
     _check(o.target_shard_mb > 0, f"--target_shard_mb must be positive, got {o.target_shard_mb}")
+    _check(o.split_input_mb > 0, f"--split_input_mb must be positive, got {o.split_input_mb}")
     _check(
         0 <= o.validation_fraction < 1,
         f"--validation_fraction must be in [0, 1), got {o.validation_fraction}",
@@ -257,7 +266,8 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         _check_output(o.output, o.overwrite)
 
     config = dict(sorted(o.get_all_options(current_only=True).items()))
-    config.pop("overwrite")
+    for not_in_output in ("overwrite", "split_input_mb"):
+        config.pop(not_in_output)
     config["formats"] = list(o.formats)
     fingerprint = None
     if input_files and not dry_run:
@@ -267,6 +277,7 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         inputs=tuple(o.input),
         input_bytes=input_bytes,
         input_format=o.input_format,
+        split_input_bytes=max(1, int(o.split_input_mb * (1 << 20))),
         text_field=o.text_field,
         dedup=o.dedup,
         min_doc_tokens=o.min_doc_tokens,

@@ -42,6 +42,7 @@ def _one_line_error(done, *words):
         ({"--max_predictions_per_seq": "200"}, ["--max_predictions_per_seq", "200"]),
         ({"--dupe_factor": "0"}, ["--dupe_factor"]),
         ({"--num_shards": "0"}, ["--num_shards"]),
+        ({"--split_input_mb": "0"}, ["--split_input_mb", "positive"]),
         ({"--validation_fraction": "1"}, ["--validation_fraction"]),
         ({"--formats": "csv"}, ["--formats", "csv"]),
         ({"--packing": "greedy"}, ["--packing", "greedy"]),

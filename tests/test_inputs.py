@@ -253,6 +253,18 @@ def test_byte_ranges_of_a_file_read_each_document_once(tmp_path, real_data, fmt)
     assert edges[-1].endswith("\ufffd")
 
 
+def test_files_read_in_ranges_give_the_same_shards(tmp_path, real_data, bert_vocab):
+    tiny = real_data / "corpora" / "tiny"
+    inputs = [f"--input={tiny}/kjv.txt", f"--input={tiny}/linux_docs_en.txt", f"--tokenizer={bert_vocab}"]
+    whole = run_job(tmp_path / "whole", *inputs)
+    parts = run_job(tmp_path / "parts", *inputs, "--split_input_mb=0.01")  # ranges of ~10 KB
+    assert whole["counts"]["counters"]["input_ranges_read"] == 2
+    assert parts["counts"]["counters"]["input_ranges_read"] == 7 + 6
+    assert parts["counts"]["documents_read"] == whole["counts"]["documents_read"]
+    assert _hashes(parts) == _hashes(whole)
+    assert parts["input_fingerprint"] == whole["input_fingerprint"]  # the same build
+
+
 def test_compressed_and_parquet_files_are_read_whole(tmp_path):
     for name in ("a.txt.gz", "a.parquet"):
         (tmp_path / name).write_bytes(b"x" * 5000)

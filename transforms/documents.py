@@ -354,6 +354,7 @@ class ReadDocuments(CountingDoFn):
         self._progress = Progress("read")
 
     def process(self, file_range: FileRange):
+        self.count("input_ranges_read")
         if file_range.start == 0:
             self.count("files_read")
         try:
