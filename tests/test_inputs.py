@@ -241,10 +241,10 @@ def test_byte_ranges_of_a_file_read_each_document_once(tmp_path, real_data, fmt)
     ]
     for path, sizes in files:
         whole, whole_counts, one = _read_in_ranges(path, fmt, 1 << 30)
-        assert one == 1
+        assert one == 1 and whole_counts.pop("input_ranges_read") == 1
         for range_bytes in sizes:
             docs, counts, parts = _read_in_ranges(path, fmt, range_bytes)
-            assert parts > 3, (path.name, range_bytes)
+            assert parts > 3 and counts.pop("input_ranges_read") == parts, (path.name, range_bytes)
             assert docs == whole, (path.name, range_bytes)
             assert counts == whole_counts, (path.name, range_bytes)
     edges = [("".join(p)) for _, _, p in _read_in_ranges(tmp_path / "edges.txt", "text", 5)[0]]
