@@ -20,9 +20,13 @@ def list_inputs(patterns) -> list[tuple[str, int]]:
     return sorted(files)
 
 
+# Options that say where and how a build runs, not what it builds.
+NOT_THE_BUILD = ("output", "overwrite", "split_input_mb")
+
+
 def fingerprint(config: dict, files: list[tuple[str, int]], tokenizer_sha256: str) -> str:
-    """sha256 over the run's options (not where it writes), the tokenizer, and the input list."""
-    options = {k: v for k, v in config.items() if k not in ("output", "overwrite")}
+    """sha256 over the run's options (not where or how it runs), the tokenizer, and the input list."""
+    options = {k: v for k, v in config.items() if k not in NOT_THE_BUILD}
     payload = json.dumps({"config": options, "tokenizer": tokenizer_sha256, "inputs": files}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

@@ -266,8 +266,7 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         _check_output(o.output, o.overwrite)
 
     config = dict(sorted(o.get_all_options(current_only=True).items()))
-    for not_in_output in ("overwrite", "split_input_mb"):
-        config.pop(not_in_output)
+    config.pop("overwrite")
     config["formats"] = list(o.formats)
     fingerprint = None
     if input_files and not dry_run:

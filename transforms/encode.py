@@ -181,6 +181,7 @@ def _masked_crc(data: bytes) -> int:
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
 
+@functools.lru_cache(maxsize=4096)
 def _frame_header(length: int) -> bytes:
     data = struct.pack("<Q", length)
     return data + struct.pack("<I", _masked_crc(data))
@@ -192,10 +193,9 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     Written here rather than with ``WriteToTFRecord`` because a shard is
     assembled in memory in key order and hashed before it is written.
     """
-    headers, out = {}, []
+    out = []
     for record in records:
-        header = headers.get(len(record)) or headers.setdefault(len(record), _frame_header(len(record)))
-        out += [header, record, struct.pack("<I", _masked_crc(record))]
+        out += [_frame_header(len(record)), record, struct.pack("<I", _masked_crc(record))]
     return b"".join(out)
 
 

@@ -144,8 +144,7 @@ class PackDocuments(_Pack):
             batch.token_ids, max_seq_length=self._max_seq_length, word_starts=batch.word_starts, **self._ids
         )
         self.count("documents_over_several_sequences", int((np.bincount(doc) > 1).sum()))
-        keys_ = sequence_keys(input_ids, lengths)
-        yield SequenceBatch(input_ids, lengths, keys_, batch.splits[doc], starts)
+        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), batch.splits[doc], starts)
 
 
 class PackConcat(_Pack):

@@ -142,7 +142,7 @@ def encode_with_word_starts(
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
     ids, starts = [], []
     for e in encodings:
-        words = np.array([-1 if w is None else w for w in e.word_ids], dtype=np.int64)
+        words = np.nan_to_num(np.array(e.word_ids, dtype=np.float64), nan=-1)  # None (specials): -1
         start = np.ones(words.size, dtype=bool)
         start[1:] = words[1:] != words[:-1]
         ids.append(np.asarray(e.ids, dtype=np.int32))

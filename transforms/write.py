@@ -231,17 +231,19 @@ class WriteShards(beam.PTransform):
 
     def expand(self, records_pcoll):
         plan, bits = self._plan, self._bucket_bits
-        keys = records_pcoll | "KeysByBucket" >> beam.FlatMap(_keys_by_bucket, bits)
+        buckets = (
+            records_pcoll
+            | "KeysByBucket" >> beam.FlatMap(_keys_by_bucket, bits)
+            | "GroupKeysByBucket" >> beam.GroupByKey()
+        )
         shard_layout = beam.pvalue.AsSingleton(
-            keys
-            | "KeysPerList" >> beam.MapTuple(lambda bucket, keyed: (bucket, len(keyed)))
-            | "CountPerBucket" >> beam.CombinePerKey(sum)
-            | "AllCounts" >> beam.combiners.ToList()
+            buckets
+            | "BucketSizes" >> beam.MapTuple(lambda bucket, lists: (bucket, sum(len(k) for k in lists)))
+            | "AllSizes" >> beam.combiners.ToList()
             | "Layout" >> beam.Map(layout, plan)
         )
         index = beam.pvalue.AsSingleton(
-            keys
-            | "GroupKeysByBucket" >> beam.GroupByKey()
+            buckets
             | "ShardStarts" >> beam.FlatMap(_shard_starts, shard_layout)
             | "AllShardStarts" >> beam.combiners.ToList()
             | "ShardIndex" >> beam.Map(shard_index)
