@@ -20,7 +20,7 @@ from mlmprep.transforms import counting, pack
 from mlmprep.transforms.dedup import Deduplicate
 from mlmprep.transforms.documents import ReadDocuments, file_ranges
 from mlmprep.transforms.mask import MaskSequences
-from mlmprep.transforms.tokenize import TokenizeDocuments
+from mlmprep.transforms.tokenize import TokenizeDocuments, batch_documents
 from mlmprep.transforms.write import WriteShards
 
 # Below this much input, extra worker processes cost more to start than they save.
@@ -77,7 +77,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     )
     tokenized = (
         unique
-        | "BatchDocuments" >> beam.BatchElements(min_batch_size=16, max_batch_size=1024)
+        | "BatchDocuments" >> batch_documents()
         | "Tokenize" >> beam.ParDo(tokenize).with_outputs(counting.COUNTS, main="batches")
     )
     if job.packing == "document":

@@ -1,10 +1,16 @@
 import pathlib
 
+import apache_beam as beam
 import numpy as np
 import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that
 
+from mlmprep.transforms.documents import iter_text_documents
 from mlmprep.transforms.tokenize import (
+    ENCODE_CHARS,
     TokenizerError,
+    batch_documents,
     encode_batch,
     load_tokenizer,
     tokenizer_json,
@@ -64,3 +70,27 @@ def test_unusable_tokenizers():
         tokenizer_json(b'{"version": 1}')
     with pytest.raises(TokenizerError, match="UNK"):
         tokenizer_json(b"[PAD]\nhello\n")
+
+
+def test_batches_of_documents_are_bounded_by_their_text(real_data):
+    # Documents of every size: KJV's books, the Jargon File's entries, one-line definitions.
+    docs = []
+    for name in ("kjv.txt", "jargon.txt", "devils_dictionary.txt"):
+        with open(real_data / "corpora" / "small" / name, "rb") as f:
+            docs += list(iter_text_documents(f, "text"))
+
+    def check(batches):
+        keys = sorted(k for batch_keys, _ in batches for k in batch_keys)
+        assert keys == list(range(len(docs)))  # every document once
+        for batch_keys, chars in batches:
+            assert chars <= ENCODE_CHARS or len(batch_keys) == 1
+        assert max(len(batch_keys) for batch_keys, _ in batches) > 16  # small documents do share batches
+
+    with TestPipeline() as p:
+        batches = (
+            p
+            | beam.Create(list(enumerate(docs)))
+            | batch_documents()
+            | beam.Map(lambda b: ([k for k, _ in b], sum(len(piece) for _, pieces in b for piece in pieces)))
+        )
+        assert_that(batches, check)

@@ -10,6 +10,7 @@ import concurrent.futures
 import dataclasses
 import re
 
+import apache_beam as beam
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -166,6 +167,22 @@ class TokenizedBatch:
 
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
+
+
+def _document_chars(document) -> int:
+    return sum(len(piece) for piece in document[1])
+
+
+def batch_documents() -> beam.PTransform:
+    """(document_key, pieces) -> lists of them, of at most ENCODE_CHARS of text (or one larger document).
+
+    A batch's ids, packed sequences and records are all held at once, so
+    batches are bounded by their text, not by a count of documents of any
+    size; within that bound BatchElements sizes them by its timings.
+    """
+    return beam.BatchElements(
+        min_batch_size=ENCODE_CHARS // 16, max_batch_size=ENCODE_CHARS, element_size_fn=_document_chars
+    )
 
 
 def _encode_bounded(encode, texts: list[str]):
