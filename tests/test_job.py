@@ -326,6 +326,24 @@ def test_shards_of_a_split_are_balanced_to_one_record(tmp_path, tiny, bert_vocab
         assert sum(counts) == manifest["counts"]["splits"][split]["sequences"] > 0
 
 
+@pytest.mark.parametrize("text", ["Three short documents.\n\nThe second.\n\nAnd a third.\n", "\n \n"])
+def test_every_shard_is_written_when_records_are_fewer_or_none(tmp_path, bert_vocab, text):
+    (tmp_path / "in.txt").write_text(text)
+    out = tmp_path / "out"
+    manifest = run_job(out, f"--input={tmp_path / 'in.txt'}", f"--tokenizer={bert_vocab}", num_shards=8)
+    records = sum(s["records"] for s in manifest["shards"] if s["format"] == "tfrecord")
+    assert records == manifest["counts"]["splits"]["train"]["sequences"] == (3 if "third" in text else 0)
+    for fmt in ("tfrecord", "parquet"):
+        assert shard_files(out, fmt) == [f"train-{i:05d}-of-00008.{fmt}" for i in range(8)]
+    for shard in manifest["shards"]:
+        if shard["format"] == "parquet":
+            table = pq.read_table(out / shard["file"])
+            assert table.num_rows == shard["records"] and "labels" in table.column_names
+        else:
+            assert len(_read_shard(out / shard["file"])) == shard["records"]
+    assert max(s["records"] for s in manifest["shards"]) == min(records, 1)  # balanced: one record at most
+
+
 def test_shard_count_from_target_size(tmp_path, tiny, bert_vocab):
     small = run_job(tmp_path / "a", f"--input={tiny}", f"--tokenizer={bert_vocab}", target_shard_mb=0.1)
     files = [s for s in small["shards"] if s["format"] == "tfrecord"]

@@ -194,10 +194,15 @@ def _write_atomically(path: str, data: bytes):
     FileSystems.rename([temp], [path])
 
 
-def _every_shard(layout):
-    for split, (_, num_shards, _) in layout.items():
-        for shard in range(num_shards):
-            yield (split, shard), []  # so that empty shards are written too
+class _WriteEmptyShards(_WriteShard):
+    """Writes every shard no record went to, once the others are written."""
+
+    def process(self, unused_trigger, layout, written):
+        done = {info["file"] for info in written}
+        for split, (_, num_shards, _) in layout.items():
+            for shard in range(num_shards):
+                if shard_name(SPLITS[split], shard, num_shards, self._formats[0]) not in done:
+                    yield from super().process(((split, shard), []), layout)
 
 
 class WriteShards(beam.PTransform):
@@ -221,7 +226,7 @@ class WriteShards(beam.PTransform):
         super().__init__()
         self._plan = plan
         self._bucket_bits = bucket_bits
-        self._write = _WriteShard(
+        self._writer_args = dict(
             output_dir=output_dir,
             formats=tuple(formats),
             max_seq_length=max_seq_length,
@@ -248,15 +253,23 @@ class WriteShards(beam.PTransform):
             | "AllShardStarts" >> beam.combiners.ToList()
             | "ShardIndex" >> beam.Map(shard_index)
         )
-        assigned = records_pcoll | "AssignShards" >> beam.FlatMap(_assign_shards, index)
-        every_shard = (
+        written = (
+            records_pcoll
+            | "AssignShards" >> beam.FlatMap(_assign_shards, index)
+            | "GroupByShard" >> beam.GroupByKey()
+            | "WriteShard" >> beam.ParDo(_WriteShard(**self._writer_args), layout=shard_layout)
+        )
+        # Empty shards are written by a step of their own rather than by
+        # flattening empty groups into the records: an in-memory runner would
+        # copy every record to materialize that flatten.
+        empty = (
             records_pcoll.pipeline
             | "Once" >> beam.Create([None])
-            | "EveryShard" >> beam.FlatMap(lambda _, lay: _every_shard(lay), lay=shard_layout)
+            | "WriteEmptyShards"
+            >> beam.ParDo(
+                _WriteEmptyShards(**self._writer_args),
+                layout=shard_layout,
+                written=beam.pvalue.AsList(written),
+            )
         )
-        return (
-            (assigned, every_shard)
-            | "Flatten" >> beam.Flatten()
-            | "GroupByShard" >> beam.GroupByKey()
-            | "WriteShard" >> beam.ParDo(self._write, layout=shard_layout)
-        )
+        return (written, empty) | "AllShards" >> beam.Flatten()
