@@ -1,5 +1,6 @@
 """The hand-written tf.train.Example encoding, checked by TensorFlow itself."""
 
+import dataclasses
 import io
 
 import numpy as np
@@ -82,8 +83,12 @@ def test_payload_round_trip(wide):
         np.testing.assert_array_equal(getattr(back, field), getattr(batch, field))
 
 
-def test_shard_framing_equals_framing_each_example():
-    batch = _batch()
+def test_shard_in_slices_equals_framing_each_example(monkeypatch):
+    small = _batch()
+    batch = MaskedBatch(*(np.concatenate([getattr(small, f.name)] * 40) for f in dataclasses.fields(small)))
+    monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # slices of 64 rows of 16
+    chunks = list(encode.tfrecord_chunks(batch))
+    assert len(chunks) == 4  # 200 rows
+    assert b"".join(chunks) == encode.tfrecord_bytes(encode.tf_examples(batch))
     empty = batch.rows(0, 0)
-    assert encode.tfrecord_shard(batch) == encode.tfrecord_bytes(encode.tf_examples(batch))
-    assert encode.tfrecord_shard(empty) == b"" and encode.tf_examples(empty) == []
+    assert list(encode.tfrecord_chunks(empty)) == [] and encode.tf_examples(empty) == []

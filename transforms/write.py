@@ -20,8 +20,10 @@ reader never sees half a shard; a retried write produces the same bytes.
 import bisect
 import concurrent.futures
 import dataclasses
+import hashlib
 import math
 import uuid
+from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -170,28 +172,28 @@ class _WriteShard(beam.DoFn):
             "predictions": int(batch.num_predictions.sum()),
         }
         parquet = self._parquet.submit(encode.parquet_bytes, batch) if "parquet" in self._formats else None
-        tfrecord = encode.tfrecord_shard(batch) if "tfrecord" in self._formats else None
-        for fmt in self._formats:
-            data = tfrecord if fmt == "tfrecord" else parquet.result()
+        # TFRecord first: it is encoded slice by slice into the file while the
+        # Parquet file is encoded on its thread.
+        for fmt in sorted(self._formats, key=lambda f: f != "tfrecord"):
+            chunks = encode.tfrecord_chunks(batch) if fmt == "tfrecord" else [parquet.result()]
             name = shard_name(SPLITS[split], shard, layout[split][1], fmt)
-            _write_atomically(FileSystems.join(self._output_dir, name), data)
+            sha256 = _write_atomically(FileSystems.join(self._output_dir, name), chunks)
             self._progress.update(files=1, records=len(keyed))
-            yield {
-                "file": name,
-                "split": SPLITS[split],
-                "format": fmt,
-                **stats,
-                "sha256": encode.sha256(data),
-            }
+            yield {"file": name, "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
 
 
-def _write_atomically(path: str, data: bytes):
+def _write_atomically(path: str, chunks: Iterable[bytes]) -> str:
+    """Writes the file from its pieces, never holding it whole; returns its SHA-256."""
     temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    digest = hashlib.sha256()
     with FileSystems.create(temp) as f:
-        f.write(data)
+        for chunk in chunks:
+            digest.update(chunk)
+            f.write(chunk)
     if FileSystems.exists(path):  # a retried or speculative attempt finished first
         FileSystems.delete([path])
     FileSystems.rename([temp], [path])
+    return digest.hexdigest()
 
 
 class _WriteEmptyShards(_WriteShard):
