@@ -191,8 +191,8 @@ def _frame_header(length: int) -> bytes:
 def tfrecord_bytes(records: list[bytes]) -> bytes:
     """TFRecord framing: length, masked CRC32C of the length, data, masked CRC32C.
 
-    Written here rather than with ``WriteToTFRecord`` because a shard is
-    assembled in memory in key order and hashed before it is written.
+    Written here rather than with ``WriteToTFRecord`` because a shard is one
+    worker's group of records, sorted by key, and hashed as it is written.
     """
     out = []
     for record in records:
