@@ -53,11 +53,11 @@ def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.{fmt}"
 
 
-def _keys_by_bucket(records: list, bits: int):
+def _keys_by_bucket(batch: list, bits: int):
     """A batch of (split, key, payload) -> one ((split, bucket), [keys]) per bucket it hits."""
     groups = {}
     shift = _KEY_BITS - bits
-    for split, key, _ in records:
+    for split, key, _ in batch:
         groups.setdefault((split, key >> shift), []).append(key)
     return groups.items()
 
@@ -128,10 +128,10 @@ def shard_index(starts: list) -> dict:
     return index
 
 
-def _assign_shards(records: list, index: dict):
+def _assign_shards(batch: list, index: dict):
     """A batch of (split, key, payload) -> one ((split, shard), [(key, payload)]) per shard it hits."""
     groups = {}
-    for split, key, payload in records:
+    for split, key, payload in batch:
         keys, shards = index[split]
         at = bisect.bisect_right(keys, key) - 1
         if at < 0:  # every split's smallest key starts its first shard: the two reads of records differ
