@@ -13,6 +13,9 @@ import multiprocessing
 import apache_beam as beam
 from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
+from apache_beam.portability.api import beam_provision_api_pb2
+from apache_beam.runners.portability.fn_api_runner import fn_runner
+from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
@@ -119,21 +122,27 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     )
 
 
-def _default_runner(options: PipelineOptions, job: JobPlan):
-    """DirectRunner by default; worker processes when the input is big enough to gain."""
-    standard = options.view_as(StandardOptions)
-    if standard.runner is None:
-        standard.runner = "DirectRunner"
-        direct = options.view_as(DirectOptions)
-        cores = multiprocessing.cpu_count()
-        if (
-            direct.direct_running_mode == "in_memory"
-            and cores > 1
-            and job.input_bytes >= MULTIPROCESS_MIN_BYTES
-        ):
-            direct.direct_running_mode = "multi_processing"
-            if direct.direct_num_workers == 1:
-                direct.direct_num_workers = cores
+def _local_runner(options: PipelineOptions, job: JobPlan):
+    """Beam's FnApiRunner when no --runner is given, with a worker process per core for big inputs.
+
+    The DirectRunner of recent Beam first tries Prism, a runner it downloads at run time; where that
+    works, the job runs in one Python process whatever ``--direct_num_workers`` says. The FnApiRunner
+    is the DirectRunner's own engine, made here the way the DirectRunner makes it, so that a local run
+    is the same with or without a network. ``--runner DirectRunner`` still lets Beam choose.
+    """
+    if options.view_as(StandardOptions).runner is not None:
+        return None
+    direct = options.view_as(DirectOptions)
+    cores = multiprocessing.cpu_count()
+    if direct.direct_running_mode == "in_memory" and cores > 1 and job.input_bytes >= MULTIPROCESS_MIN_BYTES:
+        direct.direct_running_mode = "multi_processing"
+        if direct.direct_num_workers == 1:
+            direct.direct_num_workers = cores
+    # Worker processes read their options (the pickler, for one) from the provision info.
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    provision = fn_runner.ExtendedProvisionInfo(info)
+    return fn_runner.FnApiRunner(provision_info=provision)
 
 
 def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResult:
@@ -141,8 +150,7 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     del save_main_session  # the job's code lives in the installed package
     options = PipelineOptions(argv)
     job = plan(options)
-    _default_runner(options, job)
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=_local_runner(options, job), options=options)
     build_pipeline(p, job)
     result = p.run()
     if not options.view_as(StandardOptions).no_wait_until_finish:

@@ -1,5 +1,8 @@
-"""The same job on the portable runner (as Flink and Spark run Python) and built for Dataflow."""
+"""The same job run locally, on the portable runner (as Flink and Spark run Python), built for Dataflow."""
 
+import dataclasses
+import logging
+import multiprocessing
 import os
 import socket
 import subprocess
@@ -7,8 +10,10 @@ import sys
 import time
 
 import pytest
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from mlmprep.pipeline import job
+from mlmprep.pipeline import job, options
 
 from conftest import run_job
 
@@ -60,6 +65,57 @@ def worker_pool():
         except subprocess.TimeoutExpired:
             pool.kill()
             pool.wait()
+
+
+def test_local_run_never_tries_prism(tmp_path, real_data, bert_vocab, caplog):
+    # Beam's DirectRunner tries Prism first, a runner it downloads, which would ignore the worker count.
+    caplog.set_level(logging.INFO, logger="apache_beam.runners")
+    manifest = run_job(
+        tmp_path / "out", f"--input={real_data / 'corpora' / 'tiny' / '*.txt'}", f"--tokenizer={bert_vocab}"
+    )
+    assert manifest["counts"]["documents_read"] > 0
+    assert [r.getMessage() for r in caplog.records if "prism" in r.getMessage().lower()] == []
+
+
+@pytest.mark.parametrize(
+    "input_mb, runner_flags, mode, workers",
+    [
+        (1, [], "in_memory", 1),
+        (64, [], "multi_processing", 4),
+        (64, ["--direct_num_workers=3"], "multi_processing", 3),
+        (64, ["--direct_running_mode=multi_threading"], "multi_threading", 1),
+        (64, ["--runner=DirectRunner"], "in_memory", 1),
+    ],
+)
+def test_worker_processes_from_32_mb_of_input(
+    tmp_path, real_data, bert_vocab, monkeypatch, input_mb, runner_flags, mode, workers
+):
+    monkeypatch.setattr(multiprocessing, "cpu_count", lambda: 4)
+    argv = [
+        f"--input={real_data / 'corpora' / 'tiny' / '*.txt'}",
+        f"--output={tmp_path / 'out'}",
+        f"--tokenizer={bert_vocab}",
+        *runner_flags,
+    ]
+    pipeline_options = PipelineOptions(argv)
+    plan = dataclasses.replace(options.plan(pipeline_options), input_bytes=input_mb << 20)
+    runner = job._local_runner(pipeline_options, plan)
+    assert (runner is None) == ("--runner=DirectRunner" in runner_flags)
+    assert runner is None or isinstance(runner, FnApiRunner)
+    direct = pipeline_options.view_as(DirectOptions)
+    assert (direct.direct_running_mode, direct.direct_num_workers) == (mode, workers)
+
+
+def test_exit_freezes_the_heap_after_the_other_exit_handlers():
+    # A collection at exit costs each worker process 0.3 s or more; frozen objects are skipped.
+    script = (
+        "import atexit, gc\n"
+        "atexit.register(lambda: print('first registered', gc.get_freeze_count() > 0))\n"
+        "import mlmprep.transforms\n"
+        "atexit.register(lambda: print('last registered', gc.get_freeze_count() > 0))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["last registered False", "first registered True"]
 
 
 def test_portable_runner_with_external_workers_gives_identical_shards(
