@@ -77,17 +77,16 @@ def main():
     defaults = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--target_shard_mb=8"]
     given = {a.split("=")[0] for a in runner_args}
     runner_args = [d for d in defaults if d.split("=")[0] not in given] + runner_args
-    work = pathlib.Path(tempfile.mkdtemp())
     results = {}
     for copies in (1, 4):
-        folder = work / f"x{copies}"
-        folder.mkdir()
-        for i in range(copies):
-            shutil.copyfile(args.corpus, folder / f"copy{i}.txt")
-        cli = [sys.executable, "-m", "mlmprep.pipeline.cli", "run"]
-        flags = [f"--input={folder}/*.txt", f"--output={work}/out{copies}", f"--tokenizer={args.vocab}"]
-        argv = [*cli, *flags, "--nodedup", *runner_args]
-        results[copies] = peak_rss(argv)
+        with tempfile.TemporaryDirectory() as tmp:
+            work = pathlib.Path(tmp)
+            for i in range(copies):
+                shutil.copyfile(args.corpus, work / f"copy{i}.txt")
+            cli = [sys.executable, "-m", "mlmprep.pipeline.cli", "run"]
+            flags = [f"--input={work}/*.txt", f"--output={work}/out", f"--tokenizer={args.vocab}"]
+            argv = [*cli, *flags, "--nodedup", *runner_args]
+            results[copies] = peak_rss(argv)
     mb = os.path.getsize(args.corpus) / 1e6
     for copies, (peak, seconds) in results.items():
         print(

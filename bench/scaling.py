@@ -53,15 +53,16 @@ MODES = {  # name: (flags, cores)
 
 def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int]) -> tuple[float, dict]:
     """Wall seconds of a whole ``mlmprep run`` process tree, and its manifest."""
-    out = pathlib.Path(tempfile.mkdtemp(), "out")
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *(f"--input={i}" for i in inputs),
-         f"--output={out}", f"--tokenizer={vocab}", *flags],
-        check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=lambda: os.sched_setaffinity(0, cores),  # the worker processes inherit it
-    )  # fmt: skip
-    return time.perf_counter() - start, json.loads((out / "manifest.json").read_text())
+    with tempfile.TemporaryDirectory() as work:  # gone before the next run, not flushed during it
+        out = pathlib.Path(work, "out")
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *(f"--input={i}" for i in inputs),
+             f"--output={out}", f"--tokenizer={vocab}", *flags],
+            check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            preexec_fn=lambda: os.sched_setaffinity(0, cores),  # the worker processes inherit it
+        )  # fmt: skip
+        return time.perf_counter() - start, json.loads((out / "manifest.json").read_text())
 
 
 def tokenize_part(inputs: list[str], vocab: str, part: int, parts: int) -> float:

@@ -49,24 +49,25 @@ def limit(corpus: str, tokenizer_path: str) -> tuple[float, int]:
 
 def mlmprep(corpus: str, tokenizer: str, workers: int) -> tuple[float, int]:
     """Wall seconds of a whole ``mlmprep run`` process, and the tokens it wrote."""
-    out = tempfile.mkdtemp()
     mode = "in_memory" if workers == 1 else "multi_processing"
-    start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "mlmprep.pipeline.cli", "run", f"--input={corpus}", f"--output={out}/o",
-         f"--tokenizer={tokenizer}", f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"],
-        check=True, env=ENV, stdout=subprocess.DEVNULL,
-    )  # fmt: skip
-    seconds = time.perf_counter() - start
-    manifest = json.loads(pathlib.Path(out, "o", "manifest.json").read_text())
+    with tempfile.TemporaryDirectory() as out:
+        start = time.perf_counter()
+        subprocess.run(
+            [sys.executable, "-m", "mlmprep.pipeline.cli", "run", f"--input={corpus}", f"--output={out}/o",
+             f"--tokenizer={tokenizer}", f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"],
+            check=True, env=ENV, stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        seconds = time.perf_counter() - start
+        manifest = json.loads(pathlib.Path(out, "o", "manifest.json").read_text())
     return seconds, manifest["counts"]["counters"]["tokens"]
 
 
 def huggingface(corpus: str, tokenizer_json_path: str) -> tuple[float, int] | None:
-    done = subprocess.run(
-        [sys.executable, str(HERE / "hf_baseline.py"), corpus, tokenizer_json_path, tempfile.mkdtemp()],
-        env=ENV, capture_output=True, text=True,
-    )  # fmt: skip
+    with tempfile.TemporaryDirectory() as out:
+        done = subprocess.run(
+            [sys.executable, str(HERE / "hf_baseline.py"), corpus, tokenizer_json_path, out],
+            env=ENV, capture_output=True, text=True,
+        )  # fmt: skip
     if done.returncode:
         print(f"H skipped: {done.stderr.strip().splitlines()[-1]}")
         return None

@@ -4,9 +4,11 @@ import dataclasses
 import logging
 import multiprocessing
 import os
+import pathlib
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
@@ -69,12 +71,15 @@ def worker_pool():
 
 def test_local_run_never_tries_prism(tmp_path, real_data, bert_vocab, caplog):
     # Beam's DirectRunner tries Prism first, a runner it downloads, which would ignore the worker count.
+    # Its job server also left an empty beam-temp* folder in the temp directory on every run.
     caplog.set_level(logging.INFO, logger="apache_beam.runners")
+    temp_before = set(pathlib.Path(tempfile.gettempdir()).glob("beam-temp*"))
     manifest = run_job(
         tmp_path / "out", f"--input={real_data / 'corpora' / 'tiny' / '*.txt'}", f"--tokenizer={bert_vocab}"
     )
     assert manifest["counts"]["documents_read"] > 0
     assert [r.getMessage() for r in caplog.records if "prism" in r.getMessage().lower()] == []
+    assert set(pathlib.Path(tempfile.gettempdir()).glob("beam-temp*")) == temp_before
 
 
 @pytest.mark.parametrize(
