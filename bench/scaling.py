@@ -22,6 +22,7 @@ Absolute times vary by machine; compare the ratios.
 """
 
 import argparse
+import glob
 import json
 import os
 import pathlib
@@ -30,6 +31,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import throughput  # this folder is on the path of a script run from it
 
 HERE = pathlib.Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "data"
@@ -65,25 +68,6 @@ def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int]) -> tup
         return time.perf_counter() - start, json.loads((out / "manifest.json").read_text())
 
 
-def tokenize_part(inputs: list[str], vocab: str, part: int, parts: int) -> float:
-    """Seconds the bare tokenizer takes over every ``parts``-th document of the inputs, one thread."""
-    import glob
-
-    from mlmprep.transforms.documents import iter_documents
-    from mlmprep.transforms.tokenize import load_tokenizer, tokenizer_json
-
-    tokenizer = load_tokenizer(tokenizer_json(pathlib.Path(vocab).read_bytes()))
-    docs = []
-    for path in sorted(p for pattern in inputs for p in glob.glob(pattern)):
-        with open(path, encoding="utf-8") as f:
-            docs += list(iter_documents(f, "text"))
-    docs = docs[part::parts]
-    start = time.perf_counter()
-    for i in range(0, len(docs), 256):
-        tokenizer.encode_batch_fast(docs[i : i + 256], add_special_tokens=False)
-    return time.perf_counter() - start
-
-
 def ceiling(inputs: list[str], vocab: str) -> tuple[float, float]:
     """Tokenizer seconds for all documents on 1 core, and for their halves on 2 cores at once."""
 
@@ -113,7 +97,8 @@ def main():
     inputs = args.input or [str(BENCH / "*.txt"), str(BENCH / "debian_handbook" / "*.txt")]
     if args.tokenize_part:
         part, parts = map(int, args.tokenize_part.split("/"))
-        print(tokenize_part(inputs, args.vocab, part, parts))
+        files = sorted(path for pattern in inputs for path in glob.glob(pattern))
+        print(throughput.limit(files, args.vocab, part, parts)[0])
         return
     if len(TWO_CORES) < 2:
         raise SystemExit("scaling from 1 to 2 cores needs a machine with 2 cores or more")

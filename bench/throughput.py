@@ -30,14 +30,17 @@ SHARED = HERE.parents[1] / "shared" / "data"
 ENV = {**os.environ, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
 
-def limit(corpus: str, tokenizer_path: str) -> tuple[float, int]:
-    """Seconds and tokens of the bare tokenizer over the corpus's documents."""
+def limit(paths: list[str], tokenizer_path: str, part: int = 0, parts: int = 1) -> tuple[float, int]:
+    """Seconds and tokens of the bare tokenizer over the files' documents (every ``parts``-th one)."""
     from mlmprep.transforms.documents import iter_documents
     from mlmprep.transforms.tokenize import load_tokenizer, tokenizer_json
 
     tokenizer = load_tokenizer(tokenizer_json(pathlib.Path(tokenizer_path).read_bytes()))
-    with open(corpus, encoding="utf-8") as f:
-        docs = list(iter_documents(f, "text"))
+    docs = []
+    for path in paths:
+        with open(path, encoding="utf-8") as f:
+            docs += list(iter_documents(f, "text"))
+    docs = docs[part::parts]
     start = time.perf_counter()
     tokens = 0
     for i in range(0, len(docs), 256):
@@ -90,7 +93,7 @@ def main():
     tiny.write_text("one short document\n")
     results = {"L": [], "M": [], "H": [], "M2": [], "startup": []}
     for _ in range(args.repeats):
-        results["L"].append(limit(args.corpus, args.vocab))
+        results["L"].append(limit([args.corpus], args.vocab))
         results["startup"].append(mlmprep(str(tiny), args.vocab, 1))
         results["M"].append(mlmprep(args.corpus, args.vocab, 1))
         hf = huggingface(args.corpus, args.tokenizer_json)
