@@ -7,7 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms import encode, records
+from mlmprep.transforms import encode, records, write
 from mlmprep.transforms.records import MaskedBatch
 
 from conftest import bert_feature_spec
@@ -58,7 +58,9 @@ def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
 
 def test_parquet_carries_the_same_facts():
     batch = _batch()
-    table = pq.read_table(io.BytesIO(encode.parquet_bytes(batch)))
+    shard = encode.ParquetShard()
+    shard.add(batch)
+    table = pq.read_table(io.BytesIO(shard.close()))
     assert table.schema == encode.PARQUET_SCHEMA
     rows = table.to_pylist()
     for row, got in enumerate(rows):
@@ -83,12 +85,47 @@ def test_payload_round_trip(wide):
         np.testing.assert_array_equal(getattr(back, field), getattr(batch, field))
 
 
-def test_shard_in_slices_equals_framing_each_example(monkeypatch):
+def _write_shard(out, batch):
+    """Writes ``batch`` as shard 0 of 1 through the job's writer: {format: (info dict, file bytes)}."""
+    out.mkdir()
+    writer = write._WriteShard(
+        output_dir=str(out),
+        formats=("tfrecord", "parquet"),
+        max_seq_length=16,
+        max_predictions_per_seq=4,
+        pad_id=0,
+    )
+    keyed = list(enumerate(records.to_payloads(batch)))  # record keys in row order
+    writer.setup()
+    try:
+        # Two lists of records, out of order, as a shuffle hands them over.
+        infos = list(writer.process(((0, 0), [keyed[1::2], keyed[::2]]), layout={0: (len(keyed), 1, {})}))
+    finally:
+        writer.teardown()
+    assert not list(out.glob("*" + write.TEMP_SUFFIX))
+    return {info["format"]: (info, (out / info["file"]).read_bytes()) for info in infos}
+
+
+def test_shard_written_in_slices_of_rows(tmp_path, monkeypatch):
     small = _batch()
     batch = MaskedBatch(*(np.concatenate([getattr(small, f.name)] * 40) for f in dataclasses.fields(small)))
+    whole = _write_shard(tmp_path / "whole", batch)  # 200 rows: one slice
     monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # slices of 64 rows of 16
-    chunks = list(encode.tfrecord_chunks(batch))
-    assert len(chunks) == 4  # 200 rows
-    assert b"".join(chunks) == encode.tfrecord_bytes(encode.tf_examples(batch))
-    empty = batch.rows(0, 0)
-    assert list(encode.tfrecord_chunks(empty)) == [] and encode.tf_examples(empty) == []
+    sliced = _write_shard(tmp_path / "sliced", batch)
+
+    tfrecord = encode.tfrecord_bytes(encode.tf_examples(batch))
+    assert sliced["tfrecord"][1] == whole["tfrecord"][1] == tfrecord
+    parquet = {
+        name: pq.ParquetFile(io.BytesIO(files["parquet"][1]))
+        for name, files in [("whole", whole), ("sliced", sliced)]
+    }
+    assert {name: f.num_row_groups for name, f in parquet.items()} == {"whole": 1, "sliced": 4}
+    assert parquet["sliced"].read().equals(parquet["whole"].read())
+    stats = {
+        "records": 200,
+        "tokens": int(batch.lengths.sum()),
+        "predictions": int(batch.num_predictions.sum()),
+    }
+    for info, data in [*whole.values(), *sliced.values()]:
+        assert {k: info[k] for k in stats} == stats
+        assert info["sha256"] == encode.sha256(data)

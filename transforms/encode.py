@@ -9,7 +9,6 @@ workers. The tests parse the result with TensorFlow itself.
 import functools
 import hashlib
 import struct
-from collections.abc import Iterator
 
 import google_crc32c
 import numpy as np
@@ -200,17 +199,16 @@ def tfrecord_bytes(records: list[bytes]) -> bytes:
     return b"".join(out)
 
 
-# Token positions encoded at once. A slice's working set is ~55 bytes per
-# position (byte cells, their masks, the columns they come from) and 8 per
-# output byte (the indices np.compress takes): ~20 MB, at any shard size.
+# Token positions encoded at once, in both formats; in Parquet a slice is a
+# row group. A slice's working set is ~55 bytes per position (byte cells,
+# their masks, the columns they come from) and 8 per output byte (the indices
+# np.compress takes): ~20 MB, at any shard size.
 _SLICE_POSITIONS = 1 << 18
 
 
-def tfrecord_chunks(batch: MaskedBatch) -> Iterator[bytes]:
-    """A batch's TFRecord file, as consecutive pieces encoded a slice of rows at a time."""
-    rows = max(64, _SLICE_POSITIONS // batch.input_ids.shape[1])
-    for start in range(0, len(batch.lengths), rows):
-        yield tfrecord_bytes(tf_examples(batch.rows(start, start + rows)))
+def slice_rows(max_seq_length: int) -> int:
+    """How many rows of a shard are encoded at once."""
+    return max(64, _SLICE_POSITIONS // max_seq_length)
 
 
 PARQUET_SCHEMA = pa.schema(
@@ -254,16 +252,25 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
     )
 
 
-def parquet_bytes(batch: MaskedBatch) -> bytes:
-    sink = pa.BufferOutputStream()
-    # zstd: smaller and faster to write than the default snappy here; every
-    # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
-    # Dictionaries and statistics suit neither token ids nor masks: without
-    # them a shard is written a third faster and is under 10% larger.
-    pq.write_table(
-        parquet_table(batch), sink, compression="zstd", use_dictionary=False, write_statistics=False
-    )
-    return sink.getvalue().to_pybytes()
+class ParquetShard:
+    """A Parquet file built in memory, compressed, one row group per batch added."""
+
+    def __init__(self):
+        self._sink = pa.BufferOutputStream()
+        # zstd: smaller and faster to write than the default snappy here; every
+        # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
+        # Dictionaries and statistics suit neither token ids nor masks: without
+        # them a shard is written a third faster and is under 10% larger.
+        self._writer = pq.ParquetWriter(
+            self._sink, PARQUET_SCHEMA, compression="zstd", use_dictionary=False, write_statistics=False
+        )
+
+    def add(self, batch: MaskedBatch) -> None:
+        self._writer.write_table(parquet_table(batch))
+
+    def close(self) -> bytes:
+        self._writer.close()
+        return self._sink.getvalue().to_pybytes()
 
 
 def sha256(data: bytes) -> str:

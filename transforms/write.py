@@ -23,7 +23,6 @@ import dataclasses
 import hashlib
 import math
 import uuid
-from collections.abc import Iterable
 
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
@@ -164,36 +163,61 @@ class _WriteShard(beam.DoFn):
 
     def process(self, element, layout):
         (split, shard), lists = element
-        keyed = sorted(r for part in lists for r in part)
-        batch = records.from_payloads([p for _, p in keyed], **self._shape)
-        stats = {
-            "records": len(keyed),
-            "tokens": int(batch.lengths.sum()),
-            "predictions": int(batch.num_predictions.sum()),
-        }
-        parquet = self._parquet.submit(encode.parquet_bytes, batch) if "parquet" in self._formats else None
-        # TFRecord first: it is encoded slice by slice into the file while the
-        # Parquet file is encoded on its thread.
-        for fmt in sorted(self._formats, key=lambda f: f != "tfrecord"):
-            chunks = encode.tfrecord_chunks(batch) if fmt == "tfrecord" else [parquet.result()]
-            name = shard_name(SPLITS[split], shard, layout[split][1], fmt)
-            sha256 = _write_atomically(FileSystems.join(self._output_dir, name), chunks)
-            self._progress.update(files=1, records=len(keyed))
-            yield {"file": name, "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
+        payloads = [payload for _, payload in sorted(r for part in lists for r in part)]
+        names = {fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt) for fmt in self._formats}
+        paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
+        tfrecord = _AtomicFile(paths["tfrecord"]) if "tfrecord" in paths else None
+        parquet = encode.ParquetShard() if "parquet" in paths else None
+        # Both files are written a slice of rows at a time, so that what the
+        # write holds besides the shard's records does not grow with the shard:
+        # a slice's row group on the Parquet thread while its TFRecord bytes
+        # are encoded here.
+        stats = {"records": len(payloads), "tokens": 0, "predictions": 0}
+        pending = None
+        step = encode.slice_rows(self._shape["max_seq_length"])
+        for start in range(0, len(payloads), step):
+            batch = records.from_payloads(payloads[start : start + step], **self._shape)
+            stats["tokens"] += int(batch.lengths.sum())
+            stats["predictions"] += int(batch.num_predictions.sum())
+            if parquet is not None:
+                if pending is not None:
+                    pending.result()
+                pending = self._parquet.submit(parquet.add, batch)
+            if tfrecord is not None:
+                tfrecord.write(encode.tfrecord_bytes(encode.tf_examples(batch)))
+        if pending is not None:
+            pending.result()
+        for fmt in sorted(names, key=lambda f: f != "tfrecord"):
+            if fmt == "tfrecord":
+                sha256 = tfrecord.commit()
+            else:
+                parquet_file = _AtomicFile(paths[fmt])
+                parquet_file.write(parquet.close())
+                sha256 = parquet_file.commit()
+            self._progress.update(files=1, records=len(payloads))
+            yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
 
 
-def _write_atomically(path: str, chunks: Iterable[bytes]) -> str:
-    """Writes the file from its pieces, never holding it whole; returns its SHA-256."""
-    temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-    digest = hashlib.sha256()
-    with FileSystems.create(temp) as f:
-        for chunk in chunks:
-            digest.update(chunk)
-            f.write(chunk)
-    if FileSystems.exists(path):  # a retried or speculative attempt finished first
-        FileSystems.delete([path])
-    FileSystems.rename([temp], [path])
-    return digest.hexdigest()
+class _AtomicFile:
+    """A file written under a temporary name, hashed as written, and renamed when complete."""
+
+    def __init__(self, path: str):
+        self._path = path
+        self._temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+        self._file = FileSystems.create(self._temp)
+        self._digest = hashlib.sha256()
+
+    def write(self, data: bytes) -> None:
+        self._digest.update(data)
+        self._file.write(data)
+
+    def commit(self) -> str:
+        """Closes and renames the file; returns its SHA-256."""
+        self._file.close()
+        if FileSystems.exists(self._path):  # a retried or speculative attempt finished first
+            FileSystems.delete([self._path])
+        FileSystems.rename([self._temp], [self._path])
+        return self._digest.hexdigest()
 
 
 class _WriteEmptyShards(_WriteShard):
