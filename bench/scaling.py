@@ -15,6 +15,10 @@ each mode on a one-line input to show its fixed start-up cost.
 It also measures the machine's own ceiling: the bare tokenizer over the same
 documents in 1 process on 1 core, then their halves in 2 processes on 2 cores
 at once. Two vCPUs of a virtual machine seldom give twice the work of one.
+And in one more 2-worker run, sampled from /proc, how long the job keeps at
+most one core busy: Python's and Beam's start-up, the shuffles that pass
+through the runner's own process, stage tails. With the ceiling, that gives
+Amdahl's bound on the speedup.
 
 Prints medians and the speedup (target: >= 1.7). The default corpus is the
 whole bench folder: 76 MB in 34 files, English and 26 other languages.
@@ -54,18 +58,57 @@ MODES = {  # name: (flags, cores)
 }
 
 
-def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int]) -> tuple[float, dict]:
-    """Wall seconds of a whole ``mlmprep run`` process tree, and its manifest."""
+def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int], sample=False):
+    """Wall seconds of a whole ``mlmprep run`` process tree, its manifest, and its one-core seconds.
+
+    The last is None unless ``sample``: sampling takes a little CPU beside the run.
+    """
     with tempfile.TemporaryDirectory() as work:  # gone before the next run, not flushed during it
         out = pathlib.Path(work, "out")
         start = time.perf_counter()
-        subprocess.run(
+        proc = subprocess.Popen(
             [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *(f"--input={i}" for i in inputs),
              f"--output={out}", f"--tokenizer={vocab}", *flags],
-            check=True, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             preexec_fn=lambda: os.sched_setaffinity(0, cores),  # the worker processes inherit it
         )  # fmt: skip
-        return time.perf_counter() - start, json.loads((out / "manifest.json").read_text())
+        one_core = one_core_seconds(proc) if sample else None
+        if proc.wait():
+            raise subprocess.CalledProcessError(proc.returncode, proc.args)
+        return time.perf_counter() - start, json.loads((out / "manifest.json").read_text()), one_core
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds so far of a process and of each of its descendants (Linux /proc)."""
+    parents, seconds, tick = {}, {}, os.sysconf("SC_CLK_TCK")
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone since the listing
+                continue
+            parents.setdefault(int(fields[1]), []).append(int(entry))
+            seconds[int(entry)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in seconds:
+            tree[pid] = seconds[pid]
+            todo += parents.get(pid, [])
+    return tree
+
+
+def one_core_seconds(proc: subprocess.Popen, interval: float = 0.1) -> float:
+    """Seconds, until ``proc`` ends, in which its process tree kept at most about one core busy."""
+    seconds, last, then = 0.0, {}, time.perf_counter()
+    while proc.poll() is None:
+        time.sleep(interval)
+        cpu, now = tree_cpu(proc.pid), time.perf_counter()
+        if sum(cpu[pid] - last.get(pid, 0.0) for pid in cpu) < 1.5 * (now - then):
+            seconds += now - then
+        last, then = cpu, now
+    return seconds
 
 
 def ceiling(inputs: list[str], vocab: str) -> tuple[float, float]:
@@ -108,14 +151,17 @@ def main():
     seconds = {name: [] for name in MODES}
     startup = {name: [] for name in MODES}
     shards = {}
-    machine = []
+    machine, sampled = [], []
+    two_workers = MODES["2 worker processes, 2 cores"]
     for _ in range(args.repeats):
         machine.append(ceiling(inputs, args.vocab))
         for name, (flags, cores) in MODES.items():
             startup[name].append(run([str(tiny)], args.vocab, flags, cores)[0])
-            took, manifest = run(inputs, args.vocab, flags, cores)
+            took, manifest, _ = run(inputs, args.vocab, flags, cores)
             seconds[name].append(took)
             shards[name] = sorted((s["file"], s["sha256"]) for s in manifest["shards"])
+        took, _, one_core = run(inputs, args.vocab, *two_workers, sample=True)
+        sampled.append((took, one_core))
     if len({tuple(s) for s in shards.values()}) != 1:
         raise SystemExit("the runs wrote different shards")
 
@@ -137,6 +183,10 @@ def main():
     speedup = med[one] / med[two]
     print(f"speedup, 1 worker on 1 core -> 2 workers on 2 cores: {speedup:.2f}")
     print(f"  (target >= 1.7; without start-up {steady:.2f}; {speedup / bound:.2f} of the ceiling)")
+    took, serial = (statistics.median(s[k] for s in sampled) for k in (0, 1))
+    amdahl = med[one] / (serial + (med[one] - serial) / bound)
+    print(f"sampled 2-worker runs: {serial:.2f} s of {took:.2f} s kept at most one core busy (start-up,")
+    print(f"  shuffles through the runner's process, stage tails); with the ceiling, at best {amdahl:.2f}x")
     base = "1 in-process worker, 2 cores"
     print(f"2 worker processes against 1 unpinned in-process worker: {med[base] / med[two]:.2f}")
 
