@@ -153,9 +153,12 @@ def main():
     shards = {}
     machine, sampled = [], []
     two_workers = MODES["2 worker processes, 2 cores"]
-    for _ in range(args.repeats):
+    names = list(MODES)
+    for repeat in range(args.repeats):
         machine.append(ceiling(inputs, args.vocab))
-        for name, (flags, cores) in MODES.items():
+        # Each repetition starts one mode later, so no mode always follows the same one.
+        for name in names[repeat % len(names) :] + names[: repeat % len(names)]:
+            flags, cores = MODES[name]
             startup[name].append(run([str(tiny)], args.vocab, flags, cores)[0])
             took, manifest, _ = run(inputs, args.vocab, flags, cores)
             seconds[name].append(took)
@@ -173,7 +176,8 @@ def main():
     med = {name: statistics.median(v) for name, v in seconds.items()}
     fixed = {name: statistics.median(v) for name, v in startup.items()}
     for name in MODES:
-        print(f"  {name:30} {med[name]:7.2f} s  (start-up {fixed[name]:.2f} s)")
+        low, high = min(seconds[name]), max(seconds[name])
+        print(f"  {name:30} {med[name]:7.2f} s  ({low:.2f} to {high:.2f}; start-up {fixed[name]:.2f} s)")
     one, two = "1 worker process, 1 core", "2 worker processes, 2 cores"
     steady = (med[one] - fixed[one]) / (med[two] - fixed[two])
     alone, pair = (statistics.median(m[k] for m in machine) for k in (0, 1))
