@@ -11,8 +11,12 @@ peak of the job's own process), and prints both peaks and their ratio
 Both runs use the same runner mode (one in-process worker; otherwise the
 DirectRunner's default would start worker processes for the larger input
 only) and the same shard size (``--target_shard_mb 8``): the final write
-holds one whole shard, which is bounded by the shard size, not the corpus.
-Any other run flags given are passed on and override these.
+holds one shard's records, which is bounded by the shard size, not the
+corpus. Any other run flags given are passed on and override these.
+
+Then, in a process of its own, what writing the largest shard the default
+``--target_shard_mb 128`` makes at the default length 128 holds beyond its
+records.
 """
 
 import argparse
@@ -73,7 +77,11 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default=str(SHARED / "corpora" / "bench" / "perl_docs.txt"))
     parser.add_argument("--vocab", default=str(SHARED / "vocab" / "bert-base-uncased" / "vocab.txt"))
+    parser.add_argument("--shard_write", action="store_true", help=argparse.SUPPRESS)
     args, runner_args = parser.parse_known_args()
+    if args.shard_write:
+        print(shard_write())
+        return
     defaults = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--target_shard_mb=8"]
     given = {a.split("=")[0] for a in runner_args}
     runner_args = [d for d in defaults if d.split("=")[0] not in given] + runner_args
@@ -93,6 +101,56 @@ def main():
             f"{copies}x ({copies * mb:6.1f} MB of text): peak RSS {peak / 2**20:8.1f} MiB in {seconds:5.1f} s"
         )
     print(f"ratio 4x/1x: {results[4][0] / results[1][0]:.2f}  (target <= 1.3)")
+    # A fresh process: its peak is the write's alone.
+    shard = subprocess.run(
+        [sys.executable, __file__, "--shard_write"], check=True, capture_output=True, text=True
+    )
+    print(shard.stdout, end="")
+
+
+def shard_write(target_mb=128, length=128, predictions=20) -> str:
+    """Writes one shard of random records through the job's writer; its peak over the records."""
+    import numpy as np
+
+    from mlmprep.transforms import records, write
+
+    num_records = (target_mb << 20) // write.estimated_record_bytes(length, predictions)
+    rng = np.random.default_rng(0)
+    payloads = []
+    for _ in range(0, num_records, 4096):
+        n = min(4096, num_records - len(payloads))
+        lengths = rng.integers(length // 2, length + 1, n).astype(np.int32)
+        positions = np.sort(rng.integers(1, length // 2 - 1, (n, predictions)), axis=1).astype(np.int32)
+        batch = records.MaskedBatch(
+            rng.integers(1000, 30000, (n, length)).astype(np.int32), lengths, positions,
+            rng.integers(1000, 30000, (n, predictions)).astype(np.int32), np.full(n, predictions, np.int32),
+        )  # fmt: skip
+        payloads += records.to_payloads(batch)
+    keyed = list(enumerate(payloads))
+    del payloads, batch
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")  # the peak (VmHWM) starts again from here
+    held = _status_mib("VmRSS")
+    with tempfile.TemporaryDirectory() as out:
+        writer = write._WriteShard(
+            output_dir=out, formats=("tfrecord", "parquet"), max_seq_length=length,
+            max_predictions_per_seq=predictions, pad_id=0,
+        )  # fmt: skip
+        writer.setup()
+        infos = list(writer.process(((0, 0), [keyed]), layout={0: (num_records, 1, {})}))
+        writer.teardown()
+        sizes = {info["format"]: os.path.getsize(os.path.join(out, info["file"])) for info in infos}
+    peak = _status_mib("VmHWM")
+    files = ", ".join(f"{fmt} {size / 1e6:.0f} MB" for fmt, size in sizes.items())
+    return (
+        f"one {num_records:,}-record shard ({files}) written: peak {peak:.0f} MiB, "
+        f"{peak - held:.0f} MiB over the {held:.0f} MiB holding its records"
+    )
+
+
+def _status_mib(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(f.read().split(f"{field}:")[1].split()[0]) / 1024
 
 
 if __name__ == "__main__":
