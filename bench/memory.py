@@ -130,15 +130,17 @@ def shard_write(target_mb=128, length=128, predictions=20) -> str:
     del payloads, batch
     with open("/proc/self/clear_refs", "w") as f:
         f.write("5")  # the peak (VmHWM) starts again from here
-    held = _status_mib("VmRSS")
+    held = _status_mib("VmRSS")  # glibc may keep what was freed above for the write to reuse
     with tempfile.TemporaryDirectory() as out:
         writer = write._WriteShard(
             output_dir=out, formats=("tfrecord", "parquet"), max_seq_length=length,
             max_predictions_per_seq=predictions, pad_id=0,
         )  # fmt: skip
         writer.setup()
-        infos = list(writer.process(((0, 0), [keyed]), layout={0: (num_records, 1, {})}))
-        writer.teardown()
+        try:
+            infos = list(writer.process(((0, 0), [keyed]), layout={0: (num_records, 1, {})}))
+        finally:
+            writer.teardown()
         sizes = {info["format"]: os.path.getsize(os.path.join(out, info["file"])) for info in infos}
     peak = _status_mib("VmHWM")
     files = ", ".join(f"{fmt} {size / 1e6:.0f} MB" for fmt, size in sizes.items())

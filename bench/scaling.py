@@ -17,8 +17,8 @@ documents in 1 process on 1 core, then their halves in 2 processes on 2 cores
 at once. Two vCPUs of a virtual machine seldom give twice the work of one.
 And in one more 2-worker run, sampled from /proc, how long the job keeps at
 most one core busy: Python's and Beam's start-up, the shuffles that pass
-through the runner's own process, stage tails. With the ceiling, that gives
-Amdahl's bound on the speedup.
+through the runner's own process, stage tails. With the ceiling, Amdahl's
+law turns that into an estimate of the best speedup the runner allows.
 
 Prints medians and the speedup (target: >= 1.7). The default corpus is the
 whole bench folder: 76 MB in 34 files, English and 26 other languages.
@@ -58,7 +58,7 @@ MODES = {  # name: (flags, cores)
 }
 
 
-def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int], sample=False):
+def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int], *, sample=False):
     """Wall seconds of a whole ``mlmprep run`` process tree, its manifest, and its one-core seconds.
 
     The last is None unless ``sample``: sampling takes a little CPU beside the run.
@@ -100,7 +100,11 @@ def tree_cpu(root: int) -> dict[int, float]:
 
 
 def one_core_seconds(proc: subprocess.Popen, interval: float = 0.1) -> float:
-    """Seconds, until ``proc`` ends, in which its process tree kept at most about one core busy."""
+    """Seconds, until ``proc`` ends, in which its process tree used under 1.5 cores (sampled).
+
+    A process that ends between two samples loses its last CPU time, which
+    can only add to the count.
+    """
     seconds, last, then = 0.0, {}, time.perf_counter()
     while proc.poll() is None:
         time.sleep(interval)
@@ -189,8 +193,10 @@ def main():
     print(f"  (target >= 1.7; without start-up {steady:.2f}; {speedup / bound:.2f} of the ceiling)")
     took, serial = (statistics.median(s[k] for s in sampled) for k in (0, 1))
     amdahl = med[one] / (serial + (med[one] - serial) / bound)
-    print(f"sampled 2-worker runs: {serial:.2f} s of {took:.2f} s kept at most one core busy (start-up,")
-    print(f"  shuffles through the runner's process, stage tails); with the ceiling, at best {amdahl:.2f}x")
+    print(f"sampled 2-worker runs: {serial:.2f} s of {took:.2f} s used under 1.5 cores (start-up, shuffles")
+    print(
+        f"  through the runner's process, stage tails); Amdahl with the ceiling: about {amdahl:.2f}x at best"
+    )
     base = "1 in-process worker, 2 cores"
     print(f"2 worker processes against 1 unpinned in-process worker: {med[base] / med[two]:.2f}")
 

@@ -129,3 +129,23 @@ def test_shard_written_in_slices_of_rows(tmp_path, monkeypatch):
     for info, data in [*whole.values(), *sliced.values()]:
         assert {k: info[k] for k in stats} == stats
         assert info["sha256"] == encode.sha256(data)
+
+
+def test_a_shard_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
+    small = _batch()
+    batch = MaskedBatch(*(np.concatenate([getattr(small, f.name)] * 40) for f in dataclasses.fields(small)))
+    monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # 4 slices
+    add = encode.ParquetShard.add
+    calls = []
+
+    def fail_on_the_second_slice(shard, rows):
+        calls.append(len(rows.lengths))
+        if len(calls) == 2:
+            raise OSError("disk full")
+        add(shard, rows)
+
+    monkeypatch.setattr(encode.ParquetShard, "add", fail_on_the_second_slice)
+    with pytest.raises(OSError, match="disk full"):
+        _write_shard(tmp_path / "out", batch)
+    assert calls == [64, 64]  # stopped at the failing slice
+    assert list((tmp_path / "out").iterdir()) == []  # neither a shard nor a temporary file

@@ -268,9 +268,10 @@ class ParquetShard:
     def add(self, batch: MaskedBatch) -> None:
         self._writer.write_table(parquet_table(batch))
 
-    def close(self) -> bytes:
+    def close(self) -> pa.Buffer:
+        """The file's bytes, without a copy (the buffer protocol serves hashlib and files)."""
         self._writer.close()
-        return self._sink.getvalue().to_pybytes()
+        return self._sink.getvalue()
 
 
 def sha256(data: bytes) -> str:

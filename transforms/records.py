@@ -2,7 +2,8 @@
 
 Between the two steps records cross a shuffle (they are grouped by shard), so
 they travel as one small bytes value each, without padding, rather than as
-pickled numpy arrays; the writer turns a whole shard back into a batch.
+pickled numpy arrays; the writer turns a shard back into batches, a slice of
+rows at a time.
 """
 
 import dataclasses
@@ -24,9 +25,6 @@ class MaskedBatch:
     def masked_lm_weights(self) -> np.ndarray:
         width = self.masked_lm_positions.shape[1]
         return (np.arange(width)[None, :] < self.num_predictions[:, None]).astype(np.float32)
-
-    def rows(self, start: int, stop: int) -> "MaskedBatch":
-        return MaskedBatch(*(getattr(self, f.name)[start:stop] for f in dataclasses.fields(self)))
 
 
 # Payload element types, by the first byte: 16 bits whenever the vocabulary and

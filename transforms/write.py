@@ -168,25 +168,14 @@ class _WriteShard(beam.DoFn):
         paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
         tfrecord = _AtomicFile(paths["tfrecord"]) if "tfrecord" in paths else None
         parquet = encode.ParquetShard() if "parquet" in paths else None
-        # Both files are written a slice of rows at a time, so that what the
-        # write holds besides the shard's records does not grow with the shard:
-        # a slice's row group on the Parquet thread while its TFRecord bytes
-        # are encoded here.
-        stats = {"records": len(payloads), "tokens": 0, "predictions": 0}
-        pending = None
-        step = encode.slice_rows(self._shape["max_seq_length"])
-        for start in range(0, len(payloads), step):
-            batch = records.from_payloads(payloads[start : start + step], **self._shape)
-            stats["tokens"] += int(batch.lengths.sum())
-            stats["predictions"] += int(batch.num_predictions.sum())
-            if parquet is not None:
-                if pending is not None:
-                    pending.result()
-                pending = self._parquet.submit(parquet.add, batch)
+        try:
+            stats = _write_in_slices(
+                payloads, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
+            )
+        except BaseException:
             if tfrecord is not None:
-                tfrecord.write(encode.tfrecord_bytes(encode.tf_examples(batch)))
-        if pending is not None:
-            pending.result()
+                tfrecord.abort()
+            raise
         for fmt in sorted(names, key=lambda f: f != "tfrecord"):
             if fmt == "tfrecord":
                 sha256 = tfrecord.commit()
@@ -196,6 +185,33 @@ class _WriteShard(beam.DoFn):
                 sha256 = parquet_file.commit()
             self._progress.update(files=1, records=len(payloads))
             yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
+
+
+def _write_in_slices(payloads, *, shape, tfrecord, parquet, parquet_thread) -> dict:
+    """Encodes a shard's payloads a slice of rows at a time into its files; returns its counts.
+
+    What the write holds besides the shard's records thus does not grow with
+    the shard: a slice's Parquet row group is written on ``parquet_thread``
+    while the slice's TFRecord bytes are encoded here.
+    """
+    stats = {"records": len(payloads), "tokens": 0, "predictions": 0}
+    pending = None
+    try:
+        step = encode.slice_rows(shape["max_seq_length"])
+        for start in range(0, len(payloads), step):
+            batch = records.from_payloads(payloads[start : start + step], **shape)
+            stats["tokens"] += int(batch.lengths.sum())
+            stats["predictions"] += int(batch.num_predictions.sum())
+            if parquet is not None:
+                if pending is not None:
+                    pending.result()
+                pending = parquet_thread.submit(parquet.add, batch)
+            if tfrecord is not None:
+                tfrecord.write(encode.tfrecord_bytes(encode.tf_examples(batch)))
+    finally:
+        if pending is not None:
+            pending.result()  # never leave the Parquet writer to a thread still using it
+    return stats
 
 
 class _AtomicFile:
@@ -210,6 +226,11 @@ class _AtomicFile:
     def write(self, data: bytes) -> None:
         self._digest.update(data)
         self._file.write(data)
+
+    def abort(self) -> None:
+        """Closes and deletes the unfinished file (a retry writes it anew)."""
+        self._file.close()
+        FileSystems.delete([self._temp])
 
     def commit(self) -> str:
         """Closes and renames the file; returns its SHA-256."""
