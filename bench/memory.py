@@ -31,26 +31,30 @@ import time
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and every descendant, from /proc."""
-    parents, rss = {}, {}
+def tree_stat(root: int) -> dict[int, list[str]]:
+    """The /proc stat fields (after the command name) of ``root`` and of each of its descendants."""
+    children, stats = {}, {}
     for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            parents[int(entry)] = int(fields[1])
-            rss[int(entry)] = int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-        except (OSError, IndexError, ValueError):
-            continue
-    tree, frontier = {root}, [root]
-    while frontier:
-        parent = frontier.pop()
-        children = [p for p, pp in parents.items() if pp == parent and p not in tree]
-        tree.update(children)
-        frontier += children
-    return sum(rss.get(p, 0) for p in tree)
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:  # gone since the listing
+                continue
+            children.setdefault(int(fields[1]), []).append(int(entry))
+            stats[int(entry)] = fields
+    tree, todo = {}, [root]
+    while todo:
+        pid = todo.pop()
+        if pid in stats:
+            tree[pid] = stats[pid]
+            todo += children.get(pid, [])
+    return tree
+
+
+def _tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and every descendant."""
+    return sum(int(fields[21]) for fields in tree_stat(root).values()) * os.sysconf("SC_PAGE_SIZE")
 
 
 def peak_rss(argv: list[str]) -> tuple[int, float]:

@@ -36,7 +36,8 @@ import sys
 import tempfile
 import time
 
-import throughput  # this folder is on the path of a script run from it
+import memory  # this folder is on the path of a script run from it
+import throughput
 
 HERE = pathlib.Path(__file__).resolve().parent
 SHARED = HERE.parents[1] / "shared" / "data"
@@ -79,24 +80,11 @@ def run(inputs: list[str], vocab: str, flags: list[str], cores: set[int], *, sam
 
 
 def tree_cpu(root: int) -> dict[int, float]:
-    """CPU seconds so far of a process and of each of its descendants (Linux /proc)."""
-    parents, seconds, tick = {}, {}, os.sysconf("SC_CLK_TCK")
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    fields = f.read().rsplit(")", 1)[1].split()
-            except OSError:  # gone since the listing
-                continue
-            parents.setdefault(int(fields[1]), []).append(int(entry))
-            seconds[int(entry)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
-    tree, todo = {}, [root]
-    while todo:
-        pid = todo.pop()
-        if pid in seconds:
-            tree[pid] = seconds[pid]
-            todo += parents.get(pid, [])
-    return tree
+    """CPU seconds so far of a process and of each of its descendants."""
+    tick = os.sysconf("SC_CLK_TCK")
+    return {
+        pid: (int(f[11]) + int(f[12])) / tick for pid, f in memory.tree_stat(root).items()
+    }  # utime + stime
 
 
 def one_core_seconds(proc: subprocess.Popen, interval: float = 0.1) -> float:
