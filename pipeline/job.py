@@ -11,7 +11,6 @@ A full command line, as run by ``mlmprep run``::
 import multiprocessing
 
 import apache_beam as beam
-from apache_beam.io import fileio
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -19,11 +18,9 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
-from mlmprep.transforms import counting, pack
-from mlmprep.transforms.dedup import Deduplicate
-from mlmprep.transforms.documents import ReadDocuments, file_ranges
+from mlmprep.transforms import counting, pack, read
 from mlmprep.transforms.mask import MaskSequences
-from mlmprep.transforms.tokenize import TokenizeDocuments, batch_documents
+from mlmprep.transforms.tokenize import TokenizeDocuments
 from mlmprep.transforms.write import WriteShards
 
 # Below this much input, extra worker processes cost more to start than they save.
@@ -60,28 +57,27 @@ def _concat_group(batch, groups: int):
 def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     """Adds the job to ``p``; returns the PCollection holding the manifest dict."""
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
-    read = (
+    documents = (
         p
         | "InputPatterns" >> beam.Create(job.inputs)
-        | "MatchFiles" >> fileio.MatchAll()
-        | "SplitFiles" >> beam.FlatMap(file_ranges, job.input_format, job.split_input_bytes)
-        | "SpreadRanges" >> beam.Reshuffle()
         | "ReadDocuments"
-        >> beam.ParDo(ReadDocuments(job.input_format, job.text_field)).with_outputs(
-            counting.COUNTS, main="docs"
+        >> read.ReadDocuments(
+            input_format=job.input_format,
+            text_field=job.text_field,
+            range_bytes=job.split_input_bytes,
+            dedup=job.dedup,
+            with_keys=job.validation_fraction > 0 or job.packing == "concat",
+            dedup_bits=read.dedup_bits(job.input_bytes if job.input_files else None),
         )
     )
-    unique, dedup_counts = read.docs | "Deduplicate" >> Deduplicate(job.dedup)
     tokenize = TokenizeDocuments(
         job.tokenizer_json,
         job.validation_fraction,
         word_starts=job.masking.whole_word_masking,
         min_doc_tokens=job.min_doc_tokens,
     )
-    tokenized = (
-        unique
-        | "BatchDocuments" >> batch_documents()
-        | "Tokenize" >> beam.ParDo(tokenize).with_outputs(counting.COUNTS, main="batches")
+    tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_outputs(
+        counting.COUNTS, main="batches"
     )
     if job.packing == "document":
         packed = tokenized.batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_outputs(
@@ -108,7 +104,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         pad_id=job.vocab.pad_id,
     )
     counts = (
-        [dedup_counts] + [outputs[counting.COUNTS] for outputs in (read, tokenized, packed, masked)]
+        [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]
         | "FlattenCounts" >> beam.Flatten()
         | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
     )

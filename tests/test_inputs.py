@@ -14,8 +14,9 @@ import zstandard
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms.documents import (
-    ReadDocuments,
+    DocumentSource,
     clean,
+    document_keys,
     file_ranges,
     iter_documents,
     iter_text_documents,
@@ -212,15 +213,16 @@ EDGES = b"".join(
 
 
 def _read_in_ranges(path, fmt, range_bytes):
-    """What ReadDocuments yields and counts for a file cut into ranges of range_bytes."""
-    read = ReadDocuments(fmt)
-    read.setup()
-    read.start_bundle()
+    """What the job reads and counts of a file cut into ranges of range_bytes: (keys, copy key, pieces)."""
+    source = DocumentSource(fmt)
     metadata = FileSystems.match([str(path)])[0].metadata_list[0]
     ranges = list(file_ranges(metadata, fmt, range_bytes))
-    docs = [(d.key, d.copy_key, d.pieces) for r in ranges for d in read.process(r)]
-    (counts,) = [out.value.value for out in read.finish_bundle()]
-    return docs, counts, len(ranges)
+    docs = []
+    for file_range in ranges:
+        for batch in source.batches(file_range):
+            keys, copies = document_keys(batch)
+            docs += list(zip(keys.tolist(), copies.tolist(), batch))
+    return docs, dict(source.counts), len(ranges)
 
 
 @pytest.mark.parametrize("fmt", ["auto", "lines"])

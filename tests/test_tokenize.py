@@ -6,11 +6,10 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
-from mlmprep.transforms.documents import iter_text_documents
+from mlmprep.transforms.documents import BLOCK_BYTES, iter_text_documents
+from mlmprep.transforms.read import BATCH_CHARS, ReadDocuments
 from mlmprep.transforms.tokenize import (
-    ENCODE_CHARS,
     TokenizerError,
-    batch_documents,
     encode_batch,
     load_tokenizer,
     tokenizer_json,
@@ -74,23 +73,28 @@ def test_unusable_tokenizers():
 
 def test_batches_of_documents_are_bounded_by_their_text(real_data):
     # Documents of every size: KJV's books, the Jargon File's entries, one-line definitions.
+    small = real_data / "corpora" / "small"
+    paths = [str(small / name) for name in ("kjv.txt", "jargon.txt", "devils_dictionary.txt")]
     docs = []
-    for name in ("kjv.txt", "jargon.txt", "devils_dictionary.txt"):
-        with open(real_data / "corpora" / "small" / name, "rb") as f:
-            docs += list(iter_text_documents(f, "text"))
+    for path in paths:
+        with open(path, "rb") as f:
+            docs += ["".join(pieces) for pieces in iter_text_documents(f, "text")]
 
     def check(batches):
-        keys = sorted(k for batch_keys, _ in batches for k in batch_keys)
-        assert keys == list(range(len(docs)))  # every document once
-        for batch_keys, chars in batches:
-            assert chars <= ENCODE_CHARS or len(batch_keys) == 1
-        assert max(len(batch_keys) for batch_keys, _ in batches) > 16  # small documents do share batches
+        read = sorted(doc for texts, _ in batches for doc in texts)
+        assert read == sorted(docs)  # every document once
+        assert len(batches) > 3
+        for texts, chars in batches:  # a batch ends once it reached BATCH_CHARS, at a block's end
+            assert chars < BATCH_CHARS + BLOCK_BYTES
+        assert min(len(texts) for texts, _ in batches) > 16  # small documents do share batches
 
+    options = dict(input_format="text", text_field="text", range_bytes=1 << 20, dedup=False)
     with TestPipeline() as p:
         batches = (
             p
-            | beam.Create(list(enumerate(docs)))
-            | batch_documents()
-            | beam.Map(lambda b: ([k for k, _ in b], sum(len(piece) for _, pieces in b for piece in pieces)))
+            | beam.Create(paths)
+            | ReadDocuments(**options, with_keys=False, dedup_bits=0)
+        ).batches | beam.Map(
+            lambda b: (["".join(d) for d in b.docs], sum(len(piece) for d in b.docs for piece in d))
         )
         assert_that(batches, check)

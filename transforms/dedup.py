@@ -1,64 +1,45 @@
-"""Exact deduplication of documents, by the key of their whitespace-normalized text.
+"""Exact deduplication by digests: which documents lose to an earlier copy.
 
-The shuffle that brings copies together is also what spreads a file's
-documents across workers. Copies that differ only in whitespace share a key;
-of those, the one with the smallest exact-text hash is kept, whole, so which
-copy survives never depends on the runner. A combiner keeps one copy and a
-count, so memory does not grow with the number of copies.
+A document's key hashes its whitespace-normalized text, its copy key its
+exact text. Of the documents sharing a key, the one of smallest copy key
+(then of smallest place in the input) is kept, so which copy survives never
+depends on the runner. Only fixed-size digests are compared, never text: the
+first pass of the job reads every range for them, and the second reads the
+ranges again and skips the losers found here.
 """
 
-import apache_beam as beam
+from collections.abc import Iterator
 
-from mlmprep.transforms.counting import COUNTS, CountingDoFn
+import numpy as np
 
-
-class _KeepOne(beam.CombineFn):
-    """(copy_key, pieces, copies): the copy of smallest exact-text hash, and how many there were."""
-
-    def create_accumulator(self):
-        return None, None, 0
-
-    def add_input(self, accumulator, copy):
-        return self.merge_accumulators([accumulator, (*copy, 1)])
-
-    def merge_accumulators(self, accumulators):
-        best_key, best_pieces, copies = None, None, 0
-        for copy_key, pieces, n in accumulators:
-            if copy_key is not None and (best_key is None or copy_key < best_key):
-                best_key, best_pieces = copy_key, pieces
-            copies += n
-        return best_key, best_pieces, copies
-
-    def extract_output(self, accumulator):
-        return accumulator
+# A document's digest: its keys and its place, named by its range and its index there.
+DIGEST = np.dtype([("key", "<u8"), ("copy", "<u8"), ("range", "<u8"), ("index", "<u4")])
+INDEX = np.dtype("<u4")
 
 
-class _CountDuplicates(CountingDoFn):
-    def process(self, element):
-        doc_key, (_, pieces, copies) = element
-        self.count("documents_dropped.duplicate", copies - 1)
-        yield doc_key, pieces
+def digests(keys: np.ndarray, copies: np.ndarray, range_key: int) -> np.ndarray:
+    """The digests of a range's documents, in the order they were read."""
+    out = np.empty(len(keys), DIGEST)
+    out["key"], out["copy"], out["range"] = keys, copies, range_key
+    out["index"] = np.arange(len(keys))
+    return out
 
 
-class Deduplicate(beam.PTransform):
-    """Document -> (document_key, pieces), one copy per document.
+def by_bucket(digests: np.ndarray, bits: int) -> Iterator[tuple[int, np.ndarray]]:
+    """Digests grouped by the top ``bits`` of their 63-bit key: copies always share a bucket."""
+    buckets = digests["key"] >> np.uint64(63 - bits)
+    order = np.argsort(buckets, kind="stable")
+    values, starts = np.unique(buckets[order], return_index=True)
+    for bucket, part in zip(values, np.split(digests[order], starts[1:])):
+        yield int(bucket), part
 
-    With ``dedup=False`` every copy is kept; a reshuffle still spreads the work.
-    """
 
-    def __init__(self, dedup: bool = True):
-        super().__init__()
-        self._dedup = dedup
-
-    def expand(self, documents):
-        if not self._dedup:
-            # An empty counts output keeps the interface of the dedup branch.
-            pieces = documents | "KeyDocuments" >> beam.Map(lambda d: (d.key, d.pieces))
-            return pieces | "Spread" >> beam.Reshuffle(), pieces | "NoCounts" >> beam.FlatMap(lambda _: ())
-        kept = (
-            documents
-            | "KeyCopies" >> beam.Map(lambda d: (d.key, (d.copy_key, d.pieces)))
-            | "KeepOne" >> beam.CombinePerKey(_KeepOne())
-            | "CountDuplicates" >> beam.ParDo(_CountDuplicates()).with_outputs(COUNTS, main="documents")
-        )
-        return kept.documents, kept[COUNTS]
+def losers(digests: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(range key, ascending indices) of every document that is not the first of its key."""
+    first = np.lexsort((digests["index"], digests["range"], digests["copy"], digests["key"]))
+    ordered = digests[first]
+    lost = ordered[1:][ordered["key"][1:] == ordered["key"][:-1]]
+    lost = lost[np.lexsort((lost["index"], lost["range"]))]
+    values, starts = np.unique(lost["range"], return_index=True)
+    for range_key, part in zip(values, np.split(lost["index"], starts[1:])):
+        yield int(range_key), part.astype(INDEX)

@@ -52,6 +52,7 @@ def uniform(keys, *, stream: int, width: int) -> np.ndarray:
     return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
 
 
-def split_fraction(document_key: int) -> float:
-    """Where a document falls in [0, 1): independent of seed, so splits never move."""
-    return float(mix64(np.uint64(document_key ^ _SALT_SPLIT)) >> np.uint64(11)) / (1 << 53)
+def split_fractions(document_keys) -> np.ndarray:
+    """Where each document falls in [0, 1): independent of seed, so splits never move."""
+    salted = np.asarray(document_keys, dtype=np.uint64) ^ np.uint64(_SALT_SPLIT)
+    return (mix64(salted) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))

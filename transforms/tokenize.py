@@ -10,7 +10,6 @@ import concurrent.futures
 import dataclasses
 import re
 
-import apache_beam as beam
 import numpy as np
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
@@ -151,38 +150,24 @@ def encode_with_word_starts(
     return ids, starts
 
 
-def split_of(document_key: int, validation_fraction: float) -> int:
-    """0 (train) or 1 (validation), by a hash of the document's content."""
-    return int(keys.split_fraction(document_key) < validation_fraction)
+def splits_of(document_keys: np.ndarray | None, count: int, validation_fraction: float) -> np.ndarray:
+    """0 (train) or 1 (validation) per document, by a hash of its content (int8)."""
+    if not validation_fraction:
+        return np.zeros(count, dtype=np.int8)
+    return (keys.split_fractions(document_keys) < validation_fraction).astype(np.int8)
 
 
 @dataclasses.dataclass
 class TokenizedBatch:
-    """Documents as token ids; ``keys`` are document keys, ``splits`` index SPLITS."""
+    """Documents as token ids; ``splits`` index SPLITS."""
 
-    keys: np.ndarray  # uint64 [B]
+    keys: np.ndarray | None  # uint64 [B] document keys, where the job needs them
     splits: np.ndarray  # int8 [B]
     token_ids: list[np.ndarray]
     word_starts: list[np.ndarray] | None = None
 
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
-
-
-def _document_chars(document) -> int:
-    return sum(len(piece) for piece in document[1])
-
-
-def batch_documents() -> beam.PTransform:
-    """(document_key, pieces) -> lists of them, of at most ENCODE_CHARS of text (or one larger document).
-
-    A batch's ids, packed sequences and records are all held at once, so
-    batches are bounded by their text, not by a count of documents of any
-    size; within that bound BatchElements sizes them by its timings.
-    """
-    return beam.BatchElements(
-        min_batch_size=ENCODE_CHARS // 16, max_batch_size=ENCODE_CHARS, element_size_fn=_document_chars
-    )
 
 
 def _encode_bounded(encode, texts: list[str]):
@@ -200,6 +185,8 @@ def _encode_bounded(encode, texts: list[str]):
 
 def _join_pieces(per_piece: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
     """Per-piece arrays -> per-document arrays (a document's pieces are consecutive)."""
+    if len(per_piece) == len(counts):
+        return per_piece
     out, start = [], 0
     for n in counts:
         out.append(per_piece[start] if n == 1 else np.concatenate(per_piece[start : start + n]))
@@ -208,7 +195,7 @@ def _join_pieces(per_piece: list[np.ndarray], counts: list[int]) -> list[np.ndar
 
 
 class TokenizeDocuments(CountingDoFn):
-    """Batches of (document_key, pieces) -> TokenizedBatch.
+    """DocumentBatch -> TokenizedBatch.
 
     A long document's pieces are tokenized separately (bounded memory in the
     tokenizer) and joined again: they were cut at whitespace, so the ids are
@@ -250,8 +237,8 @@ class TokenizeDocuments(CountingDoFn):
         super().start_bundle()
         self._pending.clear()
 
-    def process(self, documents):
-        self._pending.append(self._encoder.submit(self._encode, documents))
+    def process(self, batch):
+        self._pending.append(self._encoder.submit(self._encode, batch))
         if len(self._pending) > 1:
             yield from self._batch(*self._pending.popleft().result())
 
@@ -261,10 +248,10 @@ class TokenizeDocuments(CountingDoFn):
                 yield in_global_window(batch)
         yield from super().finish_bundle()
 
-    def _encode(self, documents):
-        """On the tokenizer's thread: (documents, ids, word starts or None)."""
-        texts = [piece for _, pieces in documents for piece in pieces]
-        counts = [len(pieces) for _, pieces in documents]
+    def _encode(self, batch):
+        """On the tokenizer's thread: (batch, ids, word starts or None)."""
+        texts = [piece for pieces in batch.docs for piece in pieces]
+        counts = [len(pieces) for pieces in batch.docs]
         if self._word_starts:
             parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
             ids = [i for part_ids, _ in parts for i in part_ids]
@@ -274,13 +261,12 @@ class TokenizeDocuments(CountingDoFn):
                 i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
             ]
             starts = None
-        return documents, _join_pieces(ids, counts), starts
+        return batch, _join_pieces(ids, counts), starts
 
-    def _batch(self, documents, token_ids, starts):
+    def _batch(self, batch, token_ids, starts):
         lengths = np.array([t.size for t in token_ids])
         self.count("tokens", int(lengths.sum()))
-        doc_keys = np.array([k for k, _ in documents], dtype=np.uint64)
-        splits = np.array([split_of(int(k), self._validation_fraction) for k in doc_keys], dtype=np.int8)
+        splits = splits_of(batch.keys, len(token_ids), self._validation_fraction)
         # Text the normalizer removes entirely; documents under --min_doc_tokens.
         no_tokens = lengths == 0
         too_short = ~no_tokens & (lengths < self._min_doc_tokens)
@@ -291,7 +277,7 @@ class TokenizeDocuments(CountingDoFn):
             self.count(f"documents.{name}", int((kept & (splits == split)).sum()))
         if kept.any():
             yield TokenizedBatch(
-                keys=doc_keys[kept],
+                keys=None if batch.keys is None else batch.keys[kept],
                 splits=splits[kept],
                 token_ids=[t for t, k in zip(token_ids, kept) if k],
                 word_starts=None if starts is None else [s for s, k in zip(starts, kept) if k],

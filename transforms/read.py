@@ -1,0 +1,151 @@
+"""The input as batches of documents, each document once, in two passes that keep text off the shuffles.
+
+The first pass reads every file range for its documents' digests (keys and
+place, 28 bytes a document); only those are grouped, to find the copies that
+lose. The second pass reads each range again, grouped with its own losers
+(range descriptors and indices are all that cross the shuffle), skips them,
+and hands the rest in batches to the tokenizer fused after it: a document's
+text never leaves the worker that read it. Reading costs a few percent of
+tokenizing, so reading twice is cheaper than moving the text.
+
+Without deduplication there is one pass; the ranges are still spread.
+"""
+
+import logging
+import math
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io import fileio
+
+from mlmprep.transforms import dedup
+from mlmprep.transforms.counting import COUNTS, CountingDoFn
+from mlmprep.transforms.documents import DocumentBatch, DocumentSource, document_keys, file_ranges
+from mlmprep.transforms.progress import Progress
+
+BUCKET_BYTES = 1 << 30  # input per deduplication bucket, whose digests are sorted in one worker's memory
+BATCH_CHARS = 1 << 20  # text per batch for the tokenizer: its Encoding objects cost ~100x the ids
+
+
+def dedup_bits(input_bytes: int | None) -> int:
+    """log2 of the deduplication buckets: one per BUCKET_BYTES of input (unknown: a fine-grained default)."""
+    if input_bytes is None:
+        return 10
+    return max(0, math.ceil(math.log2(max(1, input_bytes) / BUCKET_BYTES)))
+
+
+class _ReadDigests(beam.DoFn):
+    """(range key, FileRange) -> (bucket, digests) of its documents: the first pass, which counts nothing."""
+
+    def __init__(self, input_format: str, text_field: str, bits: int):
+        self._source_args = dict(input_format=input_format, text_field=text_field)
+        self._bits = bits
+
+    def process(self, element):
+        range_key, file_range = element
+        source = DocumentSource(**self._source_args)
+        keys, copies = [], []
+        for batch in source.batches(file_range):
+            batch_keys, batch_copies = document_keys(batch)
+            keys.append(batch_keys)
+            copies.append(batch_copies)
+        if keys:
+            digests = dedup.digests(np.concatenate(keys), np.concatenate(copies), range_key)
+            for bucket, part in dedup.by_bucket(digests, self._bits):
+                yield bucket, part.tobytes()
+
+
+def _losers(element):
+    """(bucket, digests) -> (range key, indices) of the documents that lose, per range."""
+    _, parts = element
+    for range_key, indices in dedup.losers(np.frombuffer(b"".join(parts), dedup.DIGEST)):
+        yield range_key, indices.tobytes()
+
+
+class _ReadBatches(CountingDoFn):
+    """(range key, {"range": [FileRange], "losers": [indices]}) -> DocumentBatch, losers skipped."""
+
+    def __init__(self, input_format: str, text_field: str, with_keys: bool):
+        super().__init__()
+        self._source_args = dict(input_format=input_format, text_field=text_field)
+        self._with_keys = with_keys
+        self._progress = None
+
+    def setup(self):
+        self._progress = Progress("read")
+
+    def process(self, element):
+        _, grouped = element
+        (file_range,) = grouped["range"]
+        losers = np.unique(np.frombuffer(b"".join(grouped["losers"]), dedup.INDEX)).tolist()
+        source = DocumentSource(**self._source_args)
+        pending, pending_since, next_loser, read, skipped = [], 0, 0, 0, 0
+        for batch in source.batches(file_range):
+            if next_loser < len(losers) and losers[next_loser] < read + len(batch):
+                kept = []
+                for index, doc in enumerate(batch, read):
+                    if next_loser < len(losers) and index == losers[next_loser]:
+                        next_loser += 1
+                    else:
+                        kept.append(doc)
+                skipped += len(batch) - len(kept)
+                read += len(batch)
+                batch = kept
+            else:
+                read += len(batch)
+            pending += batch
+            if source.counts["characters_read"] - pending_since >= BATCH_CHARS:
+                yield self._batch(pending)
+                pending, pending_since = [], source.counts["characters_read"]
+        if pending:
+            yield self._batch(pending)
+        if skipped != len(losers):
+            raise RuntimeError(f"{file_range.path} changed while the job read it: its documents differ")
+        for path, error in source.unreadable:
+            logging.warning("mlmprep: cannot read %s after its valid part: %s", path, error)
+        self.count("documents_dropped.duplicate", skipped)
+        for name, n in source.counts.items():
+            self.count(name, n)
+        self._progress.update(documents=read, characters=source.counts["characters_read"])
+
+    def _batch(self, docs):
+        return DocumentBatch(docs, document_keys(docs)[0] if self._with_keys else None)
+
+
+class ReadDocuments(beam.PTransform):
+    """File patterns -> DocumentBatch of about BATCH_CHARS, every document read once (deduplicated)."""
+
+    def __init__(self, *, input_format: str, text_field: str, range_bytes: int, dedup: bool, with_keys: bool,
+                 dedup_bits: int):  # fmt: skip
+        super().__init__()
+        self._source_args = (input_format, text_field)
+        self._range_bytes = range_bytes
+        self._dedup = dedup
+        self._with_keys = with_keys
+        self._bits = dedup_bits
+
+    def expand(self, patterns):
+        input_format, _ = self._source_args
+        ranges = (
+            patterns
+            | "MatchFiles" >> fileio.MatchAll()
+            | "SplitFiles" >> beam.FlatMap(file_ranges, input_format, self._range_bytes)
+            | "KeyRanges" >> beam.Map(lambda r: (r.key(), r))
+        )
+        if self._dedup:
+            losers = (
+                ranges
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "ReadDigests" >> beam.ParDo(_ReadDigests(*self._source_args, self._bits))
+                | "GroupDigests" >> beam.GroupByKey()
+                | "FindLosers" >> beam.FlatMap(_losers)
+            )
+            work = {"range": ranges, "losers": losers} | "RangesWithLosers" >> beam.CoGroupByKey()
+        else:
+            work = (
+                ranges
+                | "SpreadRanges" >> beam.Reshuffle()
+                | "NoLosers" >> beam.MapTuple(lambda key, r: (key, {"range": [r], "losers": []}))
+            )
+        read = _ReadBatches(*self._source_args, self._with_keys)
+        return work | "ReadBatches" >> beam.ParDo(read).with_outputs(COUNTS, main="batches")
