@@ -21,7 +21,7 @@ def list_inputs(patterns) -> list[tuple[str, int]]:
 
 
 # Options that say where and how a build runs, not what it builds.
-NOT_THE_BUILD = ("output", "overwrite", "split_input_mb")
+NOT_THE_BUILD = ("output", "overwrite", "split_input_mb", "grouping")
 
 
 def fingerprint(config: dict, files: list[tuple[str, int]], tokenizer_sha256: str) -> str:

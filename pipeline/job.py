@@ -18,7 +18,7 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
-from mlmprep.transforms import counting, pack, read
+from mlmprep.transforms import counting, groups, pack, read, records
 from mlmprep.transforms.mask import MaskSequences
 from mlmprep.transforms.tokenize import TokenizeDocuments
 from mlmprep.transforms.write import WriteShards
@@ -44,14 +44,8 @@ class _WriteManifest(beam.DoFn):
             input_fingerprint=job.input_fingerprint,
         )
         manifest.write(job.output_dir, built, job.tokenizer_json)
+        groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
         yield built
-
-
-def _concat_group(batch, groups: int):
-    """TokenizedBatch -> ((split, group), (document_key, ids, word_starts)) per document."""
-    starts = batch.word_starts or [None] * len(batch.token_ids)
-    for doc_key, split, ids, s in zip(batch.keys, batch.splits, batch.token_ids, starts):
-        yield (int(split), int(doc_key) % groups), (int(doc_key), ids, s)
 
 
 def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
@@ -84,15 +78,23 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
             counting.COUNTS, main="sequences"
         )
     else:
+        ids = records.id_type(job.vocab.size, job.max_seq_length)
+        concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
         packed = (
             tokenized.batches
-            | "KeyByConcatGroup" >> beam.FlatMap(_concat_group, job.concat_groups)
-            | "GroupForConcat" >> beam.GroupByKey()
-            | "PackConcat"
-            >> beam.ParDo(pack.PackConcat(**shape)).with_outputs(counting.COUNTS, main="sequences")
+            | "ConcatRows" >> beam.Map(pack.concat_rows, job.concat_groups, ids)
+            | "GroupForConcat"
+            >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
+            | "PackConcat" >> beam.ParDo(concat).with_outputs(counting.COUNTS, main="sequences")
         )
     masked = packed.sequences | "Mask" >> beam.ParDo(
-        MaskSequences(config=job.masking, vocab=job.vocab, seed=job.seed, dupe_factor=job.dupe_factor)
+        MaskSequences(
+            config=job.masking,
+            vocab=job.vocab,
+            seed=job.seed,
+            dupe_factor=job.dupe_factor,
+            max_seq_length=job.max_seq_length,
+        )
     ).with_outputs(counting.COUNTS, main="records")
     shards = masked.records | "WriteShards" >> WriteShards(
         output_dir=job.output_dir,
@@ -102,6 +104,8 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         max_seq_length=job.max_seq_length,
         max_predictions_per_seq=job.masking.max_predictions_per_seq,
         pad_id=job.vocab.pad_id,
+        grouping=job.grouping,
+        temp_dir=job.temp_dir,
     )
     counts = (
         [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]

@@ -11,14 +11,15 @@ import math
 import os
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from mlmprep.pipeline import fingerprint as fingerprint_lib
-from mlmprep.transforms import documents, pack, tokenize, write
+from mlmprep.transforms import documents, groups, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
-# Concat packing joins documents within groups of about this much input text.
-CONCAT_GROUP_BYTES = 64 << 20
+# Runners that keep a shuffle in memory: records reach their shards through run files there.
+IN_MEMORY_RUNNERS = (None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner")
+TEMP_DIR = ".mlmprep-temp"  # under the output: run files, deleted when the job ends
 
 
 class UsageError(Exception):
@@ -146,6 +147,15 @@ class MlmPrepOptions(PipelineOptions):
         parser.add_argument(
             "--overwrite", action="store_true", default=False, help="Replace an existing non-empty output."
         )
+        parser.add_argument(
+            "--grouping",
+            default="auto",
+            choices=("auto", *groups.MODES),
+            help="How records reach their shards (and documents their concat groups): shuffle, the "
+            "runner's GroupByKey (distributed runners spill it to disk); run_files, key-sorted run files "
+            "under the output's temporary folder, merged per shard (bounded memory on the in-memory local "
+            "runner); auto: run_files on the local runner, shuffle elsewhere. The output is the same.",
+        )
 
 
 def check_flags(argv: list[str]) -> None:
@@ -185,6 +195,8 @@ class JobPlan:
     dupe_factor: int
     packing: str
     concat_groups: int
+    grouping: str  # groups.MODES
+    temp_dir: str
     validation_fraction: float
     shard_plan: write.ShardPlan
     bucket_bits: int
@@ -295,7 +307,9 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         seed=o.random_seed,
         dupe_factor=o.dupe_factor,
         packing=o.packing,
-        concat_groups=max(1, math.ceil(input_bytes / CONCAT_GROUP_BYTES)),
+        concat_groups=max(1, math.ceil(input_bytes / pack.CONCAT_GROUP_BYTES)),
+        grouping=_grouping(o.grouping, options.view_as(StandardOptions).runner),
+        temp_dir=FileSystems.join(o.output, TEMP_DIR),
         # About 4 bytes of text per token; unknown (a dry run) picks a fine-grained default.
         bucket_bits=write.bucket_bits(
             o.dupe_factor * input_bytes // (4 * (o.max_seq_length - 2)) if input_files else None
@@ -312,6 +326,13 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         input_files=len(input_files),
         input_fingerprint=fingerprint,
     )
+
+
+def _grouping(grouping: str, runner) -> str:
+    if grouping != "auto":
+        return grouping
+    name = runner if runner is None or isinstance(runner, str) else type(runner).__name__
+    return "run_files" if name in IN_MEMORY_RUNNERS else "shuffle"
 
 
 def _is_local(path: str) -> bool:

@@ -4,10 +4,11 @@ import dataclasses
 import io
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms import encode, records, write
+from mlmprep.transforms import encode, groups, records, write
 from mlmprep.transforms.records import MaskedBatch
 
 from conftest import bert_feature_spec
@@ -73,16 +74,25 @@ def test_parquet_carries_the_same_facts():
         assert got["masked_lm_weights"] == batch.masked_lm_weights[row].tolist()
 
 
-@pytest.mark.parametrize("wide", [False, True])
-def test_payload_round_trip(wide):
-    batch = _batch()  # ids up to 2**28: 32-bit payloads
-    if not wide:
+@pytest.mark.parametrize("vocab_size", [30522, 2**29])
+def test_rows_round_trip(vocab_size):
+    batch = _batch()  # ids up to 2**28: 32-bit rows
+    if vocab_size < 2**16:
         batch.input_ids = np.minimum(batch.input_ids, 30000)
-    back = records.from_payloads(
-        records.to_payloads(batch), max_seq_length=16, max_predictions_per_seq=4, pad_id=0
-    )
+    ids = records.id_type(vocab_size, 16)
+    assert ids == (pa.uint16() if vocab_size < 2**16 else pa.int32())
+    rows = records.to_rows(np.zeros(5, np.int8), np.arange(5, dtype=np.uint64), batch, ids)
+    assert rows.column("input_ids").to_pylist()[1] == batch.input_ids[1, :3].tolist()  # no padding
+    back = records.to_masked(rows, max_seq_length=16, max_predictions_per_seq=4, pad_id=0)
     for field in ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions"):
         np.testing.assert_array_equal(getattr(back, field), getattr(batch, field))
+
+
+def _ipc(table):
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return sink.getvalue().to_pybytes()
 
 
 def _write_shard(out, batch):
@@ -95,11 +105,16 @@ def _write_shard(out, batch):
         max_predictions_per_seq=4,
         pad_id=0,
     )
-    keyed = list(enumerate(records.to_payloads(batch)))  # record keys in row order
+    n = len(batch.lengths)
+    rows = pa.Table.from_batches(  # record keys in row order
+        [records.to_rows(np.zeros(n, np.int8), np.arange(n, dtype=np.uint64), batch, pa.int32())]
+    )
+    # Two pieces, out of order, as a shuffle hands them over.
+    pieces = [_ipc(rows.take(np.arange(1, n, 2))), _ipc(rows.take(np.arange(0, n, 2)))]
     writer.setup()
     try:
-        # Two lists of records, out of order, as a shuffle hands them over.
-        infos = list(writer.process(((0, 0), [keyed[1::2], keyed[::2]]), layout={0: (len(keyed), 1, {})}))
+        shard = groups.ShuffledGroup(pieces, write.RECORD_ORDER)
+        infos = list(writer.process((0, shard), layout={0: (n, 1, {})}))
     finally:
         writer.teardown()
     assert not list(out.glob("*" + write.TEMP_SUFFIX))

@@ -160,11 +160,15 @@ def test_dataflow_job_builds_offline_for_gcs(tmp_path, bert_vocab):
     )
     steps = set(job.step_names(result))
     top = {s for s in steps if "/" not in s}
-    assert {"SplitFiles", "SpreadRanges", "ReadDocuments", "Deduplicate", "Tokenize"} <= top
-    assert {"KeyByConcatGroup", "GroupForConcat", "PackConcat", "Mask", "WriteShards"} <= top
-    assert {"SumCounts", "WriteManifest"} <= top
-    writes = {"GroupKeysByBucket", "ShardIndex", "AssignShards", "GroupByShard", "WriteShard"}
+    assert {"ReadDocuments", "Tokenize", "ConcatRows", "GroupForConcat", "PackConcat", "Mask"} <= top
+    assert {"WriteShards", "SumCounts", "WriteManifest"} <= top
+    reads = {"SplitFiles", "SpreadRanges", "ReadDigests", "GroupDigests", "RangesWithLosers", "ReadBatches"}
+    assert {f"ReadDocuments/{name}" for name in reads} <= steps
+    writes = {"GroupKeysByBucket", "ShardIndex", "GroupByShard", "WriteShard"}
     assert {f"WriteShards/{name}" for name in writes} <= steps
+    # On a distributed runner, records reach their shards through the engine's shuffle.
+    assert {"WriteShards/GroupByShard/ShuffleRows", "WriteShards/GroupByShard/GroupRows"} <= steps
+    assert not any("WriteRuns" in s for s in steps)
     assert result.job.options.view_as(job.StandardOptions).runner == "DataflowRunner"
 
 

@@ -84,7 +84,7 @@ def test_batches_of_documents_are_bounded_by_their_text(real_data):
         read = sorted(doc for texts, _ in batches for doc in texts)
         assert read == sorted(docs)  # every document once
         assert len(batches) > 3
-        for texts, chars in batches:  # a batch ends once it reached BATCH_CHARS, at a block's end
+        for _, chars in batches:  # a batch ends once it reached BATCH_CHARS, at a block's end
             assert chars < BATCH_CHARS + BLOCK_BYTES
         assert min(len(texts) for texts, _ in batches) > 16  # small documents do share batches
 

@@ -164,18 +164,19 @@ def mask_batch(
 
 
 class MaskSequences(CountingDoFn):
-    """SequenceBatch -> [(split, record_key, payload)], ``dupe_factor`` copies of each sequence.
+    """SequenceBatch -> Arrow record rows (``records.to_rows``), ``dupe_factor`` copies of each sequence.
 
-    One list per input batch: records travel in lists to keep Beam's
-    per-element cost off the hot path.
+    One record batch per input batch: records travel in batches to keep
+    Beam's per-element cost off the hot path.
     """
 
-    def __init__(self, *, config: MaskingConfig, vocab, seed: int, dupe_factor: int):
+    def __init__(self, *, config: MaskingConfig, vocab, seed: int, dupe_factor: int, max_seq_length: int):
         super().__init__()
         self._config = config
         self._vocab = vocab
         self._seed = seed
         self._dupe_factor = dupe_factor
+        self._ids = records.id_type(vocab.size, max_seq_length)
         self._is_special = None
 
     def setup(self):
@@ -184,7 +185,6 @@ class MaskSequences(CountingDoFn):
     def process(self, batch):
         # Slices of bounded size: one long document can make a batch of many
         # thousand sequences, and masking holds several float arrays per token.
-        out = []
         for start in range(0, len(batch.lengths), MASK_ROWS):
             rows = slice(start, start + MASK_ROWS)
             for dupe in range(self._dupe_factor):
@@ -200,7 +200,4 @@ class MaskSequences(CountingDoFn):
                     word_starts=None if batch.word_starts is None else batch.word_starts[rows],
                 )
                 self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
-                splits = batch.splits[rows].tolist()
-                record_keys = (rng_keys >> np.uint64(1)).tolist()
-                out += zip(splits, record_keys, records.to_payloads(masked))
-        yield out
+                yield records.to_rows(batch.splits[rows], rng_keys >> np.uint64(1), masked, self._ids)

@@ -8,9 +8,11 @@ masking) are packed alongside the ids, position for position.
 import dataclasses
 
 import numpy as np
+import pyarrow as pa
 
 from mlmprep.transforms import keys
 from mlmprep.transforms.counting import CountingDoFn
+from mlmprep.transforms.groups import Sorting
 
 PACKINGS = ("document", "concat")
 
@@ -63,6 +65,73 @@ def pack_documents(
     return input_ids, lengths, document_index, starts
 
 
+class ConcatPacker:
+    """Documents joined by [SEP], filling every sequence, fed a few documents at a time.
+
+    Only the last sequence may be short (and one may end a token early where
+    the joining [SEP] would have been its last body token): a joining [SEP]
+    never opens or closes a sequence, whose own [CLS]/[SEP] mark the boundary.
+    A sequence not yet full when ``add`` returns is carried to the next call.
+    """
+
+    def __init__(self, *, max_seq_length: int, cls_id: int, sep_id: int, pad_id: int):
+        self._length = max_seq_length
+        self._ids = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad_id)
+        self._current = []  # the open sequence's body: (ids, starts, start, end) slices; ids None: a [SEP]
+        self._filled = 0
+
+    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None):
+        """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of the sequences it filled."""
+        body = self._length - 2
+        bodies, current, filled = [], self._current, self._filled
+        for i, ids in enumerate(token_ids):  # a loop over documents and their slices, not tokens
+            starts = None if word_starts is None else word_starts[i]
+            if filled:
+                if filled + 1 >= body:  # no room for the joiner and one token
+                    bodies.append(current)
+                    current, filled = [], 0
+                else:
+                    current.append((None, None, 0, 1))
+                    filled += 1
+            start = 0
+            while start < ids.size:
+                take = min(body - filled, ids.size - start)
+                current.append((ids, starts, start, start + take))
+                filled += take
+                start += take
+                if filled == body:
+                    bodies.append(current)
+                    current, filled = [], 0
+        self._current, self._filled = current, filled
+        return self._rows(bodies, word_starts is not None)
+
+    def finish(self, word_starts: bool = False):
+        """The last sequence, if it holds anything."""
+        bodies = [self._current] if self._filled else []
+        self._current, self._filled = [], 0
+        return self._rows(bodies, word_starts)
+
+    def _rows(self, bodies, with_starts: bool):
+        cls_id, sep_id, pad_id = self._ids["cls_id"], self._ids["sep_id"], self._ids["pad_id"]
+        input_ids = np.full((len(bodies), self._length), pad_id, dtype=np.int32)
+        starts = np.zeros(input_ids.shape, dtype=bool) if with_starts else None
+        lengths = np.zeros(len(bodies), dtype=np.int32)
+        for row, slices in enumerate(bodies):
+            col = 1
+            for ids, word_starts, start, end in slices:
+                if ids is None:
+                    input_ids[row, col] = sep_id
+                else:
+                    input_ids[row, col : col + end - start] = ids[start:end]
+                    if starts is not None:
+                        starts[row, col : col + end - start] = word_starts[start:end]
+                col += end - start
+            lengths[row] = col + 1
+        input_ids[:, 0] = cls_id
+        input_ids[np.arange(len(bodies)), lengths - 1] = sep_id
+        return input_ids, lengths, starts
+
+
 def pack_concat(
     token_ids: list[np.ndarray],
     *,
@@ -72,53 +141,14 @@ def pack_concat(
     pad_id: int,
     word_starts: list[np.ndarray] | None = None,
 ):
-    """Documents joined by [SEP] in the given order, filling every sequence.
+    """Documents joined by [SEP] in the given order, filling every sequence (see ConcatPacker).
 
-    Only the last sequence may be short (and one may end a token early where
-    the joining [SEP] would have been its last body token): a joining [SEP]
-    never opens or closes a sequence, whose own [CLS]/[SEP] mark the boundary.
     Returns ``(input_ids [N, L], lengths [N], starts)`` as ``pack_documents``.
     """
-    body = max_seq_length - 2
-    # Slices (document, start, end) of each sequence body; -1 is a joining [SEP].
-    bodies, current, filled = [], [], 0
-    for doc, ids in enumerate(token_ids):  # a loop over documents and their slices, not tokens
-        if filled:
-            if filled + 1 >= body:  # no room for the joiner and one token
-                bodies.append(current)
-                current, filled = [], 0
-            else:
-                current.append((-1, 0, 1))
-                filled += 1
-        start = 0
-        while start < ids.size:
-            take = min(body - filled, ids.size - start)
-            current.append((doc, start, start + take))
-            filled += take
-            start += take
-            if filled == body:
-                bodies.append(current)
-                current, filled = [], 0
-    if filled:
-        bodies.append(current)
-
-    input_ids = np.full((len(bodies), max_seq_length), pad_id, dtype=np.int32)
-    starts = None if word_starts is None else np.zeros(input_ids.shape, dtype=bool)
-    lengths = np.zeros(len(bodies), dtype=np.int32)
-    for row, slices in enumerate(bodies):
-        col = 1
-        for doc, start, end in slices:
-            if doc < 0:
-                input_ids[row, col] = sep_id
-            else:
-                input_ids[row, col : col + end - start] = token_ids[doc][start:end]
-                if starts is not None:
-                    starts[row, col : col + end - start] = word_starts[doc][start:end]
-            col += end - start
-        lengths[row] = col + 1
-    input_ids[:, 0] = cls_id
-    input_ids[np.arange(len(bodies)), lengths - 1] = sep_id
-    return input_ids, lengths, starts
+    packer = ConcatPacker(max_seq_length=max_seq_length, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id)
+    parts = [packer.add(token_ids, word_starts), packer.finish(word_starts is not None)]
+    starts = None if word_starts is None else np.concatenate([p[2] for p in parts])
+    return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), starts
 
 
 def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
@@ -147,22 +177,78 @@ class PackDocuments(_Pack):
         yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), batch.splits[doc], starts)
 
 
+# Concat packing joins documents within groups of about this much input text,
+# in document key order: a group's documents are sorted together.
+CONCAT_GROUP_BYTES = 64 << 20
+CONCAT_SLICE_DOCS = 4096  # documents a group's packing takes at once
+
+
+def concat_rows(batch, groups: int, ids: pa.DataType) -> pa.RecordBatch:
+    """TokenizedBatch -> rows of (split, concat group, document key, ids, word starts) for SortedGroups."""
+    lengths = np.array([t.size for t in batch.token_ids], dtype=np.int32)
+    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
+    flat = np.concatenate(batch.token_ids) if batch.token_ids else np.zeros(0, np.int32)
+    starts = batch.word_starts
+    flat_starts = np.concatenate(starts) if starts else np.zeros(len(flat) if starts is not None else 0, bool)
+    starts_offsets = offsets if starts is not None else pa.array(np.zeros(len(lengths) + 1, np.int32))
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(batch.splits.astype(np.uint8)),
+            pa.array((batch.keys % np.uint64(groups)).astype(np.uint32)),
+            pa.array(batch.keys, pa.uint64()),
+            pa.ListArray.from_arrays(offsets, pa.array(flat.astype(np.dtype(str(ids))), ids)),
+            pa.ListArray.from_arrays(starts_offsets, pa.array(flat_starts, pa.bool_())),
+        ],
+        names=["split", "group", "doc_key", "ids", "starts"],
+    )
+
+
+def _concat_groups(rows) -> np.ndarray:
+    return (rows.column("split").to_numpy().astype(np.int64) << 32) | rows.column("group").to_numpy()
+
+
+def _ragged_rows(column) -> list[np.ndarray]:
+    """A list column's rows as numpy arrays (views of one buffer)."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy()
+    values = array.values.to_numpy(zero_copy_only=False)
+    return [values[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+
+
+def _document_content(rows, indices: np.ndarray) -> list[tuple[bytes, bytes]]:
+    """Documents with one key, ordered by their ids (as int32 bytes), as BERT's concat order always was."""
+    ids, starts = _ragged_rows(rows.column("ids")), _ragged_rows(rows.column("starts"))
+    return [(ids[i].astype("<i4").tobytes(), starts[i].tobytes()) for i in indices.tolist()]
+
+
+CONCAT_ORDER = Sorting(
+    columns=("split", "group", "doc_key"), group=_concat_groups, tiebreak=_document_content
+)
+
+
 class PackConcat(_Pack):
-    """((split, group), [(document_key, token_ids, starts)]) -> SequenceBatch, ``--packing concat``.
+    """(split << 32 | group, its documents from SortedGroups) -> SequenceBatch, ``--packing concat``.
 
     Documents of a group are joined in key order, so the result does not
-    depend on the order the runner delivers them in.
+    depend on the order the runner delivers them in; they are packed a slice
+    at a time, so what is held does not grow with the group.
     """
 
+    def __init__(self, *, max_seq_length: int, vocab, word_starts: bool):
+        super().__init__(max_seq_length=max_seq_length, vocab=vocab)
+        self._word_starts = word_starts
+
     def process(self, element):
-        (split, _), documents = element
-        documents = sorted(documents, key=lambda d: (d[0], d[1].tobytes()))
-        has_starts = documents[0][2] is not None
-        input_ids, lengths, starts = pack_concat(
-            [d[1] for d in documents],
-            max_seq_length=self._max_seq_length,
-            word_starts=[d[2] for d in documents] if has_starts else None,
-            **self._ids,
-        )
-        splits = np.full(len(lengths), split, dtype=np.int8)
-        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)
+        group, documents = element
+        split = group >> 32
+        packer = ConcatPacker(max_seq_length=self._max_seq_length, **self._ids)
+        for rows in documents.slices(CONCAT_SLICE_DOCS):
+            ids = [i.astype(np.int32) for i in _ragged_rows(rows.column("ids"))]
+            starts = _ragged_rows(rows.column("starts")) if self._word_starts else None
+            yield from self._sequences(split, *packer.add(ids, starts))
+        yield from self._sequences(split, *packer.finish(self._word_starts))
+
+    def _sequences(self, split, input_ids, lengths, starts):
+        if len(lengths):
+            splits = np.full(len(lengths), split, dtype=np.int8)
+            yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)

@@ -1,14 +1,17 @@
-"""The compact form a masked sequence takes between masking and writing.
+"""The compact form masked sequences take between masking and writing: Arrow rows without padding.
 
-Between the two steps records cross a shuffle (they are grouped by shard), so
-they travel as one small bytes value each, without padding, rather than as
-pickled numpy arrays; the writer turns a shard back into batches, a slice of
-rows at a time.
+Between the two steps records are grouped by shard, through a shuffle or
+through run files, so they travel as Arrow record batches: a sequence's ids
+as a variable-length list (no padding), 16 bits wide whenever the
+vocabulary and the sequence length allow (they almost always do). Arrow
+sorts, slices, concatenates and serializes them in C++; the writer turns a
+slice of a shard back into a padded batch.
 """
 
 import dataclasses
 
 import numpy as np
+import pyarrow as pa
 
 
 @dataclasses.dataclass
@@ -27,50 +30,84 @@ class MaskedBatch:
         return (np.arange(width)[None, :] < self.num_predictions[:, None]).astype(np.float32)
 
 
-# Payload element types, by the first byte: 16 bits whenever the vocabulary and
-# the sequence length allow (they almost always do), halving what crosses the shuffles.
-_DTYPES = {2: np.dtype("<u2"), 4: np.dtype("<i4")}
+# Rows are sorted by (split, key) within a shard; "key" is the record key.
+SORT_COLUMNS = ("split", "key")
 
 
-def to_payloads(batch: MaskedBatch) -> list[bytes]:
-    """``[n, k, input_ids[:n], positions[:k], masked_lm_ids[:k]]`` per row, after a type byte."""
-    top = max(
-        int(batch.input_ids.max(initial=0)), int(batch.masked_lm_ids.max(initial=0)), batch.input_ids.shape[1]
+def id_type(vocab_size: int, max_seq_length: int) -> pa.DataType:
+    """16 bits for ids and positions whenever they fit, else 32."""
+    return pa.uint16() if max(vocab_size, max_seq_length) <= 1 << 16 else pa.int32()
+
+
+def schema(ids: pa.DataType) -> pa.Schema:
+    return pa.schema(
+        [
+            ("split", pa.uint8()),
+            ("key", pa.uint64()),
+            ("input_ids", pa.list_(ids)),
+            ("masked_lm_positions", pa.list_(ids)),
+            ("masked_lm_ids", pa.list_(ids)),
+        ]
     )
-    code = 2 if top < 1 << 16 else 4
-    dtype, tag = _DTYPES[code], bytes([code])
-    out = []
-    for ids, n, positions, original, k in zip(
-        batch.input_ids.astype(dtype),
-        batch.lengths,
-        batch.masked_lm_positions.astype(dtype),
-        batch.masked_lm_ids.astype(dtype),
-        batch.num_predictions,
-    ):
-        header = np.array([n, k], dtype=dtype)
-        out.append(
-            b"".join(
-                (tag, header.tobytes(), ids[:n].tobytes(), positions[:k].tobytes(), original[:k].tobytes())
-            )
-        )
+
+
+def _ragged(matrix: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """The first ``lengths[i]`` values of each row, as a list array (boolean indexing reads row-major)."""
+    present = np.arange(matrix.shape[1])[None, :] < lengths[:, None]
+    offsets = np.zeros(len(lengths) + 1, dtype=np.int32)
+    np.cumsum(lengths, out=offsets[1:])
+    values = matrix[present].astype(np.dtype(str(value_type)), copy=False)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
+
+
+def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.DataType) -> pa.RecordBatch:
+    """Records as Arrow rows: split, record key, and the unpadded masked sequence."""
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array(splits, pa.uint8()),
+            pa.array(keys, pa.uint64()),
+            _ragged(batch.input_ids, batch.lengths, ids),
+            _ragged(batch.masked_lm_positions, batch.num_predictions, ids),
+            _ragged(batch.masked_lm_ids, batch.num_predictions, ids),
+        ],
+        schema=schema(ids),
+    )
+
+
+def _list_parts(column) -> tuple[np.ndarray, np.ndarray]:
+    """(values, lengths) of a list column, chunked or not."""
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    offsets = array.offsets.to_numpy()
+    values = array.values.to_numpy(zero_copy_only=False)[offsets[0] : offsets[-1]]
+    return values, np.diff(offsets).astype(np.int32)
+
+
+def _padded(values: np.ndarray, lengths: np.ndarray, width: int, fill: int) -> np.ndarray:
+    out = np.full((len(lengths), width), fill, dtype=np.int32)
+    out[np.arange(width)[None, :] < lengths[:, None]] = values
     return out
 
 
-def from_payloads(
-    payloads: list[bytes], *, max_seq_length: int, max_predictions_per_seq: int, pad_id: int
-) -> MaskedBatch:
-    """The padded batch of a list of payloads, in the same order."""
-    num = len(payloads)
-    input_ids = np.full((num, max_seq_length), pad_id, dtype=np.int32)
-    positions = np.zeros((num, max_predictions_per_seq), dtype=np.int32)
-    original = np.zeros((num, max_predictions_per_seq), dtype=np.int32)
-    lengths = np.zeros(num, dtype=np.int32)
-    counts = np.zeros(num, dtype=np.int32)
-    for row, payload in enumerate(payloads):
-        values = np.frombuffer(payload, dtype=_DTYPES[payload[0]], offset=1)
-        n, k = int(values[0]), int(values[1])
-        lengths[row], counts[row] = n, k
-        input_ids[row, :n] = values[2 : 2 + n]
-        positions[row, :k] = values[2 + n : 2 + n + k]
-        original[row, :k] = values[2 + n + k :]
-    return MaskedBatch(input_ids, lengths, positions, original, counts)
+def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id: int) -> MaskedBatch:
+    """The padded batch of Arrow rows (a record batch or a table), in the same order."""
+    ids, lengths = _list_parts(rows.column("input_ids"))
+    positions, counts = _list_parts(rows.column("masked_lm_positions"))
+    original, _ = _list_parts(rows.column("masked_lm_ids"))
+    return MaskedBatch(
+        input_ids=_padded(ids, lengths, max_seq_length, pad_id),
+        lengths=lengths,
+        masked_lm_positions=_padded(positions, counts, max_predictions_per_seq, 0),
+        masked_lm_ids=_padded(original, counts, max_predictions_per_seq, 0),
+        num_predictions=counts,
+    )
+
+
+def content(rows, indices: np.ndarray) -> list[bytes]:
+    """Each given row's sequence and predictions as bytes: the order of records with equal keys."""
+    out = []
+    for i in indices.tolist():
+        row = [np.asarray(rows.column(c)[i].values, dtype="<i4") for c in schema(pa.int32()).names[2:]]
+        out.append(
+            b"".join([np.array([len(row[0]), len(row[1])], "<i4").tobytes(), *(r.tobytes() for r in row)])
+        )
+    return out

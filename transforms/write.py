@@ -9,15 +9,15 @@ within their split, and shard ``s`` of ``N`` takes the ranks
 without moving the records for it: only their keys are grouped, into
 key-range buckets whose sizes (counted first, a small side input) give each
 bucket its first rank. A bucket sorts its keys and tells where in it each
-shard begins; those few shard starts, a side input, place every record, and
-the records cross one shuffle only, to their shard. (Two records with equal
-keys, which practically never occur, stay in one shard.)
+shard begins; those few shard starts, a side input, place every record. The
+records reach their shard through ``groups.SortedGroups`` (the runner's
+shuffle, or run files on the local runner), in key order. (Two records with
+equal keys, which practically never occur, stay in one shard.)
 
 Each shard is written under a temporary name and renamed when complete, so a
 reader never sees half a shard; a retried write produces the same bytes.
 """
 
-import bisect
 import concurrent.futures
 import dataclasses
 import hashlib
@@ -25,9 +25,11 @@ import math
 import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import encode, records
+from mlmprep.transforms.groups import SortedGroups, Sorting
 from mlmprep.transforms.progress import Progress
 from mlmprep.transforms.tokenize import SPLITS
 
@@ -52,13 +54,15 @@ def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}.{fmt}"
 
 
-def _keys_by_bucket(batch: list, bits: int):
-    """A batch of (split, key, payload) -> one ((split, bucket), [keys]) per bucket it hits."""
-    groups = {}
-    shift = _KEY_BITS - bits
-    for split, key, _ in batch:
-        groups.setdefault((split, key >> shift), []).append(key)
-    return groups.items()
+def _keys_by_bucket(rows, bits: int):
+    """Record rows -> ((split, bucket), record keys as uint64 bytes) per bucket they hit."""
+    splits = rows.column("split").to_numpy().astype(np.int64)
+    keys = rows.column("key").to_numpy()
+    groups = (splits << bits) | (keys >> np.uint64(_KEY_BITS - bits)).astype(np.int64)
+    order = np.argsort(groups, kind="stable")
+    values, starts = np.unique(groups[order], return_index=True)
+    for group, part in zip(values.tolist(), np.split(keys[order], starts[1:])):
+        yield (group >> bits, group & ((1 << bits) - 1)), part.tobytes()
 
 
 def estimated_record_bytes(max_seq_length: int, max_predictions_per_seq: int) -> int:
@@ -105,16 +109,14 @@ def layout(bucket_counts: list, plan: ShardPlan) -> dict:
 
 
 def _shard_starts(element, layout):
-    """((split, bucket), [key lists]) -> (split, key, shard) for each shard's first key in the bucket."""
-    (split, bucket), lists = element
+    """((split, bucket), [key bytes]) -> (split, key, shard) for each shard's first key in the bucket."""
+    (split, bucket), parts = element
     total, num_shards, first = layout[split]
-    rank, current = first[bucket], None
-    for key in sorted(k for keys in lists for k in keys):
-        shard = rank * num_shards // total
-        if shard != current:
-            yield split, key, shard
-            current = shard
-        rank += 1
+    keys = np.sort(np.frombuffer(b"".join(parts), dtype=np.uint64))
+    shards = (first[bucket] + np.arange(len(keys))) * num_shards // total
+    starts = np.flatnonzero(np.diff(shards, prepend=-1))
+    for key, shard in zip(keys[starts].tolist(), shards[starts].tolist()):
+        yield split, key, shard
 
 
 def shard_index(starts: list) -> dict:
@@ -124,23 +126,34 @@ def shard_index(starts: list) -> dict:
         keys, shards = index.setdefault(split, ([], []))
         keys.append(key)
         shards.append(shard)
-    return index
+    return {
+        split: (np.array(keys, np.uint64), np.array(shards, np.int64))
+        for split, (keys, shards) in index.items()
+    }
 
 
-def _assign_shards(batch: list, index: dict):
-    """A batch of (split, key, payload) -> one ((split, shard), [(key, payload)]) per shard it hits."""
-    groups = {}
-    for split, key, payload in batch:
-        keys, shards = index[split]
-        at = bisect.bisect_right(keys, key) - 1
-        if at < 0:  # every split's smallest key starts its first shard: the two reads of records differ
-            raise ValueError(f"record key {key} is below every shard of split {split}")
-        groups.setdefault((split, shards[at]), []).append((key, payload))
-    return groups.items()
+def shard_groups(rows, index: dict) -> np.ndarray:
+    """The group of each record row: ``split << 32 | shard``, never decreasing in (split, key) order."""
+    splits = rows.column("split").to_numpy().astype(np.int64)
+    keys = rows.column("key").to_numpy()
+    groups = np.empty(len(keys), dtype=np.int64)
+    for split in np.unique(splits).tolist():
+        at = splits == split
+        first, shards = index[split]
+        place = np.searchsorted(first, keys[at], side="right") - 1
+        if (
+            place < 0
+        ).any():  # every split's smallest key starts its first shard: two reads of records differ
+            raise ValueError(f"a record key is below every shard of split {split}")
+        groups[at] = (split << 32) | shards[place]
+    return groups
+
+
+RECORD_ORDER = Sorting(columns=records.SORT_COLUMNS, group=shard_groups, tiebreak=records.content)
 
 
 class _WriteShard(beam.DoFn):
-    """((split, shard), lists of (record_key, payload)) -> one info dict per file written."""
+    """(split << 32 | shard, group of its rows) -> one info dict per file written."""
 
     def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id):
         self._output_dir = output_dir
@@ -162,15 +175,16 @@ class _WriteShard(beam.DoFn):
             self._parquet.shutdown()
 
     def process(self, element, layout):
-        (split, shard), lists = element
-        payloads = [payload for _, payload in sorted(r for part in lists for r in part)]
+        group, rows = element
+        split, shard = group >> 32, group & 0xFFFFFFFF
+        slices = rows.slices(encode.slice_rows(self._shape["max_seq_length"])) if rows is not None else ()
         names = {fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt) for fmt in self._formats}
         paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
         tfrecord = _AtomicFile(paths["tfrecord"]) if "tfrecord" in paths else None
         parquet = encode.ParquetShard() if "parquet" in paths else None
         try:
             stats = _write_in_slices(
-                payloads, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
+                slices, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
             )
         except BaseException:
             if tfrecord is not None:
@@ -183,23 +197,23 @@ class _WriteShard(beam.DoFn):
                 parquet_file = _AtomicFile(paths[fmt])
                 parquet_file.write(parquet.close())
                 sha256 = parquet_file.commit()
-            self._progress.update(files=1, records=len(payloads))
+            self._progress.update(files=1, records=stats["records"])
             yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
 
 
-def _write_in_slices(payloads, *, shape, tfrecord, parquet, parquet_thread) -> dict:
-    """Encodes a shard's payloads a slice of rows at a time into its files; returns its counts.
+def _write_in_slices(slices, *, shape, tfrecord, parquet, parquet_thread) -> dict:
+    """Encodes a shard's sorted slices of rows into its files; returns its counts.
 
-    What the write holds besides the shard's records thus does not grow with
-    the shard: a slice's Parquet row group is written on ``parquet_thread``
-    while the slice's TFRecord bytes are encoded here.
+    What the write holds besides a slice does not grow with the shard: a
+    slice's Parquet row group is written on ``parquet_thread`` while the
+    slice's TFRecord bytes are encoded here.
     """
-    stats = {"records": len(payloads), "tokens": 0, "predictions": 0}
+    stats = {"records": 0, "tokens": 0, "predictions": 0}
     pending = None
     try:
-        step = encode.slice_rows(shape["max_seq_length"])
-        for start in range(0, len(payloads), step):
-            batch = records.from_payloads(payloads[start : start + step], **shape)
+        for rows in slices:
+            batch = records.to_masked(rows, **shape)
+            stats["records"] += len(batch.lengths)
             stats["tokens"] += int(batch.lengths.sum())
             stats["predictions"] += int(batch.num_predictions.sum())
             if parquet is not None:
@@ -249,14 +263,14 @@ class _WriteEmptyShards(_WriteShard):
         for split, (_, num_shards, _) in layout.items():
             for shard in range(num_shards):
                 if shard_name(SPLITS[split], shard, num_shards, self._formats[0]) not in done:
-                    yield from super().process(((split, shard), []), layout)
+                    yield from super().process(((split << 32) | shard, None), layout)
 
 
 class WriteShards(beam.PTransform):
-    """Lists of (split, record_key, payload) -> info dicts of the shard files written.
+    """Arrow record rows -> info dicts of the shard files written.
 
     Every shard of every split is written, empty or not, so a split's file
-    set is always complete.
+    set is always complete. ``grouping`` and ``temp_dir``: see ``groups``.
     """
 
     def __init__(
@@ -269,10 +283,14 @@ class WriteShards(beam.PTransform):
         max_seq_length,
         max_predictions_per_seq,
         pad_id,
+        grouping: str,
+        temp_dir: str,
     ):
         super().__init__()
         self._plan = plan
         self._bucket_bits = bucket_bits
+        self._grouping = grouping
+        self._temp_dir = temp_dir
         self._writer_args = dict(
             output_dir=output_dir,
             formats=tuple(formats),
@@ -281,16 +299,16 @@ class WriteShards(beam.PTransform):
             pad_id=pad_id,
         )
 
-    def expand(self, records_pcoll):
+    def expand(self, rows):
         plan, bits = self._plan, self._bucket_bits
         buckets = (
-            records_pcoll
+            rows
             | "KeysByBucket" >> beam.FlatMap(_keys_by_bucket, bits)
             | "GroupKeysByBucket" >> beam.GroupByKey()
         )
         shard_layout = beam.pvalue.AsSingleton(
             buckets
-            | "BucketSizes" >> beam.MapTuple(lambda bucket, lists: (bucket, sum(len(k) for k in lists)))
+            | "BucketSizes" >> beam.MapTuple(lambda bucket, parts: (bucket, sum(len(p) for p in parts) // 8))
             | "AllSizes" >> beam.combiners.ToList()
             | "Layout" >> beam.Map(layout, plan)
         )
@@ -301,16 +319,16 @@ class WriteShards(beam.PTransform):
             | "ShardIndex" >> beam.Map(shard_index)
         )
         written = (
-            records_pcoll
-            | "AssignShards" >> beam.FlatMap(_assign_shards, index)
-            | "GroupByShard" >> beam.GroupByKey()
+            rows
+            | "GroupByShard"
+            >> SortedGroups(RECORD_ORDER, mode=self._grouping, temp_dir=self._temp_dir, side_inputs=[index])
             | "WriteShard" >> beam.ParDo(_WriteShard(**self._writer_args), layout=shard_layout)
         )
         # Empty shards are written by a step of their own rather than by
         # flattening empty groups into the records: an in-memory runner would
         # copy every record to materialize that flatten.
         empty = (
-            records_pcoll.pipeline
+            rows.pipeline
             | "Once" >> beam.Create([None])
             | "WriteEmptyShards"
             >> beam.ParDo(
