@@ -11,6 +11,7 @@ A full command line, as run by ``mlmprep run``::
 import multiprocessing
 
 import apache_beam as beam
+import pyarrow as pa
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
@@ -18,9 +19,9 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
-from mlmprep.transforms import counting, groups, pack, read, records
+from mlmprep.transforms import coders, counting, groups, pack, read, records
 from mlmprep.transforms.mask import MaskSequences
-from mlmprep.transforms.tokenize import TokenizeDocuments
+from mlmprep.transforms.tokenize import TokenizedBatch, TokenizeDocuments
 from mlmprep.transforms.write import WriteShards
 
 # Below this much input, extra worker processes cost more to start than they save.
@@ -50,6 +51,7 @@ class _WriteManifest(beam.DoFn):
 
 def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     """Adds the job to ``p``; returns the PCollection holding the manifest dict."""
+    coders.register()
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
     documents = (
         p
@@ -70,22 +72,26 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         word_starts=job.masking.whole_word_masking,
         min_doc_tokens=job.min_doc_tokens,
     )
-    tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_outputs(
-        counting.COUNTS, main="batches"
-    )
+    tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
+        TokenizedBatch
+    ).with_outputs(counting.COUNTS, main="batches")
     if job.packing == "document":
-        packed = tokenized.batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_outputs(
-            counting.COUNTS, main="sequences"
-        )
+        packed = tokenized.batches | "PackDocuments" >> beam.ParDo(
+            pack.PackDocuments(**shape)
+        ).with_output_types(pack.SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
     else:
         ids = records.id_type(job.vocab.size, job.max_seq_length)
         concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
         packed = (
             tokenized.batches
-            | "ConcatRows" >> beam.Map(pack.concat_rows, job.concat_groups, ids)
+            | "ConcatRows"
+            >> beam.Map(pack.concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
             | "GroupForConcat"
             >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
-            | "PackConcat" >> beam.ParDo(concat).with_outputs(counting.COUNTS, main="sequences")
+            | "PackConcat"
+            >> beam.ParDo(concat)
+            .with_output_types(pack.SequenceBatch)
+            .with_outputs(counting.COUNTS, main="sequences")
         )
     masked = packed.sequences | "Mask" >> beam.ParDo(
         MaskSequences(
@@ -95,7 +101,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
             dupe_factor=job.dupe_factor,
             max_seq_length=job.max_seq_length,
         )
-    ).with_outputs(counting.COUNTS, main="records")
+    ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
     shards = masked.records | "WriteShards" >> WriteShards(
         output_dir=job.output_dir,
         formats=job.formats,

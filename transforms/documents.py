@@ -24,10 +24,12 @@ import bz2
 import codecs
 import collections
 import dataclasses
+import functools
 import hashlib
 import io
 import json
 import lzma
+import operator
 import re
 import threading
 import zlib
@@ -97,35 +99,12 @@ def clean(text: str) -> str:
     return _CONTROL.sub("", _ANSI.sub("", text))
 
 
-_UNICODE_SPACE = re.compile(_UNICODE_SPACES)
-_UNICODE_SPACE_STARTS = (b"\xc2", b"\xe1\x9a", b"\xe2\x80", b"\xe2\x81", b"\xe3\x80")
-
-
-def _unicode_space(data: bytes) -> bool:
-    """Whether UTF-8 holds whitespace beyond ASCII's; what each starts with rules most text out fast."""
-    c2, e1, e2, e2_, e3 = _UNICODE_SPACE_STARTS  # `in` for each: no generator per document
-    return (c2 in data or e1 in data or e2 in data or e2_ in data or e3 in data) and bool(
-        _UNICODE_SPACE.search(data)
-    )
-
-
-def _digests(pieces: list[str]) -> tuple[bytes, bytes]:
-    """8-byte hashes of a document's whitespace-normalized text and of its text, the general way."""
-    normalized, exact = hashlib.blake2b(digest_size=8), hashlib.blake2b(digest_size=8)
-    empty = True
-    for piece in pieces:
-        exact.update(piece.encode("utf-8", "surrogatepass"))
-        words = piece.split()
-        if words:
-            if not empty:
-                normalized.update(b" ")
-            normalized.update(" ".join(words).encode("utf-8", "surrogatepass"))
-            empty = False
-    return normalized.digest(), exact.digest()
-
-
 # ASCII whitespace as str.split sees it, but for the control characters cleaning removed.
 _SPACES = bytes.maketrans(b"\t\n\r\x0b\x0c", b"     ")
+
+
+# Whitespace str.split cuts at beyond ASCII's (a character class: one fast scan).
+_UNICODE_SPACE = re.compile("[\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]")
 
 
 def _ascii_normalized(data: bytes) -> bytes:
@@ -140,9 +119,25 @@ def _ascii_normalized(data: bytes) -> bytes:
     return data.strip(b" ")
 
 
-def _keys(digests) -> np.ndarray:
-    """63-bit keys of 8-byte digests, so that Beam's integer coder (signed 64-bit) carries them."""
-    return np.frombuffer(b"".join(digests), dtype="<u8") >> np.uint64(1)
+def _normalized(pieces: list[str], data: bytes) -> bytes:
+    """UTF-8 of a document's words joined by single spaces (``data``: its UTF-8 text).
+
+    A long document's pieces are normalized each and joined by a space, as
+    they always were: a piece cut where no whitespace was splits a word.
+    """
+    if len(pieces) == 1 and (data.isascii() or not _UNICODE_SPACE.search(pieces[0])):
+        return _ascii_normalized(data)
+    words = (" ".join(piece.split()) for piece in pieces)
+    return " ".join(w for w in words if w).encode("utf-8", "surrogatepass")
+
+
+_hash8 = functools.partial(hashlib.blake2b, digest_size=8)
+_digest = operator.methodcaller("digest")
+
+
+def _keys(texts: Iterable[bytes]) -> np.ndarray:
+    """63-bit keys of blake2b-64 hashes, so that Beam's integer coder (signed 64-bit) carries them."""
+    return np.frombuffer(b"".join(map(_digest, map(_hash8, texts))), dtype="<u8") >> np.uint64(1)
 
 
 def document_keys(docs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
@@ -151,18 +146,8 @@ def document_keys(docs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     The key is a document's identity for deduplication and the split; the
     copy key says which of several copies with one key is kept.
     """
-    normalized, exact = [], []
-    for pieces in docs:  # a loop of C calls: it runs for every document read
-        if len(pieces) == 1:
-            data = pieces[0].encode("utf-8", "surrogatepass")
-            if data.isascii() or not _unicode_space(data):
-                normalized.append(hashlib.blake2b(_ascii_normalized(data), digest_size=8).digest())
-                exact.append(hashlib.blake2b(data, digest_size=8).digest())
-                continue
-        digests = _digests(pieces)
-        normalized.append(digests[0])
-        exact.append(digests[1])
-    return _keys(normalized), _keys(exact)
+    exact = ["".join(pieces).encode("utf-8", "surrogatepass") for pieces in docs]
+    return _keys(map(_normalized, docs, exact)), _keys(exact)
 
 
 class _PieceBuilder:
@@ -640,6 +625,11 @@ class DocumentBatch:
 
     docs: list[list[str]]  # each document's pieces
     keys: np.ndarray | None = None  # uint64 document keys, where the job needs them (split, concat)
+
+    @property
+    def nbytes(self) -> int:
+        """About what the batch holds: its text (a character is 1 to 4 bytes; here 1)."""
+        return sum(len(piece) for pieces in self.docs for piece in pieces)
 
 
 class FileRange(NamedTuple):

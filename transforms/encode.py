@@ -9,6 +9,7 @@ workers. The tests parse the result with TensorFlow itself.
 import functools
 import hashlib
 import struct
+from typing import NamedTuple
 
 import google_crc32c
 import numpy as np
@@ -49,35 +50,36 @@ def _delimited(field: int, payload: bytes) -> bytes:
     return _tag(field) + _varint(len(payload)) + payload
 
 
-# A column of byte strings, one per row, held as a padded uint8 matrix and a
-# mask of the bytes present: ``values[mask]`` is the rows' bytes concatenated
-# in row order (boolean indexing reads row-major). Columns side by side are a
-# row's fields one after another, so a whole batch of protos is built by numpy.
-Cells = tuple[np.ndarray, np.ndarray]
+# A column of byte strings, one per row, held as a padded uint8 matrix, a mask
+# of the bytes present (None: all), and each row's length: ``values[mask]`` is
+# the rows' bytes concatenated in row order (boolean indexing reads
+# row-major). Columns side by side are a row's fields one after another, so a
+# whole batch of protos is built by numpy.
+class Cells(NamedTuple):
+    values: np.ndarray  # uint8 [N, width]
+    present: np.ndarray | None  # bool [N, width]; None: every byte
+    lengths: np.ndarray  # int [N]
 
 
 def _fixed(values: np.ndarray) -> Cells:
-    return values, np.ones(values.shape, dtype=bool)
-
-
-def _side_by_side(cells: list[Cells]) -> Cells:
-    return np.hstack([v for v, _ in cells]), np.hstack([m for _, m in cells])
+    return Cells(values, None, np.full(values.shape[0], values.shape[1]))
 
 
 def _per_length(lengths: np.ndarray, make) -> Cells:
     """``make(length)`` for each row, computed once per distinct length."""
     unique, inverse = np.unique(lengths, return_inverse=True)
     encoded = [make(int(n)) for n in unique]
-    width = max(map(len, encoded), default=0)
-    table = np.zeros((len(encoded), width), dtype=np.uint8)
-    present = np.zeros((len(encoded), width), dtype=bool)
+    sizes = np.array([len(data) for data in encoded])
+    table = np.zeros((len(encoded), sizes.max(initial=0)), dtype=np.uint8)
     for i, data in enumerate(encoded):
         table[i, : len(data)] = np.frombuffer(data, dtype=np.uint8)
-        present[i, : len(data)] = True
-    return table[inverse], present[inverse]
+    if (sizes == sizes[0]).all():
+        return Cells(table[inverse], None, sizes[inverse])
+    present = np.arange(table.shape[1])[None, :] < sizes[:, None]
+    return Cells(table[inverse], present[inverse], sizes[inverse])
 
 
-def _varint_cells(values: np.ndarray) -> Cells:
+def _varint_cells(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Varint bytes of each value of a non-negative int vector, as many columns as the largest needs."""
     dtype = np.uint32 if int(values.max(initial=0)) < 1 << 32 else np.uint64
     values = values.astype(dtype)[:, None]
@@ -94,8 +96,9 @@ _TABLE_SIZE = 1 << 17  # ids of every common vocabulary (mBERT's 120k included)
 
 
 @functools.cache
-def _varint_table() -> Cells:
-    return _varint_cells(np.arange(_TABLE_SIZE))
+def _varint_table() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    data, present = _varint_cells(np.arange(_TABLE_SIZE))
+    return data, present, present.sum(axis=1).astype(np.uint8)
 
 
 def _packed_varints(matrix: np.ndarray) -> Cells:
@@ -105,10 +108,14 @@ def _packed_varints(matrix: np.ndarray) -> Cells:
     if top < 0x80:  # one byte per value: the common case of masks, segments and positions
         return _fixed(matrix.astype(np.uint8))
     if top < _TABLE_SIZE:  # a table lookup is several times faster than the arithmetic
-        data, present = _varint_table()
-        return np.take(data, matrix, axis=0).reshape(n, -1), np.take(present, matrix, axis=0).reshape(n, -1)
+        data, present, sizes = _varint_table()
+        return Cells(
+            np.take(data, matrix, axis=0).reshape(n, -1),
+            np.take(present, matrix, axis=0).reshape(n, -1),
+            np.take(sizes, matrix).sum(axis=1, dtype=np.int64),
+        )
     data, present = _varint_cells(matrix.ravel())
-    return data.reshape(n, -1), present.reshape(n, -1)
+    return Cells(data.reshape(n, -1), present.reshape(n, -1), present.reshape(n, -1).sum(axis=1))
 
 
 def _feature_prefix(key: bytes, kind: int, payload_length: int) -> bytes:
@@ -149,7 +156,8 @@ def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
     }
 
 
-def _example_cells(batch: MaskedBatch) -> Cells:
+def _example_cells(batch: MaskedBatch) -> list[Cells]:
+    """An Example's fields in order, as cells: its header, then each feature's prefix and payload."""
     columns = tf_feature_columns(batch)
     fields = []
     for name, is_float in TFRECORD_FEATURES:
@@ -159,20 +167,35 @@ def _example_cells(batch: MaskedBatch) -> Cells:
         else:
             payload, kind = _packed_varints(values), 3  # Feature.int64_list
         prefix = functools.partial(_feature_prefix, _delimited(1, name.encode()), kind)
-        fields += [_per_length(payload[1].sum(axis=1), prefix), payload]
-    body = _side_by_side(fields)
-    return _side_by_side([_per_length(body[1].sum(axis=1), lambda n: _tag(1) + _varint(n)), body])
+        fields += [_per_length(payload.lengths, prefix), payload]
+    body = sum(field.lengths for field in fields)
+    return [_per_length(body, lambda n: _tag(1) + _varint(n)), *fields]
 
 
-def _joined(cells: Cells) -> tuple[bytes, list[int]]:
-    """The rows' bytes concatenated, and where each row ends."""
-    values, present = cells  # np.compress: several times faster than values[present] here
-    return np.compress(present.ravel(), values.ravel()).tobytes(), np.cumsum(present.sum(axis=1)).tolist()
+def _joined(fields: list[Cells]) -> tuple[bytes, np.ndarray]:
+    """The rows' bytes concatenated, and where each row ends.
+
+    The fields are written side by side into one matrix and its mask, then
+    compressed once: np.compress is several times faster than boolean indexing.
+    """
+    n = len(fields[0].lengths)
+    width = sum(field.values.shape[1] for field in fields)
+    values = np.empty((n, width), dtype=np.uint8)
+    present = np.empty((n, width), dtype=bool)
+    at = 0
+    for field in fields:
+        end = at + field.values.shape[1]
+        values[:, at:end] = field.values
+        present[:, at:end] = True if field.present is None else field.present
+        at = end
+    ends = np.cumsum(sum(field.lengths for field in fields))
+    return np.compress(present.ravel(), values.ravel()).tobytes(), ends
 
 
 def tf_examples(batch: MaskedBatch) -> list[bytes]:
     """Serialized ``tf.train.Example`` protos, one per row."""
     data, ends = _joined(_example_cells(batch))
+    ends = ends.tolist()
     return [data[s:e] for s, e in zip([0, *ends[:-1]], ends)]
 
 
@@ -211,23 +234,28 @@ def slice_rows(max_seq_length: int) -> int:
     return max(64, _SLICE_POSITIONS // max_seq_length)
 
 
+def _list(value_type) -> pa.DataType:
+    # Nothing is ever null: saying so spares Parquet's writer a fifth of its work (definition levels).
+    return pa.list_(pa.field("item", value_type, nullable=False))
+
+
 PARQUET_SCHEMA = pa.schema(
     [
-        ("input_ids", pa.list_(pa.int32())),
-        ("attention_mask", pa.list_(pa.int32())),
-        ("token_type_ids", pa.list_(pa.int32())),
-        ("labels", pa.list_(pa.int32())),
-        ("masked_lm_positions", pa.list_(pa.int32())),
-        ("masked_lm_ids", pa.list_(pa.int32())),
-        ("masked_lm_weights", pa.list_(pa.float32())),
+        pa.field("input_ids", _list(pa.int32()), nullable=False),
+        pa.field("attention_mask", _list(pa.int32()), nullable=False),
+        pa.field("token_type_ids", _list(pa.int32()), nullable=False),
+        pa.field("labels", _list(pa.int32()), nullable=False),
+        pa.field("masked_lm_positions", _list(pa.int32()), nullable=False),
+        pa.field("masked_lm_ids", _list(pa.int32()), nullable=False),
+        pa.field("masked_lm_weights", _list(pa.float32()), nullable=False),
     ]
 )
 
 
-def _list_column(matrix: np.ndarray, value_type) -> pa.ListArray:
+def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
     n, width = matrix.shape
     offsets = pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32) if n else [0], pa.int32())
-    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel(), value_type))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.ravel(), list_type.value_type), type=list_type)
 
 
 def parquet_table(batch: MaskedBatch) -> pa.Table:
@@ -247,7 +275,7 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
         "masked_lm_weights": columns["masked_lm_weights"],
     }
     return pa.Table.from_arrays(
-        [_list_column(arrays[f.name], f.type.value_type) for f in PARQUET_SCHEMA],
+        [_list_column(arrays[f.name], f.type) for f in PARQUET_SCHEMA],
         schema=PARQUET_SCHEMA,
     )
 

@@ -70,12 +70,19 @@ def sorted_order(rows, sorting: Sorting) -> np.ndarray:
     """Indices that put ``rows`` in order: by the sort columns, then (for ties) by the tiebreak."""
     columns = [_column(rows, c) for c in sorting.columns]
     order = np.lexsort(columns[::-1])
-    tied = _ties([c[order] for c in columns])
-    for start, end in tied:
-        rows_at = order[start:end]
-        ranks = sorted(range(end - start), key=sorting.tiebreak(rows, rows_at).__getitem__)
-        order[start:end] = rows_at[ranks]
+    ties = _ties([c[order] for c in columns])
+    if ties:
+        tied = np.concatenate([order[start:end] for start, end in ties])
+        content = iter(sorting.tiebreak(rows, tied))
+        for start, end in ties:
+            keys = [next(content) for _ in range(end - start)]
+            order[start:end] = order[start:end][sorted(range(end - start), key=keys.__getitem__)]
     return order
+
+
+def take(rows: pa.Table, indices: np.ndarray) -> pa.Table:
+    """``rows.take(indices)``, on one chunk per column: Arrow's take is several times slower across chunks."""
+    return rows.combine_chunks().take(indices)
 
 
 def _changes(sorted_columns: list[np.ndarray]) -> np.ndarray:
@@ -164,7 +171,7 @@ class _ShuffleRows(_Buffered):
         groups = self._sorting.group(table, *self._side)
         order = np.argsort(groups, kind="stable")
         values, starts = np.unique(groups[order], return_index=True)
-        table = table.take(order)
+        table = take(table, order)
         for group, start, end in zip(values, starts, [*starts[1:], len(order)]):
             yield int(group), _ipc(table.slice(start, end - start)).to_pybytes()
 
@@ -200,7 +207,7 @@ class _WriteRuns(_Buffered):
         self._temp_dir = temp_dir
 
     def _flush(self, table):
-        table = table.take(sorted_order(table, self._sorting))
+        table = take(table, sorted_order(table, self._sorting))
         data = _ipc_file(table, RUN_BATCH_ROWS)
         name = hashlib.blake2b(data, digest_size=16).hexdigest()  # a retried bundle rewrites the same file
         path = FileSystems.join(self._temp_dir, f"run-{name}.arrow")
@@ -241,7 +248,7 @@ class ShuffledGroup:
         if not tables:
             return
         table = pa.concat_tables(tables)
-        yield from _slices(table.take(sorted_order(table, self.sorting)), self.sorting, slice_rows)
+        yield from _slices(take(table, sorted_order(table, self.sorting)), self.sorting, slice_rows)
 
 
 @dataclasses.dataclass
@@ -277,7 +284,7 @@ class MergedGroup:
                             files[path] = _open(path)
                         pieces.append(_rows(files[path], start + first, start + end))
                 table = pa.concat_tables(pieces)
-                yield table.take(sorted_order(table, self.sorting))
+                yield take(table, sorted_order(table, self.sorting))
         finally:
             files.clear()
 

@@ -27,12 +27,15 @@ def content_key(data: bytes) -> int:
 
 
 def mix64(x):
-    """SplitMix64's finalizer: a bijective avalanche of uint64 values."""
-    x = np.asarray(x, dtype=np.uint64)
+    """SplitMix64's finalizer: a bijective avalanche of uint64 values (a new array)."""
+    x = np.array(x, dtype=np.uint64)
     with np.errstate(over="ignore"):
-        x = (x ^ (x >> np.uint64(30))) * _M1
-        x = (x ^ (x >> np.uint64(27))) * _M2
-    return x ^ (x >> np.uint64(31))
+        x ^= x >> np.uint64(30)
+        x *= _M1
+        x ^= x >> np.uint64(27)
+        x *= _M2
+        x ^= x >> np.uint64(31)
+    return x
 
 
 def record_keys(sequence_keys, *, seed: int, dupe: int) -> np.ndarray:
@@ -43,13 +46,32 @@ def record_keys(sequence_keys, *, seed: int, dupe: int) -> np.ndarray:
         return mix64(x + np.uint64(dupe + 1) * _GOLDEN)
 
 
+UNIFORM_BITS = 53  # what a float64 in [0, 1) holds exactly
+
+
+def uniform_bits(keys, *, stream: int, columns) -> np.ndarray:
+    """53 random bits (uint64 < 2**53) for counter ``(stream, column)`` of each key.
+
+    ``columns`` is an int array broadcast against ``keys`` (e.g. ``keys[:, None]``
+    against ``arange(width)``): one draw per (key, column) pair, the same
+    whichever other pairs are drawn beside it.
+    """
+    counters = np.uint64(stream) * np.uint64(1 << 32) + np.asarray(columns, dtype=np.uint64) + np.uint64(1)
+    with np.errstate(over="ignore"):
+        words = mix64(np.asarray(keys, dtype=np.uint64) + counters * _GOLDEN)
+    words >>= np.uint64(64 - UNIFORM_BITS)
+    return words
+
+
 def uniform(keys, *, stream: int, width: int) -> np.ndarray:
     """[len(keys), width] floats in [0, 1): counter ``(stream, column)`` of each key."""
     keys = np.asarray(keys, dtype=np.uint64)
-    counters = np.uint64(stream) * np.uint64(1 << 32) + np.arange(1, width + 1, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        words = mix64(keys[:, None] + counters[None, :] * _GOLDEN)
-    return (words >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return to_unit(uniform_bits(keys[:, None], stream=stream, columns=np.arange(width)[None, :]))
+
+
+def to_unit(bits: np.ndarray) -> np.ndarray:
+    """``uniform_bits`` as floats in [0, 1), exactly."""
+    return bits.astype(np.float64) * (1.0 / (1 << UNIFORM_BITS))
 
 
 def split_fractions(document_keys) -> np.ndarray:

@@ -44,12 +44,30 @@ def prediction_counts(lengths, num_candidates, config: MaskingConfig) -> np.ndar
     return np.minimum(np.minimum(wanted, config.max_predictions_per_seq), num_candidates)
 
 
-def _select_tokens(candidate, score, budget) -> np.ndarray:
-    """The ``budget`` candidates of lowest score in each row."""
-    order = np.argsort(np.where(candidate, score, 2.0), axis=1, kind="stable")
-    taken = np.arange(candidate.shape[1])[None, :] < np.minimum(budget, candidate.sum(axis=1))[:, None]
-    selected = np.zeros_like(candidate)
-    np.put_along_axis(selected, order, taken, axis=1)
+_UNUSABLE = np.uint64(1 << keys.UNIFORM_BITS)  # above every score: never taken
+
+
+def _select_tokens(candidate, score, budget, cap: int) -> np.ndarray:
+    """The ``budget`` candidates of lowest score in each row (``budget`` at most ``cap``).
+
+    The ``cap`` lowest scores of a row are found by a partition, not a sort
+    of the whole row; the row's ``budget``-th lowest is then its threshold.
+    """
+    n, width = candidate.shape
+    budget = np.minimum(budget, candidate.sum(axis=1))
+    ranked = np.where(candidate, score, _UNUSABLE)
+    lowest = (
+        np.sort(np.partition(ranked, cap - 1, axis=1)[:, :cap], axis=1) if cap < width else np.sort(ranked)
+    )
+    threshold = np.where(budget > 0, lowest[np.arange(n), np.maximum(budget - 1, 0)], 0)
+    selected = candidate & (ranked <= threshold[:, None]) & (budget > 0)[:, None]
+    tied = selected.sum(axis=1) != budget  # two equal 53-bit scores at the threshold: practically never
+    if tied.any():
+        order = np.argsort(ranked[tied], axis=1, kind="stable")
+        taken = np.arange(width)[None, :] < budget[tied][:, None]
+        exact = np.zeros((int(tied.sum()), width), dtype=bool)
+        np.put_along_axis(exact, order, taken, axis=1)
+        selected[tied] = exact
     return selected
 
 
@@ -79,7 +97,9 @@ def _select_words(unit, first, score, eligible, budget) -> np.ndarray:
     rows, cols = np.nonzero(unit >= 0)
     np.add.at(size, (rows, unit[rows, cols]), 1)
     usable = has_unit & np.take_along_axis(eligible, first, axis=1)
-    order = np.argsort(np.where(usable, np.take_along_axis(score, first, axis=1), 2.0), axis=1, kind="stable")
+    order = np.argsort(
+        np.where(usable, np.take_along_axis(score, first, axis=1), _UNUSABLE), axis=1, kind="stable"
+    )
     ordered_size = np.where(np.take_along_axis(usable, order, axis=1), np.take_along_axis(size, order, 1), 0)
     total = np.zeros(n, dtype=np.int64)
     taken_ordered = np.zeros((n, width), dtype=bool)
@@ -121,44 +141,48 @@ def mask_batch(
     candidate = ~is_special[input_ids] & (np.arange(width)[None, :] < lengths[:, None])
     if config.whole_word_masking and word_starts is None:
         raise ValueError("whole-word masking needs word_starts")
-    score = keys.uniform(rng_keys, stream=_SELECT, width=width)
+    rng_keys = np.asarray(rng_keys, dtype=np.uint64)
+    # Scores as 53-bit integers: they rank as the floats keys.uniform gives.
+    score = keys.uniform_bits(rng_keys[:, None], stream=_SELECT, columns=np.arange(width)[None, :])
     if config.mask_count == "bernoulli":
-        eligible = score < config.masked_lm_prob
+        eligible = score < np.float64(config.masked_lm_prob) * (1 << keys.UNIFORM_BITS)
         budget = np.full(n, cap)
     else:
         eligible = np.ones((n, width), dtype=bool)
         budget = prediction_counts(lengths, candidate.sum(axis=1), config)
-    decide = keys.uniform(rng_keys, stream=_DECIDE, width=width)
     if config.whole_word_masking:
         unit, first = _word_units(candidate, word_starts)
         selected = _select_words(unit, first, score, eligible, budget)
-        # One decision per word, drawn at the word's first position.
-        decide = np.take_along_axis(decide, np.take_along_axis(first, np.maximum(unit, 0), axis=1), axis=1)
     else:
-        selected = _select_tokens(candidate & eligible, score, budget)
-    pick = keys.uniform(rng_keys, stream=_REPLACE, width=width)
+        selected = _select_tokens(candidate & eligible, score, budget, cap)
+
+    # The selected positions, ascending (row-major order), and where each goes among its row's predictions.
+    rows, cols = np.nonzero(selected)
+    count = np.bincount(rows, minlength=n)
+    slot = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
+    row_keys = rng_keys[rows]
+    # One 80/10/10 decision per unit, drawn at its first position: only where something was selected.
+    decide_at = first[rows, unit[rows, cols]] if config.whole_word_masking else cols
+    decide = keys.to_unit(keys.uniform_bits(row_keys, stream=_DECIDE, columns=decide_at))
+    pick = keys.to_unit(keys.uniform_bits(row_keys, stream=_REPLACE, columns=cols))
     random_token = random_ids[np.minimum((pick * random_ids.size).astype(np.int64), random_ids.size - 1)]
+    original = input_ids[rows, cols]
     replacement = np.where(
         decide < config.mask_token_ratio,
         mask_id,
-        np.where(decide < config.mask_token_ratio + config.random_token_ratio, random_token, input_ids),
+        np.where(decide < config.mask_token_ratio + config.random_token_ratio, random_token, original),
     )
-    masked = np.where(selected, replacement, input_ids).astype(np.int32)
-
-    count = selected.sum(axis=1)
-    positions = np.sort(np.where(selected, np.arange(width)[None, :], width), axis=1)[:, :cap]
-    valid = positions < width
-    positions = np.where(valid, positions, 0)
-    original = np.where(valid, np.take_along_axis(input_ids, positions, axis=1), 0)
-    padded_positions = np.zeros((n, cap), dtype=np.int32)
-    padded_ids = np.zeros((n, cap), dtype=np.int32)
-    padded_positions[:, : positions.shape[1]] = positions
-    padded_ids[:, : positions.shape[1]] = original
+    masked = input_ids.astype(np.int32, copy=True)
+    masked[rows, cols] = replacement
+    positions = np.zeros((n, cap), dtype=np.int32)
+    originals = np.zeros((n, cap), dtype=np.int32)
+    positions[rows, slot] = cols
+    originals[rows, slot] = original
     return MaskedBatch(
         input_ids=masked,
         lengths=np.asarray(lengths, dtype=np.int32),
-        masked_lm_positions=padded_positions,
-        masked_lm_ids=padded_ids,
+        masked_lm_positions=positions,
+        masked_lm_ids=originals,
         num_predictions=count.astype(np.int32),
     )
 

@@ -27,6 +27,10 @@ class SequenceBatch:
     splits: np.ndarray  # int8 [N]
     word_starts: np.ndarray | None = None  # bool [N, max_seq_length]
 
+    @property
+    def nbytes(self) -> int:
+        return self.input_ids.nbytes + (0 if self.word_starts is None else self.word_starts.nbytes)
+
 
 def pack_documents(
     token_ids: list[np.ndarray],
@@ -81,7 +85,7 @@ class ConcatPacker:
         self._filled = 0
 
     def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None):
-        """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of the sequences it filled."""
+        """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of full sequences."""
         body = self._length - 2
         bodies, current, filled = [], self._current, self._filled
         for i, ids in enumerate(token_ids):  # a loop over documents and their slices, not tokens

@@ -148,4 +148,5 @@ class ReadDocuments(beam.PTransform):
                 | "NoLosers" >> beam.MapTuple(lambda key, r: (key, {"range": [r], "losers": []}))
             )
         read = _ReadBatches(*self._source_args, self._with_keys)
-        return work | "ReadBatches" >> beam.ParDo(read).with_outputs(COUNTS, main="batches")
+        read = beam.ParDo(read).with_output_types(DocumentBatch)
+        return work | "ReadBatches" >> read.with_outputs(COUNTS, main="batches")

@@ -104,10 +104,12 @@ def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id
 
 def content(rows, indices: np.ndarray) -> list[bytes]:
     """Each given row's sequence and predictions as bytes: the order of records with equal keys."""
-    out = []
-    for i in indices.tolist():
-        row = [np.asarray(rows.column(c)[i].values, dtype="<i4") for c in schema(pa.int32()).names[2:]]
-        out.append(
-            b"".join([np.array([len(row[0]), len(row[1])], "<i4").tobytes(), *(r.tobytes() for r in row)])
-        )
-    return out
+    taken = rows.take(indices)
+    parts = [_list_parts(taken.column(c)) for c in ("input_ids", "masked_lm_positions", "masked_lm_ids")]
+    columns = []
+    for values, lengths in parts:
+        ends = np.cumsum(lengths).tolist()
+        data = values.astype("<i4").tobytes()
+        columns.append([data[4 * a : 4 * b] for a, b in zip([0, *ends[:-1]], ends)])
+    header = np.stack([parts[0][1], parts[1][1]], axis=1).astype("<i4")
+    return [h.tobytes() + b"".join(row) for h, *row in zip(header, *columns)]

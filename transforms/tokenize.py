@@ -166,6 +166,10 @@ class TokenizedBatch:
     token_ids: list[np.ndarray]
     word_starts: list[np.ndarray] | None = None
 
+    @property
+    def nbytes(self) -> int:
+        return sum(ids.nbytes for ids in self.token_ids) * (1 if self.word_starts is None else 5) // 4
+
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
 
