@@ -128,22 +128,30 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     )
 
 
-def _local_runner(options: PipelineOptions, job: JobPlan):
+def _given(argv, flag: str) -> bool:
+    return any(arg == flag or arg.startswith(flag + "=") for arg in argv or ())
+
+
+def _local_runner(options: PipelineOptions, job: JobPlan, argv=()):
     """Beam's FnApiRunner when no --runner is given, with a worker process per core for big inputs.
 
     The DirectRunner of recent Beam first tries Prism, a runner it downloads at run time; where that
     works, the job runs in one Python process whatever ``--direct_num_workers`` says. The FnApiRunner
     is the DirectRunner's own engine, made here the way the DirectRunner makes it, so that a local run
     is the same with or without a network. ``--runner DirectRunner`` still lets Beam choose.
+
+    Worker flags given in ``argv`` are honoured as given; only without them is the count chosen here.
     """
     if options.view_as(StandardOptions).runner is not None:
         return None
     direct = options.view_as(DirectOptions)
+    workers, mode = _given(argv, "--direct_num_workers"), _given(argv, "--direct_running_mode")
     cores = multiprocessing.cpu_count()
-    if direct.direct_running_mode == "in_memory" and cores > 1 and job.input_bytes >= MULTIPROCESS_MIN_BYTES:
+    if not (workers or mode) and cores > 1 and job.input_bytes >= MULTIPROCESS_MIN_BYTES:
+        direct.direct_running_mode, direct.direct_num_workers = "multi_processing", cores
+    elif workers and not mode and direct.direct_num_workers != 1:
+        # The in-memory mode would run one worker whatever the count: processes, as asked.
         direct.direct_running_mode = "multi_processing"
-        if direct.direct_num_workers == 1:
-            direct.direct_num_workers = cores
     # Worker processes read their options (the pickler, for one) from the provision info.
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
@@ -156,7 +164,7 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     del save_main_session  # the job's code lives in the installed package
     options = PipelineOptions(argv)
     job = plan(options)
-    p = beam.Pipeline(runner=_local_runner(options, job), options=options)
+    p = beam.Pipeline(runner=_local_runner(options, job, argv), options=options)
     build_pipeline(p, job)
     result = p.run()
     if not options.view_as(StandardOptions).no_wait_until_finish:

@@ -88,7 +88,10 @@ def test_local_run_never_tries_prism(tmp_path, real_data, bert_vocab, caplog):
         (1, [], "in_memory", 1),
         (64, [], "multi_processing", 4),
         (64, ["--direct_num_workers=3"], "multi_processing", 3),
+        (1, ["--direct_num_workers", "2"], "multi_processing", 2),
+        (64, ["--direct_num_workers=1"], "in_memory", 1),  # an explicit 1 is honoured
         (64, ["--direct_running_mode=multi_threading"], "multi_threading", 1),
+        (64, ["--direct_running_mode=in_memory"], "in_memory", 1),
         (64, ["--runner=DirectRunner"], "in_memory", 1),
     ],
 )
@@ -104,7 +107,7 @@ def test_worker_processes_from_32_mb_of_input(
     ]
     pipeline_options = PipelineOptions(argv)
     plan = dataclasses.replace(options.plan(pipeline_options), input_bytes=input_mb << 20)
-    runner = job._local_runner(pipeline_options, plan)
+    runner = job._local_runner(pipeline_options, plan, argv)
     assert (runner is None) == ("--runner=DirectRunner" in runner_flags)
     assert runner is None or isinstance(runner, FnApiRunner)
     direct = pipeline_options.view_as(DirectOptions)
