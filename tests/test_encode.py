@@ -35,7 +35,7 @@ def _batch():
 def test_examples_parse_with_the_bert_feature_spec():
     batch = _batch()
     spec = bert_feature_spec(16, 4)
-    for row, serialized in enumerate(encode.tf_examples(batch)):
+    for row, serialized in enumerate(encode.tf_examples(batch).to_pylist()):
         parsed = tf.io.parse_single_example(serialized, spec)
         np.testing.assert_array_equal(parsed["input_ids"], batch.input_ids[row])
         np.testing.assert_array_equal(parsed["input_mask"], np.arange(16) < batch.lengths[row])
@@ -50,11 +50,12 @@ def test_examples_parse_with_the_bert_feature_spec():
 
 
 def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
-    examples = encode.tf_examples(_batch())
+    examples = encode.tf_examples(_batch()).to_pylist()
     path = tmp_path / "x.tfrecord"
     path.write_bytes(encode.tfrecord_bytes(examples))
     read = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
     assert read == examples
+    assert encode.read_tfrecords(path.read_bytes()) == examples
 
 
 def test_parquet_carries_the_same_facts():
@@ -128,7 +129,7 @@ def test_shard_written_in_slices_of_rows(tmp_path, monkeypatch):
     monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # slices of 64 rows of 16
     sliced = _write_shard(tmp_path / "sliced", batch)
 
-    tfrecord = encode.tfrecord_bytes(encode.tf_examples(batch))
+    tfrecord = encode.tfrecord_bytes(encode.tf_examples(batch)).to_pybytes()
     assert sliced["tfrecord"][1] == whole["tfrecord"][1] == tfrecord
     parquet = {
         name: pq.ParquetFile(io.BytesIO(files["parquet"][1]))

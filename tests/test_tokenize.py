@@ -91,9 +91,7 @@ def test_batches_of_documents_are_bounded_by_their_text(real_data):
     options = dict(input_format="text", text_field="text", range_bytes=1 << 20, dedup=False)
     with TestPipeline() as p:
         batches = (
-            p
-            | beam.Create(paths)
-            | ReadDocuments(**options, with_keys=False, dedup_bits=0)
+            p | beam.Create(paths) | ReadDocuments(**options, with_keys=False, dedup_bits=0)
         ).batches | beam.Map(
             lambda b: (["".join(d) for d in b.docs], sum(len(piece) for d in b.docs for piece in d))
         )

@@ -24,12 +24,10 @@ import bz2
 import codecs
 import collections
 import dataclasses
-import functools
 import hashlib
 import io
 import json
 import lzma
-import operator
 import re
 import threading
 import zlib
@@ -42,6 +40,8 @@ import pyarrow.parquet as pq
 import zstandard
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+
+from mlmprep.transforms import keys
 
 FORMATS = ("text", "lines", "jsonl", "parquet")
 PIECE_CHARS = 1 << 16
@@ -131,15 +131,6 @@ def _normalized(pieces: list[str], data: bytes) -> bytes:
     return " ".join(w for w in words if w).encode("utf-8", "surrogatepass")
 
 
-_hash8 = functools.partial(hashlib.blake2b, digest_size=8)
-_digest = operator.methodcaller("digest")
-
-
-def _keys(texts: Iterable[bytes]) -> np.ndarray:
-    """63-bit keys of blake2b-64 hashes, so that Beam's integer coder (signed 64-bit) carries them."""
-    return np.frombuffer(b"".join(map(_digest, map(_hash8, texts))), dtype="<u8") >> np.uint64(1)
-
-
 def document_keys(docs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     """(keys, copy keys) of documents, uint64: hashes of their whitespace-normalized text and of their text.
 
@@ -147,7 +138,7 @@ def document_keys(docs: list[list[str]]) -> tuple[np.ndarray, np.ndarray]:
     copy key says which of several copies with one key is kept.
     """
     exact = ["".join(pieces).encode("utf-8", "surrogatepass") for pieces in docs]
-    return _keys(map(_normalized, docs, exact)), _keys(exact)
+    return keys.content_keys_of(map(_normalized, docs, exact)), keys.content_keys_of(exact)
 
 
 class _PieceBuilder:

@@ -55,15 +55,21 @@ def pack_documents(
     document_index = np.repeat(np.arange(len(token_ids)), per_doc)
     if num_sequences == 0:
         return input_ids, np.zeros(0, np.int32), document_index, starts
-    first_sequence = np.cumsum(per_doc) - per_doc
-    doc_of_token = np.repeat(np.arange(len(token_ids)), doc_lengths)
-    offset = np.arange(doc_lengths.sum()) - np.repeat(np.cumsum(doc_lengths) - doc_lengths, doc_lengths)
-    rows = first_sequence[doc_of_token] + offset // body
-    cols = 1 + offset % body
-    input_ids[rows, cols] = np.concatenate(token_ids)
+    # With the sequences' bodies laid end to end, document d's tokens run on
+    # from the start of its first sequence: one scatter of runs, then a reshape.
+    last = np.cumsum(per_doc) - 1  # each document's last sequence
+    shift = np.repeat((last - per_doc + 1) * body - (np.cumsum(doc_lengths) - doc_lengths), doc_lengths)
+    place = np.arange(int(doc_lengths.sum())) + shift
+    bodies = np.full(num_sequences * body, pad_id, dtype=np.int32)
+    bodies[place] = np.concatenate(token_ids)
+    input_ids[:, 1:-1] = bodies.reshape(num_sequences, body)
     if starts is not None:
-        starts[rows, cols] = np.concatenate(word_starts)
-    lengths = np.bincount(rows, minlength=num_sequences).astype(np.int32) + 2
+        flags = np.zeros(num_sequences * body, dtype=bool)
+        flags[place] = np.concatenate(word_starts)
+        starts[:, 1:-1] = flags.reshape(num_sequences, body)
+    has = per_doc > 0
+    lengths = np.full(num_sequences, max_seq_length, dtype=np.int32)
+    lengths[last[has]] = doc_lengths[has] - (per_doc[has] - 1) * body + 2
     input_ids[:, 0] = cls_id
     input_ids[np.arange(num_sequences), lengths - 1] = sep_id
     return input_ids, lengths, document_index, starts
@@ -156,11 +162,9 @@ def pack_concat(
 
 
 def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Content keys: a hash of each sequence's real token ids."""
-    return np.array(
-        [keys.content_key(row[:n].tobytes()) for row, n in zip(input_ids, lengths)],
-        dtype=np.uint64,
-    )
+    """Content keys: a hash of each sequence's real token ids (int32, little-endian)."""
+    real = np.arange(input_ids.shape[1])[None, :] < lengths[:, None]
+    return keys.content_keys(input_ids[real].astype("<i4", copy=False).tobytes(), np.asarray(lengths) * 4)
 
 
 class _Pack(CountingDoFn):

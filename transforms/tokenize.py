@@ -172,6 +172,7 @@ class TokenizedBatch:
 
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
+PREFETCH = 3  # batches the tokenizer may be ahead of the steps after it
 
 
 def _encode_bounded(encode, texts: list[str]):
@@ -205,11 +206,13 @@ class TokenizeDocuments(CountingDoFn):
     tokenizer) and joined again: they were cut at whitespace, so the ids are
     those of the whole text.
 
-    The tokenizer works in Rust without the GIL, on a thread of its own: it
-    encodes one batch while the steps fused after this one (packing, masking)
-    run on the batch before, as tf.data's prefetch overlaps stages. A batch is
-    thus emitted while the next one is processed, which is right because the
-    job has no windowing: every element is in the global window.
+    The tokenizer works in Rust without the GIL, on a thread of its own (and
+    on its own thread pool across the cores a worker has): it encodes the next
+    PREFETCH batches while the steps fused after this one (packing, masking)
+    run on the batch before, as tf.data's prefetch overlaps stages, so it
+    never waits for them. A batch is thus emitted after later ones were
+    received, which is right because the job has no windowing: every element
+    is in the global window.
     """
 
     def __init__(
@@ -243,7 +246,7 @@ class TokenizeDocuments(CountingDoFn):
 
     def process(self, batch):
         self._pending.append(self._encoder.submit(self._encode, batch))
-        if len(self._pending) > 1:
+        if len(self._pending) > PREFETCH:
             yield from self._batch(*self._pending.popleft().result())
 
     def finish_bundle(self):
