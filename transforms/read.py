@@ -11,6 +11,7 @@ tokenizing, so reading twice is cheaper than moving the text.
 Without deduplication there is one pass; the ranges are still spread.
 """
 
+import gc
 import logging
 import math
 
@@ -40,6 +41,9 @@ class _ReadDigests(beam.DoFn):
     def __init__(self, input_format: str, text_field: str, bits: int):
         self._source_args = dict(input_format=input_format, text_field=text_field)
         self._bits = bits
+
+    def setup(self):
+        gc.freeze()  # what this worker has loaded (Beam above all) is never garbage: collections skip it
 
     def process(self, element):
         range_key, file_range = element

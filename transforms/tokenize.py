@@ -8,6 +8,7 @@ once per worker in ``DoFn.setup``.
 import collections
 import concurrent.futures
 import dataclasses
+import gc
 import re
 
 import numpy as np
@@ -234,6 +235,7 @@ class TokenizeDocuments(CountingDoFn):
 
     def setup(self):
         self._tokenizer = load_tokenizer(self._tokenizer_json)
+        gc.freeze()  # what this worker has loaded (Beam, the tokenizer) is never garbage: collections skip it
         self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlmprep-tokenize")
 
     def teardown(self):
