@@ -1,124 +1,197 @@
-"""mlmprep's whole job against its limit (the bare tokenizer) and the Hugging Face way, side by side.
+"""mlmprep's whole job against its limit, the bare tokenizer, and the Hugging Face way, side by side.
 
-  python bench/throughput.py [--corpus FILE] [--repeats 3]
+  python bench/throughput.py [--corpus long short] [--scale 1 4] [--repeats 3] [--no_hf]
 
-L  the limit: ``Tokenizer.encode_batch_fast`` over the same documents, one thread;
-M  ``mlmprep run``, DirectRunner, one worker, both formats, default options,
-   timed as a whole process (start-up reported separately);
-H  ``datasets`` map + ``group_texts`` + ``DataCollatorForLanguageModeling`` +
-   Parquet, one process (bench/hf_baseline.py; needs ``pip install -e '.[bench]'``);
-M2 ``mlmprep run`` with 2 DirectRunner worker processes.
+On each corpus of bench/corpora.py at each scale, in repetitions whose order
+of runs rotates:
 
-Prints medians over the repetitions and the ratios M/L, M/H and M2/M
-(tokens/s). Absolute times depend on the machine; compare the ratios.
+L1  ``Tokenizer.encode_batch_fast`` over the documents mlmprep keeps (read,
+    cleaned and deduplicated as it does), in batches of its size, one thread;
+L2  the same on every thread of the tokenizer's pool: the machine's ceiling;
+M1  ``mlmprep run`` with default options, held to one core;
+M2  ``mlmprep run`` with default options on every core;
+H   the Hugging Face way, one process (bench/hf_baseline.py; needs
+    ``pip install -e '.[bench]'``).
+
+L times its tokenizer calls only. M and H are timed as whole process trees:
+wall seconds, and the CPU seconds of every process in the tree (the rusage
+of the reaped children). M's start-up, the same command on a one-line input
+in the same worker mode, is reported beside it and taken out for the
+"steady" ratios. Prints medians of tokens per wall-second and per
+CPU-second, and the targets: M1/L1 per CPU-second >= 0.7, M2/L2 per
+wall-second >= 0.7. Absolute times vary by machine; compare the ratios.
 """
 
 import argparse
 import json
 import os
 import pathlib
+import resource
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-os.environ["RAYON_NUM_THREADS"] = "1"  # before tokenizers starts its thread pool
+import corpora  # this folder is on the path of a script run from it
 
 HERE = pathlib.Path(__file__).resolve().parent
-SHARED = HERE.parents[1] / "shared" / "data"
-ENV = {**os.environ, "RAYON_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+ONE_CORE = sorted(os.sched_getaffinity(0))[:1]
+CORES = len(os.sched_getaffinity(0))
 
 
-def limit(paths: list[str], tokenizer_path: str, part: int = 0, parts: int = 1) -> tuple[float, int]:
-    """Seconds and tokens of the bare tokenizer over the files' documents (every ``parts``-th one)."""
-    from mlmprep.transforms.documents import iter_documents
+def _limit_main(paths: list[str], out: str):
+    """L, in a process of its own (the thread count is fixed when tokenizers starts its pool)."""
+    from mlmprep.transforms.documents import DocumentSource, FileRange, document_keys
+    from mlmprep.transforms.read import BATCH_CHARS
     from mlmprep.transforms.tokenize import load_tokenizer, tokenizer_json
 
-    tokenizer = load_tokenizer(tokenizer_json(pathlib.Path(tokenizer_path).read_bytes()))
-    docs = []
+    tokenizer = load_tokenizer(tokenizer_json(corpora.VOCAB.read_bytes()))
+    source, seen, batches, batch, chars = DocumentSource(), set(), [], [], 0
     for path in paths:
-        with open(path, encoding="utf-8") as f:
-            docs += list(iter_documents(f, "text"))
-    docs = docs[part::parts]
+        for docs in source.batches(FileRange(path)):
+            for key, doc in zip(document_keys(docs)[0].tolist(), docs):
+                if key not in seen:  # the copies mlmprep keeps: one per key
+                    seen.add(key)
+                    batch += doc
+                    chars += sum(map(len, doc))
+                    if chars >= BATCH_CHARS:
+                        batches.append(batch)
+                        batch, chars = [], 0
+    batches.append(batch)
+    wall, cpu, tokens = time.perf_counter(), time.process_time(), 0
+    for texts in batches:
+        tokens += sum(len(e.ids) for e in tokenizer.encode_batch_fast(texts, add_special_tokens=False))
+    result = {"wall": time.perf_counter() - wall, "cpu": time.process_time() - cpu, "tokens": tokens}
+    pathlib.Path(out).write_text(json.dumps(result))
+
+
+def _tree(command: list[str], *, cores=None) -> tuple[float, float, str]:
+    """Wall and CPU seconds of a command's whole process tree, and what it printed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    tokens = 0
-    for i in range(0, len(docs), 256):
-        tokens += sum(
-            len(e.ids) for e in tokenizer.encode_batch_fast(docs[i : i + 256], add_special_tokens=False)
-        )
-    return time.perf_counter() - start, tokens
+    affinity = (lambda: os.sched_setaffinity(0, cores)) if cores else None
+    done = subprocess.run(command, check=True, preexec_fn=affinity, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), done.stdout
 
 
-def mlmprep(corpus: str, tokenizer: str, workers: int) -> tuple[float, int]:
-    """Wall seconds of a whole ``mlmprep run`` process, and the tokens it wrote."""
-    mode = "in_memory" if workers == 1 else "multi_processing"
-    with tempfile.TemporaryDirectory() as out:
-        start = time.perf_counter()
-        subprocess.run(
-            [sys.executable, "-m", "mlmprep.pipeline.cli", "run", f"--input={corpus}", f"--output={out}/o",
-             f"--tokenizer={tokenizer}", f"--direct_num_workers={workers}", f"--direct_running_mode={mode}"],
-            check=True, env=ENV, stdout=subprocess.DEVNULL,
-        )  # fmt: skip
-        seconds = time.perf_counter() - start
-        manifest = json.loads(pathlib.Path(out, "o", "manifest.json").read_text())
-    return seconds, manifest["counts"]["counters"]["tokens"]
+def limit(paths, threads: int | None) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
+    if threads:
+        env["RAYON_NUM_THREADS"] = str(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        out = f"{tmp}/limit.json"
+        subprocess.run([sys.executable, __file__, "--_limit", out, *map(str, paths)], check=True, env=env)
+        return json.loads(pathlib.Path(out).read_text())
 
 
-def huggingface(corpus: str, tokenizer_json_path: str) -> tuple[float, int] | None:
-    with tempfile.TemporaryDirectory() as out:
-        done = subprocess.run(
-            [sys.executable, str(HERE / "hf_baseline.py"), corpus, tokenizer_json_path, out],
-            env=ENV, capture_output=True, text=True,
-        )  # fmt: skip
-    if done.returncode:
-        print(f"H skipped: {done.stderr.strip().splitlines()[-1]}")
-        return None
-    result = json.loads(done.stdout.strip().splitlines()[-1])
-    return result["seconds"], result["tokens"]
+def mlmprep(inputs: list[str], *, cores=None, flags=()) -> dict:
+    """A whole ``mlmprep run``: wall and CPU seconds, tokens tokenized."""
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *(f"--input={i}" for i in inputs),
+                   f"--output={tmp}/out", f"--tokenizer={corpora.VOCAB}", *flags]  # fmt: skip
+        wall, cpu, _ = _tree(command, cores=cores)
+        manifest = json.loads(pathlib.Path(tmp, "out", "manifest.json").read_text())
+    return {"wall": wall, "cpu": cpu, "tokens": manifest["counts"]["counters"].get("tokens", 0)}
+
+
+def huggingface(paths) -> dict | None:
+    with tempfile.TemporaryDirectory() as tmp:
+        command = [
+            sys.executable,
+            str(HERE / "hf_baseline.py"),
+            str(corpora.TOKENIZER_JSON),
+            tmp,
+            *map(str, paths),
+        ]
+        try:
+            wall, cpu, printed = _tree(command)
+        except subprocess.CalledProcessError:
+            return None  # no datasets or transformers here
+    return {"wall": wall, "cpu": cpu, "tokens": json.loads(printed.strip().splitlines()[-1])["tokens"]}
+
+
+def measure(paths, repeats: int, with_hf: bool) -> dict:
+    from mlmprep.pipeline.job import worker_mode
+
+    size = sum(p.stat().st_size for p in paths)
+    folder = paths[0].parent
+    tiny = folder / "one-line" / "one.txt"
+    tiny.parent.mkdir(exist_ok=True)
+    tiny.write_text("one short document\n")
+    glob = [str(folder / "*.txt")]
+    mode, workers = worker_mode(size, CORES)  # what a default run picks for this input, on every core
+    m2_startup_flags = [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}"]
+    runs = {
+        "L1": lambda: limit(paths, 1),
+        "L2": lambda: limit(paths, None),
+        "M1": lambda: mlmprep(glob, cores=ONE_CORE),
+        "M2": lambda: mlmprep(glob),
+        "M1 start-up": lambda: mlmprep([str(tiny)], cores=ONE_CORE),
+        "M2 start-up": lambda: mlmprep([str(tiny)], flags=m2_startup_flags),
+    }
+    if with_hf and huggingface(paths[:1]) is not None:
+        runs["H"] = lambda: huggingface(paths)
+    results = {name: [] for name in runs}
+    names = list(runs)
+    for repeat in range(repeats):
+        order = names[repeat % len(names) :] + names[: repeat % len(names)]
+        for name in order:
+            results[name].append(runs[name]())
+            print(f"  {name}: {results[name][-1]}", file=sys.stderr, flush=True)
+    return {name: {k: statistics.median(r[k] for r in rs) for k in rs[0]} for name, rs in results.items()}
+
+
+def report(name: str, scale: int, size: int, medians: dict) -> None:
+    print(f"\n{name} x{scale} ({size / 1e6:.0f} MB, {medians['L1']['tokens'] / 1e6:.1f} M tokens), "
+          f"{CORES} cores; medians")  # fmt: skip
+    print(f"{'run':14s} {'wall s':>8s} {'CPU s':>8s} {'M tok/wall-s':>13s} {'M tok/CPU-s':>12s}")
+    for run, m in medians.items():
+        if "start-up" in run:
+            print(f"{run:14s} {m['wall']:8.2f} {m['cpu']:8.2f}")
+            continue
+        print(f"{run:14s} {m['wall']:8.2f} {m['cpu']:8.2f} {m['tokens'] / m['wall'] / 1e6:13.3f} "
+              f"{m['tokens'] / m['cpu'] / 1e6:12.3f}")  # fmt: skip
+
+    def rate(run, per, startup=None):
+        m = medians[run]
+        seconds = m[per] - (medians[startup][per] if startup else 0)
+        return m["tokens"] / seconds
+
+    m1 = rate("M1", "cpu") / rate("L1", "cpu")
+    m1_steady = rate("M1", "cpu", "M1 start-up") / rate("L1", "cpu")
+    m2 = rate("M2", "wall") / rate("L2", "wall")
+    m2_steady = rate("M2", "wall", "M2 start-up") / rate("L2", "wall")
+    print(f"M1/L1 per CPU-second:  {m1:.2f}  (without start-up {m1_steady:.2f}; target >= 0.7)")
+    print(f"M2/L2 per wall-second: {m2:.2f}  (without start-up {m2_steady:.2f}; target >= 0.7)")
+    print(f"M2 CPU per token / L1's: {rate('L1', 'cpu') / rate('M2', 'cpu'):.2f}")
+    if "H" in medians:
+        print(f"M2/H per wall-second: {rate('M2', 'wall') / rate('H', 'wall'):.2f}; "
+              f"M1/H per CPU-second: {rate('M1', 'cpu') / rate('H', 'cpu'):.2f}")  # fmt: skip
 
 
 def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "--_limit":
+        _limit_main(sys.argv[3:], sys.argv[2])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", default=str(SHARED / "corpora" / "bench" / "linux_docs_en.txt"))
-    parser.add_argument("--vocab", default=str(SHARED / "vocab" / "bert-base-uncased" / "vocab.txt"))
-    parser.add_argument(
-        "--tokenizer_json", default=str(SHARED / "vocab" / "bert-base-uncased" / "tokenizer.json")
-    )
+    parser.add_argument("--corpus", nargs="+", default=["long", "short"], choices=sorted(corpora.BASE))
+    parser.add_argument("--scale", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no_hf", dest="hf", action="store_false", help="Skip the Hugging Face run.")
     args = parser.parse_args()
-    megabytes = os.path.getsize(args.corpus) / 1e6
-
-    tiny = pathlib.Path(tempfile.mkdtemp(), "one.txt")
-    tiny.write_text("one short document\n")
-    results = {"L": [], "M": [], "H": [], "M2": [], "startup": []}
-    for _ in range(args.repeats):
-        results["L"].append(limit([args.corpus], args.vocab))
-        results["startup"].append(mlmprep(str(tiny), args.vocab, 1))
-        results["M"].append(mlmprep(args.corpus, args.vocab, 1))
-        hf = huggingface(args.corpus, args.tokenizer_json)
-        if hf:
-            results["H"].append(hf)
-        results["M2"].append(mlmprep(args.corpus, args.vocab, 2))
-
-    def rate(name):  # median tokens/s
-        runs = results[name]
-        return statistics.median(t / s for s, t in runs) if runs else None
-
-    seconds = {k: statistics.median(s for s, _ in v) for k, v in results.items() if v}
-    print(f"corpus: {args.corpus} ({megabytes:.1f} MB), {args.repeats} repetitions (medians)")
-    print(f"cores: {os.cpu_count()}; absolute times vary by machine, compare the ratios")
-    print(f"L  bare tokenizer, 1 thread     {seconds['L']:7.2f} s  {rate('L') / 1e6:6.3f} M tokens/s")
-    m_rate = f"{seconds['M']:7.2f} s  {rate('M') / 1e6:6.3f} M tokens/s  {megabytes / seconds['M']:5.2f} MB/s"
-    print(f"M  mlmprep run, 1 worker        {m_rate}  (start-up {seconds['startup']:.2f} s included)")
-    if results["H"]:
-        print(f"H  datasets + collator, 1 proc  {seconds['H']:7.2f} s  {rate('H') / 1e6:6.3f} M tokens/s")
-    print(f"M2 mlmprep run, 2 workers       {seconds['M2']:7.2f} s  {rate('M2') / 1e6:6.3f} M tokens/s")
-    steady = rate("M") * seconds["M"] / max(seconds["M"] - seconds["startup"], 1e-9)
-    print(f"M/L  = {rate('M') / rate('L'):.2f}   (without start-up: {steady / rate('L'):.2f}; target >= 0.7)")
-    if results["H"]:
-        print(f"M/H  = {rate('M') / rate('H'):.2f}   (target >= 1.5)")
-    print(f"M2/M = {rate('M2') / rate('M'):.2f}   (1 -> 2 workers speedup; target >= 1.7)")
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in args.corpus:
+            for scale in args.scale:
+                folder = pathlib.Path(tmp, f"{name}-{scale}")
+                paths = corpora.build(name, scale, folder)
+                print(f"{name} x{scale}: running", file=sys.stderr, flush=True)
+                medians = measure(paths, args.repeats, args.hf)
+                report(name, scale, sum(p.stat().st_size for p in paths), medians)
+                shutil.rmtree(folder)
 
 
 if __name__ == "__main__":

@@ -132,23 +132,21 @@ def encode_batch(tokenizer: Tokenizer, texts: list[str]) -> list[np.ndarray]:
     return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
 
 
+def _word_starts(encoding) -> np.ndarray:
+    """Per token, whether it begins a word (from the pre-tokenizer's word ids: any tokenizer, not only
+    WordPiece's ``##`` convention)."""
+    words = np.nan_to_num(np.array(encoding.word_ids, dtype=np.float64), nan=-1)  # None (specials): -1
+    start = np.ones(words.size, dtype=bool)
+    start[1:] = words[1:] != words[:-1]
+    return start
+
+
 def encode_with_word_starts(
     tokenizer: Tokenizer, texts: list[str]
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Token ids and, per token, whether it begins a word (the fast tokenizer's word ids).
-
-    Word ids come from the pre-tokenizer, so this works for any tokenizer,
-    not only WordPiece's ``##`` convention.
-    """
+    """Token ids and, per token, whether it begins a word."""
     encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    ids, starts = [], []
-    for e in encodings:
-        words = np.nan_to_num(np.array(e.word_ids, dtype=np.float64), nan=-1)  # None (specials): -1
-        start = np.ones(words.size, dtype=bool)
-        start[1:] = words[1:] != words[:-1]
-        ids.append(np.asarray(e.ids, dtype=np.int32))
-        starts.append(start)
-    return ids, starts
+    return [np.asarray(e.ids, dtype=np.int32) for e in encodings], [_word_starts(e) for e in encodings]
 
 
 def splits_of(document_keys: np.ndarray | None, count: int, validation_fraction: float) -> np.ndarray:
@@ -258,21 +256,24 @@ class TokenizeDocuments(CountingDoFn):
         yield from super().finish_bundle()
 
     def _encode(self, batch):
-        """On the tokenizer's thread: (batch, ids, word starts or None)."""
+        """On the tokenizer's thread: (batch, encodings). Only the tokenizer runs there; it holds no GIL."""
         texts = [piece for pieces in batch.docs for piece in pieces]
-        counts = [len(pieces) for pieces in batch.docs]
         if self._word_starts:
-            parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
-            ids = [i for part_ids, _ in parts for i in part_ids]
-            starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts)
+            encode = self._tokenizer.encode_batch  # word ids come with offsets
         else:
-            ids = [
-                i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
-            ]
-            starts = None
-        return batch, _join_pieces(ids, counts), starts
+            encode = self._tokenizer.encode_batch_fast
+        return batch, _encode_bounded(lambda t: encode(t, add_special_tokens=False), texts)
 
-    def _batch(self, batch, token_ids, starts):
+    def _arrays(self, batch, parts):
+        """The ids (and word starts) of each document of a batch, from its encodings."""
+        counts = [len(pieces) for pieces in batch.docs]
+        encodings = [e for part in parts for e in part]
+        ids = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+        starts = [_word_starts(e) for e in encodings] if self._word_starts else None
+        return _join_pieces(ids, counts), None if starts is None else _join_pieces(starts, counts)
+
+    def _batch(self, batch, parts):
+        token_ids, starts = self._arrays(batch, parts)
         lengths = np.array([t.size for t in token_ids])
         self.count("tokens", int(lengths.sum()))
         splits = splits_of(batch.keys, len(token_ids), self._validation_fraction)
