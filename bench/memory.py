@@ -1,34 +1,28 @@
-"""Peak memory of the whole process tree for 1x and 4x the same corpus, side by side.
+"""Peak memory of the job's whole process tree, for 1x and 4x a corpus, side by side.
 
-  python bench/memory.py [--corpus FILE] [--runner_args ...]
+  python bench/memory.py [--corpus bench] [--runner_args ...]
 
-Runs ``mlmprep run --nodedup`` (so the 4 copies are all processed) on the
-corpus and on four copies of it, samples the resident memory of the job's
-process and all its descendants every 20 ms (and takes the kernel's exact
-peak of the job's own process), and prints both peaks and their ratio
-(target: at most 1.3).
-
-Both runs use the same runner mode (one in-process worker; otherwise the
-DirectRunner's default would start worker processes for the larger input
-only) and the same shard size (``--target_shard_mb 8``): the final write
-holds one shard's records, which is bounded by the shard size, not the
-corpus. Any other run flags given are passed on and override these.
-
-Then, in a process of its own, what writing the largest shard the default
-``--target_shard_mb 128`` makes at the default length 128 holds beyond its
-records.
+Runs ``mlmprep run`` with default options on the corpus (bench/corpora.py)
+and on four distinct copies of it, samples the resident memory of the job's
+process and all its descendants every 20 ms, and prints the peaks of their
+sum, their ratio (target: at most 1.3) and what the 4x run holds beyond the
+1x run per extra byte of input (target: at most 0.5). Then the same with a
+fixed ``--num_shards 8``, and what each process holds before any data (a run
+on a one-line input in the worker mode the 4x run gets). Any run flags given
+are passed on.
 """
 
 import argparse
 import os
 import pathlib
-import shutil
 import subprocess
 import sys
 import tempfile
 import time
 
-SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+import corpora  # this folder is on the path of a script run from it
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
 
 
 def tree_stat(root: int) -> dict[int, list[str]]:
@@ -52,111 +46,70 @@ def tree_stat(root: int) -> dict[int, list[str]]:
     return tree
 
 
-def _tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and every descendant."""
-    return sum(int(fields[21]) for fields in tree_stat(root).values()) * os.sysconf("SC_PAGE_SIZE")
-
-
-def peak_rss(argv: list[str]) -> tuple[int, float]:
-    """Peak resident bytes of the job's process tree (sampled every 20 ms), and its wall seconds.
+def peak_rss(argv: list[str]) -> tuple[int, dict[int, int], float]:
+    """Peak of the tree's summed resident bytes (sampled every 20 ms), each process's peak, wall seconds.
 
     The root process's own peak is exact (the kernel's, from ``wait4``):
-    sampling alone can miss a short one, such as a shard being encoded.
+    sampling alone can miss a short one.
     """
     start = time.perf_counter()
     job = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = 0
+    peak, each = 0, {}
     while True:
         pid, status, usage = os.wait4(job.pid, os.WNOHANG)
         if pid:
             break
-        peak = max(peak, _tree_rss(job.pid))
+        rss = {p: int(fields[21]) * PAGE for p, fields in tree_stat(job.pid).items()}
+        peak = max(peak, sum(rss.values()))
+        for p, n in rss.items():
+            each[p] = max(each.get(p, 0), n)
         time.sleep(0.02)
     if os.waitstatus_to_exitcode(status):
         raise SystemExit(f"{' '.join(argv)} failed with {os.waitstatus_to_exitcode(status)}")
-    return max(peak, usage.ru_maxrss * 1024), time.perf_counter() - start
+    each[job.pid] = max(each.get(job.pid, 0), usage.ru_maxrss * 1024)
+    return max(peak, each[job.pid]), each, time.perf_counter() - start
+
+
+def run(inputs: list[str], output: pathlib.Path, flags: list[str]) -> tuple[int, dict[int, int], float]:
+    cli = [sys.executable, "-m", "mlmprep.pipeline.cli", "run"]
+    argv = [*cli, *(f"--input={i}" for i in inputs), f"--output={output}", f"--tokenizer={corpora.VOCAB}"]
+    return peak_rss([*argv, *flags])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpus", default=str(SHARED / "corpora" / "bench" / "perl_docs.txt"))
-    parser.add_argument("--vocab", default=str(SHARED / "vocab" / "bert-base-uncased" / "vocab.txt"))
-    parser.add_argument("--shard_write", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--corpus", default="bench", choices=sorted(corpora.BASE))
     args, runner_args = parser.parse_known_args()
-    if args.shard_write:
-        print(shard_write())
-        return
-    defaults = ["--direct_running_mode=in_memory", "--direct_num_workers=1", "--target_shard_mb=8"]
-    given = {a.split("=")[0] for a in runner_args}
-    runner_args = [d for d in defaults if d.split("=")[0] not in given] + runner_args
-    results = {}
-    for copies in (1, 4):
-        with tempfile.TemporaryDirectory() as tmp:
-            work = pathlib.Path(tmp)
-            for i in range(copies):
-                shutil.copyfile(args.corpus, work / f"copy{i}.txt")
-            cli = [sys.executable, "-m", "mlmprep.pipeline.cli", "run"]
-            flags = [f"--input={work}/*.txt", f"--output={work}/out", f"--tokenizer={args.vocab}"]
-            argv = [*cli, *flags, "--nodedup", *runner_args]
-            results[copies] = peak_rss(argv)
-    mb = os.path.getsize(args.corpus) / 1e6
-    for copies, (peak, seconds) in results.items():
-        print(
-            f"{copies}x ({copies * mb:6.1f} MB of text): peak RSS {peak / 2**20:8.1f} MiB in {seconds:5.1f} s"
-        )
-    print(f"ratio 4x/1x: {results[4][0] / results[1][0]:.2f}  (target <= 1.3)")
-    # A fresh process: its peak is the write's alone.
-    shard = subprocess.run(
-        [sys.executable, __file__, "--shard_write"], check=True, capture_output=True, text=True
-    )
-    print(shard.stdout, end="")
+    from mlmprep.pipeline.job import available_cores, worker_mode
 
-
-def shard_write(target_mb=128, length=128, predictions=20) -> str:
-    """Writes one shard of random records through the job's writer; its peak over the records."""
-    import numpy as np
-
-    from mlmprep.transforms import records, write
-
-    num_records = (target_mb << 20) // write.estimated_record_bytes(length, predictions)
-    rng = np.random.default_rng(0)
-    payloads = []
-    for _ in range(0, num_records, 4096):
-        n = min(4096, num_records - len(payloads))
-        lengths = rng.integers(length // 2, length + 1, n).astype(np.int32)
-        positions = np.sort(rng.integers(1, length // 2 - 1, (n, predictions)), axis=1).astype(np.int32)
-        batch = records.MaskedBatch(
-            rng.integers(1000, 30000, (n, length)).astype(np.int32), lengths, positions,
-            rng.integers(1000, 30000, (n, predictions)).astype(np.int32), np.full(n, predictions, np.int32),
-        )  # fmt: skip
-        payloads += records.to_payloads(batch)
-    keyed = list(enumerate(payloads))
-    del payloads, batch
-    with open("/proc/self/clear_refs", "w") as f:
-        f.write("5")  # the peak (VmHWM) starts again from here
-    held = _status_mib("VmRSS")  # glibc may keep what was freed above for the write to reuse
-    with tempfile.TemporaryDirectory() as out:
-        writer = write._WriteShard(
-            output_dir=out, formats=("tfrecord", "parquet"), max_seq_length=length,
-            max_predictions_per_seq=predictions, pad_id=0,
-        )  # fmt: skip
-        writer.setup()
-        try:
-            infos = list(writer.process(((0, 0), [keyed]), layout={0: (num_records, 1, {})}))
-        finally:
-            writer.teardown()
-        sizes = {info["format"]: os.path.getsize(os.path.join(out, info["file"])) for info in infos}
-    peak = _status_mib("VmHWM")
-    files = ", ".join(f"{fmt} {size / 1e6:.0f} MB" for fmt, size in sizes.items())
-    return (
-        f"one {num_records:,}-record shard ({files}) written: peak {peak:.0f} MiB, "
-        f"{peak - held:.0f} MiB over the {held:.0f} MiB holding its records"
-    )
-
-
-def _status_mib(field: str) -> float:
-    with open("/proc/self/status") as f:
-        return int(f.read().split(f"{field}:")[1].split()[0]) / 1024
+    mib = 1 << 20
+    with tempfile.TemporaryDirectory() as tmp:
+        sizes, globs = {}, {}
+        for scale in (1, 4):
+            folder = pathlib.Path(tmp, f"x{scale}")
+            sizes[scale] = sum(p.stat().st_size for p in corpora.build(args.corpus, scale, folder))
+            globs[scale] = [str(folder / "*.txt")]
+        print(f"corpus {args.corpus}: 1x {sizes[1] / 1e6:.0f} MB, 4x {sizes[4] / 1e6:.0f} MB (distinct)")
+        for name, flags in (("default options", []), ("--num_shards 8", ["--num_shards=8"])):
+            peaks = {}
+            for scale in (1, 4):
+                out = pathlib.Path(tmp, f"out-{scale}")
+                peaks[scale], each, seconds = run(globs[scale], out, [*flags, *runner_args])
+                subprocess.run(["rm", "-rf", str(out)], check=True)
+                detail = ", ".join(f"{n / mib:.0f}" for n in sorted(each.values(), reverse=True))
+                print(f"  {name}, {scale}x: peak {peaks[scale] / mib:7.0f} MiB summed over "
+                      f"{len(each)} processes ({detail} MiB each), {seconds:5.1f} s")  # fmt: skip
+            extra = (peaks[4] - peaks[1]) / (sizes[4] - sizes[1])
+            print(f"  {name}: 4x/1x {peaks[4] / peaks[1]:.2f} (target <= 1.3); "
+                  f"{extra:.3f} bytes per extra input byte (target <= 0.5)")  # fmt: skip
+        one = pathlib.Path(tmp, "one.txt")
+        one.write_text("one short document\n")
+        mode, workers = worker_mode(sizes[4], available_cores())
+        flags = [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}", *runner_args]
+        peak, each, _ = run([str(one)], pathlib.Path(tmp, "out-one"), flags)
+        detail = ", ".join(f"{n / mib:.0f}" for n in sorted(each.values(), reverse=True))
+        print(f"before any data ({mode}, {workers} worker(s)): {peak / mib:.0f} MiB in {len(each)} "
+              f"processes ({detail} MiB each)")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -60,9 +60,11 @@ def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
 
 def test_parquet_carries_the_same_facts():
     batch = _batch()
-    shard = encode.ParquetShard()
+    sink = io.BytesIO()
+    shard = encode.ParquetShard(sink)
     shard.add(batch)
-    table = pq.read_table(io.BytesIO(shard.close()))
+    shard.close()
+    table = pq.read_table(io.BytesIO(sink.getvalue()))
     assert table.schema == encode.PARQUET_SCHEMA
     rows = table.to_pylist()
     for row, got in enumerate(rows):

@@ -292,25 +292,32 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
 
 
 class ParquetShard:
-    """A Parquet file built in memory, compressed, one row group per batch added."""
+    """A Parquet file written into ``sink`` (any object with ``write``) as it is built, one row group per
+    batch added: what it holds is a row group, not the file."""
 
-    def __init__(self):
-        self._sink = pa.BufferOutputStream()
+    def __init__(self, sink):
         # zstd: smaller and faster to write than the default snappy here; every
         # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
         # Dictionaries and statistics suit neither token ids nor masks: without
         # them a shard is written a third faster and is under 10% larger.
         self._writer = pq.ParquetWriter(
-            self._sink, PARQUET_SCHEMA, compression="zstd", use_dictionary=False, write_statistics=False
+            pa.PythonFile(sink, mode="w"),
+            PARQUET_SCHEMA,
+            compression="zstd",
+            use_dictionary=False,
+            write_statistics=False,
         )
 
     def add(self, batch: MaskedBatch) -> None:
         self._writer.write_table(parquet_table(batch))
 
-    def close(self) -> pa.Buffer:
-        """The file's bytes, without a copy (the buffer protocol serves hashlib and files)."""
-        self._writer.close()
-        return self._sink.getvalue()
+    def close(self, abandon: bool = False) -> None:
+        """Writes the footer; ``abandon``: only lets go of the file, which is being deleted."""
+        try:
+            self._writer.close()
+        except Exception:
+            if not abandon:
+                raise
 
 
 def sha256(data: bytes) -> str:

@@ -180,23 +180,23 @@ class _WriteShard(beam.DoFn):
         slices = rows.slices(encode.slice_rows(self._shape["max_seq_length"])) if rows is not None else ()
         names = {fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt) for fmt in self._formats}
         paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
-        tfrecord = _AtomicFile(paths["tfrecord"]) if "tfrecord" in paths else None
-        parquet = encode.ParquetShard() if "parquet" in paths else None
+        files = {fmt: _AtomicFile(path) for fmt, path in paths.items()}
+        tfrecord = files.get("tfrecord")
+        parquet = encode.ParquetShard(files["parquet"]) if "parquet" in files else None
         try:
             stats = _write_in_slices(
                 slices, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
             )
+            if parquet is not None:
+                parquet.close()
         except BaseException:
-            if tfrecord is not None:
-                tfrecord.abort()
+            if parquet is not None:
+                parquet.close(abandon=True)
+            for file in files.values():
+                file.abort()
             raise
         for fmt in sorted(names, key=lambda f: f != "tfrecord"):
-            if fmt == "tfrecord":
-                sha256 = tfrecord.commit()
-            else:
-                parquet_file = _AtomicFile(paths[fmt])
-                parquet_file.write(parquet.close())
-                sha256 = parquet_file.commit()
+            sha256 = files[fmt].commit()
             self._progress.update(files=1, records=stats["records"])
             yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
 
@@ -237,14 +237,21 @@ class _AtomicFile:
         self._file = FileSystems.create(self._temp)
         self._digest = hashlib.sha256()
 
-    def write(self, data: bytes) -> None:
+    def write(self, data) -> int:
         self._digest.update(data)
         self._file.write(data)
+        return len(memoryview(data))
+
+    @property
+    def closed(self) -> bool:  # what pyarrow asks of a file it writes to
+        return self._file.closed
 
     def abort(self) -> None:
         """Closes and deletes the unfinished file (a retry writes it anew)."""
-        self._file.close()
-        FileSystems.delete([self._temp])
+        if not self._file.closed:
+            self._file.close()
+        if FileSystems.exists(self._temp):
+            FileSystems.delete([self._temp])
 
     def commit(self) -> str:
         """Closes and renames the file; returns its SHA-256."""
