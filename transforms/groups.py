@@ -217,9 +217,10 @@ class _WriteRuns(_Buffered):
 
 
 def _open(path: str):
-    """A run file for random access: memory-mapped where it is local."""
+    """A run file for random access, read (not memory-mapped: mapped pages a merge touched would stay in
+    its resident memory, a shard's worth of them)."""
     if "://" not in path:
-        return pa.ipc.open_file(pa.memory_map(path))
+        return pa.ipc.open_file(pa.OSFile(path))
     return pa.ipc.open_file(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
 
 

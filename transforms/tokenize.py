@@ -205,8 +205,8 @@ class TokenizeDocuments(CountingDoFn):
     tokenizer) and joined again: they were cut at whitespace, so the ids are
     those of the whole text.
 
-    The tokenizer works in Rust without the GIL, on a thread of its own (and
-    on its own thread pool across the cores a worker has): it encodes the next
+    The tokenizer works in Rust without the GIL, on threads of its own (and on
+    its own thread pool across the cores a worker has): it encodes the next
     PREFETCH batches while the steps fused after this one (packing, masking)
     run on the batch before, as tf.data's prefetch overlaps stages, so it
     never waits for them. A batch is thus emitted after later ones were
@@ -234,7 +234,9 @@ class TokenizeDocuments(CountingDoFn):
     def setup(self):
         self._tokenizer = load_tokenizer(self._tokenizer_json)
         gc.freeze()  # what this worker has loaded (Beam, the tokenizer) is never garbage: collections skip it
-        self._encoder = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mlmprep-tokenize")
+        # Two threads: one reads a batch's ids out of its encodings (which holds the GIL)
+        # while the other tokenizes the next, so the tokenizer's pool is never idle.
+        self._encoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mlmprep-tokenize")
 
     def teardown(self):
         if self._encoder is not None:
@@ -256,24 +258,26 @@ class TokenizeDocuments(CountingDoFn):
         yield from super().finish_bundle()
 
     def _encode(self, batch):
-        """On the tokenizer's thread: (batch, encodings). Only the tokenizer runs there; it holds no GIL."""
+        """On a tokenizer thread: (batch, ids, word starts or None) of its documents.
+
+        Each call of the tokenizer takes at most ENCODE_CHARS of text, and its
+        Encoding objects (about 100 times the size of the ids) are read and
+        let go before the next: a 50 MB document never has all of them at once.
+        """
         texts = [piece for pieces in batch.docs for piece in pieces]
-        if self._word_starts:
-            encode = self._tokenizer.encode_batch  # word ids come with offsets
-        else:
-            encode = self._tokenizer.encode_batch_fast
-        return batch, _encode_bounded(lambda t: encode(t, add_special_tokens=False), texts)
-
-    def _arrays(self, batch, parts):
-        """The ids (and word starts) of each document of a batch, from its encodings."""
         counts = [len(pieces) for pieces in batch.docs]
-        encodings = [e for part in parts for e in part]
-        ids = [np.asarray(e.ids, dtype=np.int32) for e in encodings]
-        starts = [_word_starts(e) for e in encodings] if self._word_starts else None
-        return _join_pieces(ids, counts), None if starts is None else _join_pieces(starts, counts)
+        if self._word_starts:
+            parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
+            ids = [i for part_ids, _ in parts for i in part_ids]
+            starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts)
+        else:
+            ids = [
+                i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
+            ]
+            starts = None
+        return batch, _join_pieces(ids, counts), starts
 
-    def _batch(self, batch, parts):
-        token_ids, starts = self._arrays(batch, parts)
+    def _batch(self, batch, token_ids, starts):
         lengths = np.array([t.size for t in token_ids])
         self.count("tokens", int(lengths.sum()))
         splits = splits_of(batch.keys, len(token_ids), self._validation_fraction)
