@@ -9,6 +9,7 @@ A full command line, as run by ``mlmprep run``::
 """
 
 import os
+import sys
 
 import apache_beam as beam
 import pyarrow as pa
@@ -183,6 +184,7 @@ def _local_runner(options: PipelineOptions, job: JobPlan, argv=()):
 def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResult:
     """Runs the job to completion; returns the PipelineResult (its metrics are the counts)."""
     del save_main_session  # the job's code lives in the installed package
+    argv = sys.argv[1:] if argv is None else argv  # what PipelineOptions(None) reads
     options = PipelineOptions(argv)
     job = plan(options)
     p = beam.Pipeline(runner=_local_runner(options, job, argv), options=options)

@@ -7,6 +7,7 @@ turns into one line on stderr and exit status 2 before any work starts.
 import argparse
 import dataclasses
 import hashlib
+import logging
 import math
 import os
 
@@ -17,8 +18,9 @@ from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.transforms import documents, groups, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
-# Runners that keep a shuffle in memory: records reach their shards through run files there.
-IN_MEMORY_RUNNERS = (None, "DirectRunner", "FnApiRunner", "BundleBasedDirectRunner")
+# Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
+# records reach their shards through run files there.
+IN_MEMORY_RUNNERS = ("direct", "fnapi", "bundlebaseddirect", "swappingdirect")
 TEMP_DIR = ".mlmprep-temp"  # under the output: run files, deleted when the job ends
 
 
@@ -329,10 +331,17 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
 
 
 def _grouping(grouping: str, runner) -> str:
-    if grouping != "auto":
-        return grouping
     name = runner if runner is None or isinstance(runner, str) else type(runner).__name__
-    return "run_files" if name in IN_MEMORY_RUNNERS else "shuffle"
+    local = name is None or name.lower().removesuffix("runner") in IN_MEMORY_RUNNERS
+    if grouping == "auto":
+        return "run_files" if local else "shuffle"
+    if grouping == "run_files" and not local:
+        logging.warning(
+            "mlmprep: --grouping run_files on %s: every bundle writes run files that every shard reads; "
+            "the runner's own shuffle (--grouping shuffle) is the way on a distributed runner",
+            name,
+        )
+    return grouping
 
 
 def _is_local(path: str) -> bool:

@@ -183,3 +183,13 @@ def test_merged_runs_and_a_shuffle_give_the_same_slices(tmp_path, monkeypatch):
             range(mine.num_rows), key=lambda i: (int(mine.column("key")[i].as_py()), content[i])
         )
         assert whole.equals(mine.take(expected))
+
+
+def test_the_temporary_folder_is_deleted_whole_or_was_never_there(tmp_path):
+    temp = tmp_path / options.TEMP_DIR
+    groups.delete_temp(str(temp))  # nothing written: nothing to do
+    (temp / "sub").mkdir(parents=True)
+    (temp / "run-1.arrow").write_bytes(b"x")
+    (temp / "sub" / "left.incomplete").write_bytes(b"y")
+    groups.delete_temp(str(temp))
+    assert not temp.exists() and tmp_path.exists()

@@ -216,7 +216,7 @@ def _read_in_ranges(path, fmt, range_bytes):
     """What the job reads and counts of a file cut into ranges of range_bytes: (keys, copy key, pieces)."""
     source = DocumentSource(fmt)
     metadata = FileSystems.match([str(path)])[0].metadata_list[0]
-    ranges = list(file_ranges(metadata, fmt, range_bytes))
+    ranges = list(file_ranges(metadata.path, metadata.size_in_bytes, fmt, range_bytes))
     docs = []
     for file_range in ranges:
         for batch in source.batches(file_range):
@@ -271,7 +271,7 @@ def test_compressed_and_parquet_files_are_read_whole(tmp_path):
     for name in ("a.txt.gz", "a.parquet"):
         (tmp_path / name).write_bytes(b"x" * 5000)
         metadata = FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]
-        assert len(list(file_ranges(metadata, "auto", 100))) == 1
+        assert len(list(file_ranges(metadata.path, metadata.size_in_bytes, "auto", 100))) == 1
 
 
 @pytest.mark.parametrize("fmt", ["text", "lines"])
@@ -315,3 +315,13 @@ def test_unreadable_files_are_counted_not_fatal(tmp_path, bert_vocab):
     assert counts["documents_dropped"]["unreadable_file"] == 2
     assert counts["documents_written"] == 1
     assert counts["documents_read"] == counts["documents_written"] + sum(counts["documents_dropped"].values())
+
+
+def test_a_file_two_patterns_match_is_read_once(tmp_path, real_data, bert_vocab):
+    kjv = real_data / "corpora" / "tiny" / "kjv.txt"
+    (tmp_path / "kjv.txt").write_bytes(kjv.read_bytes())
+    args = [f"--tokenizer={bert_vocab}"]
+    once = run_job(tmp_path / "once", f"--input={tmp_path}/kjv.txt", *args)
+    twice = run_job(tmp_path / "twice", f"--input={tmp_path}/*.txt", f"--input={tmp_path}/kjv.txt", *args)
+    assert twice["counts"] == once["counts"]
+    assert _hashes(twice) == _hashes(once)

@@ -639,13 +639,14 @@ class FileRange(NamedTuple):
 RANGE_BYTES = 8 << 20  # 2+ ranges per worker for a file of tens of MB on a small machine
 
 
-def file_ranges(metadata, input_format: str = "auto", range_bytes: int = RANGE_BYTES) -> Iterator[FileRange]:
-    """A matched file as ranges to read apart: large uncompressed text or JSONL in near-equal parts.
+def file_ranges(
+    path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES
+) -> Iterator[FileRange]:
+    """A file as ranges to read apart: large uncompressed text or JSONL in near-equal parts.
 
     Line-oriented text can start reading at any byte (see iter_text_documents);
     compressed and Parquet files are read whole.
     """
-    path, size = metadata.path, metadata.size_in_bytes
     if path.endswith(("/", "\\")):  # a directory, as fileio.ReadMatches skips them
         return
     splittable = (
@@ -710,11 +711,16 @@ class DocumentSource:
     def _values(self, values: Iterable, batch_size: int = 1024) -> Iterator[list[list[str]]]:
         """Batches of documents from JSONL or Parquet text values."""
         docs = []
-        for value in values:
-            docs.append(_split(value))
-            if len(docs) == batch_size:
+        try:
+            for value in values:
+                docs.append(_split(value))
+                if len(docs) == batch_size:
+                    yield accepted(docs, self.counts, blank=True)
+                    docs = []
+        except UNREADABLE:
+            if docs:  # what a damaged file gave before the damage is kept, as the documents read
                 yield accepted(docs, self.counts, blank=True)
-                docs = []
+            raise
         if docs:
             yield accepted(docs, self.counts, blank=True)
 

@@ -74,7 +74,7 @@ def _per_length(lengths: np.ndarray, make) -> Cells:
     table = np.zeros((len(encoded), sizes.max(initial=0)), dtype=np.uint8)
     for i, data in enumerate(encoded):
         table[i, : len(data)] = np.frombuffer(data, dtype=np.uint8)
-    if (sizes == sizes[0]).all():
+    if not len(sizes) or (sizes == sizes[0]).all():
         return Cells(table[inverse], None, sizes[inverse])
     present = np.arange(table.shape[1])[None, :] < sizes[:, None]
     return Cells(table[inverse], present[inverse], sizes[inverse])

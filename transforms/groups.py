@@ -20,21 +20,24 @@ name first, so a retried bundle writes the same file again; runs of a failed
 attempt are never referenced, and the job deletes the folder at its end.
 
 Rows are Arrow record batches. The order is by unsigned integer columns;
-rows equal in them (different records with one 63-bit key, practically
-never) are ordered by a content tiebreak, and a slice never splits such a
-tie, so both expansions cut a group into the same slices.
+rows equal in them are ordered by a content tiebreak, and a slice never
+splits such a tie, so both expansions cut a group into the same slices.
+Equal keys mean equal content but for a 63-bit collision: one sequence that
+recurs (a boilerplate header, copies kept with ``--nodedup``) is one tie,
+so a slice grows by its copies, and they stay in one shard.
 """
 
 import dataclasses
 import hashlib
+import shutil
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator
 from typing import NamedTuple
 
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
-from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms.counting import in_global_window
@@ -212,7 +215,7 @@ class _WriteRuns(_Buffered):
         name = hashlib.blake2b(data, digest_size=16).hexdigest()  # a retried bundle rewrites the same file
         path = FileSystems.join(self._temp_dir, f"run-{name}.arrow")
         _write(path, data)
-        _write(path + KEYS, _ipc_file(table.select(list(self._sorting.columns)), table.num_rows or 1))
+        _write(path + KEYS, _ipc_file(table.select(list(self._sorting.columns)), RUN_BATCH_ROWS))
         yield RunFile(path, table.num_rows)
 
 
@@ -224,8 +227,37 @@ def _open(path: str):
     return pa.ipc.open_file(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
 
 
-def _read_keys(path: str) -> pa.Table:
-    return _open(path + KEYS).read_all()
+class _Cursor:
+    """Reads consecutive row ranges of one file of record batches of RUN_BATCH_ROWS rows each.
+
+    Each record batch is read once, however many ranges it serves; the file
+    is opened for each read and closed again, so a merge of thousands of runs
+    holds no file open between reads.
+    """
+
+    def __init__(self, path: str):
+        self._path = path
+        self._batch = (-1, None)  # the last batch read, and its index
+
+    def rows(self, start: int, end: int) -> pa.Table:
+        first, last = start // RUN_BATCH_ROWS, (end - 1) // RUN_BATCH_ROWS
+        batches = []
+        reader = None
+        for i in range(first, last + 1):
+            if self._batch[0] == i:
+                batches.append(self._batch[1])
+                continue
+            reader = reader or _open(self._path)
+            self._batch = (i, reader.get_batch(i))
+            batches.append(self._batch[1])
+        return pa.Table.from_batches(batches).slice(start - first * RUN_BATCH_ROWS, end - start)
+
+
+def _read_keys(path: str, start: int = 0, end: int | None = None) -> pa.Table:
+    """A run's sort columns, rows [start, end): its keys file is in record batches like the run."""
+    if end is None:
+        return _open(path + KEYS).read_all()
+    return _Cursor(path + KEYS).rows(start, end) if end > start else _open(path + KEYS).schema.empty_table()
 
 
 def _locate(run: RunFile, sorting: Sorting, *side):
@@ -240,7 +272,7 @@ def _locate(run: RunFile, sorting: Sorting, *side):
 class ShuffledGroup:
     """A group's rows as the shuffle delivered them, in pieces."""
 
-    pieces: Iterable[bytes]
+    pieces: list[bytes]
     sorting: Sorting
 
     def slices(self, slice_rows: int) -> Iterator[pa.Table]:
@@ -261,40 +293,30 @@ class MergedGroup:
 
     def slices(self, slice_rows: int) -> Iterator[pa.Table]:
         """The group's rows merged from its runs, a slice at a time: what is held is a slice's rows and
-        the group's sort columns (a few bytes a row)."""
+        the group's sort columns (a few bytes a row); every run's rows and keys are read once."""
         parts = sorted(self.parts)
         if not parts:
             return
-        keys = [_read_keys(path).slice(start, end - start) for path, start, end in parts]
+        keys = [_read_keys(path, start, end) for path, start, end in parts]
         columns = [np.concatenate([_column(k, c) for k in keys]) for c in self.sorting.columns]
-        part_of = np.repeat(np.arange(len(parts)), [end - start for _, start, end in parts])
+        sizes = [end - start for _, start, end in parts]
         order = np.lexsort(columns[::-1])  # stable: ties stay in part order, resolved in their slice
         bounds = _cuts([c[order] for c in columns], slice_rows)
         # Rows of each part before each bound: a part is sorted, so a slice takes a range of each.
+        slice_of = np.repeat(np.arange(len(bounds) - 1), np.diff(bounds))
+        part_of = np.repeat(np.arange(len(parts)), sizes)[order]
         before = np.zeros((len(bounds), len(parts)), dtype=np.int64)
-        for i, bound in enumerate(bounds):
-            before[i] = np.bincount(part_of[order[:bound]], minlength=len(parts))
-        files = {}
-        try:
-            for i in range(len(bounds) - 1):
-                pieces = []
-                for p, (path, start, _) in enumerate(parts):
-                    first, end = before[i, p], before[i + 1, p]
-                    if end > first:
-                        if path not in files:
-                            files[path] = _open(path)
-                        pieces.append(_rows(files[path], start + first, start + end))
-                table = pa.concat_tables(pieces)
-                yield take(table, sorted_order(table, self.sorting))
-        finally:
-            files.clear()
-
-
-def _rows(run, start: int, end: int) -> pa.Table:
-    """Rows [start, end) of a run file, reading only the record batches that hold them."""
-    first, last = start // RUN_BATCH_ROWS, (end - 1) // RUN_BATCH_ROWS
-    table = pa.Table.from_batches([run.get_batch(i) for i in range(first, last + 1)])
-    return table.slice(start - first * RUN_BATCH_ROWS, end - start)
+        np.add.at(before, (slice_of + 1, part_of), 1)
+        np.cumsum(before, axis=0, out=before)
+        cursors = [_Cursor(path) for path, _, _ in parts]
+        for i in range(len(bounds) - 1):
+            pieces = [
+                cursors[p].rows(start + before[i, p], start + before[i + 1, p])
+                for p, (_, start, _) in enumerate(parts)
+                if before[i + 1, p] > before[i, p]
+            ]
+            table = pa.concat_tables(pieces)
+            yield take(table, sorted_order(table, self.sorting))
 
 
 class SortedGroups(beam.PTransform):
@@ -319,7 +341,8 @@ class SortedGroups(beam.PTransform):
                 batches
                 | "ShuffleRows" >> beam.ParDo(_ShuffleRows(sorting), *self._side_inputs)
                 | "GroupRows" >> beam.GroupByKey()
-                | "ShuffledGroups" >> beam.MapTuple(lambda g, pieces: (g, ShuffledGroup(pieces, sorting)))
+                | "ShuffledGroups"
+                >> beam.MapTuple(lambda g, pieces: (g, ShuffledGroup(list(pieces), sorting)))
             )
         return (
             batches
@@ -332,5 +355,11 @@ class SortedGroups(beam.PTransform):
 
 def delete_temp(temp_dir: str) -> None:
     """Deletes the job's temporary folder, with every run file in it, used or not."""
-    if FileSystems.exists(temp_dir):
-        FileSystems.delete([temp_dir])
+    if "://" not in temp_dir:
+        # Beam's local delete would match the folder's files, not the folder itself.
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        return
+    try:
+        FileSystems.delete([temp_dir.rstrip("/") + "/"])  # a trailing slash: the prefix, recursively
+    except BeamIOError:
+        pass  # nothing there: no run files were written

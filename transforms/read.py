@@ -26,6 +26,7 @@ from mlmprep.transforms.progress import Progress
 
 BUCKET_BYTES = 1 << 30  # input per deduplication bucket, whose digests are sorted in one worker's memory
 BATCH_CHARS = 1 << 20  # text per batch for the tokenizer: its Encoding objects cost ~100x the ids
+DOCUMENTS = "documents"  # the first pass's count of each range's documents
 
 
 def dedup_bits(input_bytes: int | None) -> int:
@@ -45,6 +46,9 @@ class _ReadDigests(beam.DoFn):
     def setup(self):
         gc.freeze()  # what this worker has loaded (Beam above all) is never garbage: collections skip it
 
+    def infer_output_type(self, input_type):
+        return beam.typehints.Tuple[int, bytes]  # the main output's; counts go to DOCUMENTS
+
     def process(self, element):
         range_key, file_range = element
         source = DocumentSource(**self._source_args)
@@ -53,7 +57,9 @@ class _ReadDigests(beam.DoFn):
             batch_keys, batch_copies = document_keys(batch)
             keys.append(batch_keys)
             copies.append(batch_copies)
-        if keys:
+        count = sum(len(k) for k in keys)
+        yield beam.pvalue.TaggedOutput(DOCUMENTS, (range_key, count))
+        if count:
             digests = dedup.digests(np.concatenate(keys), np.concatenate(copies), range_key)
             for bucket, part in dedup.by_bucket(digests, self._bits):
                 yield bucket, part.tobytes()
@@ -103,8 +109,14 @@ class _ReadBatches(CountingDoFn):
                 pending, pending_since = [], source.counts["characters_read"]
         if pending:
             yield self._batch(pending)
-        if skipped != len(losers):
-            raise RuntimeError(f"{file_range.path} changed while the job read it: its documents differ")
+        first_pass = grouped.get(DOCUMENTS)
+        if skipped != len(losers) or (first_pass and first_pass[0] != read):
+            # A file edited during the job, or a read cut short (an I/O error on a compressed
+            # file ends its read as damage would): the runner retries; a real change fails again.
+            raise RuntimeError(
+                f"{file_range.path}: {read} documents read where the first pass read "
+                f"{first_pass[0] if first_pass else read}: the file changed, or a read failed"
+            )
         for path, error in source.unreadable:
             logging.warning("mlmprep: cannot read %s after its valid part: %s", path, error)
         self.count("documents_dropped.duplicate", skipped)
@@ -133,18 +145,28 @@ class ReadDocuments(beam.PTransform):
         ranges = (
             patterns
             | "MatchFiles" >> fileio.MatchAll()
-            | "SplitFiles" >> beam.FlatMap(file_ranges, input_format, self._range_bytes)
+            | "Paths" >> beam.Map(lambda m: (m.path, m.size_in_bytes))
+            | "OncePerFile" >> beam.Distinct()  # a file two patterns match is still one file
+            | "SplitFiles" >> beam.FlatMapTuple(file_ranges, input_format, self._range_bytes)
             | "KeyRanges" >> beam.Map(lambda r: (r.key(), r))
         )
         if self._dedup:
-            losers = (
+            digests = (
                 ranges
                 | "SpreadRanges" >> beam.Reshuffle()
-                | "ReadDigests" >> beam.ParDo(_ReadDigests(*self._source_args, self._bits))
-                | "GroupDigests" >> beam.GroupByKey()
-                | "FindLosers" >> beam.FlatMap(_losers)
+                | "ReadDigests"
+                >> beam.ParDo(_ReadDigests(*self._source_args, self._bits)).with_outputs(
+                    DOCUMENTS, main="digests"
+                )
             )
-            work = {"range": ranges, "losers": losers} | "RangesWithLosers" >> beam.CoGroupByKey()
+            losers = (
+                digests.digests | "GroupDigests" >> beam.GroupByKey() | "FindLosers" >> beam.FlatMap(_losers)
+            )
+            work = {
+                "range": ranges,
+                "losers": losers,
+                DOCUMENTS: digests[DOCUMENTS],
+            } | "RangesWithLosers" >> beam.CoGroupByKey()
         else:
             work = (
                 ranges

@@ -103,11 +103,12 @@ def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
     missing = [t for t in REQUIRED_SPECIALS if ids[t] is None]
     if missing:
         raise TokenizerError(f"tokenizer has no {', '.join(missing)} token")
-    size = tokenizer.get_vocab_size(with_added_tokens=True)
+    vocab = tokenizer.get_vocab(with_added_tokens=True)
+    # Ids may have gaps: the size every id fits under, not the count of tokens.
+    size = max(tokenizer.get_vocab_size(with_added_tokens=True), max(vocab.values(), default=-1) + 1)
     added = tokenizer.get_added_tokens_decoder()
     special = {i for i, t in added.items() if t.special}
     special.update(i for i in ids.values() if i is not None)
-    vocab = tokenizer.get_vocab(with_added_tokens=True)
     random_ids = np.array(
         sorted(i for t, i in vocab.items() if i not in special and not _BRACKETED.match(t)),
         dtype=np.int32,

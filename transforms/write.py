@@ -180,10 +180,12 @@ class _WriteShard(beam.DoFn):
         slices = rows.slices(encode.slice_rows(self._shape["max_seq_length"])) if rows is not None else ()
         names = {fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt) for fmt in self._formats}
         paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
-        files = {fmt: _AtomicFile(path) for fmt, path in paths.items()}
-        tfrecord = files.get("tfrecord")
-        parquet = encode.ParquetShard(files["parquet"]) if "parquet" in files else None
+        files, parquet = {}, None
         try:
+            for fmt, path in paths.items():
+                files[fmt] = _AtomicFile(path)
+            tfrecord = files.get("tfrecord")
+            parquet = encode.ParquetShard(files["parquet"]) if "parquet" in files else None
             stats = _write_in_slices(
                 slices, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
             )
@@ -195,6 +197,9 @@ class _WriteShard(beam.DoFn):
             for file in files.values():
                 file.abort()
             raise
+        finally:
+            if hasattr(slices, "close"):
+                slices.close()  # a merge's generator lets go of what it read
         for fmt in sorted(names, key=lambda f: f != "tfrecord"):
             sha256 = files[fmt].commit()
             self._progress.update(files=1, records=stats["records"])
