@@ -91,13 +91,6 @@ def test_rows_round_trip(vocab_size):
         np.testing.assert_array_equal(getattr(back, field), getattr(batch, field))
 
 
-def _ipc(table):
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 def _write_shard(out, batch):
     """Writes ``batch`` as shard 0 of 1 through the job's writer: {format: (info dict, file bytes)}."""
     out.mkdir()
@@ -113,7 +106,7 @@ def _write_shard(out, batch):
         [records.to_rows(np.zeros(n, np.int8), np.arange(n, dtype=np.uint64), batch, pa.int32())]
     )
     # Two pieces, out of order, as a shuffle hands them over.
-    pieces = [_ipc(rows.take(np.arange(1, n, 2))), _ipc(rows.take(np.arange(0, n, 2)))]
+    pieces = [groups.to_ipc(rows.take(np.arange(1, n, 2))), groups.to_ipc(rows.take(np.arange(0, n, 2)))]
     writer.setup()
     try:
         shard = groups.ShuffledGroup(pieces, write.RECORD_ORDER)

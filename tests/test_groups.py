@@ -127,13 +127,6 @@ def test_no_text_and_no_records_cross_a_shuffle_on_the_local_runner(tmp_path, co
     assert max(sizes.values()) < 16 * records_written + 64 * manifest["counts"]["documents_read"], sizes
 
 
-def _ipc(table):
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    return sink.getvalue().to_pybytes()
-
-
 def test_merged_runs_and_a_shuffle_give_the_same_slices(tmp_path, monkeypatch):
     rng = np.random.default_rng(3)
     n, width = 6000, 8
@@ -162,7 +155,7 @@ def test_merged_runs_and_a_shuffle_give_the_same_slices(tmp_path, monkeypatch):
         runs += list(writer.process(chunk.to_batches()[0]))
         for split in (0, 1):
             part = chunk.filter(pa.compute.equal(chunk.column("split"), split))
-            pieces[split].append(_ipc(part))
+            pieces[split].append(groups.to_ipc(part))
         start = end
     runs += [out.value for out in writer.finish_bundle()]
     assert len(runs) > 5

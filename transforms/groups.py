@@ -126,11 +126,12 @@ def _slices(table: pa.Table, sorting: Sorting, slice_rows: int) -> Iterator[pa.T
         yield table.slice(start, end - start)
 
 
-def _ipc(table: pa.Table) -> pa.Buffer:
+def to_ipc(table: pa.Table) -> bytes:
+    """A table as Arrow IPC stream bytes: what a shuffle moves of a group."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, table.schema) as writer:
         writer.write_table(table)
-    return sink.getvalue()
+    return sink.getvalue().to_pybytes()
 
 
 def _from_ipc(data) -> pa.Table:
@@ -176,7 +177,7 @@ class _ShuffleRows(_Buffered):
         values, starts = np.unique(groups[order], return_index=True)
         table = take(table, order)
         for group, start, end in zip(values, starts, [*starts[1:], len(order)]):
-            yield int(group), _ipc(table.slice(start, end - start)).to_pybytes()
+            yield int(group), to_ipc(table.slice(start, end - start))
 
 
 class RunFile(NamedTuple):
