@@ -49,7 +49,8 @@ class _WriteManifest(beam.DoFn):
             input_fingerprint=job.input_fingerprint,
         )
         manifest.write(job.output_dir, built, job.tokenizer_json)
-        groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
+        if job.grouping == "run_files":
+            groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
         yield built
 
 
@@ -155,7 +156,7 @@ def _given(argv, flag: str) -> bool:
 
 
 def _local_runner(options: PipelineOptions, job: JobPlan, argv=()):
-    """Beam's FnApiRunner when no --runner is given, with a worker process per core for big inputs.
+    """Beam's FnApiRunner when no --runner is given, with a worker process per two cores for big inputs.
 
     The DirectRunner of recent Beam first tries Prism, a runner it downloads at run time; where that
     works, the job runs in one Python process whatever ``--direct_num_workers`` says. The FnApiRunner

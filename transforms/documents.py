@@ -82,6 +82,26 @@ def invalid_utf8_count() -> int:
     return getattr(_invalid_utf8, "count", 0)
 
 
+class _InvalidUtf8:
+    """Counts, per document, the invalid UTF-8 replaced since the document before."""
+
+    def __init__(self, counts):
+        self._counts = counts
+        self._seen = invalid_utf8_count()
+
+    def note(self) -> None:
+        """A document was read: what was replaced since the last call is its."""
+        now = invalid_utf8_count()
+        if now != self._seen:
+            self._counts["documents_with_invalid_utf8"] += 1
+            self._counts["invalid_utf8_sequences"] += now - self._seen
+            self._seen = now
+
+    def skip(self) -> None:
+        """Forgets what was replaced since the last call (it was counted another way)."""
+        self._seen = invalid_utf8_count()
+
+
 def format_of(path: str, input_format: str = "auto") -> str:
     """The input format, from ``--input_format`` or the file suffix."""
     if input_format != "auto":
@@ -284,8 +304,7 @@ class _TextDocuments:
         self._owned = start == 0  # later ranges begin after the tail of a document they do not own
         self._text = _DocumentText(limit)
         self._decoder = _Decoder()
-        self._counts = counts
-        self._seen = invalid_utf8_count()
+        self._invalid = _InvalidUtf8(counts)
         self.done = False
 
     def _past(self, offset: int) -> bool:
@@ -293,19 +312,16 @@ class _TextDocuments:
 
     def _emit(self, pieces: list[str]) -> list[str]:
         """A document read; counts the invalid UTF-8 replaced since the one before."""
-        now = invalid_utf8_count()
-        if now != self._seen:
-            self._counts["documents_with_invalid_utf8"] += 1
-            self._counts["invalid_utf8_sequences"] += now - self._seen
-            self._seen = now
+        self._invalid.note()
         return pieces
 
     def _whole(self, raws: list[bytes]) -> list[list[str]]:
         """Documents given whole as bytes, decoded and cut into pieces."""
         limit = self._limit
+        before = invalid_utf8_count()
         texts = [_decode(raw) for raw in raws]
-        if invalid_utf8_count() != self._seen:  # seldom: decoded once more, to count per document
-            self._seen = invalid_utf8_count()
+        if invalid_utf8_count() != before:  # seldom: decoded once more, to count per document
+            self._invalid.skip()
             for raw in raws:
                 self._emit(_decode(raw))
         return [[text] if len(text) <= limit else _split(text, limit) for text in texts]
@@ -692,7 +708,7 @@ class DocumentSource:
         path, start, stop = file_range
         with FileSystems.open(path) as raw:  # decompresses by suffix; only uncompressed files are split
             if fmt == "parquet":
-                yield from self._parquet_batches(raw)  # seeks to its footer: the file itself
+                yield from self._values(self._parquet_values(raw))  # seeks to its footer: the file itself
                 return
             # The binary check looks at the file's first block, not the range's.
             head = raw.read(BINARY_SNIFF_BYTES) if start and fmt != "jsonl" else None
@@ -700,7 +716,7 @@ class DocumentSource:
             if head is None:
                 head = stream.peek(BINARY_SNIFF_BYTES)[:BINARY_SNIFF_BYTES]
             if fmt == "jsonl":
-                yield from self._jsonl_batches(stream, start, stop)
+                yield from self._values(self._jsonl_values(stream, start, stop))
             elif b"\x00" in head:
                 # A NUL byte in the first block: an image or an index, not text.
                 if file_range.start == 0:  # one drop per file, by its first range
@@ -708,15 +724,16 @@ class DocumentSource:
             else:
                 yield from iter_text_batches(stream, fmt, start=start, stop=stop, counts=self.counts)
 
-    def _values(self, values: Iterable, batch_size: int = 1024) -> Iterator[list[list[str]]]:
-        """Batches of documents from JSONL or Parquet text values."""
-        docs = []
+    def _values(self, values: Iterable[str]) -> Iterator[list[list[str]]]:
+        """Batches of documents, of about BLOCK_BYTES characters, from JSONL or Parquet text values."""
+        docs, chars = [], 0
         try:
             for value in values:
                 docs.append(_split(value))
-                if len(docs) == batch_size:
+                chars += len(value)
+                if chars >= BLOCK_BYTES:
                     yield accepted(docs, self.counts, blank=True)
-                    docs = []
+                    docs, chars = [], 0
         except UNREADABLE:
             if docs:  # what a damaged file gave before the damage is kept, as the documents read
                 yield accepted(docs, self.counts, blank=True)
@@ -724,17 +741,10 @@ class DocumentSource:
         if docs:
             yield accepted(docs, self.counts, blank=True)
 
-    def _jsonl_batches(self, stream, start, stop):
-        return self._values(self._jsonl_values(stream, start, stop))
-
     def _jsonl_values(self, stream, start, stop):
-        seen = invalid_utf8_count()
+        invalid = _InvalidUtf8(self.counts)
         for line in iter_jsonl_lines(stream, start=start, stop=stop):
-            now = invalid_utf8_count()
-            if now != seen:  # counted per line, as a line is a document
-                self.counts["documents_with_invalid_utf8"] += 1
-                self.counts["invalid_utf8_sequences"] += now - seen
-                seen = now
+            invalid.note()  # per line, as a line is a document
             if not line.strip():
                 continue
             try:
@@ -747,7 +757,7 @@ class DocumentSource:
                 continue
             yield value
 
-    def _parquet_batches(self, handle):
+    def _parquet_values(self, handle):
         parquet = pq.ParquetFile(handle)
         if self.text_field not in parquet.schema_arrow.names:
             self._drop("no_text_field", parquet.metadata.num_rows)
@@ -757,7 +767,7 @@ class DocumentSource:
             texts = [v for v in values if isinstance(v, str)]
             if len(texts) < len(values):
                 self._drop("no_text_field", len(values) - len(texts))
-            yield from self._values(texts)
+            yield from texts
 
     def _drop(self, reason: str, n: int = 1):
         """Documents read and dropped: every document read is written or dropped for a reason."""

@@ -220,12 +220,12 @@ class _WriteRuns(_Buffered):
         yield RunFile(path, table.num_rows)
 
 
-def _open(path: str):
-    """A run file for random access, read (not memory-mapped: mapped pages a merge touched would stay in
-    its resident memory, a shard's worth of them)."""
+def _source(path: str):
+    """A run file to read from, closed by ``with`` (not memory-mapped: mapped pages a merge touched would
+    stay in its resident memory, a shard's worth of them)."""
     if "://" not in path:
-        return pa.ipc.open_file(pa.OSFile(path))
-    return pa.ipc.open_file(FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED))
+        return pa.OSFile(path)
+    return FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED)
 
 
 class _Cursor:
@@ -241,29 +241,23 @@ class _Cursor:
         self._batch = (-1, None)  # the last batch read, and its index
 
     def rows(self, start: int, end: int) -> pa.Table:
+        """Rows [start, end), ``start`` at or after the last call's."""
         first, last = start // RUN_BATCH_ROWS, (end - 1) // RUN_BATCH_ROWS
-        batches = []
-        reader = None
-        for i in range(first, last + 1):
-            if self._batch[0] == i:
-                batches.append(self._batch[1])
-                continue
-            reader = reader or _open(self._path)
-            self._batch = (i, reader.get_batch(i))
-            batches.append(self._batch[1])
+        if self._batch[0] != first or last > first:
+            batches = [self._batch[1]] if self._batch[0] == first else []
+            with _source(self._path) as source:
+                reader = pa.ipc.open_file(source)
+                batches += [reader.get_batch(i) for i in range(first + len(batches), last + 1)]
+            self._batch = (last, batches[-1])
+        else:
+            batches = [self._batch[1]]
         return pa.Table.from_batches(batches).slice(start - first * RUN_BATCH_ROWS, end - start)
-
-
-def _read_keys(path: str, start: int = 0, end: int | None = None) -> pa.Table:
-    """A run's sort columns, rows [start, end): its keys file is in record batches like the run."""
-    if end is None:
-        return _open(path + KEYS).read_all()
-    return _Cursor(path + KEYS).rows(start, end) if end > start else _open(path + KEYS).schema.empty_table()
 
 
 def _locate(run: RunFile, sorting: Sorting, *side):
     """RunFile -> (group, (run path, first row, end row)) for each group with rows in the run."""
-    groups = sorting.group(_read_keys(run.path), *side)
+    with _source(run.path + KEYS) as source:
+        groups = sorting.group(pa.ipc.open_file(source).read_all(), *side)
     values, starts = np.unique(groups, return_index=True)
     for group, start, end in zip(values, starts, [*starts[1:], len(groups)]):
         yield int(group), (run.path, int(start), int(end))
@@ -298,7 +292,7 @@ class MergedGroup:
         parts = sorted(self.parts)
         if not parts:
             return
-        keys = [_read_keys(path, start, end) for path, start, end in parts]
+        keys = [_Cursor(path + KEYS).rows(start, end) for path, start, end in parts]
         columns = [np.concatenate([_column(k, c) for k in keys]) for c in self.sorting.columns]
         sizes = [end - start for _, start, end in parts]
         order = np.lexsort(columns[::-1])  # stable: ties stay in part order, resolved in their slice

@@ -95,4 +95,4 @@ def to_unit(bits: np.ndarray) -> np.ndarray:
 def split_fractions(document_keys) -> np.ndarray:
     """Where each document falls in [0, 1): independent of seed, so splits never move."""
     salted = np.asarray(document_keys, dtype=np.uint64) ^ np.uint64(_SALT_SPLIT)
-    return (mix64(salted) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return to_unit(mix64(salted) >> np.uint64(64 - UNIFORM_BITS))

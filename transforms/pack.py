@@ -10,7 +10,7 @@ import dataclasses
 import numpy as np
 import pyarrow as pa
 
-from mlmprep.transforms import keys
+from mlmprep.transforms import keys, records
 from mlmprep.transforms.counting import CountingDoFn
 from mlmprep.transforms.groups import Sorting
 
@@ -191,21 +191,26 @@ CONCAT_GROUP_BYTES = 64 << 20
 CONCAT_SLICE_DOCS = 4096  # documents a group's packing takes at once
 
 
+def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:
+    offsets = np.zeros(len(arrays) + 1, dtype=np.int32)
+    np.cumsum([a.size for a in arrays], out=offsets[1:])
+    values = np.concatenate(arrays) if arrays else np.zeros(0)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
+
+
 def concat_rows(batch, groups: int, ids: pa.DataType) -> pa.RecordBatch:
-    """TokenizedBatch -> rows of (split, concat group, document key, ids, word starts) for SortedGroups."""
-    lengths = np.array([t.size for t in batch.token_ids], dtype=np.int32)
-    offsets = pa.array(np.concatenate([[0], np.cumsum(lengths)]).astype(np.int32))
-    flat = np.concatenate(batch.token_ids) if batch.token_ids else np.zeros(0, np.int32)
-    starts = batch.word_starts
-    flat_starts = np.concatenate(starts) if starts else np.zeros(len(flat) if starts is not None else 0, bool)
-    starts_offsets = offsets if starts is not None else pa.array(np.zeros(len(lengths) + 1, np.int32))
+    """TokenizedBatch -> rows of (split, concat group, document key, ids, word starts) for SortedGroups.
+
+    Without whole-word masking every document's word starts are empty.
+    """
+    starts = batch.word_starts or [np.zeros(0, bool)] * len(batch.token_ids)
     return pa.RecordBatch.from_arrays(
         [
             pa.array(batch.splits.astype(np.uint8)),
             pa.array((batch.keys % np.uint64(groups)).astype(np.uint32)),
             pa.array(batch.keys, pa.uint64()),
-            pa.ListArray.from_arrays(offsets, pa.array(flat.astype(np.dtype(str(ids))), ids)),
-            pa.ListArray.from_arrays(starts_offsets, pa.array(flat_starts, pa.bool_())),
+            _list_array(batch.token_ids, ids),
+            _list_array(starts, pa.bool_()),
         ],
         names=["split", "group", "doc_key", "ids", "starts"],
     )
@@ -217,10 +222,8 @@ def _concat_groups(rows) -> np.ndarray:
 
 def _ragged_rows(column) -> list[np.ndarray]:
     """A list column's rows as numpy arrays (views of one buffer)."""
-    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
-    offsets = array.offsets.to_numpy()
-    values = array.values.to_numpy(zero_copy_only=False)
-    return [values[a:b] for a, b in zip(offsets[:-1].tolist(), offsets[1:].tolist())]
+    values, lengths = records.list_parts(column)
+    return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
 def _document_content(rows, indices: np.ndarray) -> list[tuple[bytes, bytes]]:

@@ -74,7 +74,7 @@ def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.Da
     )
 
 
-def _list_parts(column) -> tuple[np.ndarray, np.ndarray]:
+def list_parts(column) -> tuple[np.ndarray, np.ndarray]:
     """(values, lengths) of a list column, chunked or not."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     offsets = array.offsets.to_numpy()
@@ -90,9 +90,9 @@ def _padded(values: np.ndarray, lengths: np.ndarray, width: int, fill: int) -> n
 
 def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id: int) -> MaskedBatch:
     """The padded batch of Arrow rows (a record batch or a table), in the same order."""
-    ids, lengths = _list_parts(rows.column("input_ids"))
-    positions, counts = _list_parts(rows.column("masked_lm_positions"))
-    original, _ = _list_parts(rows.column("masked_lm_ids"))
+    ids, lengths = list_parts(rows.column("input_ids"))
+    positions, counts = list_parts(rows.column("masked_lm_positions"))
+    original, _ = list_parts(rows.column("masked_lm_ids"))
     return MaskedBatch(
         input_ids=_padded(ids, lengths, max_seq_length, pad_id),
         lengths=lengths,
@@ -105,7 +105,7 @@ def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id
 def content(rows, indices: np.ndarray) -> list[bytes]:
     """Each given row's sequence and predictions as bytes: the order of records with equal keys."""
     taken = rows.take(indices)
-    parts = [_list_parts(taken.column(c)) for c in ("input_ids", "masked_lm_positions", "masked_lm_ids")]
+    parts = [list_parts(taken.column(c)) for c in ("input_ids", "masked_lm_positions", "masked_lm_ids")]
     columns = []
     for values, lengths in parts:
         ends = np.cumsum(lengths).tolist()

@@ -168,7 +168,8 @@ class TokenizedBatch:
 
     @property
     def nbytes(self) -> int:
-        return sum(ids.nbytes for ids in self.token_ids) * (1 if self.word_starts is None else 5) // 4
+        ids = sum(t.nbytes for t in self.token_ids)
+        return ids if self.word_starts is None else ids + ids // 4  # a byte of word start per 4-byte id
 
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
