@@ -2,8 +2,12 @@
 
 import argparse
 import json
+import pathlib
 import re
+import shutil
 import subprocess
+import sys
+import sysconfig
 
 import apache_beam
 import pytest
@@ -64,6 +68,46 @@ def test_container_is_pinned_to_the_tested_versions():
     assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
     assert "FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/mlmprep/deploy/dataflow/main.py" in dockerfile
     assert (DEPLOY / "dataflow" / "main.py").exists()
+
+
+def _dockerfile_copies() -> list[tuple[list[str], str]]:
+    """(sources, destination) of each COPY from the build context (not from another stage)."""
+    copies = []
+    for line in (DEPLOY / "Dockerfile").read_text().splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(w.startswith("--from") for w in words):
+            copies.append((words[1:-1], words[-1]))
+    return copies
+
+
+def test_the_image_installs_from_exactly_what_the_dockerfile_copies(tmp_path):
+    context = tmp_path / "workdir"
+    context.mkdir()
+    for sources, destination in _dockerfile_copies():
+        for source in sources:
+            into_dir = destination.endswith("/") or len(sources) > 1
+            target = context / destination / pathlib.Path(source).name if into_dir else context / destination
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if (REPO / source).is_dir():
+                shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+            else:
+                shutil.copy(REPO / source, target)
+    site = tmp_path / "site"
+    # The Dockerfile's own install command, into a folder of its own.
+    subprocess.run(
+        [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(site), "."],
+        cwd=context,
+        check=True,
+    )
+    # -S: no .pth files, so this checkout's editable install cannot stand in for the image's.
+    imported = subprocess.run(
+        [sys.executable, "-S", "-c",
+         "import sys; sys.path[:0] = sys.argv[1:]; import mlmprep.pipeline.job as job; "
+         "print(job.__file__)",
+         str(site), sysconfig.get_paths()["purelib"]],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    assert imported.stdout.strip().startswith(str(site))
 
 
 def test_airflow_dag_imports():
