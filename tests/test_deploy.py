@@ -89,7 +89,8 @@ def test_the_image_installs_from_exactly_what_the_dockerfile_copies(tmp_path):
             target = context / destination / pathlib.Path(source).name if into_dir else context / destination
             target.parent.mkdir(parents=True, exist_ok=True)
             if (REPO / source).is_dir():
-                shutil.copytree(REPO / source, target, ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
+                skip = shutil.ignore_patterns("__pycache__")
+                shutil.copytree(REPO / source, target, ignore=skip, dirs_exist_ok=True)
             else:
                 shutil.copy(REPO / source, target)
     site = tmp_path / "site"
