@@ -1,22 +1,33 @@
-"""What a build is made of, as one hash: the config and the input files with their sizes.
+"""What a build is made of, as one hash: the config and the input files with their sizes and times.
 
 Scheduled corpus rebuilds compare it with the last build's manifest and skip
-a rebuild whose inputs and options have not changed.
+a rebuild whose inputs and options have not changed. A file counts as changed
+when its size or its modification time does, as the file system reports them
+(local files, gs://, s3://, ... all do): an edit that keeps the size still
+moves the time, and hashing the content instead would read the whole corpus
+before deciding whether to read it.
 """
 
 import hashlib
 import json
+from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 
 
-def list_inputs(patterns) -> list[tuple[str, int]]:
-    """(path, size) of every file the patterns match, sorted."""
+class InputFile(NamedTuple):
+    path: str
+    size: int
+    modified: float  # seconds since the epoch; 0.0 where a file system does not say
+
+
+def list_inputs(patterns) -> list[InputFile]:
+    """Every file the patterns match, sorted by path."""
     files = set()
     for pattern in patterns:
         for m in FileSystems.match([pattern])[0].metadata_list:
             if not m.path.endswith("/"):
-                files.add((m.path, m.size_in_bytes))
+                files.add(InputFile(m.path, m.size_in_bytes, m.last_updated_in_seconds))
     return sorted(files)
 
 
@@ -24,7 +35,7 @@ def list_inputs(patterns) -> list[tuple[str, int]]:
 NOT_THE_BUILD = ("output", "overwrite", "split_input_mb", "grouping")
 
 
-def fingerprint(config: dict, files: list[tuple[str, int]], tokenizer_sha256: str) -> str:
+def fingerprint(config: dict, files: list[InputFile], tokenizer_sha256: str) -> str:
     """sha256 over the run's options (not where or how it runs), the tokenizer, and the input list."""
     options = {k: v for k, v in config.items() if k not in NOT_THE_BUILD}
     payload = json.dumps({"config": options, "tokenizer": tokenizer_sha256, "inputs": files}, sort_keys=True)

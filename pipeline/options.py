@@ -265,7 +265,7 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         _check(bool(files), f"--input {pattern} matches no file")
         input_files += files
     input_files = sorted(set(input_files))
-    input_bytes = sum(size for _, size in input_files)
+    input_bytes = sum(f.size for f in input_files)
 
     try:
         with FileSystems.open(o.tokenizer) as f:

@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import os
 import pathlib
 import re
 import shutil
@@ -13,7 +14,7 @@ import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import fingerprint
+from mlmprep.pipeline import fingerprint, options
 from mlmprep.pipeline.options import MlmPrepOptions
 
 from conftest import REPO, run_job
@@ -125,6 +126,32 @@ def test_airflow_dag_imports():
 
 def test_airflow_dag_is_valid_python():
     compile((DEPLOY / "airflow" / "mlmprep_corpus_dag.py").read_text(), "dag.py", "exec")
+
+
+def test_fingerprint_changes_with_a_files_content_or_time_and_not_otherwise(tmp_path, bert_vocab):
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    text = corpus / "a.txt"
+    text.write_text("first document\n\nsecond document\n")
+
+    def current():
+        argv = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}", f"--output={tmp_path}/out"]
+        return options.plan(PipelineOptions(argv), check_output=False).input_fingerprint
+
+    first = current()
+    assert current() == first  # read again, nothing changed
+    os.utime(text, ns=(text.stat().st_atime_ns, text.stat().st_mtime_ns))  # times set to what they were
+    assert current() == first
+    size = text.stat().st_size
+    text.write_text("first document\n\nsecond Document\n")  # an edit of the same size
+    assert text.stat().st_size == size
+    edited = current()
+    assert edited != first
+    modified = text.stat().st_mtime_ns
+    os.utime(text, ns=(modified, modified + 1_000_000_000))  # only touched
+    assert current() not in (first, edited)
+    os.utime(text, ns=(modified, modified))
+    assert current() == edited  # the same content and time: the same build
 
 
 def test_fingerprint_skips_unchanged_builds_and_rebuilds_changed_ones(tmp_path, bert_vocab):

@@ -1,7 +1,7 @@
 """A scheduled corpus rebuild: mlmprep on Dataflow, into a dated output directory.
 
 Each run first computes the build's fingerprint (options + tokenizer + every
-input file with its size, as mlmprep records it in manifest.json) and skips
+input file with its size and modification time, as mlmprep records it in manifest.json) and skips
 the rebuild when the newest finished build has the same one; a changed or
 added input file triggers a new build. Needs apache-airflow with the
 apache-beam provider, and mlmprep[gcp] on the Airflow workers.
