@@ -1,19 +1,26 @@
 """``mlmprep verify DIR``: re-reads every shard and checks it against manifest.json.
 
-Checks, per shard: it exists, its sha256 and record count match the
-manifest, its schema is the contract's; per record: the [CLS] ... [SEP]
-[PAD] frame, the masking invariants (specials never selected, positions
-inside the sequence and ascending, the prediction count rule, every
-selected token replaced by [MASK], a random ordinary token, or kept); that
-TFRecord and Parquet shards of the same name hold the same rows; and that
-the manifest's per-split counts add up. Needs no TensorFlow.
+Checks, per shard: it exists, its sha256, record, token and prediction
+counts match the manifest, its schema is the contract's; per record: the
+[CLS] ... [SEP] [PAD] frame, the masking invariants (specials never
+selected, positions inside the sequence and ascending, the prediction count
+rule, every selected token replaced by [MASK], a random ordinary token, or
+kept); that TFRecord and Parquet shards of the same name hold the same rows;
+and that the manifest's counts agree with the shards and with each other.
+Shards are streamed a slice of rows at a time (the TFRecord and Parquet
+files of a shard side by side), so memory does not grow with the output.
+Needs no TensorFlow.
 """
 
 import collections
+import contextlib
 import dataclasses
+import hashlib
+import itertools
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -25,6 +32,9 @@ from mlmprep.transforms.records import MaskedBatch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
 MAX_REPORTED = 20
+READ_BYTES = 8 << 20
+_FIELDS = ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
+_DECODE_ERRORS = (encode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
 
 
 @dataclasses.dataclass
@@ -38,9 +48,27 @@ class Report:
         self.problems.append(f"{where}: {what}")
 
 
-def _read(path: str) -> bytes:
-    with FileSystems.open(path, compression_type="uncompressed") as f:
-        return f.read()
+def _open(path: str):
+    return FileSystems.open(path, compression_type="uncompressed")
+
+
+class _HashingReader:
+    """A file read front to back, hashed as it is read."""
+
+    def __init__(self, f):
+        self._f = f
+        self._digest = hashlib.sha256()
+
+    def read(self, n: int) -> bytes:
+        data = self._f.read(n)
+        self._digest.update(data)
+        return data
+
+    def sha256(self) -> str:
+        """The whole file's hash: what was not read yet is read now."""
+        while self.read(READ_BYTES):
+            pass
+        return self._digest.hexdigest()
 
 
 def _masked_batch(input_ids, input_mask, positions, ids, weights) -> MaskedBatch:
@@ -54,22 +82,19 @@ def _masked_batch(input_ids, input_mask, positions, ids, weights) -> MaskedBatch
     )
 
 
-def _tfrecord_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
-    examples = [encode.parse_example(r) for r in encode.read_tfrecords(data)]
+def _tfrecord_batch(records: list[bytes], first: int, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
+    examples = [encode.parse_example(r) for r in records]
     expected = {
         name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
         for name, _ in encode.TFRECORD_FEATURES
     }
-    for i, example in enumerate(examples):
+    for i, example in enumerate(examples, first):
         shapes = {k: v.size for k, v in example.items()}
         if shapes != expected:
             raise encode.CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
         if example["masked_lm_weights"].dtype != np.float32:
             raise encode.CorruptRecordError(f"record {i}: masked_lm_weights is not float")
-    stack = {
-        k: np.stack([e[k] for e in examples]) if examples else np.zeros((0, expected[k]), np.int64)
-        for k in expected
-    }
+    stack = {k: np.stack([e[k] for e in examples]) for k in expected}
     batch = _masked_batch(
         stack["input_ids"],
         stack["input_mask"],
@@ -80,18 +105,26 @@ def _tfrecord_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dic
     return batch, stack
 
 
-def _parquet_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
-    table = pq.read_table(pa.BufferReader(data))
-    if table.schema != encode.PARQUET_SCHEMA:
-        raise encode.CorruptRecordError(f"schema {table.schema} is not the contract's")
-    columns = {}
-    for name in table.column_names:
-        values = table.column(name).to_pylist()
-        width = preds if name.startswith("masked_lm") else seq
-        if any(len(v) != width for v in values):
-            raise encode.CorruptRecordError(f"column {name}: lists not all of length {width}")
-        columns[name] = np.array(values).reshape(len(values), width)
-    labels = columns["labels"]
+def _tfrecord_slices(stream, seq: int, preds: int, rows: int):
+    records, first = encode.iter_tfrecords(stream), 0
+    while chunk := list(itertools.islice(records, rows)):
+        yield _tfrecord_batch(chunk, first, seq, preds)
+        first += len(chunk)
+
+
+def _matrix(column: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
+    """A list column whose lists all have ``width`` values, as an [N, width] array."""
+    lists = column.combine_chunks()
+    if lists.null_count or pc.all(pc.equal(pc.list_value_length(lists), width)).as_py() is False:
+        raise encode.CorruptRecordError(f"column {name}: lists not all of length {width}")
+    return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width)
+
+
+def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
+    columns = {
+        name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
+        for name in table.column_names
+    }
     batch = _masked_batch(
         columns["input_ids"],
         columns["attention_mask"],
@@ -103,14 +136,37 @@ def _parquet_batch(data: bytes, seq: int, preds: int) -> tuple[MaskedBatch, dict
         "input_mask": columns["attention_mask"],
         "segment_ids": columns["token_type_ids"],
         "masked_lm_weights": columns["masked_lm_weights"],
-        "labels": labels,
+        "labels": columns["labels"],
     }
 
 
+def _parquet_slices(f, seq: int, preds: int, rows: int):
+    """Slices of exactly ``rows`` rows (the last one fewer), whatever the file's row groups."""
+    parquet = pq.ParquetFile(f)
+    if parquet.schema_arrow != encode.PARQUET_SCHEMA:
+        raise encode.CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
+    pending = pa.Table.from_batches([], schema=encode.PARQUET_SCHEMA)
+    for batch in parquet.iter_batches(batch_size=rows):
+        pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+        while pending.num_rows >= rows:
+            yield _parquet_batch(pending.slice(0, rows), seq, preds)
+            pending = pending.slice(rows)
+    if pending.num_rows:
+        yield _parquet_batch(pending, seq, preds)
+
+
 def check_batch(
-    batch: MaskedBatch, extra: dict, *, vocab, masking: MaskingConfig, report: Report, where: str
+    batch: MaskedBatch,
+    extra: dict,
+    *,
+    vocab,
+    masking: MaskingConfig,
+    report: Report,
+    where: str,
+    first: int = 0,
 ):
-    """The frame and masking invariants of every record of a shard; ``extra`` has the raw columns."""
+    """The frame and masking invariants of every record of a slice of a shard, which starts at record
+    ``first``; ``extra`` has the raw columns."""
     n, seq = batch.input_ids.shape
     cols = np.arange(seq)[None, :]
     lengths = batch.lengths[:, None]
@@ -118,7 +174,7 @@ def check_batch(
 
     def fail(mask, what):
         for i in np.nonzero(mask)[0][:3]:
-            report.problem(where, f"record {i}: {what}")
+            report.problem(where, f"record {first + i}: {what}")
 
     fail(np.any(extra["input_mask"] != (cols < lengths), axis=1), "input_mask is not ones then zeros")
     fail(np.any(extra["segment_ids"] != 0, axis=1), "segment_ids not all 0")
@@ -176,79 +232,148 @@ def check_batch(
     report.outcomes.update(mask=int(is_mask.sum()), random=int(is_random.sum()), same=int(is_same.sum()))
 
 
+def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack):
+    """(slices of the shard's rows, a function giving its sha256 once they are read)."""
+    seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
+    path = FileSystems.join(output_dir, shard["file"])
+    rows = encode.slice_rows(seq)
+    if shard["format"] == "tfrecord":
+        stream = _HashingReader(stack.enter_context(_open(path)))
+        return _tfrecord_slices(stream, seq, preds, rows), stream.sha256
+    # Parquet is read from its footer: the hash takes a pass of its own.
+    digest = _HashingReader(stack.enter_context(_open(path))).sha256()
+    return _parquet_slices(stack.enter_context(_open(path)), seq, preds, rows), lambda: digest
+
+
+def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, report, totals):
+    """One shard's files (its TFRecord and Parquet twins), read side by side a slice at a time."""
+    seen = {shard["file"]: collections.Counter() for shard in files}
+    with contextlib.ExitStack() as stack:
+        slices, hashes, failed, unequal = {}, {}, set(), False
+        for shard in files:
+            try:
+                slices[shard["file"]], hashes[shard["file"]] = _shard_slices(output_dir, shard, config, stack)
+            except Exception as e:
+                report.problem(shard["file"], f"cannot be read ({e.__class__.__name__})")
+                continue
+            report.shards += 1
+        while slices:
+            read = {}
+            for name, parts in list(slices.items()):
+                try:
+                    part = next(parts, None)
+                except _DECODE_ERRORS as e:
+                    report.problem(name, f"does not decode: {e}")
+                    part = None
+                    failed.add(name)
+                if part is None:
+                    del slices[name]
+                    continue
+                batch, extra = part
+                check_batch(
+                    batch, extra, vocab=vocab, masking=masking, report=report, where=name,
+                    first=seen[name]["records"],
+                )  # fmt: skip
+                seen[name].update(
+                    records=len(batch.lengths),
+                    tokens=int(batch.lengths.sum()),
+                    predictions=int(batch.num_predictions.sum()),
+                )
+                read[name] = batch
+            if len(files) == 2 and len(hashes) == 2 and not failed and not unequal:
+                batches = [read.get(shard["file"]) for shard in files]
+                unequal = (None in batches and batches != [None, None]) or (
+                    None not in batches
+                    and not all(
+                        np.array_equal(getattr(batches[0], f), getattr(batches[1], f)) for f in _FIELDS
+                    )
+                )
+                if unequal:
+                    report.problem(
+                        files[0]["file"], f"{files[0]['format']} and {files[1]['file']} hold different rows"
+                    )
+        for shard in files:
+            name = shard["file"]
+            if name not in hashes:
+                continue
+            if hashes[name]() != shard["sha256"]:
+                report.problem(name, "sha256 differs from the manifest")
+            if name in failed:
+                continue
+            for field in ("records", "tokens", "predictions"):
+                if seen[name][field] != shard.get(field):
+                    report.problem(name, f"{seen[name][field]} {field}, the manifest says {shard.get(field)}")
+            totals[(shard["split"], shard["format"])].update(
+                sequences=seen[name]["records"],
+                tokens=seen[name]["tokens"],
+                predictions=seen[name]["predictions"],
+                shards=1,
+            )
+
+
+def check_counts(manifest: dict, totals: dict, report: Report):
+    """The manifest's counts against what the shards hold, and against each other."""
+    counts = manifest["counts"]
+    splits = counts["splits"]
+    formats = manifest["config"].get("formats") or sorted({fmt for _, fmt in totals})
+    for split in sorted(set(splits) | {s for s, _ in totals}):
+        listed = splits.get(split)
+        if listed is None:
+            report.problem("manifest", f"shards of split {split}, which its counts do not list")
+            continue
+        for fmt in formats:
+            seen = totals.get((split, fmt), collections.Counter())
+            for field in ("sequences", "tokens", "predictions", "shards"):
+                if listed.get(field) != seen[field]:
+                    report.problem(
+                        f"{split} ({fmt})", f"{field} {seen[field]}, the manifest says {listed.get(field)}"
+                    )
+        if listed.get("sequences") and not listed.get("documents"):
+            report.problem("manifest", f"{split} has {listed['sequences']} sequences from 0 documents")
+    written = counts["documents_written"]
+    if written != sum(s.get("documents", 0) for s in splits.values()):
+        report.problem("manifest", "documents_written is not the sum of the splits' documents")
+    if counts["documents_read"] != written + sum(counts["documents_dropped"].values()):
+        report.problem("manifest", "documents_read != documents_written + documents dropped")
+    if written == 0 and any(seen["sequences"] for seen in totals.values()):
+        report.problem("manifest", "documents_written is 0, yet the shards hold sequences")
+
+
 def verify(output_dir: str) -> Report:
     report = Report()
     try:
         manifest = manifest_lib.read(output_dir)
         config = manifest["config"]
-        seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
         tokenizer_data = _read(FileSystems.join(output_dir, manifest["tokenizer"]["file"]))
     except Exception as e:  # missing or malformed: nothing to verify against
         raise UsageError(f"{output_dir} has no usable manifest.json and tokenizer: {e!r}") from None
     masking = MaskingConfig(
         masked_lm_prob=config["masked_lm_prob"],
-        max_predictions_per_seq=preds,
+        max_predictions_per_seq=config["max_predictions_per_seq"],
         mask_token_ratio=config["mask_token_ratio"],
         random_token_ratio=config["random_token_ratio"],
         whole_word_masking=config.get("whole_word_masking", False),
         mask_count=config.get("mask_count", "exact"),
     )
     if encode.sha256(tokenizer_data) != manifest["tokenizer"]["sha256"]:
-        report.problem("tokenizer.json", "sha256 differs from the manifest")
+        report.problem(manifest["tokenizer"]["file"], "sha256 differs from the manifest")
     vocab = vocabulary(load_tokenizer(tokenizer_data.decode("utf-8")))
 
-    batches = {}
-    totals = collections.defaultdict(collections.Counter)
+    twins = collections.defaultdict(list)  # a shard's files, by their name without the format
     for shard in manifest["shards"]:
-        name = shard["file"]
-        try:
-            data = _read(FileSystems.join(output_dir, name))
-        except Exception as e:
-            report.problem(name, f"cannot be read ({e.__class__.__name__})")
-            continue
-        report.shards += 1
-        if encode.sha256(data) != shard["sha256"]:
-            report.problem(name, "sha256 differs from the manifest")
-        try:
-            reader = _tfrecord_batch if shard["format"] == "tfrecord" else _parquet_batch
-            batch, extra = reader(data, seq, preds)
-        except (encode.CorruptRecordError, pa.ArrowException, ValueError) as e:
-            report.problem(name, f"does not decode: {e}")
-            continue
-        records = len(batch.lengths)
-        if records != shard["records"]:
-            report.problem(name, f"{records} records, the manifest says {shard['records']}")
-        check_batch(batch, extra, vocab=vocab, masking=masking, report=report, where=name)
-        totals[(shard["split"], shard["format"])].update(
-            sequences=records, tokens=int(batch.lengths.sum()), predictions=int(batch.num_predictions.sum())
-        )
-        if shard["format"] == "tfrecord":
-            report.records += records
-        batches[name] = batch
-
-    for name, batch in batches.items():
-        if name.endswith(".tfrecord"):
-            twin = name[: -len(".tfrecord")] + ".parquet"
-            other = batches.get(twin)
-            if other is not None and not all(
-                np.array_equal(getattr(batch, f), getattr(other, f))
-                for f in ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
-            ):
-                report.problem(name, f"TFRecord and {twin} hold different rows")
-
-    for split, counts in manifest["counts"]["splits"].items():
-        for (s, fmt), seen in totals.items():
-            if s == split:
-                for field in ("sequences", "tokens", "predictions"):
-                    if counts.get(field) != seen[field]:
-                        report.problem(
-                            f"{split} ({fmt})",
-                            f"{field} {seen[field]}, the manifest says {counts.get(field)}",
-                        )
-    counts = manifest["counts"]
-    if counts["documents_read"] != counts["documents_written"] + sum(counts["documents_dropped"].values()):
-        report.problem("manifest", "documents_read != documents_written + documents dropped")
+        twins[shard["file"].rsplit(".", 1)[0]].append(shard)
+    totals = collections.defaultdict(collections.Counter)
+    for files in twins.values():
+        _verify_shard(output_dir, files, config, vocab=vocab, masking=masking, report=report, totals=totals)
+    first_format = (config.get("formats") or ["tfrecord"])[0]
+    report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)
+    check_counts(manifest, totals, report)
     return report
+
+
+def _read(path: str) -> bytes:
+    with _open(path) as f:
+        return f.read()
 
 
 def main(argv) -> int:

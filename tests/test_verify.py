@@ -141,3 +141,64 @@ def test_verify_without_tokenizer_is_a_usage_error(copy):
     (copy / "tokenizer.json").unlink()
     done = cli("verify", str(copy))
     assert done.returncode == 2 and "Traceback" not in done.stderr
+
+
+def test_parquet_row_groups_of_any_size_are_compared_slice_by_slice(copy):
+    name = "train-00000-of-00002.parquet"
+    table = pq.read_table(copy / name)
+    pq.write_table(table, copy / name, row_group_size=7)  # groups that straddle verify's slices
+    assert pq.ParquetFile(copy / name).num_row_groups > 1
+    _refresh_sha(copy, name)
+    done = cli("verify", str(copy))
+    assert done.returncode == 0, done.stdout
+
+
+def test_a_parquet_twin_missing_its_last_rows_fails(copy):
+    name = "train-00000-of-00002.parquet"
+    table = pq.read_table(copy / name)
+    pq.write_table(table.slice(0, table.num_rows - 1), copy / name)
+    _refresh_sha(copy, name)
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and "hold different rows" in done.stdout
+
+
+def _add(counts, field, n):
+    counts[field] += n
+
+
+def _zero_documents(manifest):
+    counts = manifest["counts"]
+    counts["documents_read"] = counts["documents_written"] = 0
+    counts["documents_dropped"] = dict.fromkeys(counts["documents_dropped"], 0)
+    for split in counts["splits"].values():
+        split["documents"] = 0
+
+
+def test_a_manifest_of_sequences_from_no_documents_fails(copy):
+    # What a runner that drops a DoFn's finish_bundle outputs (where counts are emitted) would leave:
+    # every count adds up, but nothing was read.
+    _rewrite_manifest(copy, _zero_documents)
+    done = cli("verify", str(copy))
+    assert done.returncode == 1
+    assert "documents_written is 0, yet the shards hold sequences" in done.stdout
+    assert "train has" in done.stdout and "sequences from 0 documents" in done.stdout
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda m: m["counts"].update(documents_written=m["counts"]["documents_written"] + 1),
+         "documents_written is not the sum of the splits' documents"),
+        (lambda m: _add(m["counts"]["splits"]["train"], "documents", 1),
+         "documents_written is not the sum of the splits' documents"),
+        (lambda m: m["counts"].update(documents_read=m["counts"]["documents_read"] - 1),
+         "documents_read != documents_written + documents dropped"),
+        (lambda m: m["counts"]["splits"]["validation"].update(shards=2), "shards 1, the manifest says 2"),
+        (lambda m: m["shards"][0].update(tokens=m["shards"][0]["tokens"] - 1), "tokens, the manifest says"),
+        (lambda m: m["counts"]["splits"].pop("validation"), "shards of split validation, which its counts"),
+    ],
+)  # fmt: skip
+def test_manifest_counts_that_disagree_with_each_other_fail(copy, change, message):
+    _rewrite_manifest(copy, change)
+    done = cli("verify", str(copy))
+    assert done.returncode == 1 and message in done.stdout, done.stdout

@@ -8,7 +8,9 @@ workers. The tests parse the result with TensorFlow itself.
 
 import functools
 import hashlib
+import io
 import struct
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import google_crc32c
@@ -328,27 +330,31 @@ class CorruptRecordError(ValueError):
     """A TFRecord frame or an Example that does not decode."""
 
 
-def read_tfrecords(data: bytes) -> list[bytes]:
-    """The records of a TFRecord file's bytes, checking both CRCs of every frame."""
-    records, offset = [], 0
-    while offset < len(data):
-        if offset + 12 > len(data):
+def iter_tfrecords(stream) -> Iterator[bytes]:
+    """The records of a TFRecord file read from ``stream`` in order, checking both CRCs of every frame."""
+    offset = 0
+    while header := stream.read(12):
+        if len(header) < 12:
             raise CorruptRecordError(f"truncated frame header at byte {offset}")
-        length_bytes = data[offset : offset + 8]
+        length_bytes = header[:8]
         (length,) = struct.unpack("<Q", length_bytes)
-        (length_crc,) = struct.unpack("<I", data[offset + 8 : offset + 12])
+        (length_crc,) = struct.unpack("<I", header[8:])
         if length_crc != _masked_crc(length_bytes):
             raise CorruptRecordError(f"length CRC mismatch at byte {offset}")
-        start, end = offset + 12, offset + 12 + length
-        if end + 4 > len(data):
+        body = stream.read(length + 4)
+        if len(body) < length + 4:
             raise CorruptRecordError(f"truncated record at byte {offset}")
-        record = data[start:end]
-        (data_crc,) = struct.unpack("<I", data[end : end + 4])
+        record = body[:length]
+        (data_crc,) = struct.unpack("<I", body[length:])
         if data_crc != _masked_crc(record):
             raise CorruptRecordError(f"data CRC mismatch in the record at byte {offset}")
-        records.append(record)
-        offset = end + 4
-    return records
+        yield record
+        offset += 16 + length
+
+
+def read_tfrecords(data: bytes) -> list[bytes]:
+    """The records of a TFRecord file's bytes."""
+    return list(iter_tfrecords(io.BytesIO(data)))
 
 
 def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
