@@ -49,6 +49,14 @@ setuptools.setup(
         "gcp": ["apache-beam[gcp]"],
         # Tests parse the TFRecord output with TensorFlow itself and build a Dataflow job offline.
         "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5"],
+        # deploy/airflow's DAG and its test (Airflow runs it there). The Beam floor keeps pip's resolver
+        # from backtracking through old Beam releases to fit the providers beside TensorFlow.
+        "airflow": [
+            "apache-airflow>=3.3,<4",
+            "apache-airflow-providers-apache-beam>=6",
+            "apache-airflow-providers-google>=18",
+            "apache-beam[gcp]>=2.77,<3",
+        ],
         # bench/throughput.py's Hugging Face baseline.
         "bench": ["datasets>=2.14", "transformers>=4.40"],
     },

@@ -47,6 +47,7 @@ class _WriteManifest(beam.DoFn):
             formats=job.formats,
             input_files=job.input_files,
             input_fingerprint=job.input_fingerprint,
+            generation=job.generation,
         )
         manifest.write(job.output_dir, built, job.tokenizer_json)
         if job.grouping == "run_files":
@@ -117,6 +118,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         pad_id=job.vocab.pad_id,
         grouping=job.grouping,
         temp_dir=job.temp_dir,
+        generation=job.generation,
     )
     counts = (
         [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]

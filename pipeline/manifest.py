@@ -1,18 +1,26 @@
 """manifest.json: what a run wrote, and how, for the tools that read it.
 
 It is written last, after every shard, so its presence marks a complete
-output (as TFDS writes its info files after the shards).
+output (as TFDS writes its info files after the shards). Replacing it is
+how a build over an earlier one commits: the new build's files have names
+of their own (``write.generation_tag``), the old build stays whole until the
+new manifest.json takes the old one's place in one step, and only then are
+the old build's files removed. A run that fails or is killed before that
+leaves the previous build as it was.
 """
 
 import importlib.metadata
 import json
 import platform
+import posixpath
+import re
+import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import encode
 from mlmprep.transforms.tokenize import SPLITS
-from mlmprep.transforms.write import TEMP_SUFFIX
+from mlmprep.transforms.write import SHARD_FILE, TEMP_SUFFIX, generation_tag
 
 FORMAT_VERSION = 1
 # Every reason a document can be dropped for, listed (with 0) even when none was.
@@ -27,7 +35,11 @@ DROP_REASONS = (
     "unreadable_file",
 )
 MANIFEST = "manifest.json"
-TOKENIZER = "tokenizer.json"
+TOKENIZER_FILE = re.compile(rf"tokenizer(\.g\d+)?\.json(\.[0-9a-f]+{re.escape(TEMP_SUFFIX)})?")
+
+
+def tokenizer_name(generation: int = 0) -> str:
+    return f"tokenizer{generation_tag(generation)}.json"
 
 
 def _version(distribution: str) -> str | None:
@@ -52,6 +64,7 @@ def build(
     formats,
     input_files: int = 0,
     input_fingerprint: str | None = None,
+    generation: int = 0,
 ) -> dict:
     """The manifest of a run, from its shard infos and its summed counts."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -71,8 +84,9 @@ def build(
     return {
         "format_version": FORMAT_VERSION,
         "config": config,
+        "generation": generation,
         "tokenizer": {
-            "file": TOKENIZER,
+            "file": tokenizer_name(generation),
             "sha256": encode.sha256(tokenizer_json.encode("utf-8")),
             **vocab.manifest_entry(),
         },
@@ -90,14 +104,35 @@ def build(
     }
 
 
+def _write_whole(path: str, data: bytes):
+    """Writes a file under a temporary name and renames it: it is replaced in one step, never half written."""
+    temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
+    with FileSystems.create(temp) as f:
+        f.write(data)
+    FileSystems.rename([temp], [path])
+
+
+def is_build_file(name: str) -> bool:
+    """A file mlmprep writes into an output: a shard or tokenizer of any build, finished or not."""
+    return bool(SHARD_FILE.fullmatch(name) or TOKENIZER_FILE.fullmatch(name))
+
+
 def write(output_dir: str, manifest: dict, tokenizer_json: str):
-    """Writes tokenizer.json, then manifest.json, and clears failed attempts' files."""
-    for name, text in ((TOKENIZER, tokenizer_json), (MANIFEST, json.dumps(manifest, indent=2) + "\n")):
-        with FileSystems.create(FileSystems.join(output_dir, name)) as f:
-            f.write(text.encode("utf-8"))
-    leftovers = FileSystems.match([FileSystems.join(output_dir, f"*{TEMP_SUFFIX}")])[0].metadata_list
-    if leftovers:
-        FileSystems.delete([m.path for m in leftovers])
+    """Commits a build: its tokenizer, then manifest.json in one step; then removes every other build's
+    files (an earlier build's, a failed attempt's), and nothing else."""
+    _write_whole(FileSystems.join(output_dir, manifest["tokenizer"]["file"]), tokenizer_json.encode("utf-8"))
+    _write_whole(
+        FileSystems.join(output_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
+    )
+    keep = {s["file"] for s in manifest["shards"]} | {manifest["tokenizer"]["file"]}
+    present = FileSystems.match([FileSystems.join(output_dir, "*")])[0].metadata_list
+    stale = [
+        m.path
+        for m in present
+        if is_build_file(posixpath.basename(m.path)) and posixpath.basename(m.path) not in keep
+    ]
+    if stale:
+        FileSystems.delete(stale)
 
 
 def read(output_dir: str) -> dict:

@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from mlmprep.pipeline import fingerprint as fingerprint_lib
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.transforms import documents, groups, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
@@ -67,8 +68,8 @@ class MlmPrepOptions(PipelineOptions):
             "--split_input_mb",
             type=float,
             default=documents.RANGE_BYTES / (1 << 20),
-            help="Uncompressed text and JSONL files larger than this are read as byte ranges of about "
-            "this size, spread over the workers.",
+            help="Uncompressed text, JSONL and Parquet files larger than this are read as byte ranges of "
+            "about this size, spread over the workers (Parquet: the row groups that start in the range).",
         )
         parser.add_argument(
             "--dedup",
@@ -147,7 +148,11 @@ class MlmPrepOptions(PipelineOptions):
             "--formats", type=_formats, default=write.FORMATS, help="Comma-separated: tfrecord,parquet."
         )
         parser.add_argument(
-            "--overwrite", action="store_true", default=False, help="Replace an existing non-empty output."
+            "--overwrite",
+            action="store_true",
+            default=False,
+            help="Replace an existing non-empty output: the build there stays whole until the new one "
+            "is complete, then its files are removed.",
         )
         parser.add_argument(
             "--grouping",
@@ -206,6 +211,7 @@ class JobPlan:
     config: dict  # every job option, for the manifest
     input_files: int
     input_fingerprint: str | None
+    generation: int  # how many builds this one replaces in the output (see write.generation_tag)
 
 
 def _check(condition: bool, message: str):
@@ -276,8 +282,9 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
     except Exception as e:
         raise UsageError(f"cannot read --tokenizer {o.tokenizer}: {e}") from None
 
+    previous = None
     if check_output and not (dry_run and not _is_local(o.output)):
-        _check_output(o.output, o.overwrite)
+        previous = _previous_build(o.output, o.overwrite)
 
     config = dict(sorted(o.get_all_options(current_only=True).items()))
     config.pop("overwrite")
@@ -327,6 +334,7 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         config=config,
         input_files=len(input_files),
         input_fingerprint=fingerprint,
+        generation=0 if previous is None else previous + 1,
     )
 
 
@@ -348,8 +356,9 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _check_output(output: str, overwrite: bool):
-    """Refuses a non-empty output unless --overwrite; then clears what mlmprep wrote."""
+def _previous_build(output: str, overwrite: bool) -> int | None:
+    """The generation of the build already in ``output`` (None: none there); a non-empty output without
+    --overwrite is refused. Nothing is deleted here: a build replaces another only when complete."""
     if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {output} is a file, not a directory")
     try:
@@ -357,15 +366,12 @@ def _check_output(output: str, overwrite: bool):
     except Exception:  # nothing there yet
         existing = []
     if not existing:
-        return
+        return None
     if not overwrite:
         raise UsageError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
-    ours = [
-        f.path
-        for f in existing
-        if os.path.basename(f.path) in ("manifest.json", "tokenizer.json")
-        or f.path.endswith(tuple(f".{fmt}" for fmt in write.FORMATS))
-        or f.path.endswith(write.TEMP_SUFFIX)
-    ]
-    if ours:
-        FileSystems.delete(ours)
+    if not FileSystems.exists(FileSystems.join(output, manifest_lib.MANIFEST)):
+        return None  # no finished build: a failed one's files are replaced, then removed
+    try:
+        return int(manifest_lib.read(output).get("generation", 0))
+    except Exception:  # a damaged manifest: its build is no longer whole, but its names are still taken
+        return 0

@@ -15,6 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms.documents import (
     DocumentSource,
+    FileRange,
     clean,
     document_keys,
     file_ranges,
@@ -267,11 +268,75 @@ def test_files_read_in_ranges_give_the_same_shards(tmp_path, real_data, bert_voc
     assert parts["input_fingerprint"] == whole["input_fingerprint"]  # the same build
 
 
-def test_compressed_and_parquet_files_are_read_whole(tmp_path):
-    for name in ("a.txt.gz", "a.parquet"):
+def test_compressed_files_are_read_whole(tmp_path):
+    for name in ("a.txt.gz", "a.jsonl.zst"):
         (tmp_path / name).write_bytes(b"x" * 5000)
         metadata = FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]
         assert len(list(file_ranges(metadata.path, metadata.size_in_bytes, "auto", 100))) == 1
+
+
+def _parquet_of_row_groups(real_data, path, rows_per_group=20):
+    docs = _tiny_documents(real_data)
+    pq.write_table(pa.table({"n": list(range(len(docs))), "body": docs}), path, row_group_size=rows_per_group)
+    groups = pq.ParquetFile(path).metadata.num_row_groups
+    assert groups > 5
+    return docs, groups
+
+
+def test_parquet_ranges_read_each_row_group_once(tmp_path, real_data):
+    path = tmp_path / "docs.parquet"
+    docs, groups = _parquet_of_row_groups(real_data, path)
+    size = path.stat().st_size
+    whole = DocumentSource(text_field="body")
+    assert ["".join(d) for b in whole.batches(FileRange(str(path))) for d in b] == docs
+    for range_bytes in (size // 3, size // (4 * groups), 4096):
+        ranges = list(file_ranges(str(path), size, "auto", range_bytes))
+        assert len(ranges) == -(-size // range_bytes)
+        source = DocumentSource(text_field="body")
+        read = ["".join(d) for r in ranges for b in source.batches(r) for d in b]
+        assert read == docs  # every document once, in file order
+        assert source.counts == whole.counts | {"input_ranges_read": len(ranges)}
+    # Most of the small ranges hold no row group's start, and read nothing.
+    empty = [
+        r
+        for r in file_ranges(str(path), size, "auto", 512)
+        if not list(DocumentSource("parquet", "body").batches(r))
+    ]
+    assert len(empty) > groups
+
+
+def test_a_damaged_parquet_footer_is_one_drop_over_all_its_ranges(tmp_path, real_data):
+    path = tmp_path / "docs.parquet"
+    _parquet_of_row_groups(real_data, path)
+    path.write_bytes(path.read_bytes()[:-100])  # the footer cut off
+    source = DocumentSource(text_field="body")
+    for r in file_ranges(str(path), path.stat().st_size, "auto", 4096):
+        assert not list(source.batches(r))
+    assert source.counts["documents_dropped.unreadable_file"] == 1 == source.counts["documents_read"]
+
+
+def test_a_parquet_file_of_row_groups_read_by_two_workers_gives_the_same_shards(
+    tmp_path, real_data, bert_vocab
+):
+    path = tmp_path / "docs.parquet"
+    docs, groups = _parquet_of_row_groups(real_data, path)
+    args = [f"--input={path}", f"--tokenizer={bert_vocab}", "--text_field=body", "--validation_fraction=0.1"]
+    whole = run_job(tmp_path / "whole", *args)
+    spread = run_job(
+        tmp_path / "spread",
+        *args,
+        f"--split_input_mb={path.stat().st_size / groups / 2 / (1 << 20)}",  # about two ranges a row group
+        "--direct_num_workers=2",
+        "--direct_running_mode=multi_processing",
+    )
+    assert whole["counts"]["counters"]["input_ranges_read"] == 1
+    assert spread["counts"]["counters"]["input_ranges_read"] >= 2 * groups
+    ranges = {"input_ranges_read"}
+    assert {k: v for k, v in spread["counts"]["counters"].items() if k not in ranges} == {
+        k: v for k, v in whole["counts"]["counters"].items() if k not in ranges
+    }
+    assert spread["counts"]["documents_read"] == len(docs)
+    assert _hashes(spread) == _hashes(whole)
 
 
 @pytest.mark.parametrize("fmt", ["text", "lines"])

@@ -28,6 +28,7 @@ import hashlib
 import io
 import json
 import lzma
+import math
 import re
 import threading
 import zlib
@@ -639,6 +640,18 @@ class DocumentBatch:
         return sum(len(piece) for pieces in self.docs for piece in pieces)
 
 
+def row_group_offsets(metadata: pq.FileMetaData) -> list[int]:
+    """The byte where each row group starts: its first column chunk's first page (dictionary or data)."""
+    offsets = []
+    for i in range(metadata.num_row_groups):
+        column = metadata.row_group(i).column(0)
+        pages = [column.data_page_offset]
+        if column.has_dictionary_page and column.dictionary_page_offset:
+            pages.append(column.dictionary_page_offset)
+        offsets.append(min(pages))
+    return offsets
+
+
 class FileRange(NamedTuple):
     """Bytes [start, stop) of a file; ``stop`` None: to its end."""
 
@@ -658,15 +671,16 @@ RANGE_BYTES = 8 << 20  # 2+ ranges per worker for a file of tens of MB on a smal
 def file_ranges(
     path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES
 ) -> Iterator[FileRange]:
-    """A file as ranges to read apart: large uncompressed text or JSONL in near-equal parts.
+    """A file as ranges to read apart: large uncompressed text, JSONL and Parquet in near-equal parts.
 
     Line-oriented text can start reading at any byte (see iter_text_documents);
-    compressed and Parquet files are read whole.
+    a range of a Parquet file reads the row groups that start in it (as Beam's
+    Parquet source splits); compressed files are read whole.
     """
     if path.endswith(("/", "\\")):  # a directory, as fileio.ReadMatches skips them
         return
     splittable = (
-        format_of(path, input_format) in ("text", "lines", "jsonl")
+        format_of(path, input_format) in ("text", "lines", "jsonl", "parquet")
         and CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
     )
     parts = max(1, -(-size // range_bytes)) if splittable else 1
@@ -697,10 +711,11 @@ class DocumentSource:
         try:
             yield from self._batches(file_range, format_of(file_range.path, self.input_format))
         except UNREADABLE as e:
-            if file_range.start or file_range.stop is not None:
+            fmt = format_of(file_range.path, self.input_format)
+            if fmt != "parquet" and (file_range.start or file_range.stop is not None):
                 raise  # a range of an uncompressed file: an I/O error, which a retry may mend
-            # A corrupt archive or Parquet file: what it yielded so far is kept,
-            # the rest is one counted drop. Beam's retries could not help.
+            # A corrupt archive or Parquet file (or row group): what it yielded so far
+            # is kept, the rest is one counted drop. Beam's retries could not help.
             self.unreadable.append((file_range.path, str(e)))
             self._drop("unreadable_file")
 
@@ -708,7 +723,7 @@ class DocumentSource:
         path, start, stop = file_range
         with FileSystems.open(path) as raw:  # decompresses by suffix; only uncompressed files are split
             if fmt == "parquet":
-                yield from self._values(self._parquet_values(raw))  # seeks to its footer: the file itself
+                yield from self._values(self._parquet_values(raw, start, stop))  # seeks: the file itself
                 return
             # The binary check looks at the file's first block, not the range's.
             head = raw.read(BINARY_SNIFF_BYTES) if start and fmt != "jsonl" else None
@@ -757,12 +772,25 @@ class DocumentSource:
                 continue
             yield value
 
-    def _parquet_values(self, handle):
-        parquet = pq.ParquetFile(handle)
+    def _parquet_values(self, handle, start: int, stop: int | None):
+        """The text values of the row groups that start in [start, stop)."""
+        try:
+            parquet = pq.ParquetFile(handle)
+        except UNREADABLE:
+            if start:
+                return  # a damaged footer: every range finds it, the first one counts it
+            raise
+        row_groups = [
+            i
+            for i, offset in enumerate(row_group_offsets(parquet.metadata))
+            if start <= offset < (stop or math.inf)
+        ]
         if self.text_field not in parquet.schema_arrow.names:
-            self._drop("no_text_field", parquet.metadata.num_rows)
+            self._drop("no_text_field", sum(parquet.metadata.row_group(i).num_rows for i in row_groups))
             return
-        for batch in parquet.iter_batches(batch_size=1024, columns=[self.text_field]):
+        if not row_groups:
+            return
+        for batch in parquet.iter_batches(batch_size=1024, row_groups=row_groups, columns=[self.text_field]):
             values = batch.column(0).to_pylist()
             texts = [v for v in values if isinstance(v, str)]
             if len(texts) < len(values):

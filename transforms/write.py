@@ -22,6 +22,7 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import math
+import re
 import uuid
 
 import apache_beam as beam
@@ -50,8 +51,24 @@ def bucket_bits(expected_records: int | None) -> int:
     return min(16, max(4, math.ceil(math.log2(max(1, expected_records) / RECORDS_PER_BUCKET))))
 
 
-def shard_name(split: str, index: int, num_shards: int, fmt: str) -> str:
-    return f"{split}-{index:05d}-of-{num_shards:05d}.{fmt}"
+def generation_tag(generation: int) -> str:
+    """What the files of a build that replaced ``generation`` earlier ones carry before their suffix.
+
+    A build written over another (``--overwrite``) gets names of its own, so
+    that the old build stays whole beside it until the new manifest.json
+    replaces the old one (see ``manifest.write``).
+    """
+    return f".g{generation}" if generation else ""
+
+
+def shard_name(split: str, index: int, num_shards: int, fmt: str, generation: int = 0) -> str:
+    return f"{split}-{index:05d}-of-{num_shards:05d}{generation_tag(generation)}.{fmt}"
+
+
+# A shard of any build, finished or not (a temporary name).
+SHARD_FILE = re.compile(
+    rf"({'|'.join(SPLITS)})-\d{{5}}-of-\d{{5}}(\.g\d+)?\.({'|'.join(FORMATS)})(\.[0-9a-f]+{re.escape(TEMP_SUFFIX)})?"
+)
 
 
 def _keys_by_bucket(rows, bits: int):
@@ -155,9 +172,10 @@ RECORD_ORDER = Sorting(columns=records.SORT_COLUMNS, group=shard_groups, tiebrea
 class _WriteShard(beam.DoFn):
     """(split << 32 | shard, group of its rows) -> one info dict per file written."""
 
-    def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id):
+    def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id, generation=0):
         self._output_dir = output_dir
         self._formats = formats
+        self._generation = generation
         self._shape = dict(
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
         )
@@ -178,7 +196,10 @@ class _WriteShard(beam.DoFn):
         group, rows = element
         split, shard = group >> 32, group & 0xFFFFFFFF
         slices = rows.slices(encode.slice_rows(self._shape["max_seq_length"])) if rows is not None else ()
-        names = {fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt) for fmt in self._formats}
+        names = {
+            fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt, self._generation)
+            for fmt in self._formats
+        }
         paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
         files, parquet = {}, None
         try:
@@ -274,7 +295,10 @@ class _WriteEmptyShards(_WriteShard):
         done = {info["file"] for info in written}
         for split, (_, num_shards, _) in layout.items():
             for shard in range(num_shards):
-                if shard_name(SPLITS[split], shard, num_shards, self._formats[0]) not in done:
+                if (
+                    shard_name(SPLITS[split], shard, num_shards, self._formats[0], self._generation)
+                    not in done
+                ):
                     yield from super().process(((split << 32) | shard, None), layout)
 
 
@@ -282,7 +306,8 @@ class WriteShards(beam.PTransform):
     """Arrow record rows -> info dicts of the shard files written.
 
     Every shard of every split is written, empty or not, so a split's file
-    set is always complete. ``grouping`` and ``temp_dir``: see ``groups``.
+    set is always complete. ``grouping`` and ``temp_dir``: see ``groups``;
+    ``generation``: see ``generation_tag``.
     """
 
     def __init__(
@@ -297,6 +322,7 @@ class WriteShards(beam.PTransform):
         pad_id,
         grouping: str,
         temp_dir: str,
+        generation: int = 0,
     ):
         super().__init__()
         self._plan = plan
@@ -309,6 +335,7 @@ class WriteShards(beam.PTransform):
             max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq,
             pad_id=pad_id,
+            generation=generation,
         )
 
     def expand(self, rows):
