@@ -173,3 +173,80 @@ def test_fingerprint_skips_unchanged_builds_and_rebuilds_changed_ones(tmp_path, 
     other_options = run_job(tmp_path / "20260105", *args, "--max_seq_length=64")
     assert other_options["input_fingerprint"] != edited["input_fingerprint"]
     assert fingerprint.needs_rebuild(None, edited["input_fingerprint"])
+
+
+def _run_deploy_script(script, env, tmp_path):
+    """Runs a deploy script as a user would, with the real mlmprep on PATH, on an input that matches nothing:
+    every flag passes the flag check, and planning then stops the run before any runner starts."""
+    args = [
+        f"--input={tmp_path}/nothing-*.txt",
+        f"--output={tmp_path}/out",
+        f"--tokenizer={tmp_path}/vocab.txt",
+    ]
+    path = f"{pathlib.Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return subprocess.run(
+        ["bash", str(DEPLOY / script), *args],
+        env={**os.environ, "PATH": path, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    "script, env",
+    [
+        ("flink/run.sh", {"FLINK_MASTER": "flink-jobmanager:8081", "IMAGE": "registry/mlmprep:0.1.0"}),
+        ("flink/run.sh", {"FLINK_MASTER": "localhost:8081", "ENVIRONMENT_TYPE": "EXTERNAL",
+                          "ENVIRONMENT_CONFIG": "localhost:50000", "PARALLELISM": "64"}),
+        ("spark/run.sh", {"SPARK_MASTER": "spark://spark-master:7077", "IMAGE": "registry/mlmprep:0.1.0"}),
+    ],
+)  # fmt: skip
+def test_the_flag_check_accepts_the_flink_and_spark_scripts_flags(script, env, tmp_path):
+    done = _run_deploy_script(script, env, tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "unrecognized" not in done.stderr and "matches no file" in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize("flag", ["--spark_master=spark://m:7077", "--flink_mastr=m:8081", "--num_worker=3"])
+def test_the_flag_check_refuses_a_misspelt_runner_flag(flag):
+    with pytest.raises(options.UsageError, match=f"unrecognized arguments: {flag.split('=')[0]}"):
+        options.check_flags(["--input=x", flag])
+
+
+def _dataflow_argv(tmp_path) -> list[str]:
+    """What the Flex Template launcher and the Airflow DAG pass to mlmprep on Dataflow."""
+    spec = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
+    values = {
+        "input": f"{tmp_path}/nothing-*.txt",
+        "output": f"{tmp_path}/out",
+        "tokenizer": f"{tmp_path}/v.txt",
+    }
+    template = [f"--{p['name']}={values[p['name']]}" for p in spec["parameters"] if p["name"] in values]
+    launcher = [
+        "--runner=DataflowRunner",
+        "--project=my-project",
+        "--region=us-central1",
+        "--temp_location=gs://b/tmp",
+        "--staging_location=gs://b/staging",
+        "--job_name=mlmprep-20260101",
+        "--sdk_container_image=us-docker.pkg.dev/p/mlmprep/mlmprep:0.1.0",
+        "--labels=owner=ml",
+        "--max_num_workers=100",
+        "--worker_machine_type=n2-standard-8",
+        "--experiments=use_runner_v2",
+    ]
+    readme = ["--setup_file=./setup.py", "--requirements_file=deploy/requirements.txt"]
+    return template + launcher + readme + ["--max_seq_length=128", "--validation_fraction=0.01"]  # fmt: skip
+
+
+def test_the_flag_check_accepts_dataflows_flags_as_the_template_passes_them(tmp_path):
+    argv = _dataflow_argv(tmp_path)
+    options.check_flags(argv)  # raises UsageError on any flag it does not know
+    done = subprocess.run(
+        [sys.executable, str(DEPLOY / "dataflow" / "main.py"), *argv],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "matches no file" in done.stderr, done.stderr
