@@ -1,24 +1,32 @@
 """A scheduled corpus rebuild: mlmprep on Dataflow, into a dated output directory.
 
 Each run first computes the build's fingerprint (options + tokenizer + every
-input file with its size and modification time, as mlmprep records it in manifest.json) and skips
-the rebuild when the newest finished build has the same one; a changed or
-added input file triggers a new build. Needs apache-airflow with the
-apache-beam provider, and mlmprep[gcp] on the Airflow workers.
+input file with its size and modification time, as mlmprep records it in
+manifest.json) and skips the rebuild when the newest finished build has the
+same one; a changed or added input file triggers a new build. Needs Airflow 3
+with the apache-beam and google providers (mlmprep's ``[airflow]`` extra), and
+mlmprep[gcp] installed where the tasks run: the build runs in the same Python.
 
-Settings come from Airflow Variables (``mlmprep_*``), with defaults below.
+Settings are Airflow Variables, with the defaults below: ``mlmprep_inputs``
+(comma-separated patterns), ``mlmprep_tokenizer``, ``mlmprep_output_base``,
+``mlmprep_runner`` (DataflowRunner; FnApiRunner runs on the Airflow worker
+itself) and ``mlmprep_options`` (a JSON object of ``mlmprep run`` options).
 """
 
+import json
 import os
 import re
+import sys
 
 import pendulum
-from airflow import DAG
-from airflow.models import Variable
-from airflow.operators.python import ShortCircuitOperator
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
+from airflow.providers.standard.operators.python import ShortCircuitOperator
+from airflow.sdk import DAG, Variable
 
 MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dataflow", "main.py")
+SETUP = os.path.join(os.path.dirname(MAIN), "..", "..", "setup.py")
+OPTIONS = {"max_seq_length": 128, "validation_fraction": 0.01, "target_shard_mb": 128}
+DATED = re.compile(r"\d{8}")
 
 
 def _settings() -> dict:
@@ -26,7 +34,8 @@ def _settings() -> dict:
         "inputs": Variable.get("mlmprep_inputs", "gs://my-bucket/corpus/*.txt.gz").split(","),
         "tokenizer": Variable.get("mlmprep_tokenizer", "gs://my-bucket/vocab.txt"),
         "output_base": Variable.get("mlmprep_output_base", "gs://my-bucket/mlm"),
-        "options": {"max_seq_length": 128, "validation_fraction": 0.01, "target_shard_mb": 128},
+        "runner": Variable.get("mlmprep_runner", "DataflowRunner"),
+        "options": json.loads(Variable.get("mlmprep_options", json.dumps(OPTIONS))),
     }
 
 
@@ -36,46 +45,55 @@ def _argv(settings: dict, output: str) -> list[str]:
     return argv + [f"--{k}={v}" for k, v in settings["options"].items()]
 
 
-def needs_rebuild(ds_nodash: str, **_) -> bool:
-    """False (skip) when the newest finished build has this build's fingerprint."""
+def plan_build(ds_nodash: str, ti) -> bool:
+    """The build's options for ``build_corpus`` (an XCom); False (skip it) when the newest finished build
+    has this build's fingerprint."""
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from mlmprep.pipeline import fingerprint, manifest, options
 
     settings = _settings()
-    current = options.plan(PipelineOptions(_argv(settings, "unused")), check_output=False).input_fingerprint
+    output = FileSystems.join(settings["output_base"], ds_nodash)
+    current = options.plan(PipelineOptions(_argv(settings, output)), check_output=False).input_fingerprint
     pattern = FileSystems.join(settings["output_base"], "*", manifest.MANIFEST)
     finished = sorted(
-        m.path for m in FileSystems.match([pattern])[0].metadata_list if re.search(r"/\d{8}/", m.path)
+        folder
+        for folder in (FileSystems.split(m.path)[0] for m in FileSystems.match([pattern])[0].metadata_list)
+        if DATED.fullmatch(FileSystems.split(folder)[1])
     )
-    previous = manifest.read(FileSystems.split(finished[-1])[0]) if finished else None
+    previous = manifest.read(finished[-1]) if finished else None
+    pipeline_options = {
+        "input": settings["inputs"],
+        "output": output,
+        "tokenizer": settings["tokenizer"],
+        **settings["options"],
+    }
+    if settings["runner"] == "DataflowRunner":
+        pipeline_options["setup_file"] = SETUP  # Dataflow's workers install mlmprep from it
+    ti.xcom_push(key="pipeline_options", value=pipeline_options)
     return fingerprint.needs_rebuild(previous, current)
 
 
+# Settings are read when the tasks run (Variables at parse time would cost the
+# scheduler a database read per parse); templates render as Python objects.
 with DAG(
     dag_id="mlmprep_corpus_rebuild",
     schedule="@daily",
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
+    render_template_as_native_obj=True,
     tags=["mlmprep"],
 ) as dag:
-    settings = _settings()
-    check = ShortCircuitOperator(task_id="needs_rebuild", python_callable=needs_rebuild)
-    output = f"{settings['output_base']}/{{{{ ds_nodash }}}}"
+    check = ShortCircuitOperator(task_id="needs_rebuild", python_callable=plan_build)
     build = BeamRunPythonPipelineOperator(
         task_id="build_corpus",
         py_file=MAIN,
-        runner="DataflowRunner",
-        pipeline_options={
-            "input": settings["inputs"],
-            "output": output,
-            "tokenizer": settings["tokenizer"],
-            **settings["options"],
-            "setup_file": os.path.join(os.path.dirname(MAIN), "..", "..", "setup.py"),
-        },
-        py_system_site_packages=True,  # mlmprep[gcp] is installed on the Airflow workers
+        runner="{{ var.value.get('mlmprep_runner', 'DataflowRunner') }}",
+        pipeline_options="{{ ti.xcom_pull(task_ids='needs_rebuild', key='pipeline_options') }}",
+        py_interpreter=sys.executable,  # the Python that has mlmprep[gcp]
+        # Used on Dataflow only (another runner logs that it is not).
         dataflow_config={"job_name": "mlmprep-{{ ds_nodash }}", "wait_until_finished": True},
     )
     check >> build
