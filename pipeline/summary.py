@@ -1,7 +1,8 @@
 """Human-readable views of an output: the manifest's counts, one decoded example."""
 
+import itertools
+
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
@@ -60,21 +61,26 @@ def _rows(output_dir: str, manifest: dict, split: str, n: int) -> list[dict]:
     for shard in shards:
         if shard["format"] != shards[0]["format"] or len(rows) >= n:
             break
-        with FileSystems.open(
-            FileSystems.join(output_dir, shard["file"]), compression_type="uncompressed"
-        ) as f:
-            data = f.read()
-        if shard["format"] == "parquet":
-            rows += pq.read_table(pa.BufferReader(data)).slice(0, n - len(rows)).to_pylist()
-            continue
-        for record in encode.read_tfrecords(data)[: n - len(rows)]:
-            example = encode.parse_example(record)
-            labels = np.full(example["input_ids"].shape, encode.LABEL_IGNORE)
-            k = int(example["masked_lm_weights"].sum())
-            labels[example["masked_lm_positions"][:k]] = example["masked_lm_ids"][:k]
-            rows.append(
-                {"input_ids": example["input_ids"], "attention_mask": example["input_mask"], "labels": labels}
-            )
+        path = FileSystems.join(output_dir, shard["file"])
+        with FileSystems.open(path, compression_type="uncompressed") as f:  # only what the n rows need
+            if shard["format"] == "parquet":
+                for batch in pq.ParquetFile(f).iter_batches(batch_size=n - len(rows)):
+                    rows += batch.to_pylist()[: n - len(rows)]
+                    if len(rows) >= n:
+                        break
+                continue
+            for record in itertools.islice(encode.iter_tfrecords(f), n - len(rows)):
+                example = encode.parse_example(record)
+                labels = np.full(example["input_ids"].shape, encode.LABEL_IGNORE)
+                k = int(example["masked_lm_weights"].sum())
+                labels[example["masked_lm_positions"][:k]] = example["masked_lm_ids"][:k]
+                rows.append(
+                    {
+                        "input_ids": example["input_ids"],
+                        "attention_mask": example["input_mask"],
+                        "labels": labels,
+                    }
+                )
     return rows
 
 
