@@ -6,6 +6,7 @@ anything else is a bug and keeps its traceback.
 
 import argparse
 import logging
+import os
 import sys
 
 
@@ -128,6 +129,9 @@ def main(argv=None) -> int:
     except UsageError as e:
         print(f"mlmprep {argv[0]}: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # output piped into a reader that stopped early (``| head``): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python flushes stdout at exit
+        return 0
 
 
 if __name__ == "__main__":
