@@ -48,8 +48,9 @@ class _WriteManifest(beam.DoFn):
             input_files=job.input_files,
             input_fingerprint=job.input_fingerprint,
             generation=job.generation,
+            tokenizer_file=job.tokenizer_file,
         )
-        manifest.write(job.output_dir, built, job.tokenizer_json)
+        manifest.write(job.output_dir, built, job.tokenizer_json, job.replaces)
         if job.grouping == "run_files":
             groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
         yield built

@@ -20,7 +20,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import encode
 from mlmprep.transforms.tokenize import SPLITS
-from mlmprep.transforms.write import SHARD_FILE, TEMP_SUFFIX, generation_tag
+from mlmprep.transforms.write import FORMATS, TEMP_SUFFIX, generation_tag
 
 FORMAT_VERSION = 1
 # Every reason a document can be dropped for, listed (with 0) even when none was.
@@ -35,7 +35,12 @@ DROP_REASONS = (
     "unreadable_file",
 )
 MANIFEST = "manifest.json"
-TOKENIZER_FILE = re.compile(rf"tokenizer(\.g\d+)?\.json(\.[0-9a-f]+{re.escape(TEMP_SUFFIX)})?")
+# The files a build writes; "generation" is absent in a build that replaced none.
+SHARD_FILE = re.compile(
+    rf"(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}(?:\.g(?P<generation>\d+))?\.(?:{'|'.join(FORMATS)})"
+)
+TOKENIZER_FILE = re.compile(r"tokenizer(?:\.g(?P<generation>\d+))?\.json")
+TEMP_FILE = re.compile(rf"(?P<name>.+)\.[0-9a-f]{{32}}{re.escape(TEMP_SUFFIX)}")  # while being written
 
 
 def tokenizer_name(generation: int = 0) -> str:
@@ -65,6 +70,7 @@ def build(
     input_files: int = 0,
     input_fingerprint: str | None = None,
     generation: int = 0,
+    tokenizer_file: str | None = None,
 ) -> dict:
     """The manifest of a run, from its shard infos and its summed counts."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -86,7 +92,7 @@ def build(
         "config": config,
         "generation": generation,
         "tokenizer": {
-            "file": tokenizer_name(generation),
+            "file": tokenizer_file or tokenizer_name(generation),
             "sha256": encode.sha256(tokenizer_json.encode("utf-8")),
             **vocab.manifest_entry(),
         },
@@ -112,27 +118,57 @@ def _write_whole(path: str, data: bytes):
     FileSystems.rename([temp], [path])
 
 
-def is_build_file(name: str) -> bool:
-    """A file mlmprep writes into an output: a shard or tokenizer of any build, finished or not."""
-    return bool(SHARD_FILE.fullmatch(name) or TOKENIZER_FILE.fullmatch(name))
+def generation_of(name: str) -> int | None:
+    """The generation of a shard or tokenizer file name a build writes, finished or being written
+    (0: untagged); None: not one."""
+    temp = TEMP_FILE.fullmatch(name)
+    name = temp["name"] if temp else name
+    match = SHARD_FILE.fullmatch(name) or TOKENIZER_FILE.fullmatch(name)
+    return None if match is None else int(match["generation"] or 0)
 
 
-def write(output_dir: str, manifest: dict, tokenizer_json: str):
-    """Commits a build: its tokenizer, then manifest.json in one step; then removes every other build's
-    files (an earlier build's, a failed attempt's), and nothing else."""
+def stale_files(names, keep, replaces: list[str] | None) -> list[str]:
+    """What a committed build removes from its output: every other build's files, and nothing else.
+
+    That is: the files of the build it replaced (``replaces``, the old manifest's list; None where
+    there was no finished build), files of other generations (tagged, so none can be a user's), and
+    what attempts that died left under temporary names. An untagged shard name is taken for a failed
+    attempt's only when no finished build was there; an untagged tokenizer.json that no manifest
+    lists is kept: it may be the very tokenizer the user gave.
+    """
+    stale = []
+    for name in names:
+        if name in keep:
+            continue
+        temp = TEMP_FILE.fullmatch(name)
+        if temp and (temp["name"] == MANIFEST or generation_of(temp["name"]) is not None):
+            stale.append(name)
+        elif replaces is not None and name in replaces:
+            stale.append(name)
+        elif not temp and (generation_of(name) or (replaces is None and SHARD_FILE.fullmatch(name))):
+            stale.append(name)
+    return stale
+
+
+def _delete(paths: list[str]):
+    """Deletes what is still there: a second attempt at the same commit may have been first."""
+    for path in paths:
+        try:
+            FileSystems.delete([path])
+        except Exception:
+            if FileSystems.exists(path):
+                raise
+
+
+def write(output_dir: str, manifest: dict, tokenizer_json: str, replaces: list[str] | None = None):
+    """Commits a build: its tokenizer, then manifest.json in one step; then removes ``stale_files``."""
     _write_whole(FileSystems.join(output_dir, manifest["tokenizer"]["file"]), tokenizer_json.encode("utf-8"))
-    _write_whole(
-        FileSystems.join(output_dir, MANIFEST), (json.dumps(manifest, indent=2) + "\n").encode("utf-8")
-    )
-    keep = {s["file"] for s in manifest["shards"]} | {manifest["tokenizer"]["file"]}
+    text = json.dumps(manifest, indent=2) + "\n"
+    _write_whole(FileSystems.join(output_dir, MANIFEST), text.encode("utf-8"))
+    keep = {s["file"] for s in manifest["shards"]} | {manifest["tokenizer"]["file"], MANIFEST}
     present = FileSystems.match([FileSystems.join(output_dir, "*")])[0].metadata_list
-    stale = [
-        m.path
-        for m in present
-        if is_build_file(posixpath.basename(m.path)) and posixpath.basename(m.path) not in keep
-    ]
-    if stale:
-        FileSystems.delete(stale)
+    names = {posixpath.basename(m.path): m.path for m in present}
+    _delete([names[name] for name in stale_files(names, keep, replaces)])
 
 
 def read(output_dir: str) -> dict:

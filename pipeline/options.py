@@ -10,13 +10,14 @@ import hashlib
 import logging
 import math
 import os
+import posixpath
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
 from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.transforms import documents, groups, pack, tokenize, write
+from mlmprep.transforms import documents, encode, groups, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
 # Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
@@ -211,7 +212,9 @@ class JobPlan:
     config: dict  # every job option, for the manifest
     input_files: int
     input_fingerprint: str | None
-    generation: int  # how many builds this one replaces in the output (see write.generation_tag)
+    generation: int  # above every build already in the output (see write.generation_tag)
+    tokenizer_file: str
+    replaces: tuple[str, ...] | None  # the finished build in the output (see manifest.stale_files)
 
 
 def _check(condition: bool, message: str):
@@ -282,9 +285,17 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
     except Exception as e:
         raise UsageError(f"cannot read --tokenizer {o.tokenizer}: {e}") from None
 
-    previous = None
+    replacing = None
     if check_output and not (dry_run and not _is_local(o.output)):
-        previous = _previous_build(o.output, o.overwrite)
+        replacing = _replacing(o.output, o.overwrite)
+    generation = replacing.generation if replacing else 0
+    tokenizer_file = manifest_lib.tokenizer_name(generation)
+    if (
+        replacing
+        and replacing.tokenizer
+        and replacing.tokenizer.get("sha256") == encode.sha256(tokenizer_json.encode("utf-8"))
+    ):
+        tokenizer_file = replacing.tokenizer["file"]  # the same tokenizer keeps its name (tokenizer.json)
 
     config = dict(sorted(o.get_all_options(current_only=True).items()))
     config.pop("overwrite")
@@ -334,7 +345,9 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         config=config,
         input_files=len(input_files),
         input_fingerprint=fingerprint,
-        generation=0 if previous is None else previous + 1,
+        generation=generation,
+        tokenizer_file=tokenizer_file,
+        replaces=replacing.replaces if replacing else None,
     )
 
 
@@ -356,9 +369,18 @@ def _is_local(path: str) -> bool:
     return "://" not in path
 
 
-def _previous_build(output: str, overwrite: bool) -> int | None:
-    """The generation of the build already in ``output`` (None: none there); a non-empty output without
-    --overwrite is refused. Nothing is deleted here: a build replaces another only when complete."""
+@dataclasses.dataclass(frozen=True)
+class Replacing:
+    """What a build written into a non-empty output must know of what is there (see ``manifest``)."""
+
+    generation: int  # above every generation there, finished or not
+    replaces: tuple[str, ...] | None  # the files of the finished build there; None: none finished
+    tokenizer: dict | None  # the finished build's tokenizer entry, whose file a same tokenizer keeps
+
+
+def _replacing(output: str, overwrite: bool) -> Replacing | None:
+    """None for an empty output; a non-empty one needs --overwrite. Nothing is deleted here: a build
+    replaces another only once it is complete."""
     if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
         raise UsageError(f"--output {output} is a file, not a directory")
     try:
@@ -369,9 +391,20 @@ def _previous_build(output: str, overwrite: bool) -> int | None:
         return None
     if not overwrite:
         raise UsageError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
-    if not FileSystems.exists(FileSystems.join(output, manifest_lib.MANIFEST)):
-        return None  # no finished build: a failed one's files are replaced, then removed
-    try:
-        return int(manifest_lib.read(output).get("generation", 0))
-    except Exception:  # a damaged manifest: its build is no longer whole, but its names are still taken
-        return 0
+    names = [posixpath.basename(m.path) for m in existing]
+    generations = [g for g in map(manifest_lib.generation_of, names) if g is not None]
+    previous = None
+    if manifest_lib.MANIFEST in names:
+        try:
+            previous = manifest_lib.read(output)
+            generations.append(int(previous.get("generation", 0)))
+            replaces = tuple(s["file"] for s in previous["shards"]) + (previous["tokenizer"]["file"],)
+        except (ValueError, KeyError, TypeError):  # damaged: no finished build is there
+            previous = None
+        except Exception as e:
+            raise UsageError(f"cannot read the manifest.json in --output {output}: {e}") from None
+    return Replacing(
+        generation=1 + max(generations) if generations or previous else 0,
+        replaces=replaces if previous else None,
+        tokenizer=previous["tokenizer"] if previous else None,
+    )

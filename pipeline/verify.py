@@ -339,12 +339,22 @@ def check_counts(manifest: dict, totals: dict, report: Report):
         report.problem("manifest", "documents_written is 0, yet the shards hold sequences")
 
 
+def _check_fields(manifest: dict):
+    """Raises KeyError unless the manifest has every field verify reads."""
+    for shard in manifest["shards"]:
+        for key in ("file", "split", "format", "records", "sha256"):
+            shard[key]
+    for key in ("documents_read", "documents_written", "documents_dropped", "splits"):
+        manifest["counts"][key]
+
+
 def verify(output_dir: str) -> Report:
     report = Report()
     try:
         manifest = manifest_lib.read(output_dir)
         config = manifest["config"]
         tokenizer_data = _read(FileSystems.join(output_dir, manifest["tokenizer"]["file"]))
+        _check_fields(manifest)
     except Exception as e:  # missing or malformed: nothing to verify against
         raise UsageError(f"{output_dir} has no usable manifest.json and tokenizer: {e!r}") from None
     masking = MaskingConfig(

@@ -173,7 +173,9 @@ def test_airflow_builds_then_skips_an_unchanged_corpus_then_rebuilds_an_edited_o
         "mlmprep_tokenizer": str(bert_vocab),
         "mlmprep_output_base": str(builds),
         "mlmprep_runner": "FnApiRunner",  # the local runner, on the Airflow worker
-        "mlmprep_options": json.dumps({"max_seq_length": 64, "num_shards": 2, "validation_fraction": 0.1}),
+        "mlmprep_options": json.dumps(
+            {"max_seq_length": 64, "num_shards": 2, "validation_fraction": 0.1, "whole_word_masking": True}
+        ),
     }
     (tmp_path / "variables.json").write_text(json.dumps(variables))
     _airflow(home, "-m", "airflow", "db", "migrate")
@@ -186,7 +188,8 @@ def test_airflow_builds_then_skips_an_unchanged_corpus_then_rebuilds_an_edited_o
     assert daily_run("2026-01-01") == built
     first = json.loads((builds / "20260101" / "manifest.json").read_text())
     assert verify.verify(str(builds / "20260101")).problems == []
-    assert first["config"]["max_seq_length"] == 64 and first["counts"]["splits"]["validation"]["sequences"]
+    assert first["config"]["max_seq_length"] == 64 and first["config"]["whole_word_masking"]
+    assert first["counts"]["splits"]["validation"]["sequences"]
 
     assert daily_run("2026-01-02") == {**built, "build_corpus": "skipped"}  # nothing changed
     assert sorted(os.listdir(builds)) == ["20260101"]
@@ -292,7 +295,7 @@ def test_the_flag_check_refuses_a_misspelt_runner_flag(flag):
 
 
 def _dataflow_argv(tmp_path) -> list[str]:
-    """What the Flex Template launcher and the Airflow DAG pass to mlmprep on Dataflow."""
+    """What the Flex Template launcher passes to mlmprep on Dataflow, with the README's flags."""
     spec = json.loads((DEPLOY / "dataflow" / "metadata.json").read_text())
     values = {
         "input": f"{tmp_path}/nothing-*.txt",

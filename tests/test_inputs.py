@@ -315,6 +315,16 @@ def test_a_damaged_parquet_footer_is_one_drop_over_all_its_ranges(tmp_path, real
     assert source.counts["documents_dropped.unreadable_file"] == 1 == source.counts["documents_read"]
 
 
+def test_an_io_error_in_a_parquet_range_fails_the_read_for_a_retry(tmp_path, real_data):
+    path = tmp_path / "docs.parquet"
+    _parquet_of_row_groups(real_data, path)
+    ranges = list(file_ranges(str(path), path.stat().st_size, "auto", 4096))
+    path.unlink()  # gone, or unreachable, after the ranges were planned: no range may read nothing and go on
+    for r in ranges:
+        with pytest.raises(OSError):
+            list(DocumentSource(text_field="body").batches(r))
+
+
 def test_a_parquet_file_of_row_groups_read_by_two_workers_gives_the_same_shards(
     tmp_path, real_data, bert_vocab
 ):

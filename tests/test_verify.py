@@ -202,3 +202,18 @@ def test_manifest_counts_that_disagree_with_each_other_fail(copy, change, messag
     _rewrite_manifest(copy, change)
     done = cli("verify", str(copy))
     assert done.returncode == 1 and message in done.stdout, done.stdout
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda m: m.pop("counts"),
+        lambda m: m["shards"][0].pop("sha256"),
+        lambda m: m["counts"].pop("splits"),
+        lambda m: m.pop("shards"),
+    ],
+)
+def test_a_manifest_missing_its_fields_is_a_usage_error(copy, damage):
+    _rewrite_manifest(copy, damage)
+    done = cli("verify", str(copy))
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "no usable manifest" in done.stderr

@@ -711,8 +711,8 @@ class DocumentSource:
         try:
             yield from self._batches(file_range, format_of(file_range.path, self.input_format))
         except UNREADABLE as e:
-            fmt = format_of(file_range.path, self.input_format)
-            if fmt != "parquet" and (file_range.start or file_range.stop is not None):
+            parquet = format_of(file_range.path, self.input_format) == "parquet"
+            if (file_range.start or file_range.stop is not None) and (isinstance(e, OSError) or not parquet):
                 raise  # a range of an uncompressed file: an I/O error, which a retry may mend
             # A corrupt archive or Parquet file (or row group): what it yielded so far
             # is kept, the rest is one counted drop. Beam's retries could not help.
@@ -776,8 +776,8 @@ class DocumentSource:
         """The text values of the row groups that start in [start, stop)."""
         try:
             parquet = pq.ParquetFile(handle)
-        except UNREADABLE:
-            if start:
+        except pa.ArrowException as e:
+            if start and not isinstance(e, OSError):
                 return  # a damaged footer: every range finds it, the first one counts it
             raise
         row_groups = [

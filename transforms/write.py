@@ -22,7 +22,6 @@ import concurrent.futures
 import dataclasses
 import hashlib
 import math
-import re
 import uuid
 
 import apache_beam as beam
@@ -63,12 +62,6 @@ def generation_tag(generation: int) -> str:
 
 def shard_name(split: str, index: int, num_shards: int, fmt: str, generation: int = 0) -> str:
     return f"{split}-{index:05d}-of-{num_shards:05d}{generation_tag(generation)}.{fmt}"
-
-
-# A shard of any build, finished or not (a temporary name).
-SHARD_FILE = re.compile(
-    rf"({'|'.join(SPLITS)})-\d{{5}}-of-\d{{5}}(\.g\d+)?\.({'|'.join(FORMATS)})(\.[0-9a-f]+{re.escape(TEMP_SUFFIX)})?"
-)
 
 
 def _keys_by_bucket(rows, bits: int):

@@ -19,6 +19,7 @@ import re
 import sys
 
 import pendulum
+from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Variable
@@ -39,12 +40,6 @@ def _settings() -> dict:
     }
 
 
-def _argv(settings: dict, output: str) -> list[str]:
-    argv = [f"--input={p}" for p in settings["inputs"]]
-    argv += [f"--output={output}", f"--tokenizer={settings['tokenizer']}"]
-    return argv + [f"--{k}={v}" for k, v in settings["options"].items()]
-
-
 def plan_build(ds_nodash: str, ti) -> bool:
     """The build's options for ``build_corpus`` (an XCom); False (skip it) when the newest finished build
     has this build's fingerprint."""
@@ -54,8 +49,18 @@ def plan_build(ds_nodash: str, ti) -> bool:
     from mlmprep.pipeline import fingerprint, manifest, options
 
     settings = _settings()
-    output = FileSystems.join(settings["output_base"], ds_nodash)
-    current = options.plan(PipelineOptions(_argv(settings, output)), check_output=False).input_fingerprint
+    pipeline_options = {
+        "input": settings["inputs"],
+        "output": FileSystems.join(settings["output_base"], ds_nodash),
+        "tokenizer": settings["tokenizer"],
+        **settings["options"],
+        # A retried or re-triggered run replaces what an earlier attempt left in its folder; a
+        # finished build there stays whole until the new one is complete.
+        "overwrite": True,
+    }
+    # The command line exactly as the operator passes it (booleans as bare flags, lists repeated).
+    argv = beam_options_to_args(pipeline_options)
+    current = options.plan(PipelineOptions(argv), check_output=False).input_fingerprint
     pattern = FileSystems.join(settings["output_base"], "*", manifest.MANIFEST)
     finished = sorted(
         folder
@@ -63,12 +68,6 @@ def plan_build(ds_nodash: str, ti) -> bool:
         if DATED.fullmatch(FileSystems.split(folder)[1])
     )
     previous = manifest.read(finished[-1]) if finished else None
-    pipeline_options = {
-        "input": settings["inputs"],
-        "output": output,
-        "tokenizer": settings["tokenizer"],
-        **settings["options"],
-    }
     if settings["runner"] == "DataflowRunner":
         pipeline_options["setup_file"] = SETUP  # Dataflow's workers install mlmprep from it
     ti.xcom_push(key="pipeline_options", value=pipeline_options)
