@@ -281,13 +281,11 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 )
                 read[name] = batch
             if len(files) == 2 and len(hashes) == 2 and not failed and not unequal:
-                batches = [read.get(shard["file"]) for shard in files]
-                unequal = (None in batches and batches != [None, None]) or (
-                    None not in batches
-                    and not all(
-                        np.array_equal(getattr(batches[0], f), getattr(batches[1], f)) for f in _FIELDS
-                    )
-                )
+                first, second = (read.get(shard["file"]) for shard in files)
+                if first is None or second is None:
+                    unequal = first is not second  # one file has rows the other does not
+                else:
+                    unequal = not all(np.array_equal(getattr(first, f), getattr(second, f)) for f in _FIELDS)
                 if unequal:
                     report.problem(
                         files[0]["file"], f"{files[0]['format']} and {files[1]['file']} hold different rows"
