@@ -1,5 +1,6 @@
 """User mistakes: one clear line on stderr, exit status 2, no traceback, no output."""
 
+import json
 import subprocess
 import sys
 
@@ -83,8 +84,11 @@ def test_existing_output_refused_then_replaced_with_overwrite(good, tmp_path):
     done = mlmprep("run", *good, "--overwrite", "--num_shards=2")
     assert done.returncode == 0, done.stderr
     assert "documents read" in done.stdout
+    # The stale file, with no finished build beside it, was a failed attempt's: the new build replaced it.
     assert not (tmp_path / "out" / "train-00000-of-00001.tfrecord").exists()
-    assert (tmp_path / "out" / "train-00001-of-00002.parquet").exists()
+    manifest = json.loads((tmp_path / "out" / "manifest.json").read_text())
+    assert manifest["generation"] == 1  # named above what was there
+    assert (tmp_path / "out" / "train-00001-of-00002.g1.parquet").exists()
 
 
 def test_unknown_command():
