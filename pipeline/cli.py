@@ -54,7 +54,7 @@ def _run(argv):
 
 def _demo(argv):
     from mlmprep.pipeline import demo
-    from mlmprep.pipeline.options import CliParser
+    from mlmprep.pipeline.errors import CliParser
 
     parser = CliParser(prog="mlmprep demo", description=demo.__doc__)
     parser.add_argument(
@@ -84,7 +84,7 @@ def _inspect(argv):
 
 def _trainer(module):
     def command(argv):
-        from mlmprep.pipeline.options import UsageError
+        from mlmprep.pipeline.errors import UsageError
 
         try:
             import importlib
@@ -121,7 +121,7 @@ def main(argv=None) -> int:
         return 0
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
     _quiet_imports()
-    from mlmprep.pipeline.options import UsageError
+    from mlmprep.pipeline.errors import UsageError
 
     command, _ = COMMANDS[argv[0]]
     try:

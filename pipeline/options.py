@@ -17,6 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 
 from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import documents, encode, groups, pack, tokenize, write
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
@@ -24,17 +25,6 @@ from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 # records reach their shards through run files there.
 IN_MEMORY_RUNNERS = ("direct", "fnapi", "bundlebaseddirect", "swappingdirect")
 TEMP_DIR = ".mlmprep-temp"  # under the output: run files, deleted when the job ends
-
-
-class UsageError(Exception):
-    """A mistake in how mlmprep was called; the message says which."""
-
-
-class CliParser(argparse.ArgumentParser):
-    """An ArgumentParser that raises UsageError instead of printing usage and exiting."""
-
-    def error(self, message):
-        raise UsageError(message)
 
 
 def _formats(value: str) -> tuple[str, ...]:

@@ -86,7 +86,7 @@ def _rows(output_dir: str, manifest: dict, split: str, n: int) -> list[dict]:
 
 def inspect_main(argv):
     from mlmprep.pipeline import manifest as manifest_lib
-    from mlmprep.pipeline.options import CliParser, UsageError
+    from mlmprep.pipeline.errors import CliParser, UsageError
 
     parser = CliParser(prog="mlmprep inspect", description="Show decoded examples, masks marked.")
     parser.add_argument("output_dir", help="An mlmprep output directory (with manifest.json).")

@@ -7,7 +7,7 @@ corpus is never held in memory as a whole.
 from apache_beam.io.filesystems import FileSystems
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
-from mlmprep.pipeline.options import CliParser, UsageError
+from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms.documents import buffered, iter_text_documents
 
 SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")

@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.pipeline.options import CliParser, UsageError
+from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import encode
 from mlmprep.transforms.mask import MaskingConfig, prediction_counts
 from mlmprep.transforms.records import MaskedBatch

@@ -15,7 +15,7 @@ import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import fingerprint, options, verify
+from mlmprep.pipeline import errors, fingerprint, options, verify
 from mlmprep.pipeline.options import MlmPrepOptions
 
 from conftest import REPO, run_job
@@ -290,7 +290,7 @@ def test_the_flag_check_accepts_the_flink_and_spark_scripts_flags(script, env, t
 
 @pytest.mark.parametrize("flag", ["--spark_master=spark://m:7077", "--flink_mastr=m:8081", "--num_worker=3"])
 def test_the_flag_check_refuses_a_misspelt_runner_flag(flag):
-    with pytest.raises(options.UsageError, match=f"unrecognized arguments: {flag.split('=')[0]}"):
+    with pytest.raises(errors.UsageError, match=f"unrecognized arguments: {flag.split('=')[0]}"):
         options.check_flags(["--input=x", flag])
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from mlmprep.trainer import data
 from mlmprep.trainer import model as model_lib
-from mlmprep.trainer.train import FINAL_MODEL, MODEL_CONFIG, _checkpoints
+from mlmprep.trainer.train import FINAL_MODEL, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.tokenize import vocabulary
 
 # Inference needs no optimizer: Keras says it skips the saved optimizer state.
@@ -25,7 +25,7 @@ def load(model_dir: str):
     if os.path.exists(path):
         model = keras.saving.load_model(path, compile=False)
     else:
-        found = _checkpoints(model_dir)
+        found = checkpoints(model_dir)
         if not found:
             raise FileNotFoundError(f"{model_dir} holds no trained model")
         with open(os.path.join(model_dir, MODEL_CONFIG)) as f:
@@ -65,7 +65,7 @@ def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: in
 
 
 def main(argv):
-    from mlmprep.pipeline.options import CliParser, UsageError
+    from mlmprep.pipeline.errors import CliParser, UsageError
 
     parser = CliParser(prog="mlmprep fill-mask", description=__doc__)
     parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")

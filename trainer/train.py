@@ -80,7 +80,8 @@ def restore_checkpoint(model, path: str):
     model.load_weights(path)
 
 
-def _checkpoints(output_dir: str) -> list[tuple[int, str]]:
+def checkpoints(output_dir: str) -> list[tuple[int, str]]:
+    """(step, path) of every complete checkpoint in a model folder, oldest first."""
     folder = os.path.join(output_dir, CHECKPOINTS)
     if not os.path.isdir(folder):
         return []
@@ -121,7 +122,7 @@ class _CheckpointAndHistory(keras.callbacks.Callback):
         folder = os.path.join(self._output_dir, CHECKPOINTS)
         os.makedirs(folder, exist_ok=True)
         save_checkpoint(self.model, folder, step)
-        for _, old in _checkpoints(self._output_dir)[:-KEEP_CHECKPOINTS]:
+        for _, old in checkpoints(self._output_dir)[:-KEEP_CHECKPOINTS]:
             os.remove(old)
 
 
@@ -188,7 +189,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
 
     config_path = os.path.join(config.output_dir, MODEL_CONFIG)
-    found = _checkpoints(config.output_dir)
+    found = checkpoints(config.output_dir)
     if found:
         if found[-1][0] % config.checkpoint_every:
             raise TrainError(
@@ -285,7 +286,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
 
 
 def main(argv):
-    from mlmprep.pipeline.options import CliParser, UsageError
+    from mlmprep.pipeline.errors import CliParser, UsageError
 
     parser = CliParser(prog="mlmprep train", description=__doc__.split("\n\n")[0])
     parser.add_argument(
