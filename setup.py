@@ -11,6 +11,7 @@ import setuptools
 PACKAGES = {
     "mlmprep.pipeline": "pipeline",
     "mlmprep.transforms": "transforms",
+    "mlmprep.transforms.beam": "transforms/beam",
     # Importing it needs the [trainer] extra; the pipeline never does.
     "mlmprep.trainer": "trainer",
 }

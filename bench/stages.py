@@ -23,9 +23,11 @@ os.environ["RAYON_NUM_THREADS"] = "1"  # before tokenizers starts its thread poo
 
 import corpora  # noqa: E402  (this folder is on the path of a script run from it)
 import numpy as np  # noqa: E402
+from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
-from mlmprep.transforms import documents, encode, groups, keys, mask, pack, records, tokenize, write  # noqa: E402
-from mlmprep.transforms.read import BATCH_CHARS  # noqa: E402
+from mlmprep.transforms import documents, encode, keys, mask, pack, records, tokenize  # noqa: E402
+from mlmprep.transforms.beam import groups, write  # noqa: E402
+from mlmprep.transforms.beam.read import BATCH_CHARS  # noqa: E402
 
 
 def measure(paths) -> tuple[collections.Counter, dict]:
@@ -38,11 +40,11 @@ def measure(paths) -> tuple[collections.Counter, dict]:
         return out
 
     ranges = [documents.FileRange(str(p)) for p in paths]
-    source = documents.DocumentSource()
+    source = documents.DocumentSource(FileSystems.open)
     for file_range in ranges:
         for docs in timed("read, first pass (digests)", lambda r: list(source.batches(r)), file_range):
             timed("read, first pass (digests)", documents.document_keys, docs)
-    source = documents.DocumentSource()
+    source = documents.DocumentSource(FileSystems.open)
     docs = [
         d for r in ranges for b in timed("read, second pass", lambda r: list(source.batches(r)), r) for d in b
     ]

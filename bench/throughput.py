@@ -43,12 +43,14 @@ CORES = len(os.sched_getaffinity(0))
 
 def _limit_main(paths: list[str], out: str):
     """L, in a process of its own (the thread count is fixed when tokenizers starts its pool)."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from mlmprep.transforms.beam.read import BATCH_CHARS
     from mlmprep.transforms.documents import DocumentSource, FileRange, document_keys
-    from mlmprep.transforms.read import BATCH_CHARS
     from mlmprep.transforms.tokenize import load_tokenizer, tokenizer_json
 
     tokenizer = load_tokenizer(tokenizer_json(corpora.VOCAB.read_bytes()))
-    source, seen, batches, batch, chars = DocumentSource(), set(), [], [], 0
+    source, seen, batches, batch, chars = DocumentSource(FileSystems.open), set(), [], [], 0
     for path in paths:
         for docs in source.batches(FileRange(path)):
             for key, doc in zip(document_keys(docs)[0].tolist(), docs):

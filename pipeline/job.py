@@ -20,10 +20,13 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import manifest
 from mlmprep.pipeline.options import JobPlan, plan
-from mlmprep.transforms import coders, counting, groups, pack, read, records
-from mlmprep.transforms.mask import MaskSequences
-from mlmprep.transforms.tokenize import TokenizedBatch, TokenizeDocuments
-from mlmprep.transforms.write import WriteShards
+from mlmprep.transforms import records
+from mlmprep.transforms.beam import coders, counting, groups, pack, read
+from mlmprep.transforms.beam.mask import MaskSequences
+from mlmprep.transforms.beam.tokenize import TokenizeDocuments
+from mlmprep.transforms.beam.write import WriteShards
+from mlmprep.transforms.pack import SequenceBatch, concat_rows
+from mlmprep.transforms.tokenize import TokenizedBatch
 
 # Below this much input, extra worker processes cost more to start than they save.
 MULTIPROCESS_MIN_BYTES = 32 << 20
@@ -85,19 +88,18 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     if job.packing == "document":
         packed = tokenized.batches | "PackDocuments" >> beam.ParDo(
             pack.PackDocuments(**shape)
-        ).with_output_types(pack.SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
+        ).with_output_types(SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
     else:
         ids = records.id_type(job.vocab.size, job.max_seq_length)
         concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
         packed = (
             tokenized.batches
-            | "ConcatRows"
-            >> beam.Map(pack.concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
+            | "ConcatRows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
             | "GroupForConcat"
             >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
             | "PackConcat"
             >> beam.ParDo(concat)
-            .with_output_types(pack.SequenceBatch)
+            .with_output_types(SequenceBatch)
             .with_outputs(counting.COUNTS, main="sequences")
         )
     masked = packed.sequences | "Mask" >> beam.ParDo(

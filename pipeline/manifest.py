@@ -3,7 +3,7 @@
 It is written last, after every shard, so its presence marks a complete
 output (as TFDS writes its info files after the shards). Replacing it is
 how a build over an earlier one commits: the new build's files have names
-of their own (``write.generation_tag``), the old build stays whole until the
+of their own (``shards.generation_tag``), the old build stays whole until the
 new manifest.json takes the old one's place in one step, and only then are
 the old build's files removed. A run that fails or is killed before that
 leaves the previous build as it was.
@@ -19,8 +19,8 @@ import uuid
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import encode
+from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
 from mlmprep.transforms.tokenize import SPLITS
-from mlmprep.transforms.write import FORMATS, TEMP_SUFFIX, generation_tag
 
 FORMAT_VERSION = 1
 # Every reason a document can be dropped for, listed (with 0) even when none was.

@@ -18,7 +18,8 @@ from apache_beam.options.pipeline_options import PipelineOptions, StandardOption
 from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import documents, encode, groups, pack, tokenize, write
+from mlmprep.transforms import documents, encode, pack, shards, tokenize
+from mlmprep.transforms.beam import groups
 from mlmprep.transforms.mask import MASK_COUNTS, MaskingConfig
 
 # Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
@@ -29,10 +30,10 @@ TEMP_DIR = ".mlmprep-temp"  # under the output: run files, deleted when the job 
 
 def _formats(value: str) -> tuple[str, ...]:
     names = tuple(dict.fromkeys(v.strip() for v in value.split(",") if v.strip()))
-    bad = [n for n in names if n not in write.FORMATS]
+    bad = [n for n in names if n not in shards.FORMATS]
     if bad or not names:
         raise argparse.ArgumentTypeError(
-            f"--formats takes a comma-separated subset of {','.join(write.FORMATS)}, got {value!r}"
+            f"--formats takes a comma-separated subset of {','.join(shards.FORMATS)}, got {value!r}"
         )
     return names
 
@@ -136,7 +137,7 @@ class MlmPrepOptions(PipelineOptions):
             "of about this size.",
         )
         parser.add_argument(
-            "--formats", type=_formats, default=write.FORMATS, help="Comma-separated: tfrecord,parquet."
+            "--formats", type=_formats, default=shards.FORMATS, help="Comma-separated: tfrecord,parquet."
         )
         parser.add_argument(
             "--overwrite",
@@ -196,13 +197,13 @@ class JobPlan:
     grouping: str  # groups.MODES
     temp_dir: str
     validation_fraction: float
-    shard_plan: write.ShardPlan
+    shard_plan: shards.ShardPlan
     bucket_bits: int
     formats: tuple[str, ...]
     config: dict  # every job option, for the manifest
     input_files: int
     input_fingerprint: str | None
-    generation: int  # above every build already in the output (see write.generation_tag)
+    generation: int  # above every build already in the output (see shards.generation_tag)
     tokenizer_file: str
     replaces: tuple[str, ...] | None  # the finished build in the output (see manifest.stale_files)
 
@@ -321,15 +322,15 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         grouping=_grouping(o.grouping, options.view_as(StandardOptions).runner),
         temp_dir=FileSystems.join(o.output, TEMP_DIR),
         # About 4 bytes of text per token; unknown (a dry run) picks a fine-grained default.
-        bucket_bits=write.bucket_bits(
+        bucket_bits=shards.bucket_bits(
             o.dupe_factor * input_bytes // (4 * (o.max_seq_length - 2)) if input_files else None
         ),
         validation_fraction=o.validation_fraction,
-        shard_plan=write.ShardPlan(
+        shard_plan=shards.ShardPlan(
             num_shards=o.num_shards,
             target_shard_bytes=int(o.target_shard_mb * (1 << 20)),
             validation_fraction=o.validation_fraction,
-            record_bytes=write.estimated_record_bytes(o.max_seq_length, o.max_predictions_per_seq),
+            record_bytes=shards.estimated_record_bytes(o.max_seq_length, o.max_predictions_per_seq),
         ),
         formats=tuple(o.formats),
         config=config,

@@ -8,7 +8,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms import encode, groups, records, write
+from mlmprep.transforms import encode, records, shards
+from mlmprep.transforms.beam import groups, write
 from mlmprep.transforms.records import MaskedBatch
 
 from conftest import bert_feature_spec
@@ -113,7 +114,7 @@ def _write_shard(out, batch):
         infos = list(writer.process((0, shard), layout={0: (n, 1, {})}))
     finally:
         writer.teardown()
-    assert not list(out.glob("*" + write.TEMP_SUFFIX))
+    assert not list(out.glob("*" + shards.TEMP_SUFFIX))
     return {info["format"]: (info, (out / info["file"]).read_bytes()) for info in infos}
 
 

@@ -13,7 +13,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
 from mlmprep.pipeline import job, options
-from mlmprep.transforms import groups, records, write
+from mlmprep.transforms import records
+from mlmprep.transforms.beam import groups, write
 
 from conftest import run_job
 

@@ -13,6 +13,7 @@ import pytest
 import zstandard
 from apache_beam.io.filesystems import FileSystems
 
+from mlmprep.transforms.beam import read
 from mlmprep.transforms.documents import (
     DocumentSource,
     FileRange,
@@ -215,7 +216,7 @@ EDGES = b"".join(
 
 def _read_in_ranges(path, fmt, range_bytes):
     """What the job reads and counts of a file cut into ranges of range_bytes: (keys, copy key, pieces)."""
-    source = DocumentSource(fmt)
+    source = DocumentSource(FileSystems.open, fmt)
     metadata = FileSystems.match([str(path)])[0].metadata_list[0]
     ranges = list(file_ranges(metadata.path, metadata.size_in_bytes, fmt, range_bytes))
     docs = []
@@ -272,7 +273,7 @@ def test_compressed_files_are_read_whole(tmp_path):
     for name in ("a.txt.gz", "a.jsonl.zst"):
         (tmp_path / name).write_bytes(b"x" * 5000)
         metadata = FileSystems.match([str(tmp_path / name)])[0].metadata_list[0]
-        assert len(list(file_ranges(metadata.path, metadata.size_in_bytes, "auto", 100))) == 1
+        assert len(list(read.split_file(metadata.path, metadata.size_in_bytes, "auto", 100))) == 1
 
 
 def _parquet_of_row_groups(real_data, path, rows_per_group=20):
@@ -287,12 +288,12 @@ def test_parquet_ranges_read_each_row_group_once(tmp_path, real_data):
     path = tmp_path / "docs.parquet"
     docs, groups = _parquet_of_row_groups(real_data, path)
     size = path.stat().st_size
-    whole = DocumentSource(text_field="body")
+    whole = DocumentSource(FileSystems.open, text_field="body")
     assert ["".join(d) for b in whole.batches(FileRange(str(path))) for d in b] == docs
     for range_bytes in (size // 3, size // (4 * groups), 4096):
         ranges = list(file_ranges(str(path), size, "auto", range_bytes))
         assert len(ranges) == -(-size // range_bytes)
-        source = DocumentSource(text_field="body")
+        source = DocumentSource(FileSystems.open, text_field="body")
         read = ["".join(d) for r in ranges for b in source.batches(r) for d in b]
         assert read == docs  # every document once, in file order
         assert source.counts == whole.counts | {"input_ranges_read": len(ranges)}
@@ -300,7 +301,7 @@ def test_parquet_ranges_read_each_row_group_once(tmp_path, real_data):
     empty = [
         r
         for r in file_ranges(str(path), size, "auto", 512)
-        if not list(DocumentSource("parquet", "body").batches(r))
+        if not list(DocumentSource(FileSystems.open, "parquet", "body").batches(r))
     ]
     assert len(empty) > groups
 
@@ -309,7 +310,7 @@ def test_a_damaged_parquet_footer_is_one_drop_over_all_its_ranges(tmp_path, real
     path = tmp_path / "docs.parquet"
     _parquet_of_row_groups(real_data, path)
     path.write_bytes(path.read_bytes()[:-100])  # the footer cut off
-    source = DocumentSource(text_field="body")
+    source = DocumentSource(FileSystems.open, text_field="body")
     for r in file_ranges(str(path), path.stat().st_size, "auto", 4096):
         assert not list(source.batches(r))
     assert source.counts["documents_dropped.unreadable_file"] == 1 == source.counts["documents_read"]
@@ -322,7 +323,7 @@ def test_an_io_error_in_a_parquet_range_fails_the_read_for_a_retry(tmp_path, rea
     path.unlink()  # gone, or unreachable, after the ranges were planned: no range may read nothing and go on
     for r in ranges:
         with pytest.raises(OSError):
-            list(DocumentSource(text_field="body").batches(r))
+            list(DocumentSource(FileSystems.open, text_field="body").batches(r))
 
 
 def test_a_parquet_file_of_row_groups_read_by_two_workers_gives_the_same_shards(

@@ -1,4 +1,4 @@
-from mlmprep.transforms.progress import Progress
+from mlmprep.transforms.beam.progress import Progress
 
 
 def test_progress_reports_running_totals_at_most_every_interval(capsys):

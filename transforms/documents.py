@@ -32,15 +32,13 @@ import math
 import re
 import threading
 import zlib
-from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from collections.abc import Callable, Iterable, Iterator
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zstandard
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import keys
 
@@ -669,20 +667,22 @@ RANGE_BYTES = 8 << 20  # 2+ ranges per worker for a file of tens of MB on a smal
 
 
 def file_ranges(
-    path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES
+    path: str,
+    size: int,
+    input_format: str = "auto",
+    range_bytes: int = RANGE_BYTES,
+    *,
+    compressed: bool = False,
 ) -> Iterator[FileRange]:
     """A file as ranges to read apart: large uncompressed text, JSONL and Parquet in near-equal parts.
 
     Line-oriented text can start reading at any byte (see iter_text_documents);
     a range of a Parquet file reads the row groups that start in it (as Beam's
-    Parquet source splits); compressed files are read whole.
+    Parquet source splits); ``compressed`` files are read whole.
     """
     if path.endswith(("/", "\\")):  # a directory, as fileio.ReadMatches skips them
         return
-    splittable = (
-        format_of(path, input_format) in ("text", "lines", "jsonl", "parquet")
-        and CompressionTypes.detect_compression_type(path) == CompressionTypes.UNCOMPRESSED
-    )
+    splittable = format_of(path, input_format) in ("text", "lines", "jsonl", "parquet") and not compressed
     parts = max(1, -(-size // range_bytes)) if splittable else 1
     bounds = [size * i // parts for i in range(parts)]
     for start, stop in zip(bounds, [*bounds[1:], None]):
@@ -696,8 +696,11 @@ class DocumentSource:
     Every document read is either yielded or counted as dropped, by reason.
     Reading a range again yields the same documents in the same order, so a
     document is named by its range and its index among those yielded.
+    ``open_file`` opens a path for reading, decompressed by its suffix (the
+    job passes Beam's ``FileSystems.open``, which also reads gs://, s3://, ...).
     """
 
+    open_file: Callable[[str], BinaryIO]
     input_format: str = "auto"
     text_field: str = "text"
     counts: collections.Counter = dataclasses.field(default_factory=collections.Counter)
@@ -721,7 +724,7 @@ class DocumentSource:
 
     def _batches(self, file_range: FileRange, fmt: str):
         path, start, stop = file_range
-        with FileSystems.open(path) as raw:  # decompresses by suffix; only uncompressed files are split
+        with self.open_file(path) as raw:  # decompresses by suffix; only uncompressed files are split
             if fmt == "parquet":
                 yield from self._values(self._parquet_values(raw, start, stop))  # seeks: the file itself
                 return

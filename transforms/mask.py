@@ -16,8 +16,7 @@ import dataclasses
 
 import numpy as np
 
-from mlmprep.transforms import keys, records
-from mlmprep.transforms.counting import CountingDoFn
+from mlmprep.transforms import keys
 from mlmprep.transforms.records import MaskedBatch
 
 _SELECT, _DECIDE, _REPLACE = 0, 1, 2  # independent random streams per sequence
@@ -185,43 +184,3 @@ def mask_batch(
         masked_lm_ids=originals,
         num_predictions=count.astype(np.int32),
     )
-
-
-class MaskSequences(CountingDoFn):
-    """SequenceBatch -> Arrow record rows (``records.to_rows``), ``dupe_factor`` copies of each sequence.
-
-    One record batch per input batch: records travel in batches to keep
-    Beam's per-element cost off the hot path.
-    """
-
-    def __init__(self, *, config: MaskingConfig, vocab, seed: int, dupe_factor: int, max_seq_length: int):
-        super().__init__()
-        self._config = config
-        self._vocab = vocab
-        self._seed = seed
-        self._dupe_factor = dupe_factor
-        self._ids = records.id_type(vocab.size, max_seq_length)
-        self._is_special = None
-
-    def setup(self):
-        self._is_special = self._vocab.special_lookup()
-
-    def process(self, batch):
-        # Slices of bounded size: one long document can make a batch of many
-        # thousand sequences, and masking holds several float arrays per token.
-        for start in range(0, len(batch.lengths), MASK_ROWS):
-            rows = slice(start, start + MASK_ROWS)
-            for dupe in range(self._dupe_factor):
-                rng_keys = keys.record_keys(batch.keys[rows], seed=self._seed, dupe=dupe)
-                masked = mask_batch(
-                    batch.input_ids[rows],
-                    batch.lengths[rows],
-                    rng_keys,
-                    config=self._config,
-                    is_special=self._is_special,
-                    mask_id=self._vocab.mask_id,
-                    random_ids=self._vocab.random_ids,
-                    word_starts=None if batch.word_starts is None else batch.word_starts[rows],
-                )
-                self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
-                yield records.to_rows(batch.splits[rows], rng_keys >> np.uint64(1), masked, self._ids)

@@ -11,8 +11,6 @@ import numpy as np
 import pyarrow as pa
 
 from mlmprep.transforms import keys, records
-from mlmprep.transforms.counting import CountingDoFn
-from mlmprep.transforms.groups import Sorting
 
 PACKINGS = ("document", "concat")
 
@@ -167,24 +165,6 @@ def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     return keys.content_keys(input_ids[real].astype("<i4", copy=False).tobytes(), np.asarray(lengths) * 4)
 
 
-class _Pack(CountingDoFn):
-    def __init__(self, *, max_seq_length: int, vocab):
-        super().__init__()
-        self._max_seq_length = max_seq_length
-        self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
-
-
-class PackDocuments(_Pack):
-    """TokenizedBatch -> SequenceBatch, ``--packing document``."""
-
-    def process(self, batch):
-        input_ids, lengths, doc, starts = pack_documents(
-            batch.token_ids, max_seq_length=self._max_seq_length, word_starts=batch.word_starts, **self._ids
-        )
-        self.count("documents_over_several_sequences", int((np.bincount(doc) > 1).sum()))
-        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), batch.splits[doc], starts)
-
-
 # Concat packing joins documents within groups of about this much input text,
 # in document key order: a group's documents are sorted together.
 CONCAT_GROUP_BYTES = 64 << 20
@@ -216,50 +196,17 @@ def concat_rows(batch, groups: int, ids: pa.DataType) -> pa.RecordBatch:
     )
 
 
-def _concat_groups(rows) -> np.ndarray:
+def concat_groups(rows) -> np.ndarray:
     return (rows.column("split").to_numpy().astype(np.int64) << 32) | rows.column("group").to_numpy()
 
 
-def _ragged_rows(column) -> list[np.ndarray]:
+def ragged_rows(column) -> list[np.ndarray]:
     """A list column's rows as numpy arrays (views of one buffer)."""
     values, lengths = records.list_parts(column)
     return np.split(values, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
 
-def _document_content(rows, indices: np.ndarray) -> list[tuple[bytes, bytes]]:
+def document_content(rows, indices: np.ndarray) -> list[tuple[bytes, bytes]]:
     """Documents with one key, ordered by their ids (as int32 bytes), as BERT's concat order always was."""
-    ids, starts = _ragged_rows(rows.column("ids")), _ragged_rows(rows.column("starts"))
+    ids, starts = ragged_rows(rows.column("ids")), ragged_rows(rows.column("starts"))
     return [(ids[i].astype("<i4").tobytes(), starts[i].tobytes()) for i in indices.tolist()]
-
-
-CONCAT_ORDER = Sorting(
-    columns=("split", "group", "doc_key"), group=_concat_groups, tiebreak=_document_content
-)
-
-
-class PackConcat(_Pack):
-    """(split << 32 | group, its documents from SortedGroups) -> SequenceBatch, ``--packing concat``.
-
-    Documents of a group are joined in key order, so the result does not
-    depend on the order the runner delivers them in; they are packed a slice
-    at a time, so what is held does not grow with the group.
-    """
-
-    def __init__(self, *, max_seq_length: int, vocab, word_starts: bool):
-        super().__init__(max_seq_length=max_seq_length, vocab=vocab)
-        self._word_starts = word_starts
-
-    def process(self, element):
-        group, documents = element
-        split = group >> 32
-        packer = ConcatPacker(max_seq_length=self._max_seq_length, **self._ids)
-        for rows in documents.slices(CONCAT_SLICE_DOCS):
-            ids = [i.astype(np.int32) for i in _ragged_rows(rows.column("ids"))]
-            starts = _ragged_rows(rows.column("starts")) if self._word_starts else None
-            yield from self._sequences(split, *packer.add(ids, starts))
-        yield from self._sequences(split, *packer.finish(self._word_starts))
-
-    def _sequences(self, split, input_ids, lengths, starts):
-        if len(lengths):
-            splits = np.full(len(lengths), split, dtype=np.int8)
-            yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)

@@ -40,7 +40,7 @@ import pyarrow as pa
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
-from mlmprep.transforms.counting import in_global_window
+from mlmprep.transforms.beam.counting import in_global_window
 
 MODES = ("shuffle", "run_files")
 RUN_BYTES = 32 << 20  # rows a worker sorts at once, before they leave it (Arrow buffer bytes)

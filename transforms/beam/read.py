@@ -18,11 +18,19 @@ import math
 import apache_beam as beam
 import numpy as np
 from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import dedup
-from mlmprep.transforms.counting import COUNTS, CountingDoFn
-from mlmprep.transforms.documents import DocumentBatch, DocumentSource, document_keys, file_ranges
-from mlmprep.transforms.progress import Progress
+from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
+from mlmprep.transforms.beam.progress import Progress
+from mlmprep.transforms.documents import (
+    RANGE_BYTES,
+    DocumentBatch,
+    DocumentSource,
+    document_keys,
+    file_ranges,
+)
 
 BUCKET_BYTES = 1 << 30  # input per deduplication bucket, whose digests are sorted in one worker's memory
 BATCH_CHARS = 1 << 20  # text per batch for the tokenizer: its Encoding objects cost ~100x the ids
@@ -51,7 +59,7 @@ class _ReadDigests(beam.DoFn):
 
     def process(self, element):
         range_key, file_range = element
-        source = DocumentSource(**self._source_args)
+        source = DocumentSource(FileSystems.open, **self._source_args)
         keys, copies = [], []
         for batch in source.batches(file_range):
             batch_keys, batch_copies = document_keys(batch)
@@ -88,7 +96,7 @@ class _ReadBatches(CountingDoFn):
         _, grouped = element
         (file_range,) = grouped["range"]
         losers = np.unique(np.frombuffer(b"".join(grouped["losers"]), dedup.INDEX)).tolist()
-        source = DocumentSource(**self._source_args)
+        source = DocumentSource(FileSystems.open, **self._source_args)
         pending, pending_since, next_loser, read, skipped = [], 0, 0, 0, 0
         for batch in source.batches(file_range):
             if next_loser < len(losers) and losers[next_loser] < read + len(batch):
@@ -128,6 +136,12 @@ class _ReadBatches(CountingDoFn):
         return DocumentBatch(docs, document_keys(docs)[0] if self._with_keys else None)
 
 
+def split_file(path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES):
+    """``documents.file_ranges``, compressed files (by Beam's reading of their suffix) read whole."""
+    compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
+    return file_ranges(path, size, input_format, range_bytes, compressed=compressed)
+
+
 class ReadDocuments(beam.PTransform):
     """File patterns -> DocumentBatch of about BATCH_CHARS, every document read once (deduplicated)."""
 
@@ -147,7 +161,7 @@ class ReadDocuments(beam.PTransform):
             | "MatchFiles" >> fileio.MatchAll()
             | "Paths" >> beam.Map(lambda m: (m.path, m.size_in_bytes))
             | "OncePerFile" >> beam.Distinct()  # a file two patterns match is still one file
-            | "SplitFiles" >> beam.FlatMapTuple(file_ranges, input_format, self._range_bytes)
+            | "SplitFiles" >> beam.FlatMapTuple(split_file, input_format, self._range_bytes)
             | "KeyRanges" >> beam.Map(lambda r: (r.key(), r))
         )
         if self._dedup:

@@ -1,0 +1,149 @@
+"""The tokenizing step on Beam: batches of documents to batches of token ids, the tokenizer on threads.
+
+The tokenizer travels to workers as its JSON text, so a worker needs no access
+to the path the user gave (a laptop path on Dataflow, say), and it is loaded
+once per worker in ``DoFn.setup``.
+"""
+
+import collections
+import concurrent.futures
+import gc
+
+import numpy as np
+
+from mlmprep.transforms.beam.counting import CountingDoFn, in_global_window
+from mlmprep.transforms.tokenize import (
+    SPLITS,
+    TokenizedBatch,
+    encode_batch,
+    encode_with_word_starts,
+    load_tokenizer,
+    splits_of,
+)
+
+ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
+PREFETCH = 3  # batches the tokenizer may be ahead of the steps after it
+
+
+def _encode_bounded(encode, texts: list[str]):
+    """``encode`` over consecutive slices of ``texts`` of about ENCODE_CHARS each, results joined."""
+    results, start = [], 0
+    while start < len(texts):
+        end, size = start, 0
+        while end < len(texts) and (end == start or size + len(texts[end]) <= ENCODE_CHARS):
+            size += len(texts[end])
+            end += 1
+        results.append(encode(texts[start:end]))
+        start = end
+    return results
+
+
+def _join_pieces(per_piece: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
+    """Per-piece arrays -> per-document arrays (a document's pieces are consecutive)."""
+    if len(per_piece) == len(counts):
+        return per_piece
+    out, start = [], 0
+    for n in counts:
+        out.append(per_piece[start] if n == 1 else np.concatenate(per_piece[start : start + n]))
+        start += n
+    return out
+
+
+class TokenizeDocuments(CountingDoFn):
+    """DocumentBatch -> TokenizedBatch.
+
+    A long document's pieces are tokenized separately (bounded memory in the
+    tokenizer) and joined again: they were cut at whitespace, so the ids are
+    those of the whole text.
+
+    The tokenizer works in Rust without the GIL, on threads of its own (and on
+    its own thread pool across the cores a worker has): it encodes the next
+    PREFETCH batches while the steps fused after this one (packing, masking)
+    run on the batch before, as tf.data's prefetch overlaps stages, so it
+    never waits for them. A batch is thus emitted after later ones were
+    received, which is right because the job has no windowing: every element
+    is in the global window.
+    """
+
+    def __init__(
+        self,
+        tokenizer_json_text: str,
+        validation_fraction: float,
+        *,
+        word_starts: bool = False,
+        min_doc_tokens: int = 0,
+    ):
+        super().__init__()
+        self._tokenizer_json = tokenizer_json_text
+        self._validation_fraction = validation_fraction
+        self._word_starts = word_starts
+        self._min_doc_tokens = min_doc_tokens
+        self._tokenizer = None
+        self._encoder = None
+        self._pending = collections.deque()
+
+    def setup(self):
+        self._tokenizer = load_tokenizer(self._tokenizer_json)
+        gc.freeze()  # what this worker has loaded (Beam, the tokenizer) is never garbage: collections skip it
+        # Two threads: one reads a batch's ids out of its encodings (which holds the GIL)
+        # while the other tokenizes the next, so the tokenizer's pool is never idle.
+        self._encoder = concurrent.futures.ThreadPoolExecutor(2, thread_name_prefix="mlmprep-tokenize")
+
+    def teardown(self):
+        if self._encoder is not None:
+            self._encoder.shutdown()
+
+    def start_bundle(self):
+        super().start_bundle()
+        self._pending.clear()
+
+    def process(self, batch):
+        self._pending.append(self._encoder.submit(self._encode, batch))
+        if len(self._pending) > PREFETCH:
+            yield from self._batch(*self._pending.popleft().result())
+
+    def finish_bundle(self):
+        while self._pending:
+            for batch in self._batch(*self._pending.popleft().result()):
+                yield in_global_window(batch)
+        yield from super().finish_bundle()
+
+    def _encode(self, batch):
+        """On a tokenizer thread: (batch, ids, word starts or None) of its documents.
+
+        Each call of the tokenizer takes at most ENCODE_CHARS of text, and its
+        Encoding objects (about 100 times the size of the ids) are read and
+        let go before the next: a 50 MB document never has all of them at once.
+        """
+        texts = [piece for pieces in batch.docs for piece in pieces]
+        counts = [len(pieces) for pieces in batch.docs]
+        if self._word_starts:
+            parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
+            ids = [i for part_ids, _ in parts for i in part_ids]
+            starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts)
+        else:
+            ids = [
+                i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
+            ]
+            starts = None
+        return batch, _join_pieces(ids, counts), starts
+
+    def _batch(self, batch, token_ids, starts):
+        lengths = np.array([t.size for t in token_ids])
+        self.count("tokens", int(lengths.sum()))
+        splits = splits_of(batch.keys, len(token_ids), self._validation_fraction)
+        # Text the normalizer removes entirely; documents under --min_doc_tokens.
+        no_tokens = lengths == 0
+        too_short = ~no_tokens & (lengths < self._min_doc_tokens)
+        self.count("documents_dropped.no_tokens", int(no_tokens.sum()))
+        self.count("documents_dropped.too_short", int(too_short.sum()))
+        kept = ~no_tokens & ~too_short
+        for split, name in enumerate(SPLITS):
+            self.count(f"documents.{name}", int((kept & (splits == split)).sum()))
+        if kept.any():
+            yield TokenizedBatch(
+                keys=None if batch.keys is None else batch.keys[kept],
+                splits=splits[kept],
+                token_ids=[t for t, k in zip(token_ids, kept) if k],
+                word_starts=None if starts is None else [s for s, k in zip(starts, kept) if k],
+            )
