@@ -77,9 +77,9 @@ def _verify(argv):
 
 
 def _inspect(argv):
-    from mlmprep.pipeline import summary
+    from mlmprep.pipeline import inspect
 
-    summary.inspect_main(argv)
+    inspect.main(argv)
 
 
 def _trainer(module):

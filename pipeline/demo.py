@@ -11,7 +11,7 @@ import re
 
 import pyarrow.parquet as pq
 
-from mlmprep.pipeline import job, manifest, summary, train_tokenizer
+from mlmprep.pipeline import inspect, job, manifest, summary, train_tokenizer
 
 
 def write_corpus(path: str) -> int:
@@ -55,6 +55,6 @@ def main(output: str, beam_args=()):
     print(summary.format_manifest(shards, built))
     first = sorted(s["file"] for s in built["shards"] if s["format"] == "parquet" and s["records"])[0]
     row = pq.read_table(os.path.join(shards, first)).slice(0, 1).to_pylist()[0]
-    text = summary.describe_example(tokenizer, row)
+    text = inspect.describe_example(tokenizer, row)
     print(f"\nfirst example of {first} ([MASK→original], {{random→original}}, <kept>):")
     print(re.sub(r" ##", "", text))

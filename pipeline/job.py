@@ -18,7 +18,7 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-from mlmprep.pipeline import manifest
+from mlmprep.pipeline import commit, manifest
 from mlmprep.pipeline.options import JobPlan, plan
 from mlmprep.transforms import records
 from mlmprep.transforms.beam import coders, counting, groups, pack, read
@@ -53,7 +53,7 @@ class _WriteManifest(beam.DoFn):
             generation=job.generation,
             tokenizer_file=job.tokenizer_file,
         )
-        manifest.write(job.output_dir, built, job.tokenizer_json, job.replaces)
+        commit.commit(job.output_dir, built, job.tokenizer_json, job.replaces)
         if job.grouping == "run_files":
             groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
         yield built

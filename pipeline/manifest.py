@@ -11,18 +11,65 @@ leaves the previous build as it was.
 
 import importlib.metadata
 import json
+import os
 import platform
-import posixpath
 import re
-import uuid
+from typing import TypedDict
 
-from apache_beam.io.filesystems import FileSystems
+import pyarrow.fs
 
 from mlmprep.transforms import encode
+from mlmprep.transforms.mask import MaskingConfig
 from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
 from mlmprep.transforms.tokenize import SPLITS
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 1  # what this mlmprep writes and reads; a reader refuses any other
+
+
+class ShardEntry(TypedDict):
+    file: str  # relative to the output directory
+    split: str  # SPLITS
+    format: str  # FORMATS
+    records: int
+    tokens: int
+    predictions: int
+    sha256: str
+
+
+class SplitCounts(TypedDict):
+    documents: int
+    sequences: int
+    tokens: int
+    predictions: int
+    shards: int  # per format
+
+
+class Counts(TypedDict):
+    documents_read: int
+    documents_written: int
+    documents_dropped: dict[str, int]  # every DROP_REASONS
+    splits: dict[str, SplitCounts]
+    counters: dict[str, int]  # every Beam counter's total
+
+
+class Manifest(TypedDict):
+    """manifest.json, the contract between the job and every tool that reads its output."""
+
+    format_version: int
+    config: dict  # every run option
+    generation: int
+    tokenizer: dict  # file, sha256, vocab_size, special_ids
+    versions: dict[str, str | None]
+    input_files: int
+    input_fingerprint: str | None
+    counts: Counts
+    shards: list[ShardEntry]
+
+
+class ManifestError(ValueError):
+    """An output without a manifest.json this mlmprep can read; the message says why."""
+
+
 # Every reason a document can be dropped for, listed (with 0) even when none was.
 DROP_REASONS = (
     "binary",
@@ -110,14 +157,6 @@ def build(
     }
 
 
-def _write_whole(path: str, data: bytes):
-    """Writes a file under a temporary name and renames it: it is replaced in one step, never half written."""
-    temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
-    with FileSystems.create(temp) as f:
-        f.write(data)
-    FileSystems.rename([temp], [path])
-
-
 def generation_of(name: str) -> int | None:
     """The generation of a shard or tokenizer file name a build writes, finished or being written
     (0: untagged); None: not one."""
@@ -150,27 +189,55 @@ def stale_files(names, keep, replaces: list[str] | None) -> list[str]:
     return stale
 
 
-def _delete(paths: list[str]):
-    """Deletes what is still there: a second attempt at the same commit may have been first."""
-    for path in paths:
-        try:
-            FileSystems.delete([path])
-        except Exception:
-            if FileSystems.exists(path):
-                raise
+def to_json(manifest: Manifest) -> str:
+    return json.dumps(manifest, indent=2) + "\n"
 
 
-def write(output_dir: str, manifest: dict, tokenizer_json: str, replaces: list[str] | None = None):
-    """Commits a build: its tokenizer, then manifest.json in one step; then removes ``stale_files``."""
-    _write_whole(FileSystems.join(output_dir, manifest["tokenizer"]["file"]), tokenizer_json.encode("utf-8"))
-    text = json.dumps(manifest, indent=2) + "\n"
-    _write_whole(FileSystems.join(output_dir, MANIFEST), text.encode("utf-8"))
-    keep = {s["file"] for s in manifest["shards"]} | {manifest["tokenizer"]["file"], MANIFEST}
-    present = FileSystems.match([FileSystems.join(output_dir, "*")])[0].metadata_list
-    names = {posixpath.basename(m.path): m.path for m in present}
-    _delete([names[name] for name in stale_files(names, keep, replaces)])
+def join(output_dir: str, name: str) -> str:
+    """The path of a file of an output: ``output_dir`` may be local or a URI (gs://, s3://, hdfs://)."""
+    return f"{output_dir.rstrip('/')}/{name}" if "://" in output_dir else os.path.join(output_dir, name)
 
 
-def read(output_dir: str) -> dict:
-    with FileSystems.open(FileSystems.join(output_dir, MANIFEST)) as f:
-        return json.loads(f.read())
+def open_file(output_dir: str, name: str, *, seekable: bool = False):
+    """A file of an output, opened for reading with pyarrow's file systems (local, gs://, s3://,
+    hdfs://): the tools that read an output need neither Beam nor TensorFlow. ``seekable`` for
+    Parquet's footer; otherwise a buffered stream, read front to back."""
+    path = join(output_dir, name)
+    if "://" in path:
+        filesystem, path = pyarrow.fs.FileSystem.from_uri(path)
+    else:
+        filesystem, path = pyarrow.fs.LocalFileSystem(), os.path.abspath(path)
+    if seekable:
+        return filesystem.open_input_file(path)
+    return filesystem.open_input_stream(path, buffer_size=1 << 20)
+
+
+def read(output_dir: str) -> Manifest:
+    """The manifest of an output; ManifestError where there is none this mlmprep can read."""
+    try:
+        with open_file(output_dir, MANIFEST) as f:
+            manifest = json.loads(f.read())
+    except FileNotFoundError:
+        raise ManifestError(f"{output_dir} has no {MANIFEST}: not a finished mlmprep output") from None
+    except ValueError as e:  # not JSON, or not UTF-8
+        raise ManifestError(f"{join(output_dir, MANIFEST)} does not parse: {e}") from None
+    version = manifest.get("format_version") if isinstance(manifest, dict) else None
+    if version != FORMAT_VERSION:
+        raise ManifestError(
+            f"{join(output_dir, MANIFEST)} has format_version {version!r}; this mlmprep reads "
+            f"{FORMAT_VERSION} (an output of another mlmprep version: read it with that one)"
+        )
+    return manifest
+
+
+def masking_config(manifest: Manifest) -> MaskingConfig:
+    """How the output was masked, from its config: what verify checks and dynamic masking repeats."""
+    config = manifest["config"]
+    return MaskingConfig(
+        masked_lm_prob=config["masked_lm_prob"],
+        max_predictions_per_seq=config["max_predictions_per_seq"],
+        mask_token_ratio=config["mask_token_ratio"],
+        random_token_ratio=config["random_token_ratio"],
+        whole_word_masking=config.get("whole_word_masking", False),
+        mask_count=config.get("mask_count", "exact"),
+    )

@@ -16,17 +16,13 @@ import collections
 import contextlib
 import dataclasses
 import hashlib
-import itertools
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.parquet as pq
-from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import encode
+from mlmprep.transforms import decode, encode, records
 from mlmprep.transforms.mask import MaskingConfig, prediction_counts
 from mlmprep.transforms.records import MaskedBatch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
@@ -34,7 +30,7 @@ from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 MAX_REPORTED = 20
 READ_BYTES = 8 << 20
 _FIELDS = ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
-_DECODE_ERRORS = (encode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
+_DECODE_ERRORS = (decode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
 
 
 @dataclasses.dataclass
@@ -46,10 +42,6 @@ class Report:
 
     def problem(self, where: str, what: str):
         self.problems.append(f"{where}: {what}")
-
-
-def _open(path: str):
-    return FileSystems.open(path, compression_type="uncompressed")
 
 
 class _HashingReader:
@@ -69,90 +61,6 @@ class _HashingReader:
         while self.read(READ_BYTES):
             pass
         return self._digest.hexdigest()
-
-
-def _masked_batch(input_ids, input_mask, positions, ids, weights) -> MaskedBatch:
-    """The batch as read; lengths and counts from the masks, so they are checked, not trusted."""
-    return MaskedBatch(
-        input_ids=input_ids.astype(np.int64),
-        lengths=input_mask.sum(axis=1).astype(np.int32),
-        masked_lm_positions=positions.astype(np.int64),
-        masked_lm_ids=ids.astype(np.int64),
-        num_predictions=weights.sum(axis=1).astype(np.int32),
-    )
-
-
-def _tfrecord_batch(records: list[bytes], first: int, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
-    examples = [encode.parse_example(r) for r in records]
-    expected = {
-        name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
-        for name, _ in encode.TFRECORD_FEATURES
-    }
-    for i, example in enumerate(examples, first):
-        shapes = {k: v.size for k, v in example.items()}
-        if shapes != expected:
-            raise encode.CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
-        if example["masked_lm_weights"].dtype != np.float32:
-            raise encode.CorruptRecordError(f"record {i}: masked_lm_weights is not float")
-    stack = {k: np.stack([e[k] for e in examples]) for k in expected}
-    batch = _masked_batch(
-        stack["input_ids"],
-        stack["input_mask"],
-        stack["masked_lm_positions"],
-        stack["masked_lm_ids"],
-        stack["masked_lm_weights"],
-    )
-    return batch, stack
-
-
-def _tfrecord_slices(stream, seq: int, preds: int, rows: int):
-    records, first = encode.iter_tfrecords(stream), 0
-    while chunk := list(itertools.islice(records, rows)):
-        yield _tfrecord_batch(chunk, first, seq, preds)
-        first += len(chunk)
-
-
-def _matrix(column: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
-    """A list column whose lists all have ``width`` values, as an [N, width] array."""
-    lists = column.combine_chunks()
-    if lists.null_count or pc.all(pc.equal(pc.list_value_length(lists), width)).as_py() is False:
-        raise encode.CorruptRecordError(f"column {name}: lists not all of length {width}")
-    return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width)
-
-
-def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
-    columns = {
-        name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
-        for name in table.column_names
-    }
-    batch = _masked_batch(
-        columns["input_ids"],
-        columns["attention_mask"],
-        columns["masked_lm_positions"],
-        columns["masked_lm_ids"],
-        columns["masked_lm_weights"],
-    )
-    return batch, {
-        "input_mask": columns["attention_mask"],
-        "segment_ids": columns["token_type_ids"],
-        "masked_lm_weights": columns["masked_lm_weights"],
-        "labels": columns["labels"],
-    }
-
-
-def _parquet_slices(f, seq: int, preds: int, rows: int):
-    """Slices of exactly ``rows`` rows (the last one fewer), whatever the file's row groups."""
-    parquet = pq.ParquetFile(f)
-    if parquet.schema_arrow != encode.PARQUET_SCHEMA:
-        raise encode.CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
-    pending = pa.Table.from_batches([], schema=encode.PARQUET_SCHEMA)
-    for batch in parquet.iter_batches(batch_size=rows):
-        pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
-        while pending.num_rows >= rows:
-            yield _parquet_batch(pending.slice(0, rows), seq, preds)
-            pending = pending.slice(rows)
-    if pending.num_rows:
-        yield _parquet_batch(pending, seq, preds)
 
 
 def check_batch(
@@ -204,10 +112,8 @@ def check_batch(
     originals = np.clip(batch.masked_lm_ids, 0, vocab.size - 1)
     fail(np.any(valid & special[originals], axis=1), "a special token was selected")
     if "labels" in extra:
-        labels = np.full((n, seq), -100)
-        r, c = np.nonzero(valid)
-        labels[r, np.clip(positions[r, c], 0, seq - 1)] = batch.masked_lm_ids[r, c]
-        fail(np.any(labels != extra["labels"], axis=1), "labels disagree with masked_lm_*")
+        inside = dataclasses.replace(batch, masked_lm_positions=np.clip(positions, 0, seq - 1))  # as reported
+        fail(np.any(records.labels(inside) != extra["labels"], axis=1), "labels disagree with masked_lm_*")
 
     # The original sequence, to count candidates and classify replacements.
     original = batch.input_ids.copy()
@@ -235,14 +141,15 @@ def check_batch(
 def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
     seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
-    path = FileSystems.join(output_dir, shard["file"])
+    name = shard["file"]
     rows = encode.slice_rows(seq)
     if shard["format"] == "tfrecord":
-        stream = _HashingReader(stack.enter_context(_open(path)))
-        return _tfrecord_slices(stream, seq, preds, rows), stream.sha256
+        stream = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name)))
+        return decode.tfrecord_slices(stream, seq, preds, rows), stream.sha256
     # Parquet is read from its footer: the hash takes a pass of its own.
-    digest = _HashingReader(stack.enter_context(_open(path))).sha256()
-    return _parquet_slices(stack.enter_context(_open(path)), seq, preds, rows), lambda: digest
+    digest = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name))).sha256()
+    parquet = stack.enter_context(manifest_lib.open_file(output_dir, name, seekable=True))
+    return decode.parquet_slices(parquet, seq, preds, rows), lambda: digest
 
 
 def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, report, totals):
@@ -351,18 +258,12 @@ def verify(output_dir: str) -> Report:
     try:
         manifest = manifest_lib.read(output_dir)
         config = manifest["config"]
-        tokenizer_data = _read(FileSystems.join(output_dir, manifest["tokenizer"]["file"]))
+        masking = manifest_lib.masking_config(manifest)
+        with manifest_lib.open_file(output_dir, manifest["tokenizer"]["file"]) as f:
+            tokenizer_data = f.read()
         _check_fields(manifest)
     except Exception as e:  # missing or malformed: nothing to verify against
-        raise UsageError(f"{output_dir} has no usable manifest.json and tokenizer: {e!r}") from None
-    masking = MaskingConfig(
-        masked_lm_prob=config["masked_lm_prob"],
-        max_predictions_per_seq=config["max_predictions_per_seq"],
-        mask_token_ratio=config["mask_token_ratio"],
-        random_token_ratio=config["random_token_ratio"],
-        whole_word_masking=config.get("whole_word_masking", False),
-        mask_count=config.get("mask_count", "exact"),
-    )
+        raise UsageError(f"{output_dir} has no usable manifest.json and tokenizer: {e}") from None
     if encode.sha256(tokenizer_data) != manifest["tokenizer"]["sha256"]:
         report.problem(manifest["tokenizer"]["file"], "sha256 differs from the manifest")
     vocab = vocabulary(load_tokenizer(tokenizer_data.decode("utf-8")))
@@ -377,11 +278,6 @@ def verify(output_dir: str) -> Report:
     report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)
     check_counts(manifest, totals, report)
     return report
-
-
-def _read(path: str) -> bytes:
-    with _open(path) as f:
-        return f.read()
 
 
 def main(argv) -> int:

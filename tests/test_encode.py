@@ -8,7 +8,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms import encode, records, shards
+from mlmprep.transforms import decode, encode, records, shards
 from mlmprep.transforms.beam import groups, write
 from mlmprep.transforms.records import MaskedBatch
 
@@ -56,7 +56,7 @@ def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
     path.write_bytes(encode.tfrecord_bytes(examples))
     read = [r.numpy() for r in tf.data.TFRecordDataset(str(path))]
     assert read == examples
-    assert encode.read_tfrecords(path.read_bytes()) == examples
+    assert decode.read_tfrecords(path.read_bytes()) == examples
 
 
 def test_parquet_carries_the_same_facts():

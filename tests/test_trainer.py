@@ -18,7 +18,7 @@ from mlmprep.pipeline import train_tokenizer  # noqa: E402
 from mlmprep.trainer import data as data_lib  # noqa: E402
 from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
 from mlmprep.trainer.train import TrainConfig, TrainError, train  # noqa: E402
-from mlmprep.transforms import encode  # noqa: E402
+from mlmprep.transforms import decode  # noqa: E402
 
 SEQ, PRED, VOCAB = 64, 10, 2000
 
@@ -47,8 +47,8 @@ def _masked_ids(data_dir, split):
     out = []
     for shard in manifest["shards"]:
         if shard["split"] == split and shard["format"] == "tfrecord":
-            for record in encode.read_tfrecords((data_dir / shard["file"]).read_bytes()):
-                example = encode.parse_example(record)
+            for record in decode.read_tfrecords((data_dir / shard["file"]).read_bytes()):
+                example = decode.parse_example(record)
                 out.append(example["masked_lm_ids"][: int(example["masked_lm_weights"].sum())])
     return np.concatenate(out)
 

@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms import encode, records
+from mlmprep.transforms import decode, encode, records
 
 from conftest import run_job
 
@@ -96,7 +96,7 @@ def test_missing_shard_fails(copy):
 
 def test_special_token_selected_fails(copy):
     name = "train-00001-of-00002.tfrecord"
-    examples = [encode.parse_example(r) for r in encode.read_tfrecords((copy / name).read_bytes())]
+    examples = [decode.parse_example(r) for r in decode.read_tfrecords((copy / name).read_bytes())]
     batch = records.MaskedBatch(
         input_ids=np.stack([e["input_ids"] for e in examples]).astype(np.int32),
         lengths=np.stack([e["input_mask"] for e in examples]).sum(axis=1).astype(np.int32),

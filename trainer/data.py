@@ -4,32 +4,29 @@ Shapes, vocabulary and special ids come from the output's manifest.json, not
 from flags a user can get wrong.
 """
 
-import json
+import dataclasses
 import os
 
 import numpy as np
 import tensorflow as tf
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.transforms import keys
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
-MANIFEST = "manifest.json"
+MANIFEST = manifest_lib.MANIFEST
 
 
 class DataError(ValueError):
     """The data directory cannot feed this model (no manifest, wrong shapes, ...)."""
 
 
-def read_manifest(data_dir: str) -> dict:
-    path = os.path.join(data_dir, MANIFEST)
+def read_manifest(data_dir: str) -> manifest_lib.Manifest:
     try:
-        with tf.io.gfile.GFile(path) as f:
-            return json.load(f)
-    except (tf.errors.NotFoundError, OSError):
-        raise DataError(f"{data_dir} has no {MANIFEST}: not an mlmprep output") from None
-    except json.JSONDecodeError as e:
-        raise DataError(f"{path} is not valid JSON: {e}") from None
+        return manifest_lib.read(data_dir)
+    except (manifest_lib.ManifestError, OSError) as e:
+        raise DataError(str(e)) from None
 
 
 def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
@@ -55,15 +52,9 @@ def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
     ]
 
 
-def masking_config(manifest: dict) -> MaskingConfig:
-    config = manifest["config"]
-    return MaskingConfig(
-        masked_lm_prob=config["masked_lm_prob"],
-        max_predictions_per_seq=config["max_predictions_per_seq"],
-        mask_token_ratio=config["mask_token_ratio"],
-        random_token_ratio=config["random_token_ratio"],
-        mask_count=config.get("mask_count", "exact"),
-    )
+def masking_config(manifest: manifest_lib.Manifest) -> MaskingConfig:
+    """The output's masking, by token: stored sequences carry no word boundaries to mask whole words by."""
+    return dataclasses.replace(manifest_lib.masking_config(manifest), whole_word_masking=False)
 
 
 class DynamicMasker:

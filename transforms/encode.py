@@ -8,9 +8,7 @@ workers. The tests parse the result with TensorFlow itself.
 
 import functools
 import hashlib
-import io
 import struct
-from collections.abc import Iterator
 from typing import NamedTuple
 
 import google_crc32c
@@ -19,6 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from mlmprep.transforms import records
 from mlmprep.transforms.records import MaskedBatch
 
 # Feature name -> is_float, in the order written (sorted, as TensorFlow does).
@@ -31,7 +30,6 @@ TFRECORD_FEATURES = (
     ("next_sentence_labels", False),
     ("segment_ids", False),
 )
-LABEL_IGNORE = -100  # Hugging Face's ignore index for positions not predicted
 
 _LEN = 2  # protobuf wire type of a length-delimited field
 
@@ -199,7 +197,7 @@ def tf_examples(batch: MaskedBatch) -> pa.BinaryArray:
     return _join([_binary(field) for field in _example_cells(batch)])
 
 
-def _masked_crc(data: bytes) -> int:
+def masked_crc(data: bytes) -> int:
     crc = google_crc32c.value(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -207,7 +205,7 @@ def _masked_crc(data: bytes) -> int:
 @functools.lru_cache(maxsize=4096)
 def _frame_header(length: int) -> bytes:
     data = struct.pack("<Q", length)
-    return data + struct.pack("<I", _masked_crc(data))
+    return data + struct.pack("<I", masked_crc(data))
 
 
 def tfrecord_bytes(records) -> pa.Buffer:
@@ -274,10 +272,7 @@ def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
 def parquet_table(batch: MaskedBatch) -> pa.Table:
     """The Hugging Face columns, plus the masked_lm_* ones the TFRecords carry."""
     columns = tf_feature_columns(batch)
-    labels = np.full(batch.input_ids.shape, LABEL_IGNORE, dtype=np.int32)
-    rows = np.repeat(np.arange(len(batch.lengths)), batch.num_predictions)
-    valid = batch.masked_lm_weights > 0
-    labels[rows, batch.masked_lm_positions[valid]] = batch.masked_lm_ids[valid]
+    labels = records.labels(batch)
     arrays = {
         "input_ids": columns["input_ids"],
         "attention_mask": columns["input_mask"],
@@ -324,111 +319,3 @@ class ParquetShard:
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-class CorruptRecordError(ValueError):
-    """A TFRecord frame or an Example that does not decode."""
-
-
-def iter_tfrecords(stream) -> Iterator[bytes]:
-    """The records of a TFRecord file read from ``stream`` in order, checking both CRCs of every frame."""
-    offset = 0
-    while header := stream.read(12):
-        if len(header) < 12:
-            raise CorruptRecordError(f"truncated frame header at byte {offset}")
-        length_bytes = header[:8]
-        (length,) = struct.unpack("<Q", length_bytes)
-        (length_crc,) = struct.unpack("<I", header[8:])
-        if length_crc != _masked_crc(length_bytes):
-            raise CorruptRecordError(f"length CRC mismatch at byte {offset}")
-        body = stream.read(length + 4)
-        if len(body) < length + 4:
-            raise CorruptRecordError(f"truncated record at byte {offset}")
-        record = body[:length]
-        (data_crc,) = struct.unpack("<I", body[length:])
-        if data_crc != _masked_crc(record):
-            raise CorruptRecordError(f"data CRC mismatch in the record at byte {offset}")
-        yield record
-        offset += 16 + length
-
-
-def read_tfrecords(data: bytes) -> list[bytes]:
-    """The records of a TFRecord file's bytes."""
-    return list(iter_tfrecords(io.BytesIO(data)))
-
-
-def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if offset >= len(data):
-            raise CorruptRecordError("truncated varint")
-        byte = data[offset]
-        value |= (byte & 0x7F) << shift
-        offset += 1
-        if byte < 0x80:
-            return value, offset
-        shift += 7
-
-
-def _fields(data: bytes):
-    """(field number, wire type, value) of a protobuf message; LEN values as bytes."""
-    offset = 0
-    while offset < len(data):
-        tag, offset = _read_varint(data, offset)
-        field, wire = tag >> 3, tag & 7
-        if wire == 0:
-            value, offset = _read_varint(data, offset)
-        elif wire == 1:
-            value, offset = data[offset : offset + 8], offset + 8
-        elif wire == 5:
-            value, offset = data[offset : offset + 4], offset + 4
-        elif wire == _LEN:
-            length, offset = _read_varint(data, offset)
-            value, offset = data[offset : offset + length], offset + length
-        else:
-            raise CorruptRecordError(f"unsupported wire type {wire}")
-        if offset > len(data):
-            raise CorruptRecordError("truncated field")
-        yield field, wire, value
-
-
-def _unpack_varints(payload: bytes) -> np.ndarray:
-    raw = np.frombuffer(payload, dtype=np.uint8)
-    if raw.size == 0:
-        return np.zeros(0, np.int64)
-    ends = np.nonzero(raw < 0x80)[0]
-    if ends.size == 0 or ends[-1] != raw.size - 1:
-        raise CorruptRecordError("truncated packed varints")
-    starts = np.concatenate([[0], ends[:-1] + 1])
-    group = np.repeat(np.arange(ends.size), ends - starts + 1)
-    shift = (np.arange(raw.size) - starts[group]) * 7
-    values = (raw & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
-    return np.add.reduceat(values, starts).view(np.int64)
-
-
-def parse_example(data: bytes) -> dict[str, np.ndarray]:
-    """A ``tf.train.Example``'s int64 and float features as numpy arrays, without TensorFlow."""
-    out = {}
-    for field, _, features in _fields(data):
-        if field != 1:
-            continue
-        for _, _, entry in _fields(features):
-            name, feature = None, b""
-            for f, _, value in _fields(entry):
-                if f == 1:
-                    name = value.decode("utf-8")
-                elif f == 2:
-                    feature = value
-            for kind, _, values in _fields(feature):
-                parts = list(_fields(values))
-                if kind == 3:  # int64_list: packed, or one varint per value
-                    out[name] = np.concatenate(
-                        [
-                            _unpack_varints(v) if w == _LEN else np.array([v], np.uint64).view(np.int64)
-                            for _, w, v in parts
-                        ]
-                        or [np.zeros(0, np.int64)]
-                    )
-                elif kind == 2:  # float_list
-                    out[name] = np.frombuffer(b"".join(v for _, _, v in parts), dtype="<f4").copy()
-    return out

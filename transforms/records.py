@@ -30,6 +30,18 @@ class MaskedBatch:
         return (np.arange(width)[None, :] < self.num_predictions[:, None]).astype(np.float32)
 
 
+LABEL_IGNORE = -100  # Hugging Face's ignore index for positions not predicted
+
+
+def labels(batch: MaskedBatch) -> np.ndarray:
+    """int32 [N, L]: each predicted position's original id, LABEL_IGNORE elsewhere (Hugging Face's labels)."""
+    out = np.full(batch.input_ids.shape, LABEL_IGNORE, dtype=np.int32)
+    rows = np.repeat(np.arange(len(batch.lengths)), batch.num_predictions)
+    valid = batch.masked_lm_weights > 0
+    out[rows, batch.masked_lm_positions[valid]] = batch.masked_lm_ids[valid]
+    return out
+
+
 # Rows are sorted by (split, key) within a shard; "key" is the record key.
 SORT_COLUMNS = ("split", "key")
 

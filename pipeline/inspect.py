@@ -1,0 +1,77 @@
+"""``mlmprep inspect DIR``: decoded examples of an output, the masked positions marked."""
+
+import numpy as np
+
+from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline.errors import CliParser, UsageError
+from mlmprep.transforms import decode, records
+from mlmprep.transforms.tokenize import load_tokenizer
+
+
+def describe_example(tokenizer, row: dict) -> str:
+    """One record as text: masked positions in brackets, with the original token.
+
+    ``row`` has the Parquet columns (``input_ids``, ``attention_mask``,
+    ``labels``; ``first_rows`` gives them from either format); a selected
+    position shows as ``[MASK→orig]`` when replaced by [MASK],
+    ``{random→orig}`` when replaced at random, ``<same>`` when kept.
+    """
+    n = int(np.sum(row["attention_mask"]))
+    words = []
+    for token_id, label in zip(row["input_ids"][:n], row["labels"][:n]):
+        token = tokenizer.id_to_token(int(token_id))
+        if label < 0:
+            words.append(token)
+            continue
+        original = tokenizer.id_to_token(int(label))
+        if token == "[MASK]":
+            words.append(f"[MASK→{original}]")
+        elif token_id == label:
+            words.append(f"<{original}>")
+        else:
+            words.append(f"{{{token}→{original}}}")
+    return " ".join(words)
+
+
+def first_rows(output_dir: str, manifest: manifest_lib.Manifest, split: str, n: int) -> list[dict]:
+    """The first ``n`` records of a split, from Parquet when written, else TFRecord: only what they need
+    is read."""
+    seq, preds = manifest["config"]["max_seq_length"], manifest["config"]["max_predictions_per_seq"]
+    shards = sorted(
+        (s for s in manifest["shards"] if s["split"] == split and s["records"]),
+        key=lambda s: (s["format"] != "parquet", s["file"]),
+    )
+    rows = []
+    for shard in shards:
+        if shard["format"] != shards[0]["format"] or len(rows) >= n:
+            break
+        parquet = shard["format"] == "parquet"
+        with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
+            read = decode.parquet_slices if parquet else decode.tfrecord_slices
+            batch, _ = next(read(f, seq, preds, n - len(rows)))
+        labels = records.labels(batch)
+        for i, length in enumerate(batch.lengths.tolist()):
+            mask = (np.arange(seq) < length).astype(np.int64)
+            rows.append({"input_ids": batch.input_ids[i], "attention_mask": mask, "labels": labels[i]})
+    return rows
+
+
+def main(argv):
+    parser = CliParser(prog="mlmprep inspect", description="Show decoded examples, masks marked.")
+    parser.add_argument("output_dir", help="An mlmprep output directory (with manifest.json).")
+    parser.add_argument("-n", type=int, default=3, help="How many examples.")
+    parser.add_argument("--split", default="train", help="train or validation.")
+    args = parser.parse_args(argv)
+    try:
+        manifest = manifest_lib.read(args.output_dir)
+        with manifest_lib.open_file(args.output_dir, manifest["tokenizer"]["file"]) as f:
+            tokenizer = load_tokenizer(f.read().decode("utf-8"))
+    except Exception as e:
+        raise UsageError(f"cannot read the output {args.output_dir}: {e}") from None
+    rows = first_rows(args.output_dir, manifest, args.split, args.n)
+    if not rows:
+        raise UsageError(f"split {args.split!r} has no records in {args.output_dir}")
+    print("[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; <token>: kept\n")
+    for i, row in enumerate(rows):
+        print(f"--- {args.split} example {i}")
+        print(describe_example(tokenizer, row) + "\n")

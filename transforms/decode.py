@@ -1,0 +1,215 @@
+"""Reading shards back: TFRecord frames and ``tf.train.Example``s, and Parquet, as ``MaskedBatch`` slices.
+
+The mirror of ``encode``, for the tools that read an output (``verify``,
+``inspect``, the tests) without TensorFlow. A shard is read a slice of rows
+at a time, so what a reader holds does not grow with the shard.
+"""
+
+import io
+import itertools
+import struct
+from collections.abc import Iterator
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from mlmprep.transforms import encode
+from mlmprep.transforms.records import MaskedBatch
+
+_LEN = 2  # protobuf wire type of a length-delimited field
+
+
+class CorruptRecordError(ValueError):
+    """A TFRecord frame or an Example that does not decode."""
+
+
+def iter_tfrecords(stream) -> Iterator[bytes]:
+    """The records of a TFRecord file read from ``stream`` in order, checking both CRCs of every frame."""
+    offset = 0
+    while header := stream.read(12):
+        if len(header) < 12:
+            raise CorruptRecordError(f"truncated frame header at byte {offset}")
+        length_bytes = header[:8]
+        (length,) = struct.unpack("<Q", length_bytes)
+        (length_crc,) = struct.unpack("<I", header[8:])
+        if length_crc != encode.masked_crc(length_bytes):
+            raise CorruptRecordError(f"length CRC mismatch at byte {offset}")
+        body = stream.read(length + 4)
+        if len(body) < length + 4:
+            raise CorruptRecordError(f"truncated record at byte {offset}")
+        record = body[:length]
+        (data_crc,) = struct.unpack("<I", body[length:])
+        if data_crc != encode.masked_crc(record):
+            raise CorruptRecordError(f"data CRC mismatch in the record at byte {offset}")
+        yield record
+        offset += 16 + length
+
+
+def read_tfrecords(data: bytes) -> list[bytes]:
+    """The records of a TFRecord file's bytes."""
+    return list(iter_tfrecords(io.BytesIO(data)))
+
+
+def _read_varint(data: bytes, offset: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if offset >= len(data):
+            raise CorruptRecordError("truncated varint")
+        byte = data[offset]
+        value |= (byte & 0x7F) << shift
+        offset += 1
+        if byte < 0x80:
+            return value, offset
+        shift += 7
+
+
+def _fields(data: bytes):
+    """(field number, wire type, value) of a protobuf message; LEN values as bytes."""
+    offset = 0
+    while offset < len(data):
+        tag, offset = _read_varint(data, offset)
+        field, wire = tag >> 3, tag & 7
+        if wire == 0:
+            value, offset = _read_varint(data, offset)
+        elif wire == 1:
+            value, offset = data[offset : offset + 8], offset + 8
+        elif wire == 5:
+            value, offset = data[offset : offset + 4], offset + 4
+        elif wire == _LEN:
+            length, offset = _read_varint(data, offset)
+            value, offset = data[offset : offset + length], offset + length
+        else:
+            raise CorruptRecordError(f"unsupported wire type {wire}")
+        if offset > len(data):
+            raise CorruptRecordError("truncated field")
+        yield field, wire, value
+
+
+def _unpack_varints(payload: bytes) -> np.ndarray:
+    raw = np.frombuffer(payload, dtype=np.uint8)
+    if raw.size == 0:
+        return np.zeros(0, np.int64)
+    ends = np.nonzero(raw < 0x80)[0]
+    if ends.size == 0 or ends[-1] != raw.size - 1:
+        raise CorruptRecordError("truncated packed varints")
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    group = np.repeat(np.arange(ends.size), ends - starts + 1)
+    shift = (np.arange(raw.size) - starts[group]) * 7
+    values = (raw & 0x7F).astype(np.uint64) << shift.astype(np.uint64)
+    return np.add.reduceat(values, starts).view(np.int64)
+
+
+def parse_example(data: bytes) -> dict[str, np.ndarray]:
+    """A ``tf.train.Example``'s int64 and float features as numpy arrays, without TensorFlow."""
+    out = {}
+    for field, _, features in _fields(data):
+        if field != 1:
+            continue
+        for _, _, entry in _fields(features):
+            name, feature = None, b""
+            for f, _, value in _fields(entry):
+                if f == 1:
+                    name = value.decode("utf-8")
+                elif f == 2:
+                    feature = value
+            for kind, _, values in _fields(feature):
+                parts = list(_fields(values))
+                if kind == 3:  # int64_list: packed, or one varint per value
+                    out[name] = np.concatenate(
+                        [
+                            _unpack_varints(v) if w == _LEN else np.array([v], np.uint64).view(np.int64)
+                            for _, w, v in parts
+                        ]
+                        or [np.zeros(0, np.int64)]
+                    )
+                elif kind == 2:  # float_list
+                    out[name] = np.frombuffer(b"".join(v for _, _, v in parts), dtype="<f4").copy()
+    return out
+
+
+def _masked_batch(input_ids, input_mask, positions, ids, weights) -> MaskedBatch:
+    """The batch as read; lengths and counts from the masks, so they are checked, not trusted."""
+    return MaskedBatch(
+        input_ids=input_ids.astype(np.int64),
+        lengths=input_mask.sum(axis=1).astype(np.int32),
+        masked_lm_positions=positions.astype(np.int64),
+        masked_lm_ids=ids.astype(np.int64),
+        num_predictions=weights.sum(axis=1).astype(np.int32),
+    )
+
+
+def _tfrecord_batch(records: list[bytes], first: int, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
+    examples = [parse_example(r) for r in records]
+    expected = {
+        name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
+        for name, _ in encode.TFRECORD_FEATURES
+    }
+    for i, example in enumerate(examples, first):
+        shapes = {k: v.size for k, v in example.items()}
+        if shapes != expected:
+            raise CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
+        if example["masked_lm_weights"].dtype != np.float32:
+            raise CorruptRecordError(f"record {i}: masked_lm_weights is not float")
+    stack = {k: np.stack([e[k] for e in examples]) for k in expected}
+    batch = _masked_batch(
+        stack["input_ids"],
+        stack["input_mask"],
+        stack["masked_lm_positions"],
+        stack["masked_lm_ids"],
+        stack["masked_lm_weights"],
+    )
+    return batch, stack
+
+
+def tfrecord_slices(stream, seq: int, preds: int, rows: int) -> Iterator[tuple[MaskedBatch, dict]]:
+    """(batch, raw columns) of ``rows`` records at a time from a TFRecord stream, read in order."""
+    records, first = iter_tfrecords(stream), 0
+    while chunk := list(itertools.islice(records, rows)):
+        yield _tfrecord_batch(chunk, first, seq, preds)
+        first += len(chunk)
+
+
+def _matrix(column: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
+    """A list column whose lists all have ``width`` values, as an [N, width] array."""
+    lists = column.combine_chunks()
+    if lists.null_count or pc.all(pc.equal(pc.list_value_length(lists), width)).as_py() is False:
+        raise CorruptRecordError(f"column {name}: lists not all of length {width}")
+    return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width)
+
+
+def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
+    columns = {
+        name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
+        for name in table.column_names
+    }
+    batch = _masked_batch(
+        columns["input_ids"],
+        columns["attention_mask"],
+        columns["masked_lm_positions"],
+        columns["masked_lm_ids"],
+        columns["masked_lm_weights"],
+    )
+    return batch, {
+        "input_mask": columns["attention_mask"],
+        "segment_ids": columns["token_type_ids"],
+        "masked_lm_weights": columns["masked_lm_weights"],
+        "labels": columns["labels"],
+    }
+
+
+def parquet_slices(f, seq: int, preds: int, rows: int) -> Iterator[tuple[MaskedBatch, dict]]:
+    """(batch, raw columns) of exactly ``rows`` rows (the last one fewer) from a seekable Parquet file,
+    whatever its row groups."""
+    parquet = pq.ParquetFile(f)
+    if parquet.schema_arrow != encode.PARQUET_SCHEMA:
+        raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
+    pending = pa.Table.from_batches([], schema=encode.PARQUET_SCHEMA)
+    for batch in parquet.iter_batches(batch_size=rows):
+        pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
+        while pending.num_rows >= rows:
+            yield _parquet_batch(pending.slice(0, rows), seq, preds)
+            pending = pending.slice(rows)
+    if pending.num_rows:
+        yield _parquet_batch(pending, seq, preds)
