@@ -22,14 +22,16 @@ class _WorkerStartupNoise(logging.Filter):
 def _quiet_imports():
     # Beam logs a harmless warning about optional GCP clients on import.
     logging.getLogger().setLevel(logging.ERROR)
-    from mlmprep.pipeline import job, options  # noqa: F401
+    from mlmprep.pipeline import flags, job  # noqa: F401
 
     logging.getLogger().setLevel(logging.WARNING)
     logging.getLogger("apache_beam.runners.portability.local_job_service").addFilter(_WorkerStartupNoise())
 
 
 def _run(argv):
-    from mlmprep.pipeline import job, manifest, options, summary
+    from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
+
+    from mlmprep.pipeline import flags, job, manifest, summary
 
     if {"-h", "--help"} & set(argv):
         parser = argparse.ArgumentParser(
@@ -37,14 +39,14 @@ def _run(argv):
             description="Raw text -> masked TFRecord/Parquet shards. Every Beam pipeline option "
             "(--runner, --direct_num_workers, --project, ...) is accepted too.",
         )
-        options.MlmPrepOptions._add_argparse_args(parser)
+        flags.MlmPrepOptions._add_argparse_args(parser)
         parser.print_help()
         return
-    options.check_flags(argv)
+    flags.check_flags(argv)
     result = job.run(argv)
-    pipeline_options = options.PipelineOptions(argv)
-    out = pipeline_options.view_as(options.MlmPrepOptions).output
-    if pipeline_options.view_as(options.TestOptions).dry_run:
+    pipeline_options = PipelineOptions(argv)
+    out = pipeline_options.view_as(flags.MlmPrepOptions).output
+    if pipeline_options.view_as(TestOptions).dry_run:
         print(f"dry run: the job was built, not run ({len(job.step_names(result))} steps)")
     elif result.state == "DONE":
         print(summary.format_manifest(out, manifest.read(out)))

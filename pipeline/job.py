@@ -19,9 +19,9 @@ from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import commit, manifest
-from mlmprep.pipeline.options import JobPlan, plan
+from mlmprep.pipeline.planning import JobPlan, plan
 from mlmprep.transforms import records
-from mlmprep.transforms.beam import coders, counting, groups, pack, read
+from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
 from mlmprep.transforms.beam.mask import MaskSequences
 from mlmprep.transforms.beam.tokenize import TokenizeDocuments
 from mlmprep.transforms.beam.write import WriteShards
@@ -73,7 +73,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
             range_bytes=job.split_input_bytes,
             dedup=job.dedup,
             with_keys=job.validation_fraction > 0 or job.packing == "concat",
-            dedup_bits=read.dedup_bits(job.input_bytes if job.input_files else None),
+            dedup_bits=job.dedup_bits,
         )
     )
     tokenize = TokenizeDocuments(
@@ -191,6 +191,7 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     """Runs the job to completion; returns the PipelineResult (its metrics are the counts)."""
     del save_main_session  # the job's code lives in the installed package
     argv = sys.argv[1:] if argv is None else argv  # what PipelineOptions(None) reads
+    exit_quickly()
     options = PipelineOptions(argv)
     job = plan(options)
     p = beam.Pipeline(runner=_local_runner(options, job, argv), options=options)

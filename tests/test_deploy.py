@@ -15,8 +15,8 @@ import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import errors, fingerprint, options, verify
-from mlmprep.pipeline.options import MlmPrepOptions
+from mlmprep.pipeline import errors, fingerprint, flags, planning, verify
+from mlmprep.pipeline.flags import MlmPrepOptions
 
 from conftest import REPO, run_job
 
@@ -102,9 +102,9 @@ def test_the_image_installs_from_exactly_what_the_dockerfile_copies(tmp_path):
         cwd=context,
         check=True,
     )
-    # -S: no .pth files, so this checkout's editable install cannot stand in for the image's.
+    # -I -S: no PYTHONPATH and no .pth files, so this checkout cannot stand in for the image's install.
     imported = subprocess.run(
-        [sys.executable, "-S", "-c",
+        [sys.executable, "-I", "-S", "-c",
          "import sys; sys.path[:0] = sys.argv[1:]; import mlmprep.pipeline.job as job; "
          "print(job.__file__)",
          str(site), sysconfig.get_paths()["purelib"]],
@@ -216,7 +216,7 @@ def test_fingerprint_changes_with_a_files_content_or_time_and_not_otherwise(tmp_
 
     def current():
         argv = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}", f"--output={tmp_path}/out"]
-        return options.plan(PipelineOptions(argv), check_output=False).input_fingerprint
+        return planning.plan(PipelineOptions(argv), check_output=False).input_fingerprint
 
     first = current()
     assert current() == first  # read again, nothing changed
@@ -291,7 +291,7 @@ def test_the_flag_check_accepts_the_flink_and_spark_scripts_flags(script, env, t
 @pytest.mark.parametrize("flag", ["--spark_master=spark://m:7077", "--flink_mastr=m:8081", "--num_worker=3"])
 def test_the_flag_check_refuses_a_misspelt_runner_flag(flag):
     with pytest.raises(errors.UsageError, match=f"unrecognized arguments: {flag.split('=')[0]}"):
-        options.check_flags(["--input=x", flag])
+        flags.check_flags(["--input=x", flag])
 
 
 def _dataflow_argv(tmp_path) -> list[str]:
@@ -322,7 +322,7 @@ def _dataflow_argv(tmp_path) -> list[str]:
 
 def test_the_flag_check_accepts_dataflows_flags_as_the_template_passes_them(tmp_path):
     argv = _dataflow_argv(tmp_path)
-    options.check_flags(argv)  # raises UsageError on any flag it does not know
+    flags.check_flags(argv)  # raises UsageError on any flag it does not know
     done = subprocess.run(
         [sys.executable, str(DEPLOY / "dataflow" / "main.py"), *argv],
         capture_output=True,

@@ -12,7 +12,7 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
-from mlmprep.pipeline import job, options
+from mlmprep.pipeline import job, planning
 from mlmprep.transforms import records
 from mlmprep.transforms.beam import groups, write
 
@@ -53,14 +53,14 @@ def test_shuffle_and_run_files_write_the_same_bytes(tmp_path, corpus, bert_vocab
     assert shuffled["counts"] == merged["counts"]
     assert shuffled["counts"]["documents_dropped"]["duplicate"] > 1000
     for output in ("shuffle", "runs"):
-        assert not (tmp_path / output / options.TEMP_DIR).exists()
+        assert not (tmp_path / output / planning.TEMP_DIR).exists()
 
 
 def test_retried_bundles_leave_no_trace(tmp_path, corpus, bert_vocab):
     args = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}", "--num_shards=3", "--grouping=run_files"]
     plain = run_job(tmp_path / "plain", *args)
     # What an earlier attempt left: a run file of records no later attempt makes.
-    temp = tmp_path / "retried" / options.TEMP_DIR
+    temp = tmp_path / "retried" / planning.TEMP_DIR
     temp.mkdir(parents=True)
     rng = np.random.default_rng(0)
     batch = records.MaskedBatch(
@@ -113,7 +113,7 @@ def test_no_text_and_no_records_cross_a_shuffle_on_the_local_runner(tmp_path, co
     argv = [f"--input={corpus}/*.txt", f"--output={tmp_path / 'out'}", f"--tokenizer={bert_vocab}"]
     argv += [f"--packing={packing}", "--validation_fraction=0.05", "--direct_num_workers=2"]
     pipeline_options = PipelineOptions(argv)
-    plan = options.plan(pipeline_options)
+    plan = planning.plan(pipeline_options)
     assert plan.grouping == "run_files"
     p = beam.Pipeline(runner=job._local_runner(pipeline_options, plan, argv), options=pipeline_options)
     job.build_pipeline(p, plan)
@@ -180,7 +180,7 @@ def test_merged_runs_and_a_shuffle_give_the_same_slices(tmp_path, monkeypatch):
 
 
 def test_the_temporary_folder_is_deleted_whole_or_was_never_there(tmp_path):
-    temp = tmp_path / options.TEMP_DIR
+    temp = tmp_path / planning.TEMP_DIR
     groups.delete_temp(str(temp))  # nothing written: nothing to do
     (temp / "sub").mkdir(parents=True)
     (temp / "run-1.arrow").write_bytes(b"x")

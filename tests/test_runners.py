@@ -14,7 +14,7 @@ import pytest
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
-from mlmprep.pipeline import job, options
+from mlmprep.pipeline import job, planning
 
 from conftest import run_job
 
@@ -105,7 +105,7 @@ def test_worker_processes_from_32_mb_of_input(
         *runner_flags,
     ]
     pipeline_options = PipelineOptions(argv)
-    plan = dataclasses.replace(options.plan(pipeline_options), input_bytes=input_mb << 20)
+    plan = dataclasses.replace(planning.plan(pipeline_options), input_bytes=input_mb << 20)
     runner = job._local_runner(pipeline_options, plan, argv)
     assert (runner is None) == ("--runner=DirectRunner" in runner_flags)
     assert runner is None or isinstance(runner, FnApiRunner)
@@ -113,16 +113,20 @@ def test_worker_processes_from_32_mb_of_input(
     assert (direct.direct_running_mode, direct.direct_num_workers) == (mode, workers)
 
 
-def test_exit_freezes_the_heap_after_the_other_exit_handlers():
+def test_exit_freezes_the_heap_once_asked_and_importing_asks_nothing():
     # A collection at exit costs each worker process 0.3 s or more; frozen objects are skipped.
     script = (
-        "import atexit, gc\n"
-        "atexit.register(lambda: print('first registered', gc.get_freeze_count() > 0))\n"
-        "import mlmprep.transforms\n"
+        "import atexit, gc, sys\n"
+        "import mlmprep.transforms.beam as glue, mlmprep.pipeline.job\n"
+        "atexit.register(lambda: print('before', gc.get_freeze_count() > 0))\n"
+        "if sys.argv[1] == 'asked': glue.exit_quickly(); glue.exit_quickly()\n"
         "atexit.register(lambda: print('last registered', gc.get_freeze_count() > 0))\n"
     )
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
-    assert done.stdout.splitlines() == ["last registered False", "first registered True"]
+    for asked, frozen in (("asked", True), ("not asked", False)):
+        done = subprocess.run(
+            [sys.executable, "-c", script, asked], capture_output=True, text=True, check=True
+        )
+        assert done.stdout.splitlines() == ["last registered False", f"before {frozen}"]
 
 
 def test_portable_runner_with_external_workers_gives_identical_shards(

@@ -24,6 +24,7 @@ import bz2
 import codecs
 import collections
 import dataclasses
+import functools
 import hashlib
 import io
 import json
@@ -72,8 +73,11 @@ def _replace_and_count(error: UnicodeDecodeError):
     return "\ufffd", error.end
 
 
-_REPLACE = "mlmprep.replace"
-codecs.register_error(_REPLACE, _replace_and_count)
+@functools.cache
+def _replace() -> str:
+    """The name of the codec error handler that replaces and counts (registered when first needed)."""
+    codecs.register_error("mlmprep.replace", _replace_and_count)
+    return "mlmprep.replace"
 
 
 def invalid_utf8_count() -> int:
@@ -195,7 +199,7 @@ def _split(text: str, limit: int = PIECE_CHARS) -> list[str]:
 
 
 def _decode(data: bytes) -> str:
-    return data.decode("utf-8", _REPLACE)
+    return data.decode("utf-8", _replace())
 
 
 class _DocumentText:
@@ -252,7 +256,7 @@ class _Decoder:
     """Decodes a line's chunks; invalid UTF-8 is replaced and counted (once: only lines read)."""
 
     def __init__(self):
-        self._decode = codecs.getincrementaldecoder("utf-8")(errors=_REPLACE).decode
+        self._decode = codecs.getincrementaldecoder("utf-8")(errors=_replace()).decode
 
     def __call__(self, chunks: list[bytes]) -> list[str]:
         if len(chunks) == 1:

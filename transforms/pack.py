@@ -6,6 +6,7 @@ masking) are packed alongside the ids, position for position.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 import pyarrow as pa
@@ -169,6 +170,11 @@ def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
 # in document key order: a group's documents are sorted together.
 CONCAT_GROUP_BYTES = 64 << 20
 CONCAT_SLICE_DOCS = 4096  # documents a group's packing takes at once
+
+
+def concat_group_count(input_bytes: int) -> int:
+    """How many groups concat packing joins documents in: one per CONCAT_GROUP_BYTES of input."""
+    return max(1, math.ceil(input_bytes / CONCAT_GROUP_BYTES))
 
 
 def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArray:

@@ -26,6 +26,16 @@ _KEY_BITS = 63
 RECORDS_PER_BUCKET = 50_000  # a bucket's keys are sorted in one worker's memory: a few MB
 
 
+TEXT_BYTES_PER_TOKEN = 4  # about, for WordPiece over English text: to size what an input makes
+
+
+def expected_records(input_bytes: int | None, dupe_factor: int, max_seq_length: int) -> int | None:
+    """About how many records an input of this size makes; None where the size is unknown (a dry run)."""
+    if input_bytes is None:
+        return None
+    return dupe_factor * input_bytes // (TEXT_BYTES_PER_TOKEN * (max_seq_length - 2))
+
+
 def bucket_bits(expected_records: int | None) -> int:
     """log2 of the key-range buckets per split: about RECORDS_PER_BUCKET records each.
 

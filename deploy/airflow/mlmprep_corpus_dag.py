@@ -46,7 +46,7 @@ def plan_build(ds_nodash: str, ti) -> bool:
     from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from mlmprep.pipeline import fingerprint, manifest, options
+    from mlmprep.pipeline import fingerprint, manifest, planning
 
     settings = _settings()
     pipeline_options = {
@@ -60,7 +60,7 @@ def plan_build(ds_nodash: str, ti) -> bool:
     }
     # The command line exactly as the operator passes it (booleans as bare flags, lists repeated).
     argv = beam_options_to_args(pipeline_options)
-    current = options.plan(PipelineOptions(argv), check_output=False).input_fingerprint
+    current = planning.plan(PipelineOptions(argv), check_output=False).input_fingerprint
     pattern = FileSystems.join(settings["output_base"], "*", manifest.MANIFEST)
     finished = sorted(
         folder

@@ -22,6 +22,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import dedup
+from mlmprep.transforms.beam import exit_quickly
 from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
 from mlmprep.transforms.beam.progress import Progress
 from mlmprep.transforms.documents import (
@@ -52,6 +53,7 @@ class _ReadDigests(beam.DoFn):
         self._bits = bits
 
     def setup(self):
+        exit_quickly()
         gc.freeze()  # what this worker has loaded (Beam above all) is never garbage: collections skip it
 
     def infer_output_type(self, input_type):
@@ -90,6 +92,7 @@ class _ReadBatches(CountingDoFn):
         self._progress = None
 
     def setup(self):
+        exit_quickly()
         self._progress = Progress("read")
 
     def process(self, element):

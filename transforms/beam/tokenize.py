@@ -11,6 +11,7 @@ import gc
 
 import numpy as np
 
+from mlmprep.transforms.beam import exit_quickly
 from mlmprep.transforms.beam.counting import CountingDoFn, in_global_window
 from mlmprep.transforms.tokenize import (
     SPLITS,
@@ -83,6 +84,7 @@ class TokenizeDocuments(CountingDoFn):
         self._pending = collections.deque()
 
     def setup(self):
+        exit_quickly()
         self._tokenizer = load_tokenizer(self._tokenizer_json)
         gc.freeze()  # what this worker has loaded (Beam, the tokenizer) is never garbage: collections skip it
         # Two threads: one reads a batch's ids out of its encodings (which holds the GIL)

@@ -1,0 +1,273 @@
+"""Planning a run: the flags checked against the world (inputs, tokenizer, output), and what the graph needs.
+
+``plan`` has no side effect: it reads, and never writes or deletes (a build
+replaces another only when it commits, see ``manifest``). Every user mistake
+found here raises ``UsageError``, which the command line turns into one line
+on stderr and exit status 2 before any work starts.
+"""
+
+import dataclasses
+import hashlib
+import logging
+import os
+import posixpath
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
+
+from mlmprep.pipeline import fingerprint as fingerprint_lib
+from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline.errors import UsageError
+from mlmprep.pipeline.flags import MlmPrepOptions
+from mlmprep.transforms import encode, pack, shards, tokenize
+from mlmprep.transforms.beam import read
+from mlmprep.transforms.mask import MaskingConfig
+
+# Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
+# records reach their shards through run files there.
+IN_MEMORY_RUNNERS = ("direct", "fnapi", "bundlebaseddirect", "swappingdirect")
+TEMP_DIR = ".mlmprep-temp"  # under the output: run files, deleted when the job ends
+
+
+@dataclasses.dataclass(frozen=True)
+class JobPlan:
+    """Everything the graph needs, resolved and validated in the launcher."""
+
+    inputs: tuple[str, ...]
+    input_bytes: int
+    input_format: str
+    split_input_bytes: int
+    text_field: str
+    dedup: bool
+    dedup_bits: int
+    min_doc_tokens: int
+    output_dir: str
+    tokenizer_json: str
+    vocab: tokenize.Vocabulary
+    masking: MaskingConfig
+    max_seq_length: int
+    seed: int
+    dupe_factor: int
+    packing: str
+    concat_groups: int
+    grouping: str  # groups.MODES
+    temp_dir: str
+    validation_fraction: float
+    shard_plan: shards.ShardPlan
+    bucket_bits: int
+    formats: tuple[str, ...]
+    config: dict  # every job option, for the manifest
+    input_files: int
+    input_fingerprint: str | None
+    generation: int  # above every build already in the output (see shards.generation_tag)
+    tokenizer_file: str
+    replaces: tuple[str, ...] | None  # the finished build in the output (see manifest.stale_files)
+
+
+def _check(condition: bool, message: str):
+    if not condition:
+        raise UsageError(message)
+
+
+def _validate(o: MlmPrepOptions):
+    """The flags' values on their own, before anything is read."""
+    _check(bool(o.input), "--input is required")
+    _check(bool(o.output), "--output is required")
+    _check(bool(o.tokenizer), "--tokenizer is required")
+    _check(o.max_seq_length >= 3, f"--max_seq_length must be at least 3, got {o.max_seq_length}")
+    _check(
+        1 <= o.max_predictions_per_seq <= o.max_seq_length - 2,
+        f"--max_predictions_per_seq must be in [1, max_seq_length - 2], got {o.max_predictions_per_seq}",
+    )
+    _check(0 < o.masked_lm_prob <= 1, f"--masked_lm_prob must be in (0, 1], got {o.masked_lm_prob}")
+    for name in ("mask_token_ratio", "random_token_ratio"):
+        value = getattr(o, name)
+        _check(0 <= value <= 1, f"--{name} must be in [0, 1], got {value}")
+    _check(
+        o.mask_token_ratio + o.random_token_ratio <= 1,
+        "--mask_token_ratio + --random_token_ratio must be at most 1, "
+        f"got {o.mask_token_ratio + o.random_token_ratio}",
+    )
+    _check(o.min_doc_tokens >= 0, f"--min_doc_tokens must be at least 0, got {o.min_doc_tokens}")
+    _check(o.dupe_factor >= 1, f"--dupe_factor must be at least 1, got {o.dupe_factor}")
+    _check(o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
+    _check(o.target_shard_mb > 0, f"--target_shard_mb must be positive, got {o.target_shard_mb}")
+    _check(o.split_input_mb > 0, f"--split_input_mb must be positive, got {o.split_input_mb}")
+    _check(
+        0 <= o.validation_fraction < 1,
+        f"--validation_fraction must be in [0, 1), got {o.validation_fraction}",
+    )
+    _check(0 <= o.random_seed < 2**63, f"--random_seed must be in [0, 2**63), got {o.random_seed}")
+
+
+def _input_files(patterns, dry_run: bool) -> list[fingerprint_lib.InputFile]:
+    """Every file the patterns match; a pattern that matches none is a mistake. A --dry_run (Dataflow's
+    offline job build) does not touch remote storage."""
+    files = []
+    for pattern in patterns:
+        if dry_run and not _is_local(pattern):
+            continue
+        if _is_local(pattern) and os.path.isdir(pattern):
+            raise UsageError(
+                f"--input {pattern} is a directory; give a pattern such as {pattern.rstrip('/')}/*"
+            )
+        try:
+            matched = fingerprint_lib.list_inputs([pattern])
+        except Exception as e:  # Beam raises BeamIOError and friends
+            raise UsageError(f"cannot read --input {pattern}: {e}") from None
+        _check(bool(matched), f"--input {pattern} matches no file")
+        files += matched
+    return sorted(set(files))
+
+
+def _tokenizer(path: str) -> tuple[str, tokenize.Vocabulary]:
+    """The tokenizer's JSON text (a vocab.txt becomes a WordPiece tokenizer) and its vocabulary."""
+    try:
+        with FileSystems.open(path) as f:
+            tokenizer_json = tokenize.tokenizer_json(f.read())
+        return tokenizer_json, tokenize.vocabulary(tokenize.load_tokenizer(tokenizer_json))
+    except tokenize.TokenizerError as e:
+        raise UsageError(f"--tokenizer {path}: {e}") from None
+    except Exception as e:
+        raise UsageError(f"cannot read --tokenizer {path}: {e}") from None
+
+
+def _tokenizer_file(replacing, tokenizer_json: str, generation: int) -> str:
+    """The tokenizer's file name: the same tokenizer as the build it replaces keeps that one's file."""
+    previous = replacing.tokenizer if replacing else None
+    if previous and previous.get("sha256") == encode.sha256(tokenizer_json.encode("utf-8")):
+        return previous["file"]
+    return manifest_lib.tokenizer_name(generation)
+
+
+def _config(o: MlmPrepOptions) -> dict:
+    """Every run option, for the manifest (--overwrite says how to write, not what)."""
+    config = dict(sorted(o.get_all_options(current_only=True).items()))
+    config.pop("overwrite")
+    config["formats"] = list(o.formats)
+    return config
+
+
+def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
+    """Checks the job options against the world: inputs, tokenizer, output; reads, never writes.
+
+    ``check_output=False`` plans without looking at the output (to compute a
+    build's fingerprint before deciding to run it).
+    """
+    o = options.view_as(MlmPrepOptions)
+    _validate(o)
+    dry_run = options.view_as(TestOptions).dry_run
+    input_files = _input_files(o.input, dry_run)
+    input_bytes = sum(f.size for f in input_files) if input_files else None  # None: unknown (a dry run)
+    tokenizer_json, vocab = _tokenizer(o.tokenizer)
+    replacing = None
+    if check_output and not (dry_run and not _is_local(o.output)):
+        replacing = _replacing(o.output, o.overwrite)
+    generation = replacing.generation if replacing else 0
+    config = _config(o)
+    fingerprint = None
+    if input_files and not dry_run:
+        tokenizer_sha256 = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
+        fingerprint = fingerprint_lib.fingerprint(config, input_files, tokenizer_sha256)
+    return JobPlan(
+        inputs=tuple(o.input),
+        input_bytes=input_bytes or 0,
+        input_format=o.input_format,
+        split_input_bytes=max(1, int(o.split_input_mb * (1 << 20))),
+        text_field=o.text_field,
+        dedup=o.dedup,
+        dedup_bits=read.dedup_bits(input_bytes),
+        min_doc_tokens=o.min_doc_tokens,
+        output_dir=o.output,
+        tokenizer_json=tokenizer_json,
+        vocab=vocab,
+        masking=MaskingConfig(
+            masked_lm_prob=o.masked_lm_prob,
+            max_predictions_per_seq=o.max_predictions_per_seq,
+            mask_token_ratio=o.mask_token_ratio,
+            random_token_ratio=o.random_token_ratio,
+            whole_word_masking=o.whole_word_masking,
+            mask_count=o.mask_count,
+        ),
+        max_seq_length=o.max_seq_length,
+        seed=o.random_seed,
+        dupe_factor=o.dupe_factor,
+        packing=o.packing,
+        concat_groups=pack.concat_group_count(input_bytes or 0),
+        grouping=_grouping(o.grouping, options.view_as(StandardOptions).runner),
+        temp_dir=FileSystems.join(o.output, TEMP_DIR),
+        bucket_bits=shards.bucket_bits(shards.expected_records(input_bytes, o.dupe_factor, o.max_seq_length)),
+        validation_fraction=o.validation_fraction,
+        shard_plan=shards.ShardPlan(
+            num_shards=o.num_shards,
+            target_shard_bytes=int(o.target_shard_mb * (1 << 20)),
+            validation_fraction=o.validation_fraction,
+            record_bytes=shards.estimated_record_bytes(o.max_seq_length, o.max_predictions_per_seq),
+        ),
+        formats=tuple(o.formats),
+        config=config,
+        input_files=len(input_files),
+        input_fingerprint=fingerprint,
+        generation=generation,
+        tokenizer_file=_tokenizer_file(replacing, tokenizer_json, generation),
+        replaces=replacing.replaces if replacing else None,
+    )
+
+
+def _grouping(grouping: str, runner) -> str:
+    name = runner if runner is None or isinstance(runner, str) else type(runner).__name__
+    local = name is None or name.lower().removesuffix("runner") in IN_MEMORY_RUNNERS
+    if grouping == "auto":
+        return "run_files" if local else "shuffle"
+    if grouping == "run_files" and not local:
+        logging.warning(
+            "mlmprep: --grouping run_files on %s: every bundle writes run files that every shard reads; "
+            "the runner's own shuffle (--grouping shuffle) is the way on a distributed runner",
+            name,
+        )
+    return grouping
+
+
+def _is_local(path: str) -> bool:
+    return "://" not in path
+
+
+@dataclasses.dataclass(frozen=True)
+class Replacing:
+    """What a build written into a non-empty output must know of what is there (see ``manifest``)."""
+
+    generation: int  # above every generation there, finished or not
+    replaces: tuple[str, ...] | None  # the files of the finished build there; None: none finished
+    tokenizer: dict | None  # the finished build's tokenizer entry, whose file a same tokenizer keeps
+
+
+def _replacing(output: str, overwrite: bool) -> Replacing | None:
+    """None for an empty output; a non-empty one needs --overwrite. Nothing is deleted here: a build
+    replaces another only once it is complete."""
+    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {output} is a file, not a directory")
+    try:
+        existing = FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list
+    except Exception:  # nothing there yet
+        existing = []
+    if not existing:
+        return None
+    if not overwrite:
+        raise UsageError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
+    names = [posixpath.basename(m.path) for m in existing]
+    generations = [g for g in map(manifest_lib.generation_of, names) if g is not None]
+    previous = None
+    if manifest_lib.MANIFEST in names:
+        try:
+            previous = manifest_lib.read(output)
+            generations.append(int(previous.get("generation", 0)))
+            replaces = tuple(s["file"] for s in previous["shards"]) + (previous["tokenizer"]["file"],)
+        except (ValueError, KeyError, TypeError):  # damaged: no finished build is there
+            previous = None
+        except Exception as e:
+            raise UsageError(f"cannot read the manifest.json in --output {output}: {e}") from None
+    return Replacing(
+        generation=1 + max(generations) if generations or previous else 0,
+        replaces=replaces if previous else None,
+        tokenizer=previous["tokenizer"] if previous else None,
+    )
