@@ -77,7 +77,7 @@ def measure(paths) -> tuple[collections.Counter, dict]:
         batch, chars = [], 0
     counts["documents"] = len(docs)
     with tempfile.TemporaryDirectory() as tmp:
-        writer = groups._WriteRuns(write.RECORD_ORDER, tmp)
+        writer = groups.WriteRuns(write.RECORD_ORDER, tmp)
         writer.start_bundle()
         runs = [
             r for b in rows for r in timed("run files: sort, write", lambda b: list(writer.process(b)), b)

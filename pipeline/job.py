@@ -160,7 +160,7 @@ def _given(argv, flag: str) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv or ())
 
 
-def _local_runner(options: PipelineOptions, job: JobPlan, argv=()):
+def local_runner(options: PipelineOptions, job: JobPlan, argv=()):
     """Beam's FnApiRunner when no --runner is given, with a worker process per two cores for big inputs.
 
     The DirectRunner of recent Beam first tries Prism, a runner it downloads at run time; where that
@@ -194,7 +194,7 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     exit_quickly()
     options = PipelineOptions(argv)
     job = plan(options)
-    p = beam.Pipeline(runner=_local_runner(options, job, argv), options=options)
+    p = beam.Pipeline(runner=local_runner(options, job, argv), options=options)
     build_pipeline(p, job)
     result = p.run()
     if not options.view_as(StandardOptions).no_wait_until_finish:

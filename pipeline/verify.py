@@ -63,6 +63,69 @@ class _HashingReader:
         return self._digest.hexdigest()
 
 
+def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail):
+    """[CLS] ... [SEP] [PAD], the masks and segments, and ids inside the vocabulary."""
+    n, seq = batch.input_ids.shape
+    cols, lengths = np.arange(seq)[None, :], batch.lengths[:, None]
+    fail(np.any(extra["input_mask"] != (cols < lengths), axis=1), "input_mask is not ones then zeros")
+    fail(np.any(extra["segment_ids"] != 0, axis=1), "segment_ids not all 0")
+    fail(batch.input_ids[:, 0] != vocab.cls_id, "does not start with [CLS]")
+    last = batch.input_ids[np.arange(n), np.maximum(batch.lengths - 1, 0)]
+    fail(last != vocab.sep_id, "does not end with [SEP]")
+    fail(np.any((cols >= lengths) & (batch.input_ids != vocab.pad_id), axis=1), "padding is not [PAD]")
+    fail(np.sum(batch.input_ids == vocab.cls_id, axis=1) != 1, "[CLS] more than once")
+    fail(np.any((batch.input_ids < 0) | (batch.input_ids >= vocab.size), axis=1), "id outside the vocabulary")
+
+
+def _check_predictions(batch: MaskedBatch, extra: dict, vocab, fail) -> np.ndarray:
+    """The masked_lm_* layout: weights, 0 padding, positions inside and ascending, no special token
+    selected, labels that agree. Returns which prediction slots are in use."""
+    seq = batch.input_ids.shape[1]
+    slot = np.arange(batch.masked_lm_positions.shape[1])[None, :]
+    valid = slot < batch.num_predictions[:, None]
+    positions = batch.masked_lm_positions
+    fail(np.any(extra["masked_lm_weights"] != valid, axis=1), "masked_lm_weights is not ones then zeros")
+    padding = ~valid & ((positions != 0) | (batch.masked_lm_ids != 0))
+    fail(np.any(padding, axis=1), "masked_lm padding is not 0")
+    outside = valid & ((positions <= 0) | (positions >= batch.lengths[:, None] - 1))
+    fail(np.any(outside, axis=1), "position outside the sequence")
+    ascending = np.diff(np.where(valid, positions, seq + slot), axis=1) > 0
+    fail(~np.all(ascending, axis=1), "positions not strictly ascending")
+    originals = np.clip(batch.masked_lm_ids, 0, vocab.size - 1)
+    fail(np.any(valid & vocab.special_lookup()[originals], axis=1), "a special token was selected")
+    if "labels" in extra:
+        inside = dataclasses.replace(batch, masked_lm_positions=np.clip(positions, 0, seq - 1))  # as reported
+        fail(np.any(records.labels(inside) != extra["labels"], axis=1), "labels disagree with masked_lm_*")
+    return valid
+
+
+def _check_replacements(batch: MaskedBatch, valid, vocab, masking: MaskingConfig, fail) -> dict:
+    """The prediction count rule, and each selected token's replacement; returns the replacement counts."""
+    n, seq = batch.input_ids.shape
+    special = vocab.special_lookup()
+    # The original sequence, to count candidates and classify replacements.
+    original = batch.input_ids.copy()
+    r, c = np.nonzero(valid)
+    safe = np.clip(batch.masked_lm_positions[r, c], 0, seq - 1)
+    replaced = batch.input_ids[r, safe]
+    original[r, safe] = batch.masked_lm_ids[r, c]
+    in_sequence = np.arange(seq)[None, :] < batch.lengths[:, None]
+    candidates = np.sum(~special[np.clip(original, 0, vocab.size - 1)] & in_sequence, axis=1)
+    expected = prediction_counts(batch.lengths, candidates, masking)
+    if masking.mask_count == "exact" and not masking.whole_word_masking:
+        fail(batch.num_predictions != expected, "prediction count breaks min(max_pred, max(1, round(n*p)))")
+    else:
+        limit = expected if masking.mask_count == "exact" else masking.max_predictions_per_seq
+        fail(batch.num_predictions > limit, "more predictions than the count rule allows")
+    is_mask = replaced == vocab.mask_id
+    is_same = (replaced == batch.masked_lm_ids[r, c]) & ~is_mask
+    is_random = ~is_mask & ~is_same
+    bad = np.zeros(n, dtype=bool)
+    bad[r[is_random & ~np.isin(replaced, vocab.random_ids)]] = True
+    fail(bad, "a selected token was replaced by a special or reserved token")
+    return {"mask": int(is_mask.sum()), "random": int(is_random.sum()), "same": int(is_same.sum())}
+
+
 def check_batch(
     batch: MaskedBatch,
     extra: dict,
@@ -75,67 +138,14 @@ def check_batch(
 ):
     """The frame and masking invariants of every record of a slice of a shard, which starts at record
     ``first``; ``extra`` has the raw columns."""
-    n, seq = batch.input_ids.shape
-    cols = np.arange(seq)[None, :]
-    lengths = batch.lengths[:, None]
-    rows = np.arange(n)
 
     def fail(mask, what):
         for i in np.nonzero(mask)[0][:3]:
             report.problem(where, f"record {first + i}: {what}")
 
-    fail(np.any(extra["input_mask"] != (cols < lengths), axis=1), "input_mask is not ones then zeros")
-    fail(np.any(extra["segment_ids"] != 0, axis=1), "segment_ids not all 0")
-    fail(batch.input_ids[:, 0] != vocab.cls_id, "does not start with [CLS]")
-    fail(batch.input_ids[rows, np.maximum(batch.lengths - 1, 0)] != vocab.sep_id, "does not end with [SEP]")
-    fail(np.any((cols >= lengths) & (batch.input_ids != vocab.pad_id), axis=1), "padding is not [PAD]")
-    fail(np.sum(batch.input_ids == vocab.cls_id, axis=1) != 1, "[CLS] more than once")
-    fail(np.any((batch.input_ids < 0) | (batch.input_ids >= vocab.size), axis=1), "id outside the vocabulary")
-
-    preds = batch.masked_lm_positions.shape[1]
-    k = batch.num_predictions[:, None]
-    slot = np.arange(preds)[None, :]
-    weights = extra["masked_lm_weights"]
-    fail(np.any(weights != (slot < k), axis=1), "masked_lm_weights is not ones then zeros")
-    valid = slot < k
-    positions = batch.masked_lm_positions
-    fail(
-        np.any(~valid & ((positions != 0) | (batch.masked_lm_ids != 0)), axis=1), "masked_lm padding is not 0"
-    )
-    fail(
-        np.any(valid & ((positions <= 0) | (positions >= lengths - 1)), axis=1),
-        "position outside the sequence",
-    )
-    ascending = np.diff(np.where(valid, positions, seq + slot), axis=1) > 0
-    fail(~np.all(ascending, axis=1), "positions not strictly ascending")
-    special = vocab.special_lookup()
-    originals = np.clip(batch.masked_lm_ids, 0, vocab.size - 1)
-    fail(np.any(valid & special[originals], axis=1), "a special token was selected")
-    if "labels" in extra:
-        inside = dataclasses.replace(batch, masked_lm_positions=np.clip(positions, 0, seq - 1))  # as reported
-        fail(np.any(records.labels(inside) != extra["labels"], axis=1), "labels disagree with masked_lm_*")
-
-    # The original sequence, to count candidates and classify replacements.
-    original = batch.input_ids.copy()
-    r, c = np.nonzero(valid)
-    safe = np.clip(positions[r, c], 0, seq - 1)
-    replaced = batch.input_ids[r, safe]
-    original[r, safe] = batch.masked_lm_ids[r, c]
-    candidates = np.sum(~special[np.clip(original, 0, vocab.size - 1)] & (cols < lengths), axis=1)
-    expected = prediction_counts(batch.lengths, candidates, masking)
-    if masking.mask_count == "exact" and not masking.whole_word_masking:
-        fail(batch.num_predictions != expected, "prediction count breaks min(max_pred, max(1, round(n*p)))")
-    else:
-        limit = expected if masking.mask_count == "exact" else masking.max_predictions_per_seq
-        fail(batch.num_predictions > limit, "more predictions than the count rule allows")
-    is_mask = replaced == vocab.mask_id
-    is_same = (replaced == batch.masked_lm_ids[r, c]) & ~is_mask
-    is_random = ~is_mask & ~is_same
-    random_ok = np.isin(replaced, vocab.random_ids)
-    bad = np.zeros(n, dtype=bool)
-    bad[r[is_random & ~random_ok]] = True
-    fail(bad, "a selected token was replaced by a special or reserved token")
-    report.outcomes.update(mask=int(is_mask.sum()), random=int(is_random.sum()), same=int(is_same.sum()))
+    _check_frame(batch, extra, vocab, fail)
+    valid = _check_predictions(batch, extra, vocab, fail)
+    report.outcomes.update(_check_replacements(batch, valid, vocab, masking, fail))
 
 
 def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack):

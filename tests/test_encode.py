@@ -95,7 +95,7 @@ def test_rows_round_trip(vocab_size):
 def _write_shard(out, batch):
     """Writes ``batch`` as shard 0 of 1 through the job's writer: {format: (info dict, file bytes)}."""
     out.mkdir()
-    writer = write._WriteShard(
+    writer = write.WriteShard(
         output_dir=str(out),
         formats=("tfrecord", "parquet"),
         max_seq_length=16,

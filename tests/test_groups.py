@@ -70,7 +70,7 @@ def test_retried_bundles_leave_no_trace(tmp_path, corpus, bert_vocab):
     stale = records.to_rows(
         np.zeros(50, np.int8), rng.integers(0, 2**63, 50, dtype=np.uint64), batch, pa.uint16()
     )
-    writer = groups._WriteRuns(write.RECORD_ORDER, str(temp))
+    writer = groups.WriteRuns(write.RECORD_ORDER, str(temp))
     writer.start_bundle()
     list(writer.process(stale))
     [left_behind] = [out.value for out in writer.finish_bundle()]
@@ -115,7 +115,7 @@ def test_no_text_and_no_records_cross_a_shuffle_on_the_local_runner(tmp_path, co
     pipeline_options = PipelineOptions(argv)
     plan = planning.plan(pipeline_options)
     assert plan.grouping == "run_files"
-    p = beam.Pipeline(runner=job._local_runner(pipeline_options, plan, argv), options=pipeline_options)
+    p = beam.Pipeline(runner=job.local_runner(pipeline_options, plan, argv), options=pipeline_options)
     job.build_pipeline(p, plan)
     _measure_shuffles(p, tmp_path / "sizes.json")
     p.run().wait_until_finish()
@@ -147,7 +147,7 @@ def test_merged_runs_and_a_shuffle_give_the_same_slices(tmp_path, monkeypatch):
     )
     monkeypatch.setattr(groups, "RUN_BYTES", 30_000)  # many runs
     monkeypatch.setattr(groups, "RUN_BATCH_ROWS", 64)  # read back in many small batches
-    writer = groups._WriteRuns(by_split, str(tmp_path))
+    writer = groups.WriteRuns(by_split, str(tmp_path))
     writer.start_bundle()
     runs, pieces, start = [], {0: [], 1: []}, 0
     while start < n:  # batches of every size, as masking emits them
@@ -162,7 +162,7 @@ def test_merged_runs_and_a_shuffle_give_the_same_slices(tmp_path, monkeypatch):
     assert len(runs) > 5
     parts = {0: [], 1: []}
     for run in runs:
-        for group, part in groups._locate(run, by_split):
+        for group, part in groups.locate(run, by_split):
             parts[group].append(part)
     for split in (0, 1):
         merged = list(groups.MergedGroup(parts[split], by_split).slices(97))

@@ -106,7 +106,7 @@ def test_worker_processes_from_32_mb_of_input(
     ]
     pipeline_options = PipelineOptions(argv)
     plan = dataclasses.replace(planning.plan(pipeline_options), input_bytes=input_mb << 20)
-    runner = job._local_runner(pipeline_options, plan, argv)
+    runner = job.local_runner(pipeline_options, plan, argv)
     assert (runner is None) == ("--runner=DirectRunner" in runner_flags)
     assert runner is None or isinstance(runner, FnApiRunner)
     direct = pipeline_options.view_as(DirectOptions)

@@ -158,8 +158,8 @@ def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | 
         raise TrainError("the model was trained with another tokenizer than this data's (sha256 differs)")
 
 
-def train(config: TrainConfig, callbacks=()) -> list[dict]:
-    """Trains (or resumes) to ``config.steps``; returns the history entries."""
+def _check_data(config: TrainConfig) -> dict:
+    """The data's manifest, once the data and the flags are known to suit each other."""
     if config.steps < 1 or config.checkpoint_every < 1 or config.steps % config.checkpoint_every:
         raise TrainError(
             f"--steps ({config.steps}) must be a positive multiple of "
@@ -179,23 +179,18 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
             "--dynamic_masking re-masks token by token; these shards were masked by whole words, "
             "whose boundaries they do not store"
         )
-    strategy, on_gpu = device_setup()
-    if config.batch_size % strategy.num_replicas_in_sync:
-        raise TrainError(
-            f"--batch_size {config.batch_size} is not divisible by {strategy.num_replicas_in_sync} GPUs"
-        )
-    os.makedirs(config.output_dir, exist_ok=True)
-    saved_manifest_path = os.path.join(config.output_dir, data.MANIFEST)
-    saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
+    return manifest
 
-    config_path = os.path.join(config.output_dir, MODEL_CONFIG)
-    found = checkpoints(config.output_dir)
+
+def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
+    """The model's BertBackbone arguments: a resumed run's own, else from --model and the data."""
     if found:
         if found[-1][0] % config.checkpoint_every:
             raise TrainError(
                 f"the last checkpoint is at step {found[-1][0]}: resume with the --checkpoint_every it was "
                 f"written with (not {config.checkpoint_every})"
             )
+        config_path = os.path.join(config.output_dir, MODEL_CONFIG)
         try:
             with open(config_path) as f:
                 backbone = json.load(f)
@@ -204,45 +199,43 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
                 f"{config.output_dir} has checkpoints but no readable {MODEL_CONFIG}: {e}"
             ) from None
         print(f"resuming: the model is the one in {config_path} (--model is not used)")
-    else:
-        try:
-            backbone = model_lib.backbone_config(
-                config.model,
-                vocabulary_size=manifest["tokenizer"]["vocab_size"],
-                max_sequence_length=manifest["config"]["max_seq_length"],
-            )
-        except model_lib.ModelConfigError as e:
-            raise TrainError(str(e)) from None
-    _check_model_matches(backbone, manifest, saved_manifest)
-    history = []
-    with strategy.scope():
-        model = model_lib.build(backbone)
-        model_lib.compile_for_pretraining(
-            model,
-            learning_rate=config.learning_rate,
-            warmup_steps=config.warmup_steps,
-            total_steps=config.steps,
-            weight_decay=config.weight_decay,
-            clipnorm=config.clipnorm,
-            jit_compile=on_gpu,
+        return backbone
+    try:
+        return model_lib.backbone_config(
+            config.model,
+            vocabulary_size=manifest["tokenizer"]["vocab_size"],
+            max_sequence_length=manifest["config"]["max_seq_length"],
         )
-        if found:
-            step, path = found[-1]
-            restore_checkpoint(model, path)
-            history_path = os.path.join(config.output_dir, HISTORY)
-            if os.path.exists(history_path):
-                with open(history_path) as f:
-                    history = [h for h in json.load(f) if h["step"] <= step]
-            print(f"resuming from {path} at step {step}")
-    with open(config_path, "w") as f:
-        json.dump(backbone, f, indent=1)
+    except model_lib.ModelConfigError as e:
+        raise TrainError(str(e)) from None
 
-    for name in (data.MANIFEST, manifest["tokenizer"]["file"]):
-        shutil.copyfile(os.path.join(config.data_dir, name), os.path.join(config.output_dir, name))
-    step = int(model.optimizer.iterations)
-    if step >= config.steps:
-        print(f"already trained to step {step}")
-        return history
+
+def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool):
+    """(model, history so far): built and compiled in the strategy's scope, restored where resuming."""
+    model = model_lib.build(backbone)
+    model_lib.compile_for_pretraining(
+        model,
+        learning_rate=config.learning_rate,
+        warmup_steps=config.warmup_steps,
+        total_steps=config.steps,
+        weight_decay=config.weight_decay,
+        clipnorm=config.clipnorm,
+        jit_compile=on_gpu,
+    )
+    history = []
+    if found:
+        step, path = found[-1]
+        restore_checkpoint(model, path)
+        history_path = os.path.join(config.output_dir, HISTORY)
+        if os.path.exists(history_path):
+            with open(history_path) as f:
+                history = [h for h in json.load(f) if h["step"] <= step]
+        print(f"resuming from {path} at step {step}")
+    return model, history
+
+
+def _datasets(config: TrainConfig, manifest: dict, step: int):
+    """(train, eval, eval batches): eval on the validation split, else on the first batches of train."""
     train_ds = data.make_dataset(
         config.data_dir,
         "train",
@@ -262,6 +255,35 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
         if eval_split == "validation"
         else 20
     )
+    return train_ds, eval_ds, eval_batches
+
+
+def train(config: TrainConfig, callbacks=()) -> list[dict]:
+    """Trains (or resumes) to ``config.steps``; returns the history entries."""
+    manifest = _check_data(config)
+    strategy, on_gpu = device_setup()
+    if config.batch_size % strategy.num_replicas_in_sync:
+        raise TrainError(
+            f"--batch_size {config.batch_size} is not divisible by {strategy.num_replicas_in_sync} GPUs"
+        )
+    os.makedirs(config.output_dir, exist_ok=True)
+    saved_manifest_path = os.path.join(config.output_dir, data.MANIFEST)
+    saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
+    found = checkpoints(config.output_dir)
+    backbone = _backbone(config, manifest, found)
+    _check_model_matches(backbone, manifest, saved_manifest)
+    with strategy.scope():
+        model, history = _compiled_model(config, backbone, found, on_gpu)
+    with open(os.path.join(config.output_dir, MODEL_CONFIG), "w") as f:
+        json.dump(backbone, f, indent=1)
+    for name in (data.MANIFEST, manifest["tokenizer"]["file"]):
+        shutil.copyfile(os.path.join(config.data_dir, name), os.path.join(config.output_dir, name))
+
+    step = int(model.optimizer.iterations)
+    if step >= config.steps:
+        print(f"already trained to step {step}")
+        return history
+    train_ds, eval_ds, eval_batches = _datasets(config, manifest, step)
     if step == 0:  # where training starts from, for history.json
         scores = model.evaluate(eval_ds, steps=eval_batches, return_dict=True, verbose=0)
         history.append(_history_entry(0, None, scores["loss"], scores["masked_accuracy"]))

@@ -203,7 +203,7 @@ def _ipc_file(table: pa.Table, batch_rows: int) -> pa.Buffer:
     return sink.getvalue()
 
 
-class _WriteRuns(_Buffered):
+class WriteRuns(_Buffered):
     """Record batches -> RunFile: each RUN_BYTES of rows sorted into a run file under ``temp_dir``."""
 
     def __init__(self, sorting: Sorting, temp_dir: str):
@@ -254,7 +254,7 @@ class _Cursor:
         return pa.Table.from_batches(batches).slice(start - first * RUN_BATCH_ROWS, end - start)
 
 
-def _locate(run: RunFile, sorting: Sorting, *side):
+def locate(run: RunFile, sorting: Sorting, *side):
     """RunFile -> (group, (run path, first row, end row)) for each group with rows in the run."""
     with _source(run.path + KEYS) as source:
         groups = sorting.group(pa.ipc.open_file(source).read_all(), *side)
@@ -341,8 +341,8 @@ class SortedGroups(beam.PTransform):
             )
         return (
             batches
-            | "WriteRuns" >> beam.ParDo(_WriteRuns(sorting, self._temp_dir))
-            | "LocateGroups" >> beam.FlatMap(_locate, sorting, *self._side_inputs)
+            | "WriteRuns" >> beam.ParDo(WriteRuns(sorting, self._temp_dir))
+            | "LocateGroups" >> beam.FlatMap(locate, sorting, *self._side_inputs)
             | "GroupRuns" >> beam.GroupByKey()
             | "MergedGroups" >> beam.MapTuple(lambda g, parts: (g, MergedGroup(list(parts), sorting)))
         )

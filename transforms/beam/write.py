@@ -33,7 +33,7 @@ from mlmprep.transforms.tokenize import SPLITS
 RECORD_ORDER = Sorting(columns=records.SORT_COLUMNS, group=shard_groups, tiebreak=records.content)
 
 
-class _WriteShard(beam.DoFn):
+class WriteShard(beam.DoFn):
     """(split << 32 | shard, group of its rows) -> one info dict per file written."""
 
     def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id, generation=0):
@@ -152,7 +152,7 @@ class _AtomicFile:
         return self._digest.hexdigest()
 
 
-class _WriteEmptyShards(_WriteShard):
+class WriteEmptyShards(WriteShard):
     """Writes every shard no record went to, once the others are written."""
 
     def process(self, unused_trigger, layout, written):
@@ -225,7 +225,7 @@ class WriteShards(beam.PTransform):
             rows
             | "GroupByShard"
             >> SortedGroups(RECORD_ORDER, mode=self._grouping, temp_dir=self._temp_dir, side_inputs=[index])
-            | "WriteShard" >> beam.ParDo(_WriteShard(**self._writer_args), layout=shard_layout)
+            | "WriteShard" >> beam.ParDo(WriteShard(**self._writer_args), layout=shard_layout)
         )
         # Empty shards are written by a step of their own rather than by
         # flattening empty groups into the records: an in-memory runner would
@@ -235,7 +235,7 @@ class WriteShards(beam.PTransform):
             | "Once" >> beam.Create([None])
             | "WriteEmptyShards"
             >> beam.ParDo(
-                _WriteEmptyShards(**self._writer_args),
+                WriteEmptyShards(**self._writer_args),
                 layout=shard_layout,
                 written=beam.pvalue.AsList(written),
             )
