@@ -1,5 +1,6 @@
 """verify passes on good output and fails on each kind of corruption; inspect shows examples."""
 
+import dataclasses
 import json
 import shutil
 import subprocess
@@ -9,7 +10,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms import decode, encode, records
+from mlmprep.transforms import decode, encode
 
 from conftest import run_job
 
@@ -96,14 +97,9 @@ def test_missing_shard_fails(copy):
 
 def test_special_token_selected_fails(copy):
     name = "train-00001-of-00002.tfrecord"
-    examples = [decode.parse_example(r) for r in decode.read_tfrecords((copy / name).read_bytes())]
-    batch = records.MaskedBatch(
-        input_ids=np.stack([e["input_ids"] for e in examples]).astype(np.int32),
-        lengths=np.stack([e["input_mask"] for e in examples]).sum(axis=1).astype(np.int32),
-        masked_lm_positions=np.stack([e["masked_lm_positions"] for e in examples]).astype(np.int32),
-        masked_lm_ids=np.stack([e["masked_lm_ids"] for e in examples]).astype(np.int32),
-        num_predictions=np.stack([e["masked_lm_weights"] for e in examples]).sum(axis=1).astype(np.int32),
-    )
+    with open(copy / name, "rb") as f:
+        ((batch, _),) = decode.tfrecord_slices(f, 128, 20, rows=10**6)  # the whole shard, one slice
+    batch = dataclasses.replace(batch, masked_lm_positions=batch.masked_lm_positions.astype(np.int32))
     batch.masked_lm_positions[0, 0] = 0  # "predict" the [CLS]
     batch.masked_lm_ids[0, 0] = 101
     (copy / name).write_bytes(encode.tfrecord_bytes(encode.tf_examples(batch)))
@@ -217,3 +213,11 @@ def test_a_manifest_missing_its_fields_is_a_usage_error(copy, damage):
     _rewrite_manifest(copy, damage)
     done = cli("verify", str(copy))
     assert done.returncode == 2 and "Traceback" not in done.stderr and "no usable manifest" in done.stderr
+
+
+def test_an_unknown_format_version_is_a_clear_usage_error(copy):
+    _rewrite_manifest(copy, lambda m: m.update(format_version=2))
+    for command in ("verify", "inspect"):
+        done = cli(command, str(copy))
+        assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
+        assert "format_version 2; this mlmprep reads 1" in done.stderr

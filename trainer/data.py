@@ -15,8 +15,6 @@ from mlmprep.transforms import keys
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
-MANIFEST = manifest_lib.MANIFEST
-
 
 class DataError(ValueError):
     """The data directory cannot feed this model (no manifest, wrong shapes, ...)."""

@@ -19,6 +19,7 @@ import warnings
 import keras
 import tensorflow as tf
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import data
 from mlmprep.trainer import model as model_lib
 
@@ -267,7 +268,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
             f"--batch_size {config.batch_size} is not divisible by {strategy.num_replicas_in_sync} GPUs"
         )
     os.makedirs(config.output_dir, exist_ok=True)
-    saved_manifest_path = os.path.join(config.output_dir, data.MANIFEST)
+    saved_manifest_path = os.path.join(config.output_dir, manifest_lib.MANIFEST)
     saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
     found = checkpoints(config.output_dir)
     backbone = _backbone(config, manifest, found)
@@ -276,7 +277,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
         model, history = _compiled_model(config, backbone, found, on_gpu)
     with open(os.path.join(config.output_dir, MODEL_CONFIG), "w") as f:
         json.dump(backbone, f, indent=1)
-    for name in (data.MANIFEST, manifest["tokenizer"]["file"]):
+    for name in (manifest_lib.MANIFEST, manifest["tokenizer"]["file"]):
         shutil.copyfile(os.path.join(config.data_dir, name), os.path.join(config.output_dir, name))
 
     step = int(model.optimizer.iterations)
