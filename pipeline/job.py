@@ -59,10 +59,27 @@ class _WriteManifest(beam.DoFn):
         yield built
 
 
+def _pack(batches: beam.PCollection, job: JobPlan):
+    """Token ids -> fixed-length sequences: by document, or concatenated within groups of documents."""
+    shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
+    if job.packing == "document":
+        return batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_output_types(
+            SequenceBatch
+        ).with_outputs(counting.COUNTS, main="sequences")
+    ids = records.id_type(job.vocab.size, job.max_seq_length)
+    concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
+    return (
+        batches
+        | "ConcatRows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
+        | "GroupForConcat" >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
+        | "PackConcat"
+        >> beam.ParDo(concat).with_output_types(SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
+    )
+
+
 def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     """Adds the job to ``p``; returns the PCollection holding the manifest dict."""
     coders.register()
-    shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
     documents = (
         p
         | "InputPatterns" >> beam.Create(job.inputs)
@@ -85,23 +102,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
     tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
         TokenizedBatch
     ).with_outputs(counting.COUNTS, main="batches")
-    if job.packing == "document":
-        packed = tokenized.batches | "PackDocuments" >> beam.ParDo(
-            pack.PackDocuments(**shape)
-        ).with_output_types(SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
-    else:
-        ids = records.id_type(job.vocab.size, job.max_seq_length)
-        concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
-        packed = (
-            tokenized.batches
-            | "ConcatRows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
-            | "GroupForConcat"
-            >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
-            | "PackConcat"
-            >> beam.ParDo(concat)
-            .with_output_types(SequenceBatch)
-            .with_outputs(counting.COUNTS, main="sequences")
-        )
+    packed = _pack(tokenized.batches, job)
     masked = packed.sequences | "Mask" >> beam.ParDo(
         MaskSequences(
             config=job.masking,
