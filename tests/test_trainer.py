@@ -17,7 +17,7 @@ pytest.importorskip("keras_hub")
 from mlmprep.pipeline import train_tokenizer  # noqa: E402
 from mlmprep.trainer import data as data_lib  # noqa: E402
 from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
-from mlmprep.trainer.train import TrainConfig, TrainError, train  # noqa: E402
+from mlmprep.trainer.train import TrainConfig, TrainError, checkpoints, intervals, train, train_dataset  # noqa: E402
 from mlmprep.transforms import decode  # noqa: E402
 
 SEQ, PRED, VOCAB = 64, 10, 2000
@@ -88,7 +88,13 @@ def test_validation_loss_falls_well_below_start_and_unigram_baseline(trained, kj
     assert history[-1]["val_perplexity"] == pytest.approx(math.exp(end))
     on_disk = json.loads((out / "history.json").read_text())
     assert on_disk == history
-    assert set(on_disk[1]) == {"step", "train_loss", "val_loss", "val_masked_accuracy", "val_perplexity"}
+    assert set(on_disk[1]) == {
+        "step", "train_loss", "val_loss", "val_masked_accuracy", "val_perplexity", "val_unigram_loss"
+    }  # fmt: skip
+    # The baseline printed beside the loss: the entropy of the evaluated labels, counted here by hand.
+    counts = np.bincount(_masked_ids(kjv_data, "validation"))
+    p = counts[counts > 0] / counts.sum()
+    assert on_disk[-1]["val_unigram_loss"] == pytest.approx(float(-(p * np.log(p)).sum()), rel=1e-9)
     for name in ("model.keras", "tokenizer.json", "manifest.json"):
         assert (out / name).exists()
     assert list((out / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs"
@@ -168,6 +174,33 @@ def test_resume_continues_from_the_last_checkpoint_with_its_optimizer_state(kjv_
     assert resumed.last_step == 40
     assert [h["step"] for h in history] == [0, 20, 40]
     assert (tmp_path / "m" / "model.keras").exists()
+
+
+def test_any_number_of_steps_evaluates_at_the_last_and_a_resumed_run_sees_the_same_batches(
+    kjv_data, tmp_path
+):
+    def config(out, steps):
+        return TrainConfig(
+            data_dir=str(kjv_data), output_dir=str(tmp_path / out), steps=steps, checkpoint_every=20
+        )
+
+    assert intervals(0, 30, 20) == [(0, 20), (20, 30)] and intervals(30, 45, 20) == [(30, 40), (40, 45)]
+    assert [h["step"] for h in train(config("whole", 30))] == [0, 20, 30]
+    assert [step for step, _ in checkpoints(str(tmp_path / "whole"))] == [20, 30]
+    assert (tmp_path / "whole" / "model.keras").exists()
+    # Further, from a last step that is not a multiple of --checkpoint_every.
+    assert [h["step"] for h in train(config("whole", 45))] == [0, 20, 30, 40, 45]
+    # A stretch's batches depend on where it starts only: a run resumed at 20 gets the batches the
+    # uninterrupted run got after its checkpoint at 20.
+    manifest = data_lib.read_manifest(str(kjv_data))
+
+    def first_batch(start):
+        ((inputs, labels, _),) = train_dataset(config("any", 30), manifest, start).take(1)
+        return inputs["token_ids"].numpy(), labels.numpy()
+
+    for a, b in zip(first_batch(20), first_batch(20)):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first_batch(20)[0], first_batch(40)[0])
 
 
 def test_data_that_does_not_match_the_model_is_refused(kjv_data, trained, tmp_path, real_data, bert_vocab):

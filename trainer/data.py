@@ -161,7 +161,7 @@ def make_dataset(
         cycle_length=min(len(paths), 16),
         block_length=16,
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not training,
+        deterministic=True,  # the seed alone decides the order: a resumed run replays it exactly
     )
     if training:
         records = records.shuffle(16 * batch_size, seed=seed)

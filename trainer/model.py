@@ -26,6 +26,13 @@ class ModelConfigError(ValueError):
     """A model size or JSON config that cannot be built for this data."""
 
 
+def default_learning_rate(backbone: dict) -> float:
+    """A peak learning rate that learns within a few hundred steps: larger for smaller models, as the
+    BERT miniatures were trained (Turc et al., 2019) and BERT-base and -large at 1e-4 (Devlin et al.)."""
+    hidden = backbone["hidden_dim"]
+    return 1e-3 if hidden <= 256 else 5e-4 if hidden <= 512 else 1e-4
+
+
 def backbone_config(model: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
     """BertBackbone arguments for a size name or a JSON file of them."""
     if model in SIZES:

@@ -7,6 +7,7 @@ written every ``--checkpoint_every`` steps, after an evaluation on the
 validation split; a rerun of the same command resumes from the last one.
 """
 
+import collections
 import dataclasses
 import json
 import math
@@ -17,6 +18,7 @@ import time
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
@@ -28,6 +30,7 @@ HISTORY = "history.json"
 FINAL_MODEL = "model.keras"
 MODEL_CONFIG = "config.json"  # the BertBackbone arguments, to rebuild the model on resume
 KEEP_CHECKPOINTS = 3
+WARMUP_FRACTION = 0.1
 
 # BertBackbone's pooler feeds no MLM output; Keras warns that it gets no gradient.
 warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooled_dense")
@@ -43,9 +46,9 @@ class TrainConfig:
     output_dir: str
     model: str = "tiny"
     steps: int = 1000
-    batch_size: int = 32
-    learning_rate: float = 1e-4
-    warmup_steps: int = 100
+    batch_size: int = 64  # enough signal a step for a tiny model to beat a unigram model in 300 steps
+    learning_rate: float | None = None  # None: model.default_learning_rate for the model's size
+    warmup_steps: int | None = None  # None: WARMUP_FRACTION of the steps
     weight_decay: float = 0.01
     clipnorm: float = 1.0
     checkpoint_every: int = 500
@@ -94,29 +97,41 @@ def checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def _history_entry(step, train_loss, val_loss, val_accuracy) -> dict:
+def _history_entry(step, train_loss, val_loss, val_accuracy, baseline) -> dict:
     return {
         "step": step,
         "train_loss": None if train_loss is None else float(train_loss),
         "val_loss": float(val_loss),
         "val_masked_accuracy": float(val_accuracy),
         "val_perplexity": math.exp(min(float(val_loss), 50.0)),
+        "val_unigram_loss": baseline,
     }
+
+
+def unigram_loss(eval_ds, batches: int) -> float:
+    """The loss of a model that knows only how often each token is masked: the entropy of the evaluated
+    labels. A model below it has learned something from the context."""
+    counts = collections.Counter()
+    for _, labels, weights in eval_ds.take(batches):
+        counts.update(labels.numpy()[weights.numpy() > 0].tolist())
+    p = np.array(list(counts.values()), dtype=np.float64) / max(1, sum(counts.values()))
+    return float(-(p * np.log(p)).sum())
 
 
 class _CheckpointAndHistory(keras.callbacks.Callback):
     """After each evaluation: a history.json entry, then a checkpoint with the optimizer state."""
 
-    def __init__(self, output_dir: str, history: list):
+    def __init__(self, output_dir: str, history: list, baseline: float):
         super().__init__()
         self._output_dir = output_dir
         self._history = history
+        self._baseline = baseline
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         step = int(self.model.optimizer.iterations)
         self._history.append(
-            _history_entry(step, logs["loss"], logs["val_loss"], logs["val_masked_accuracy"])
+            _history_entry(step, logs["loss"], logs["val_loss"], logs["val_masked_accuracy"], self._baseline)
         )
         with open(os.path.join(self._output_dir, HISTORY), "w") as f:
             json.dump(self._history, f, indent=1)
@@ -161,10 +176,9 @@ def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | 
 
 def _check_data(config: TrainConfig) -> dict:
     """The data's manifest, once the data and the flags are known to suit each other."""
-    if config.steps < 1 or config.checkpoint_every < 1 or config.steps % config.checkpoint_every:
+    if config.steps < 1 or config.checkpoint_every < 1:
         raise TrainError(
-            f"--steps ({config.steps}) must be a positive multiple of "
-            f"--checkpoint_every ({config.checkpoint_every})"
+            f"--steps ({config.steps}) and --checkpoint_every ({config.checkpoint_every}) must be positive"
         )
     try:
         manifest = data.read_manifest(config.data_dir)
@@ -186,11 +200,6 @@ def _check_data(config: TrainConfig) -> dict:
 def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
     """The model's BertBackbone arguments: a resumed run's own, else from --model and the data."""
     if found:
-        if found[-1][0] % config.checkpoint_every:
-            raise TrainError(
-                f"the last checkpoint is at step {found[-1][0]}: resume with the --checkpoint_every it was "
-                f"written with (not {config.checkpoint_every})"
-            )
         config_path = os.path.join(config.output_dir, MODEL_CONFIG)
         try:
             with open(config_path) as f:
@@ -214,10 +223,13 @@ def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
 def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool):
     """(model, history so far): built and compiled in the strategy's scope, restored where resuming."""
     model = model_lib.build(backbone)
+    learning_rate = config.learning_rate or model_lib.default_learning_rate(backbone)
+    warmup = round(WARMUP_FRACTION * config.steps) if config.warmup_steps is None else config.warmup_steps
+    print(f"peak learning rate {learning_rate:g}, warmup {warmup} of {config.steps} steps")
     model_lib.compile_for_pretraining(
         model,
-        learning_rate=config.learning_rate,
-        warmup_steps=config.warmup_steps,
+        learning_rate=learning_rate,
+        warmup_steps=warmup,
         total_steps=config.steps,
         weight_decay=config.weight_decay,
         clipnorm=config.clipnorm,
@@ -235,16 +247,28 @@ def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bo
     return model, history
 
 
-def _datasets(config: TrainConfig, manifest: dict, step: int):
-    """(train, eval, eval batches): eval on the validation split, else on the first batches of train."""
-    train_ds = data.make_dataset(
+def intervals(step: int, steps: int, every: int) -> list[tuple[int, int]]:
+    """(first, last) step of each stretch of training from ``step``: evaluations and checkpoints come
+    every ``every`` steps and at the last one."""
+    ends = [*range((step // every + 1) * every, steps, every), steps]
+    return list(zip([step, *ends[:-1]], ends)) if step < steps else []
+
+
+def train_dataset(config: TrainConfig, manifest: dict, start: int):
+    """The batches of the stretch that starts at step ``start``: shuffled by a seed of that step, so a run
+    resumed from a checkpoint sees the very batches the uninterrupted run would have seen."""
+    return data.make_dataset(
         config.data_dir,
         "train",
         batch_size=config.batch_size,
         manifest=manifest,
-        seed=config.seed + step,  # a resumed run does not replay the same order
+        seed=config.seed + start,
         dynamic_masking=config.dynamic_masking,
     )
+
+
+def _eval_dataset(config: TrainConfig, manifest: dict):
+    """(eval, eval batches): eval on the validation split, else on the first batches of train."""
     eval_split = "validation" if data.shard_paths(config.data_dir, manifest, "validation") else "train"
     if eval_split == "train":
         print("no validation split in the data: evaluating on the first batches of train")
@@ -256,7 +280,7 @@ def _datasets(config: TrainConfig, manifest: dict, step: int):
         if eval_split == "validation"
         else 20
     )
-    return train_ds, eval_ds, eval_batches
+    return eval_ds, eval_batches
 
 
 def train(config: TrainConfig, callbacks=()) -> list[dict]:
@@ -284,25 +308,31 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     if step >= config.steps:
         print(f"already trained to step {step}")
         return history
-    train_ds, eval_ds, eval_batches = _datasets(config, manifest, step)
+    eval_ds, eval_batches = _eval_dataset(config, manifest)
+    baseline = unigram_loss(eval_ds, eval_batches)
     if step == 0:  # where training starts from, for history.json
         scores = model.evaluate(eval_ds, steps=eval_batches, return_dict=True, verbose=0)
-        history.append(_history_entry(0, None, scores["loss"], scores["masked_accuracy"]))
-    model.fit(
-        train_ds,
-        epochs=config.steps // config.checkpoint_every,
-        initial_epoch=step // config.checkpoint_every,
-        steps_per_epoch=config.checkpoint_every,
-        validation_data=eval_ds,
-        validation_steps=eval_batches,
-        callbacks=[
-            *callbacks,
-            _Throughput(config.batch_size),
-            _CheckpointAndHistory(config.output_dir, history),
-            keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"), update_freq=50),
-        ],
-        verbose=2 if os.environ.get("CI") else "auto",
-    )
+        history.append(_history_entry(0, None, scores["loss"], scores["masked_accuracy"], baseline))
+    all_callbacks = [
+        *callbacks,
+        _Throughput(config.batch_size),
+        _CheckpointAndHistory(config.output_dir, history, baseline),
+        keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"), update_freq=50),
+    ]
+    for start, end in intervals(step, config.steps, config.checkpoint_every):
+        epoch = -(-start // config.checkpoint_every)  # the stretch's number, for the logs
+        model.fit(
+            train_dataset(config, manifest, start),
+            initial_epoch=epoch,
+            epochs=epoch + 1,
+            steps_per_epoch=end - start,
+            validation_data=eval_ds,
+            validation_steps=eval_batches,
+            callbacks=all_callbacks,
+            verbose=2 if os.environ.get("CI") else "auto",
+        )
+        if model.stop_training:  # a callback stopped it
+            break
     if int(model.optimizer.iterations) >= config.steps:
         model.save(os.path.join(config.output_dir, FINAL_MODEL))
     return history
@@ -322,10 +352,18 @@ def main(argv):
         "--model", default="tiny", help=f"{'|'.join(model_lib.SIZES)} or a JSON BertBackbone config."
     )
     parser.add_argument("--steps", type=int, default=1000, help="Training steps in all (a rerun resumes).")
-    parser.add_argument("--batch_size", type=int, default=32, help="Global batch, divided across GPUs.")
-    parser.add_argument("--learning_rate", type=float, default=1e-4, help="Peak learning rate.")
+    parser.add_argument("--batch_size", type=int, default=64, help="Global batch, divided across GPUs.")
     parser.add_argument(
-        "--warmup_steps", type=int, default=100, help="Linear warmup, then linear decay to 0."
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="Peak learning rate (default: by model size, 1e-3 tiny, 5e-4 small, 1e-4 base and large).",
+    )
+    parser.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=None,
+        help=f"Linear warmup, then linear decay to 0 (default: {WARMUP_FRACTION:.0%} of --steps).",
     )
     parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay.")
     parser.add_argument(
@@ -357,7 +395,9 @@ def main(argv):
         raise UsageError(str(e)) from None
     if history:
         last = history[-1]
+        baseline = last.get("val_unigram_loss")
         print(
-            f"step {last['step']}: val_loss {last['val_loss']:.4f}, "
-            f"val_masked_accuracy {last['val_masked_accuracy']:.4f}"
+            f"step {last['step']}: val_loss {last['val_loss']:.4f}"
+            + (f" (a unigram model's: {baseline:.4f})" if baseline is not None else "")
+            + f", val_masked_accuracy {last['val_masked_accuracy']:.4f}"
         )
