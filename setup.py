@@ -58,6 +58,9 @@ setuptools.setup(
             "apache-airflow-providers-google>=18",
             "apache-beam[gcp]>=2.77,<3",
         ],
+        # The Parquet shards in Hugging Face's stack (tests/test_hf.py). PyTorch's default wheel
+        # is a CUDA build of several GB: install the CPU one first where there is no GPU.
+        "hf": ["torch>=2.1", "transformers>=4.40", "datasets>=2.14"],
         # bench/throughput.py's Hugging Face baseline.
         "bench": ["datasets>=2.14", "transformers>=4.40"],
     },
