@@ -32,6 +32,8 @@ TRAINER = [
     "tensorflow>=2.16",
     "keras-hub>=0.20",
     "tensorboard>=2.16",
+    # mlmprep export writes Hugging Face's weight format.
+    "safetensors>=0.4",
 ]
 
 setuptools.setup(

@@ -6,10 +6,17 @@ model's, not the input pipeline's (bench/input_throughput.py measures that).
 Works with any Keras backend: KERAS_BACKEND=tensorflow (the trainer's) or
 jax. On a GPU: bfloat16 mixed precision and XLA, as the trainer sets them.
 
-  python bench/model_throughput.py --model base --seq_len 128 --batch_size 256
+With ``--data OUT_DIR`` (an mlmprep output; its sequence length and
+predictions replace --seq_len and --predictions) it also checks that the
+trainer's tf.data reader is not the bottleneck: the reader alone, without a
+model, and the same training steps fed by the reader instead of a batch held
+in memory. The reader needs TensorFlow, whatever the Keras backend.
+
+  python bench/model_throughput.py --model base --seq_len 128 --batch_size 256 [--data OUT_DIR]
 """
 
 import argparse
+import itertools
 import os
 import time
 
@@ -46,7 +53,13 @@ def main():
     parser.add_argument("--steps", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
     parser.add_argument("--peak_tflops", type=float, default=None, help="Default: by device name.")
+    parser.add_argument("--data", help="An mlmprep output: also time the steps fed by the tf.data reader.")
     args = parser.parse_args()
+    if args.data:
+        from mlmprep.trainer import data
+
+        config = data.read_manifest(args.data)["config"]
+        args.seq_len, args.predictions = config["max_seq_length"], config["max_predictions_per_seq"]
 
     name = device_name()
     on_accelerator = "CPU" not in name.upper() and name != "cpu"
@@ -69,12 +82,7 @@ def main():
     }
     y = rng.integers(1000, args.vocab_size, (b, p)).astype("int32")
     w = np.ones((b, p), "float32")
-    for _ in range(args.warmup):
-        loss = model.train_on_batch(x, y, sample_weight=w)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        loss = model.train_on_batch(x, y, sample_weight=w)
-    elapsed = time.perf_counter() - start  # train_on_batch returns host values: the steps are done
+    elapsed, loss = timed_steps(model, itertools.repeat((x, y, w)), args.warmup, args.steps)
     seq_per_s = args.steps * b / elapsed
     flops = model_lib.train_flops_per_sequence(config, s, p) * seq_per_s
     peak = args.peak_tflops or next((v for k, v in PEAK_TFLOPS.items() if k in name), None)
@@ -87,6 +95,47 @@ def main():
     print(
         f"model TFLOP/s: {flops / 1e12:.1f}"
         + (f"  MFU: {flops / 1e12 / peak:.1%} of {peak} peak" if peak else "")
+    )
+    if args.data:
+        check_reader(model, args, seq_per_s)
+
+
+def timed_steps(model, batches, warmup: int, steps: int) -> tuple[float, object]:
+    """Seconds of ``steps`` training steps after ``warmup`` (compilation, buffers filling), and the loss."""
+    batches = iter(batches)
+    for _ in range(warmup):
+        x, y, w = next(batches)
+        loss = model.train_on_batch(x, y, sample_weight=w)
+    start = time.perf_counter()
+    for _ in range(steps):
+        x, y, w = next(batches)
+        loss = model.train_on_batch(x, y, sample_weight=w)
+    return time.perf_counter() - start, loss  # train_on_batch returns host values: the steps are done
+
+
+def check_reader(model, args, held_seq_per_s: float) -> None:
+    """The reader alone, then the model fed by it: the steps should run as fast as on a held batch."""
+    from mlmprep.trainer import data
+
+    def batches():
+        dataset = data.make_dataset(args.data, "train", batch_size=args.batch_size).repeat()
+        return dataset.as_numpy_iterator()
+
+    reader, count = batches(), args.steps * 4
+    for _ in range(args.warmup):
+        next(reader)
+    start = time.perf_counter()
+    for _ in range(count):
+        next(reader)
+    reader_seq_per_s = count * args.batch_size / (time.perf_counter() - start)
+    elapsed, _ = timed_steps(model, batches(), args.warmup, args.steps)
+    fed_seq_per_s = args.steps * args.batch_size / elapsed
+    share = fed_seq_per_s / held_seq_per_s
+    print(f"tf.data reader alone: {reader_seq_per_s:,.0f} sequences/s "
+          f"({reader_seq_per_s / held_seq_per_s:.1f}x what the model takes)")  # fmt: skip
+    print(
+        f"steps fed by the reader: {fed_seq_per_s:,.0f} sequences/s, {share:.0%} of a batch held in memory: "
+        + ("the reader is not the bottleneck" if share >= 0.95 else "THE READER SLOWS TRAINING")
     )
 
 

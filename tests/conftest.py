@@ -35,6 +35,49 @@ def bert_tokenizer_json(real_data):
     return str(VOCAB_DIR / "tokenizer.json")
 
 
+# The trainer's corpus: KJV with a 2,000-token tokenizer trained by the project.
+KJV_SEQ, KJV_PREDICTIONS, KJV_VOCAB = 64, 10, 2000
+
+
+@pytest.fixture(scope="session")
+def kjv_data(tmp_path_factory, real_data):
+    """KJV through the pipeline with a 2,000-token tokenizer trained by the project."""
+    from mlmprep.pipeline import train_tokenizer
+
+    root = tmp_path_factory.mktemp("kjv")
+    corpus = real_data / "corpora" / "small" / "kjv.txt"
+    tokenizer = train_tokenizer.train([str(corpus)], vocab_size=KJV_VOCAB)
+    tokenizer.save(str(root / "tokenizer.json"))
+    run_job(
+        root / "data",
+        f"--input={corpus}",
+        f"--tokenizer={root / 'tokenizer.json'}",
+        "--validation_fraction=0.05",
+        f"--max_seq_length={KJV_SEQ}",
+        f"--max_predictions_per_seq={KJV_PREDICTIONS}",
+        "--num_shards=4",
+    )
+    return root / "data"
+
+
+@pytest.fixture(scope="session")
+def trained(kjv_data, tmp_path_factory):
+    """A tiny model trained 400 steps on ``kjv_data`` (shared by the trainer's and the export's tests)."""
+    from mlmprep.trainer.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("model") / "model"
+    config = TrainConfig(
+        data_dir=str(kjv_data),
+        output_dir=str(out),
+        steps=400,
+        checkpoint_every=100,
+        learning_rate=2e-3,
+        warmup_steps=100,
+        batch_size=32,
+    )
+    return out, train(config)
+
+
 def run_job(output, *args, **flags):
     """Runs ``mlmprep run`` in process; returns the manifest dict."""
     from mlmprep.pipeline import job

@@ -1,7 +1,11 @@
-"""The Parquet shards feed Hugging Face's stack as they are: datasets, a DataLoader, BertForMaskedLM."""
+"""Hugging Face's stack: the Parquet shards feed datasets, a DataLoader and BertForMaskedLM as they are,
+and a model trained by mlmprep train leaves Keras for transformers with mlmprep export."""
 
 import itertools
+import subprocess
+import sys
 
+import numpy as np
 import pytest
 
 from conftest import run_job
@@ -68,3 +72,61 @@ def test_bert_for_masked_lm_learns_from_the_parquet_shards(tmp_path, real_data, 
     print(f"BertForMaskedLM on the Parquet shards: validation loss {before:.3f} -> {after:.3f}")
     assert before > 9.5  # untrained: about uniform over 30,522 tokens
     assert after < before - 2.5
+
+
+def test_an_exported_model_fills_masks_in_transformers_as_it_does_in_keras(trained, tmp_path):
+    pytest.importorskip("keras_hub")
+    from mlmprep.trainer.fill_mask import fill_mask, load
+
+    model_dir, _ = trained
+    hf_dir = tmp_path / "hf"
+    done = subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "export", f"--model={model_dir}",
+         f"--output={hf_dir}", "--format=transformers"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    for name in ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json", "vocab.txt"):
+        assert (hf_dir / name).exists(), name
+
+    # Every weight of BertForMaskedLM comes from the file: none missing, none left over.
+    _, info = transformers.BertForMaskedLM.from_pretrained(hf_dir, output_loading_info=True)
+    assert not any(info.values()), info
+
+    text = "and god said , let there be [MASK] : and there was [MASK] ."
+    fill = transformers.pipeline("fill-mask", model=str(hf_dir), top_k=5, device="cpu")
+    keras_model, tokenizer, manifest = load(str(model_dir))
+    seq = manifest["config"]["max_seq_length"]
+    encoded = fill.tokenizer(text, return_tensors="pt")
+    ids = encoded["input_ids"][0].tolist()
+    # The exported tokenizer frames text as the shards do.
+    cls, sep, mask = (tokenizer.token_to_id(t) for t in ("[CLS]", "[SEP]", "[MASK]"))
+    assert ids == [cls, *tokenizer.encode(text, add_special_tokens=False).ids, sep]
+    positions = [i for i, t in enumerate(ids) if t == mask]
+    assert len(positions) == 2
+
+    with torch.no_grad():
+        hf_logits = fill.model(**encoded).logits[0, positions].numpy()
+    token_ids = np.zeros((1, seq), np.int32)
+    token_ids[0, : len(ids)] = ids
+    keras_logits = np.asarray(
+        keras_model.predict(
+            {
+                "token_ids": token_ids,
+                "padding_mask": (np.arange(seq) < len(ids)).astype(np.int32)[None],
+                "segment_ids": np.zeros_like(token_ids),
+                "mask_positions": np.array([positions], np.int32),
+            },
+            verbose=0,
+        )[0]
+    )
+    difference = float(np.abs(hf_logits - keras_logits).max())
+    print(f"exported BertForMaskedLM: max |logit difference| {difference:.2e} over {hf_logits.size} logits")
+    assert difference < 1e-3
+
+    hf_top = [[c["token"] for c in candidates] for candidates in fill(text)]
+    keras_top = [
+        [tokenizer.token_to_id(token) for token, _ in candidates]
+        for candidates in fill_mask(keras_model, tokenizer, text, top_k=5, max_seq_length=seq)
+    ]
+    assert hf_top == keras_top

@@ -8,38 +8,19 @@ import sys
 import numpy as np
 import pytest
 
+from conftest import KJV_PREDICTIONS as PRED
+from conftest import KJV_SEQ as SEQ
+from conftest import KJV_VOCAB as VOCAB
 from conftest import run_job
 
 tf = pytest.importorskip("tensorflow")
 keras = pytest.importorskip("keras")
 pytest.importorskip("keras_hub")
 
-from mlmprep.pipeline import train_tokenizer  # noqa: E402
 from mlmprep.trainer import data as data_lib  # noqa: E402
 from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
 from mlmprep.trainer.train import TrainConfig, TrainError, checkpoints, intervals, train, train_dataset  # noqa: E402
 from mlmprep.transforms import decode  # noqa: E402
-
-SEQ, PRED, VOCAB = 64, 10, 2000
-
-
-@pytest.fixture(scope="module")
-def kjv_data(tmp_path_factory, real_data):
-    """KJV through the pipeline with a 2,000-token tokenizer trained by the project."""
-    root = tmp_path_factory.mktemp("kjv")
-    corpus = real_data / "corpora" / "small" / "kjv.txt"
-    tokenizer = train_tokenizer.train([str(corpus)], vocab_size=VOCAB)
-    tokenizer.save(str(root / "tokenizer.json"))
-    run_job(
-        root / "data",
-        f"--input={corpus}",
-        f"--tokenizer={root / 'tokenizer.json'}",
-        "--validation_fraction=0.05",
-        f"--max_seq_length={SEQ}",
-        f"--max_predictions_per_seq={PRED}",
-        "--num_shards=4",
-    )
-    return root / "data"
 
 
 def _masked_ids(data_dir, split):
@@ -58,21 +39,6 @@ def unigram_cross_entropy(data_dir) -> float:
     train_ids, val_ids = _masked_ids(data_dir, "train"), _masked_ids(data_dir, "validation")
     counts = np.bincount(train_ids, minlength=VOCAB) + 1.0  # add-one: no zero probabilities
     return float(-np.mean(np.log(counts[val_ids] / counts.sum())))
-
-
-@pytest.fixture(scope="module")
-def trained(kjv_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("model") / "model"
-    config = TrainConfig(
-        data_dir=str(kjv_data),
-        output_dir=str(out),
-        steps=400,
-        checkpoint_every=100,
-        learning_rate=2e-3,
-        warmup_steps=100,
-        batch_size=32,
-    )
-    return out, train(config)
 
 
 def test_validation_loss_falls_well_below_start_and_unigram_baseline(trained, kjv_data):
