@@ -26,6 +26,8 @@ REQUIRED = [
     "google-crc32c>=1.5",
     # Beam decompresses .zst input with it.
     "zstandard>=0.18",
+    # Sentence splitting for --sentence_pairs (Wikimedia's, ~300 languages, in Rust).
+    "sentencex>=1.0",
 ]
 
 TRAINER = [

@@ -8,7 +8,7 @@ import argparse
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import documents, pack, shards
+from mlmprep.transforms import documents, pack, pairs, shards
 from mlmprep.transforms.beam import groups
 from mlmprep.transforms.mask import MASK_COUNTS
 
@@ -100,6 +100,26 @@ class MlmPrepOptions(PipelineOptions):
             default="document",
             choices=pack.PACKINGS,
             help="document: sequences never cross documents; concat: documents joined by [SEP].",
+        )
+        parser.add_argument(
+            "--sentence_pairs",
+            default="none",
+            choices=pairs.MODES,
+            help="none: single segments (RoBERTa); nsp: [CLS] A [SEP] B [SEP] with B the next sentences or, "
+            "half the time, another document's (BERT); sop: A and B consecutive, swapped half the time "
+            "(ALBERT). Sentences are lines, split further by sentencex.",
+        )
+        parser.add_argument(
+            "--short_seq_prob",
+            type=float,
+            default=0.1,
+            help="With sentence pairs: the share of documents whose pairs aim at a random shorter length.",
+        )
+        parser.add_argument(
+            "--sentence_language",
+            default="en",
+            help="With sentence pairs: the language code whose rules sentencex splits lines by (its "
+            "fallbacks cover ~300 languages; CJK and other scripts' terminators are split in any).",
         )
         parser.add_argument(
             "--validation_fraction",

@@ -48,12 +48,18 @@ def first_rows(output_dir: str, manifest: manifest_lib.Manifest, split: str, n: 
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             read = decode.parquet_slices if parquet else decode.tfrecord_slices
-            batch, _ = next(read(f, seq, preds, n - len(rows)))
+            pairs = manifest_lib.sentence_pairs(manifest) != "none"
+            batch, _ = next(read(f, seq, preds, n - len(rows), pairs))
         labels = records.labels(batch)
         for i, length in enumerate(batch.lengths.tolist()):
             mask = (np.arange(seq) < length).astype(np.int64)
             rows.append({"input_ids": batch.input_ids[i], "attention_mask": mask, "labels": labels[i]})
+            if pairs:
+                rows[-1]["next_sentence_label"] = int(batch.next_sentence_labels[i])
     return rows
+
+
+_PAIR_LABELS = {"nsp": ("IsNext", "IsRandom"), "sop": ("in order", "swapped")}
 
 
 def main(argv):
@@ -73,5 +79,11 @@ def main(argv):
         raise UsageError(f"split {args.split!r} has no records in {args.output_dir}")
     print("[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; <token>: kept\n")
     for i, row in enumerate(rows):
-        print(f"--- {args.split} example {i}")
+        label = row.get("next_sentence_label")
+        pair = (
+            ""
+            if label is None
+            else f" (pair label {label}: {_PAIR_LABELS[manifest['config']['sentence_pairs']][label]})"
+        )
+        print(f"--- {args.split} example {i}{pair}")
         print(describe_example(tokenizer, row) + "\n")

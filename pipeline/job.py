@@ -26,6 +26,7 @@ from mlmprep.transforms.beam.mask import MaskSequences
 from mlmprep.transforms.beam.tokenize import TokenizeDocuments
 from mlmprep.transforms.beam.write import WriteShards
 from mlmprep.transforms.pack import SequenceBatch, concat_rows
+from mlmprep.transforms.pairs import MIN_DOC_TOKENS
 from mlmprep.transforms.tokenize import TokenizedBatch
 
 # Below this much input, extra worker processes cost more to start than they save.
@@ -60,13 +61,26 @@ class _WriteManifest(beam.DoFn):
 
 
 def _pack(batches: beam.PCollection, job: JobPlan):
-    """Token ids -> fixed-length sequences: by document, or concatenated within groups of documents."""
+    """Token ids -> fixed-length sequences: by document, concatenated within groups of documents, or
+    sentence pairs made within groups of documents."""
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
+    ids = records.id_type(job.vocab.size, job.max_seq_length)
+    if job.pairs is not None:
+        make_pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.masking.whole_word_masking)
+        return (
+            batches
+            | "PairRows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
+            | "GroupForPairs"
+            >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
+            | "PackPairs"
+            >> beam.ParDo(make_pairs)
+            .with_output_types(SequenceBatch)
+            .with_outputs(counting.COUNTS, main="sequences")
+        )
     if job.packing == "document":
         return batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_output_types(
             SequenceBatch
         ).with_outputs(counting.COUNTS, main="sequences")
-    ids = records.id_type(job.vocab.size, job.max_seq_length)
     concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
     return (
         batches
@@ -89,7 +103,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
             text_field=job.text_field,
             range_bytes=job.split_input_bytes,
             dedup=job.dedup,
-            with_keys=job.validation_fraction > 0 or job.packing == "concat",
+            with_keys=job.validation_fraction > 0 or job.packing == "concat" or job.pairs is not None,
             dedup_bits=job.dedup_bits,
         )
     )
@@ -97,7 +111,9 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         job.tokenizer_json,
         job.validation_fraction,
         word_starts=job.masking.whole_word_masking,
-        min_doc_tokens=job.min_doc_tokens,
+        # A document of one token has nothing to pair with: too short for sentence pairs.
+        min_doc_tokens=job.min_doc_tokens if job.pairs is None else max(job.min_doc_tokens, MIN_DOC_TOKENS),
+        sentence_language=None if job.pairs is None else job.sentence_language,
     )
     tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
         TokenizedBatch
@@ -123,6 +139,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         grouping=job.grouping,
         temp_dir=job.temp_dir,
         generation=job.generation,
+        pairs=job.pairs is not None,
     )
     counts = (
         [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]

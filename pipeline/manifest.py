@@ -14,7 +14,7 @@ import json
 import os
 import platform
 import re
-from typing import TypedDict
+from typing import NotRequired, TypedDict
 
 import pyarrow.fs
 
@@ -34,6 +34,7 @@ class ShardEntry(TypedDict):
     tokens: int
     predictions: int
     sha256: str
+    next_sentence_labels: NotRequired[list[int]]  # sentence pairs: records of label 0 and of label 1
 
 
 class SplitCounts(TypedDict):
@@ -42,6 +43,7 @@ class SplitCounts(TypedDict):
     tokens: int
     predictions: int
     shards: int  # per format
+    next_sentence_labels: NotRequired[list[int]]  # sentence pairs: sequences of label 0 and of label 1
 
 
 class Counts(TypedDict):
@@ -134,6 +136,9 @@ def build(
             "predictions": sum(s["predictions"] for s in files),
             "shards": len(files),
         }
+        if any("next_sentence_labels" in s for s in files):
+            labels = [s.get("next_sentence_labels", [0, 0]) for s in files]
+            splits[split]["next_sentence_labels"] = [sum(n[0] for n in labels), sum(n[1] for n in labels)]
     return {
         "format_version": FORMAT_VERSION,
         "config": config,
@@ -241,3 +246,8 @@ def masking_config(manifest: Manifest) -> MaskingConfig:
         whole_word_masking=config.get("whole_word_masking", False),
         mask_count=config.get("mask_count", "exact"),
     )
+
+
+def sentence_pairs(manifest: Manifest) -> str:
+    """The output's ``--sentence_pairs`` mode (``pairs.MODES``); outputs from before it have "none"."""
+    return manifest["config"].get("sentence_pairs", "none")

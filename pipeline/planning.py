@@ -19,9 +19,10 @@ from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.flags import MlmPrepOptions
-from mlmprep.transforms import encode, pack, shards, tokenize
+from mlmprep.transforms import encode, pack, pairs, shards, tokenize
 from mlmprep.transforms.beam import read
 from mlmprep.transforms.mask import MaskingConfig
+from mlmprep.transforms.pairs import PairConfig
 
 # Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
 # records reach their shards through run files there.
@@ -49,7 +50,9 @@ class JobPlan:
     seed: int
     dupe_factor: int
     packing: str
-    concat_groups: int
+    concat_groups: int  # groups of documents joined by concat packing or made into sentence pairs
+    pairs: PairConfig | None  # sentence pairs; None: single segments
+    sentence_language: str
     grouping: str  # groups.MODES
     temp_dir: str
     validation_fraction: float
@@ -98,6 +101,18 @@ def _validate(o: MlmPrepOptions):
         f"--validation_fraction must be in [0, 1), got {o.validation_fraction}",
     )
     _check(0 <= o.random_seed < 2**63, f"--random_seed must be in [0, 2**63), got {o.random_seed}")
+    _check(0 <= o.short_seq_prob <= 1, f"--short_seq_prob must be in [0, 1], got {o.short_seq_prob}")
+    if o.sentence_pairs != "none":
+        _check(
+            o.max_seq_length >= pairs.MIN_SEQ_LENGTH,
+            f"--sentence_pairs needs --max_seq_length of at least {pairs.MIN_SEQ_LENGTH}, "
+            f"got {o.max_seq_length}",
+        )
+        _check(
+            o.packing == "document",
+            "--packing concat joins documents into single segments; "
+            "--sentence_pairs packs pairs by BERT's rules",
+        )
 
 
 def _input_files(patterns, dry_run: bool) -> list[fingerprint_lib.InputFile]:
@@ -194,6 +209,10 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         dupe_factor=o.dupe_factor,
         packing=o.packing,
         concat_groups=pack.concat_group_count(input_bytes or 0),
+        pairs=None
+        if o.sentence_pairs == "none"
+        else PairConfig(o.sentence_pairs, o.max_seq_length, o.short_seq_prob, o.random_seed),
+        sentence_language=o.sentence_language,
         grouping=_grouping(o.grouping, options.view_as(StandardOptions).runner),
         temp_dir=FileSystems.join(o.output, TEMP_DIR),
         bucket_bits=shards.bucket_bits(shards.expected_records(input_bytes, o.dupe_factor, o.max_seq_length)),

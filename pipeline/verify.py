@@ -2,7 +2,9 @@
 
 Checks, per shard: it exists, its sha256, record, token and prediction
 counts match the manifest, its schema is the contract's; per record: the
-[CLS] ... [SEP] [PAD] frame, the masking invariants (specials never
+[CLS] ... [SEP] [PAD] frame (with sentence pairs: [CLS] A [SEP] B [SEP] [PAD],
+segment ids switching once after the first [SEP], labels 0 or 1 and their
+share within 4 sigma of one half), the masking invariants (specials never
 selected, positions inside the sequence and ascending, the prediction count
 rule, every selected token replaced by [MASK], a random ordinary token, or
 kept); that TFRecord and Parquet shards of the same name hold the same rows;
@@ -30,6 +32,7 @@ from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 MAX_REPORTED = 20
 READ_BYTES = 8 << 20
 _FIELDS = ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
+_PAIR_FIELDS = ("segment_starts", "next_sentence_labels")
 _DECODE_ERRORS = (decode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
 
 
@@ -37,6 +40,7 @@ _DECODE_ERRORS = (decode.CorruptRecordError, pa.ArrowException, ValueError, OSEr
 class Report:
     problems: list = dataclasses.field(default_factory=list)
     outcomes: collections.Counter = dataclasses.field(default_factory=collections.Counter)
+    pair_labels: list = dataclasses.field(default_factory=lambda: [0, 0])  # sentence pairs, first format
     records: int = 0
     shards: int = 0
 
@@ -64,17 +68,42 @@ class _HashingReader:
 
 
 def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail):
-    """[CLS] ... [SEP] [PAD], the masks and segments, and ids inside the vocabulary."""
+    """[CLS] ... [SEP] [PAD] (pairs: [CLS] A [SEP] B [SEP] [PAD]), the masks and segments, and ids inside
+    the vocabulary."""
     n, seq = batch.input_ids.shape
     cols, lengths = np.arange(seq)[None, :], batch.lengths[:, None]
     fail(np.any(extra["input_mask"] != (cols < lengths), axis=1), "input_mask is not ones then zeros")
-    fail(np.any(extra["segment_ids"] != 0, axis=1), "segment_ids not all 0")
+    if batch.next_sentence_labels is None:
+        fail(np.any(extra["segment_ids"] != 0, axis=1), "segment_ids not all 0")
+        if "next_sentence_labels" in extra:  # TFRecord's, always 0 without pairs
+            fail(np.any(extra["next_sentence_labels"] != 0, axis=1), "next_sentence_labels not 0")
+    else:
+        _check_pair(batch, extra, vocab, fail)
     fail(batch.input_ids[:, 0] != vocab.cls_id, "does not start with [CLS]")
     last = batch.input_ids[np.arange(n), np.maximum(batch.lengths - 1, 0)]
     fail(last != vocab.sep_id, "does not end with [SEP]")
     fail(np.any((cols >= lengths) & (batch.input_ids != vocab.pad_id), axis=1), "padding is not [PAD]")
     fail(np.sum(batch.input_ids == vocab.cls_id, axis=1) != 1, "[CLS] more than once")
     fail(np.any((batch.input_ids < 0) | (batch.input_ids >= vocab.size), axis=1), "id outside the vocabulary")
+
+
+def _check_pair(batch: MaskedBatch, extra: dict, vocab, fail):
+    """Two segments, each with its [SEP], segment ids switching to 1 once, after the first [SEP]."""
+    n, seq = batch.input_ids.shape
+    cols, lengths = np.arange(seq)[None, :], batch.lengths[:, None]
+    seps = (batch.input_ids == vocab.sep_id) & (cols < lengths)
+    fail(seps.sum(axis=1) != 2, "a pair without exactly two [SEP]s")
+    first_sep = np.argmax(seps, axis=1)
+    segment_ids = extra["segment_ids"]
+    fail(np.any((segment_ids != 0) & (segment_ids != 1), axis=1), "segment_ids not 0 or 1")
+    starts = first_sep + 1
+    expected = (cols >= starts[:, None]) & (cols < lengths)
+    fail(
+        np.any(segment_ids != expected, axis=1), "segment_ids do not switch to 1 once, after the first [SEP]"
+    )
+    fail((starts < 2) | (starts > batch.lengths - 2), "an empty segment")
+    labels = batch.next_sentence_labels
+    fail((labels != 0) & (labels != 1), "next_sentence_labels not 0 or 1")
 
 
 def _check_predictions(batch: MaskedBatch, extra: dict, vocab, fail) -> np.ndarray:
@@ -151,15 +180,16 @@ def check_batch(
 def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
     seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
+    pairs = config.get("sentence_pairs", "none") != "none"
     name = shard["file"]
     rows = encode.slice_rows(seq)
     if shard["format"] == "tfrecord":
         stream = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name)))
-        return decode.tfrecord_slices(stream, seq, preds, rows), stream.sha256
+        return decode.tfrecord_slices(stream, seq, preds, rows, pairs), stream.sha256
     # Parquet is read from its footer: the hash takes a pass of its own.
     digest = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name))).sha256()
     parquet = stack.enter_context(manifest_lib.open_file(output_dir, name, seekable=True))
-    return decode.parquet_slices(parquet, seq, preds, rows), lambda: digest
+    return decode.parquet_slices(parquet, seq, preds, rows, pairs), lambda: digest
 
 
 def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, report, totals):
@@ -196,6 +226,11 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                     tokens=int(batch.lengths.sum()),
                     predictions=int(batch.num_predictions.sum()),
                 )
+                if batch.next_sentence_labels is not None:
+                    seen[name].update(
+                        label_0=int(np.sum(batch.next_sentence_labels == 0)),
+                        label_1=int(np.sum(batch.next_sentence_labels == 1)),
+                    )
                 read[name] = batch
             if len(files) == 2 and len(hashes) == 2 and not failed and not unequal:
                 first, second = (read.get(shard["file"]) for shard in files)
@@ -203,6 +238,13 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                     unequal = first is not second  # one file has rows the other does not
                 else:
                     unequal = not all(np.array_equal(getattr(first, f), getattr(second, f)) for f in _FIELDS)
+                    pairs = first.next_sentence_labels is not None
+                    unequal = unequal or (
+                        pairs
+                        and not all(
+                            np.array_equal(getattr(first, f), getattr(second, f)) for f in _PAIR_FIELDS
+                        )
+                    )
                 if unequal:
                     report.problem(
                         files[0]["file"], f"{files[0]['format']} and {files[1]['file']} hold different rows"
@@ -218,11 +260,19 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
             for field in ("records", "tokens", "predictions"):
                 if seen[name][field] != shard.get(field):
                     report.problem(name, f"{seen[name][field]} {field}, the manifest says {shard.get(field)}")
+            labels = [seen[name]["label_0"], seen[name]["label_1"]]
+            if pairs_mode(config) and labels != shard.get("next_sentence_labels"):
+                report.problem(
+                    name,
+                    f"next_sentence_labels {labels}, the manifest says {shard.get('next_sentence_labels')}",
+                )
             totals[(shard["split"], shard["format"])].update(
                 sequences=seen[name]["records"],
                 tokens=seen[name]["tokens"],
                 predictions=seen[name]["predictions"],
                 shards=1,
+                label_0=labels[0],
+                label_1=labels[1],
             )
 
 
@@ -243,6 +293,8 @@ def check_counts(manifest: dict, totals: dict, report: Report):
                     report.problem(
                         f"{split} ({fmt})", f"{field} {seen[field]}, the manifest says {listed.get(field)}"
                     )
+            if pairs_mode(manifest["config"]):
+                _check_labels(split, fmt, listed, [seen["label_0"], seen["label_1"]], report)
         if listed.get("sequences") and not listed.get("documents"):
             report.problem("manifest", f"{split} has {listed['sequences']} sequences from 0 documents")
     written = counts["documents_written"]
@@ -252,6 +304,25 @@ def check_counts(manifest: dict, totals: dict, report: Report):
         report.problem("manifest", "documents_read != documents_written + documents dropped")
     if written == 0 and any(seen["sequences"] for seen in totals.values()):
         report.problem("manifest", "documents_written is 0, yet the shards hold sequences")
+
+
+def pairs_mode(config: dict) -> bool:
+    return config.get("sentence_pairs", "none") != "none"
+
+
+def _check_labels(split: str, fmt: str, listed: dict, seen: list[int], report: Report):
+    """The split's label counts as the shards hold them, and their share within 4 sigma of one half."""
+    if listed.get("next_sentence_labels") != seen:
+        report.problem(
+            f"{split} ({fmt})",
+            f"next_sentence_labels {seen}, the manifest says {listed.get('next_sentence_labels')}",
+        )
+    total = sum(seen)
+    if total and abs(seen[1] - total / 2) > 4 * np.sqrt(total) / 2:
+        report.problem(
+            f"{split} ({fmt})",
+            f"{seen[1] / total:.3f} of the pairs have label 1: not within 4 sigma of one half",
+        )
 
 
 def _check_fields(manifest: dict):
@@ -286,6 +357,10 @@ def verify(output_dir: str) -> Report:
         _verify_shard(output_dir, files, config, vocab=vocab, masking=masking, report=report, totals=totals)
     first_format = (config.get("formats") or ["tfrecord"])[0]
     report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)
+    for label in (0, 1):
+        report.pair_labels[label] = sum(
+            s[f"label_{label}"] for (_, fmt), s in totals.items() if fmt == first_format
+        )
     check_counts(manifest, totals, report)
     return report
 
@@ -299,6 +374,9 @@ def main(argv) -> int:
     fractions = {k: report.outcomes[k] / total if total else 0.0 for k in ("mask", "random", "same")}
     print(f"checked {report.shards} shard files, {report.records:,} records, {total:,} predictions")
     print("replacements: " + ", ".join(f"{k} {v:.4f}" for k, v in fractions.items()))
+    if sum(report.pair_labels):
+        zero, one = report.pair_labels
+        print(f"sentence pairs: label 0 {zero:,}, label 1 {one:,} ({one / (zero + one):.4f})")
     if report.problems:
         for line in report.problems[:MAX_REPORTED]:
             print(f"FAIL {line}")

@@ -129,18 +129,27 @@ def parse_example(data: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def _masked_batch(input_ids, input_mask, positions, ids, weights) -> MaskedBatch:
-    """The batch as read; lengths and counts from the masks, so they are checked, not trusted."""
+def _masked_batch(
+    input_ids, input_mask, positions, ids, weights, segment_ids=None, labels=None
+) -> MaskedBatch:
+    """The batch as read; lengths and counts from the masks, so they are checked, not trusted.
+
+    With ``labels`` (sentence pairs), a row's segment start is its first position of segment 1.
+    """
     return MaskedBatch(
         input_ids=input_ids.astype(np.int64),
         lengths=input_mask.sum(axis=1).astype(np.int32),
         masked_lm_positions=positions.astype(np.int64),
         masked_lm_ids=ids.astype(np.int64),
         num_predictions=weights.sum(axis=1).astype(np.int32),
+        segment_starts=None if labels is None else np.argmax(segment_ids == 1, axis=1).astype(np.int32),
+        next_sentence_labels=None if labels is None else labels.reshape(-1).astype(np.int64),
     )
 
 
-def _tfrecord_batch(records: list[bytes], first: int, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
+def _tfrecord_batch(
+    records: list[bytes], first: int, seq: int, preds: int, pairs: bool = False
+) -> tuple[MaskedBatch, dict]:
     examples = [parse_example(r) for r in records]
     expected = {
         name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
@@ -159,15 +168,20 @@ def _tfrecord_batch(records: list[bytes], first: int, seq: int, preds: int) -> t
         stack["masked_lm_positions"],
         stack["masked_lm_ids"],
         stack["masked_lm_weights"],
+        stack["segment_ids"],
+        stack["next_sentence_labels"] if pairs else None,
     )
     return batch, stack
 
 
-def tfrecord_slices(stream, seq: int, preds: int, rows: int) -> Iterator[tuple[MaskedBatch, dict]]:
-    """(batch, raw columns) of ``rows`` records at a time from a TFRecord stream, read in order."""
+def tfrecord_slices(
+    stream, seq: int, preds: int, rows: int, pairs: bool = False
+) -> Iterator[tuple[MaskedBatch, dict]]:
+    """(batch, raw columns) of ``rows`` records at a time from a TFRecord stream, read in order;
+    ``pairs``: the records are sentence pairs."""
     records, first = iter_tfrecords(stream), 0
     while chunk := list(itertools.islice(records, rows)):
-        yield _tfrecord_batch(chunk, first, seq, preds)
+        yield _tfrecord_batch(chunk, first, seq, preds, pairs)
         first += len(chunk)
 
 
@@ -182,30 +196,40 @@ def _matrix(column: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
 def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
     columns = {
         name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
-        for name in table.column_names
+        for name in encode.PARQUET_SCHEMA.names
     }
+    pairs = "next_sentence_label" in table.column_names
+    labels = table.column("next_sentence_label").to_numpy()[:, None] if pairs else None
     batch = _masked_batch(
         columns["input_ids"],
         columns["attention_mask"],
         columns["masked_lm_positions"],
         columns["masked_lm_ids"],
         columns["masked_lm_weights"],
+        columns["token_type_ids"],
+        labels,
     )
-    return batch, {
+    extra = {
         "input_mask": columns["attention_mask"],
         "segment_ids": columns["token_type_ids"],
         "masked_lm_weights": columns["masked_lm_weights"],
         "labels": columns["labels"],
     }
+    if pairs:
+        extra["next_sentence_labels"] = labels
+    return batch, extra
 
 
-def parquet_slices(f, seq: int, preds: int, rows: int) -> Iterator[tuple[MaskedBatch, dict]]:
+def parquet_slices(
+    f, seq: int, preds: int, rows: int, pairs: bool = False
+) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of exactly ``rows`` rows (the last one fewer) from a seekable Parquet file,
-    whatever its row groups."""
+    whatever its row groups; ``pairs``: the rows are sentence pairs."""
     parquet = pq.ParquetFile(f)
-    if parquet.schema_arrow != encode.PARQUET_SCHEMA:
+    schema = encode.parquet_schema(pairs)
+    if parquet.schema_arrow != schema:
         raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
-    pending = pa.Table.from_batches([], schema=encode.PARQUET_SCHEMA)
+    pending = pa.Table.from_batches([], schema=schema)
     for batch in parquet.iter_batches(batch_size=rows):
         pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
         while pending.num_rows >= rows:

@@ -190,7 +190,8 @@ class _PieceBuilder:
         return pieces
 
 
-def _split(text: str, limit: int = PIECE_CHARS) -> list[str]:
+def split_pieces(text: str, limit: int = PIECE_CHARS) -> list[str]:
+    """A text cut at whitespace into pieces of at most ``limit`` characters (none if it is empty)."""
     if len(text) <= limit:
         return [text] if text else []
     builder = _PieceBuilder(limit)
@@ -247,7 +248,7 @@ class _DocumentText:
             self._to_builder()
             pieces = self._builder.finish()
         else:
-            pieces = _split(_decode(b"\n".join(self._raw)), self._limit)
+            pieces = split_pieces(_decode(b"\n".join(self._raw)), self._limit)
         self._raw, self._raw_bytes, self._long, self.empty, self.control = [], 0, False, True, False
         return pieces
 
@@ -327,7 +328,7 @@ class _TextDocuments:
             self._invalid.skip()
             for raw in raws:
                 self._emit(_decode(raw))
-        return [[text] if len(text) <= limit else _split(text, limit) for text in texts]
+        return [[text] if len(text) <= limit else split_pieces(text, limit) for text in texts]
 
     def block(self, block: bytes, offset: int) -> Iterator[tuple[list[list[str]], bool]]:
         """The documents a block of lines ends or holds, in batches, each with whether it may hold control
@@ -387,7 +388,7 @@ class _TextDocuments:
                 if self._past(offset + start):
                     self.done = True
                     return
-                yield self._emit(_split(_decode(line), self._limit))
+                yield self._emit(split_pieces(_decode(line), self._limit))
                 start += len(line) + 1
         elif self._owned:
             self._text.add_lines(block[start : end - 1])
@@ -751,7 +752,7 @@ class DocumentSource:
         docs, chars = [], 0
         try:
             for value in values:
-                docs.append(_split(value))
+                docs.append(split_pieces(value))
                 chars += len(value)
                 if chars >= BLOCK_BYTES:
                     yield accepted(docs, self.counts, blank=True)

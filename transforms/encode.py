@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlmprep.transforms import records
+from mlmprep.transforms import pairs, records
 from mlmprep.transforms.records import MaskedBatch
 
 # Feature name -> is_float, in the order written (sorted, as TensorFlow does).
@@ -146,14 +146,19 @@ def _feature_prefix(key: bytes, kind: int, payload_length: int) -> bytes:
 def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
     """The BERT pre-training features of a batch, as [N, width] arrays."""
     n, width = batch.input_ids.shape
+    if batch.segment_starts is None:  # single segments
+        segment_ids, labels = np.zeros((n, width), dtype=np.int32), np.zeros((n, 1), dtype=np.int32)
+    else:
+        segment_ids = pairs.segment_ids(batch.segment_starts, batch.lengths, width)
+        labels = batch.next_sentence_labels.astype(np.int32)[:, None]
     return {
         "input_ids": batch.input_ids,
         "input_mask": (np.arange(width)[None, :] < batch.lengths[:, None]).astype(np.int32),
-        "segment_ids": np.zeros((n, width), dtype=np.int32),
+        "segment_ids": segment_ids,
         "masked_lm_positions": batch.masked_lm_positions,
         "masked_lm_ids": batch.masked_lm_ids,
         "masked_lm_weights": batch.masked_lm_weights,
-        "next_sentence_labels": np.zeros((n, 1), dtype=np.int32),
+        "next_sentence_labels": labels,
     }
 
 
@@ -261,6 +266,12 @@ PARQUET_SCHEMA = pa.schema(
         pa.field("masked_lm_weights", _list(pa.float32()), nullable=False),
     ]
 )
+# With sentence pairs: the label, named as Hugging Face's BertForPreTraining takes it.
+PAIRS_PARQUET_SCHEMA = PARQUET_SCHEMA.append(pa.field("next_sentence_label", pa.int32(), nullable=False))
+
+
+def parquet_schema(pairs: bool) -> pa.Schema:
+    return PAIRS_PARQUET_SCHEMA if pairs else PARQUET_SCHEMA
 
 
 def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
@@ -282,24 +293,25 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
         "masked_lm_ids": batch.masked_lm_ids,
         "masked_lm_weights": columns["masked_lm_weights"],
     }
-    return pa.Table.from_arrays(
-        [_list_column(arrays[f.name], f.type) for f in PARQUET_SCHEMA],
-        schema=PARQUET_SCHEMA,
-    )
+    table = [_list_column(arrays[f.name], f.type) for f in PARQUET_SCHEMA]
+    if batch.next_sentence_labels is None:
+        return pa.Table.from_arrays(table, schema=PARQUET_SCHEMA)
+    labels = pa.array(batch.next_sentence_labels.astype(np.int32), pa.int32())
+    return pa.Table.from_arrays([*table, labels], schema=PAIRS_PARQUET_SCHEMA)
 
 
 class ParquetShard:
     """A Parquet file written into ``sink`` (any object with ``write``) as it is built, one row group per
     batch added: what it holds is a row group, not the file."""
 
-    def __init__(self, sink):
+    def __init__(self, sink, pairs: bool = False):
         # zstd: smaller and faster to write than the default snappy here; every
         # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
         # Dictionaries and statistics suit neither token ids nor masks: without
         # them a shard is written a third faster and is under 10% larger.
         self._writer = pq.ParquetWriter(
             pa.PythonFile(sink, mode="w"),
-            PARQUET_SCHEMA,
+            parquet_schema(pairs),
             compression="zstd",
             use_dictionary=False,
             write_statistics=False,

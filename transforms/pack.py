@@ -25,6 +25,9 @@ class SequenceBatch:
     keys: np.ndarray  # uint64 [N]
     splits: np.ndarray  # int8 [N]
     word_starts: np.ndarray | None = None  # bool [N, max_seq_length]
+    # Sentence pairs only: where segment B starts, and the pair's label (see ``pairs``).
+    segment_starts: np.ndarray | None = None  # int32 [N]
+    pair_labels: np.ndarray | None = None  # int8 [N]
 
     @property
     def nbytes(self) -> int:
@@ -160,8 +163,15 @@ def pack_concat(
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), starts
 
 
-def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray) -> np.ndarray:
-    """Content keys: a hash of each sequence's real token ids (int32, little-endian)."""
+def sequence_keys(input_ids: np.ndarray, lengths: np.ndarray, segment_starts=None, labels=None) -> np.ndarray:
+    """Content keys: a hash of each sequence's real token ids (int32, little-endian); a pair's segment
+    start and label are hashed after its ids."""
+    if segment_starts is not None:
+        n = len(lengths)
+        extended = np.concatenate([input_ids, np.zeros((n, 2), dtype=input_ids.dtype)], axis=1)
+        extended[np.arange(n), lengths] = segment_starts
+        extended[np.arange(n), lengths + 1] = labels
+        return sequence_keys(extended, lengths + 2)
     real = np.arange(input_ids.shape[1])[None, :] < lengths[:, None]
     return keys.content_keys(input_ids[real].astype("<i4", copy=False).tobytes(), np.asarray(lengths) * 4)
 
@@ -185,21 +195,24 @@ def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArr
 
 
 def concat_rows(batch, groups: int, ids: pa.DataType) -> pa.RecordBatch:
-    """TokenizedBatch -> rows of (split, concat group, document key, ids, word starts) for SortedGroups.
+    """TokenizedBatch -> rows of (split, group, document key, ids, word starts[, sentence ends]) for
+    SortedGroups: the documents concat packing joins, or sentence pairs are made of, in groups.
 
     Without whole-word masking every document's word starts are empty.
     """
     starts = batch.word_starts or [np.zeros(0, bool)] * len(batch.token_ids)
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(batch.splits.astype(np.uint8)),
-            pa.array((batch.keys % np.uint64(groups)).astype(np.uint32)),
-            pa.array(batch.keys, pa.uint64()),
-            _list_array(batch.token_ids, ids),
-            _list_array(starts, pa.bool_()),
-        ],
-        names=["split", "group", "doc_key", "ids", "starts"],
-    )
+    columns = [
+        pa.array(batch.splits.astype(np.uint8)),
+        pa.array((batch.keys % np.uint64(groups)).astype(np.uint32)),
+        pa.array(batch.keys, pa.uint64()),
+        _list_array(batch.token_ids, ids),
+        _list_array(starts, pa.bool_()),
+    ]
+    names = ["split", "group", "doc_key", "ids", "starts"]
+    if batch.sentence_ends is not None:
+        columns.append(_list_array(batch.sentence_ends, pa.int32()))
+        names.append("sentence_ends")
+    return pa.RecordBatch.from_arrays(columns, names=names)
 
 
 def concat_groups(rows) -> np.ndarray:
@@ -215,4 +228,10 @@ def ragged_rows(column) -> list[np.ndarray]:
 def document_content(rows, indices: np.ndarray) -> list[tuple[bytes, bytes]]:
     """Documents with one key, ordered by their ids (as int32 bytes), as BERT's concat order always was."""
     ids, starts = ragged_rows(rows.column("ids")), ragged_rows(rows.column("starts"))
-    return [(ids[i].astype("<i4").tobytes(), starts[i].tobytes()) for i in indices.tolist()]
+    if "sentence_ends" not in rows.schema.names:
+        return [(ids[i].astype("<i4").tobytes(), starts[i].tobytes()) for i in indices.tolist()]
+    ends = ragged_rows(rows.column("sentence_ends"))
+    return [
+        (ids[i].astype("<i4").tobytes(), starts[i].tobytes(), ends[i].astype("<i4").tobytes())
+        for i in indices.tolist()
+    ]

@@ -23,6 +23,9 @@ class MaskedBatch:
     masked_lm_positions: np.ndarray  # int32 [N, P], ascending, then 0
     masked_lm_ids: np.ndarray  # int32 [N, P]: the original ids
     num_predictions: np.ndarray  # int32 [N]
+    # Sentence pairs only (``pairs``): where segment B starts, and the pair's label.
+    segment_starts: np.ndarray | None = None  # int32 [N]
+    next_sentence_labels: np.ndarray | None = None  # int8 [N]
 
     @property
     def masked_lm_weights(self) -> np.ndarray:
@@ -51,16 +54,17 @@ def id_type(vocab_size: int, max_seq_length: int) -> pa.DataType:
     return pa.uint16() if max(vocab_size, max_seq_length) <= 1 << 16 else pa.int32()
 
 
-def schema(ids: pa.DataType) -> pa.Schema:
-    return pa.schema(
-        [
-            ("split", pa.uint8()),
-            ("key", pa.uint64()),
-            ("input_ids", pa.list_(ids)),
-            ("masked_lm_positions", pa.list_(ids)),
-            ("masked_lm_ids", pa.list_(ids)),
-        ]
-    )
+def schema(ids: pa.DataType, pairs: bool = False) -> pa.Schema:
+    fields = [
+        ("split", pa.uint8()),
+        ("key", pa.uint64()),
+        ("input_ids", pa.list_(ids)),
+        ("masked_lm_positions", pa.list_(ids)),
+        ("masked_lm_ids", pa.list_(ids)),
+    ]
+    if pairs:
+        fields += [("segment_start", ids), ("next_sentence_label", pa.uint8())]
+    return pa.schema(fields)
 
 
 def _ragged(matrix: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
@@ -73,17 +77,21 @@ def _ragged(matrix: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) ->
 
 
 def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.DataType) -> pa.RecordBatch:
-    """Records as Arrow rows: split, record key, and the unpadded masked sequence."""
-    return pa.RecordBatch.from_arrays(
-        [
-            pa.array(splits, pa.uint8()),
-            pa.array(keys, pa.uint64()),
-            _ragged(batch.input_ids, batch.lengths, ids),
-            _ragged(batch.masked_lm_positions, batch.num_predictions, ids),
-            _ragged(batch.masked_lm_ids, batch.num_predictions, ids),
-        ],
-        schema=schema(ids),
-    )
+    """Records as Arrow rows: split, record key, the unpadded masked sequence (and a pair's segments)."""
+    columns = [
+        pa.array(splits, pa.uint8()),
+        pa.array(keys, pa.uint64()),
+        _ragged(batch.input_ids, batch.lengths, ids),
+        _ragged(batch.masked_lm_positions, batch.num_predictions, ids),
+        _ragged(batch.masked_lm_ids, batch.num_predictions, ids),
+    ]
+    pairs = batch.segment_starts is not None
+    if pairs:
+        columns += [
+            pa.array(batch.segment_starts.astype(np.dtype(str(ids))), ids),
+            pa.array(batch.next_sentence_labels.astype(np.uint8), pa.uint8()),
+        ]
+    return pa.RecordBatch.from_arrays(columns, schema=schema(ids, pairs))
 
 
 def list_parts(column) -> tuple[np.ndarray, np.ndarray]:
@@ -105,13 +113,22 @@ def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id
     ids, lengths = list_parts(rows.column("input_ids"))
     positions, counts = list_parts(rows.column("masked_lm_positions"))
     original, _ = list_parts(rows.column("masked_lm_ids"))
+    pairs = "segment_start" in rows.schema.names
     return MaskedBatch(
         input_ids=_padded(ids, lengths, max_seq_length, pad_id),
         lengths=lengths,
         masked_lm_positions=_padded(positions, counts, max_predictions_per_seq, 0),
         masked_lm_ids=_padded(original, counts, max_predictions_per_seq, 0),
         num_predictions=counts,
+        segment_starts=_scalars(rows, "segment_start", np.int32) if pairs else None,
+        next_sentence_labels=_scalars(rows, "next_sentence_label", np.int8) if pairs else None,
     )
+
+
+def _scalars(rows, name: str, dtype) -> np.ndarray:
+    column = rows.column(name)
+    array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    return array.to_numpy(zero_copy_only=False).astype(dtype)
 
 
 def content(rows, indices: np.ndarray) -> list[bytes]:
@@ -123,5 +140,11 @@ def content(rows, indices: np.ndarray) -> list[bytes]:
         ends = np.cumsum(lengths).tolist()
         data = values.astype("<i4").tobytes()
         columns.append([data[4 * a : 4 * b] for a, b in zip([0, *ends[:-1]], ends)])
-    header = np.stack([parts[0][1], parts[1][1]], axis=1).astype("<i4")
+    header = [parts[0][1], parts[1][1]]
+    if "segment_start" in taken.schema.names:  # a pair's segments and label are part of its content
+        header += [
+            _scalars(taken, "segment_start", np.int32),
+            _scalars(taken, "next_sentence_label", np.int32),
+        ]
+    header = np.stack(header, axis=1).astype("<i4")
     return [h.tobytes() + b"".join(row) for h, *row in zip(header, *columns)]

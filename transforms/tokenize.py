@@ -31,10 +31,21 @@ class Vocabulary:
     unk_id: int | None
     special_ids: tuple[int, ...]  # never selected for prediction
     random_ids: np.ndarray  # candidates for the "random token" replacement
+    # Tokens that continue a word (WordPiece's "##" pieces): where a pair is not cut. Empty where the
+    # tokenizer's model does not mark them.
+    continuation_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
 
     def special_lookup(self) -> np.ndarray:
         lookup = np.zeros(self.size, dtype=bool)
         lookup[list(self.special_ids)] = True
+        return lookup
+
+    def continuation_lookup(self) -> np.ndarray | None:
+        """bool [size]: True for tokens that continue a word; None where the tokenizer does not say."""
+        if not self.continuation_ids.size:
+            return None
+        lookup = np.zeros(self.size, dtype=bool)
+        lookup[self.continuation_ids] = True
         return lookup
 
     def manifest_entry(self) -> dict:
@@ -115,6 +126,16 @@ def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
         unk_id=ids["[UNK]"],
         special_ids=tuple(sorted(special)),
         random_ids=random_ids,
+        continuation_ids=_continuation_ids(tokenizer, vocab),
+    )
+
+
+def _continuation_ids(tokenizer: Tokenizer, vocab: dict[str, int]) -> np.ndarray:
+    prefix = getattr(tokenizer.model, "continuing_subword_prefix", None)
+    if not prefix:
+        return np.zeros(0, np.int32)
+    return np.array(
+        sorted(i for t, i in vocab.items() if t.startswith(prefix) and len(t) > len(prefix)), np.int32
     )
 
 
@@ -156,6 +177,7 @@ class TokenizedBatch:
     splits: np.ndarray  # int8 [B]
     token_ids: list[np.ndarray]
     word_starts: list[np.ndarray] | None = None
+    sentence_ends: list[np.ndarray] | None = None  # int32, where each sentence's tokens end (sentence pairs)
 
     @property
     def nbytes(self) -> int:

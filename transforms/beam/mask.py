@@ -43,5 +43,8 @@ class MaskSequences(CountingDoFn):
                     random_ids=self._vocab.random_ids,
                     word_starts=None if batch.word_starts is None else batch.word_starts[rows],
                 )
+                if batch.segment_starts is not None:
+                    masked.segment_starts = batch.segment_starts[rows]
+                    masked.next_sentence_labels = batch.pair_labels[rows]
                 self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
                 yield records.to_rows(batch.splits[rows], rng_keys >> np.uint64(1), masked, self._ids)

@@ -14,6 +14,7 @@ from mlmprep.transforms.pack import (
     ragged_rows,
     sequence_keys,
 )
+from mlmprep.transforms.pairs import Documents, PairConfig, make_pairs
 
 
 class _Pack(CountingDoFn):
@@ -34,6 +35,7 @@ class PackDocuments(_Pack):
         yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), batch.splits[doc], starts)
 
 
+# Concat packing's and sentence pairs' documents, grouped and in key order.
 CONCAT_ORDER = Sorting(columns=("split", "group", "doc_key"), group=concat_groups, tiebreak=document_content)
 
 
@@ -63,3 +65,50 @@ class PackConcat(_Pack):
         if len(lengths):
             splits = np.full(len(lengths), split, dtype=np.int8)
             yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)
+
+
+class PackPairs(_Pack):
+    """(split << 32 | group, its documents from SortedGroups) -> SequenceBatch of sentence pairs.
+
+    Documents come in key order a slice at a time; the other document of an
+    IsRandom pair is drawn from this slice or the one before, so two slices
+    are held and the choice depends on content alone, never on the runner.
+    """
+
+    def __init__(self, *, max_seq_length: int, vocab, config: PairConfig, word_starts: bool):
+        super().__init__(max_seq_length=max_seq_length, vocab=vocab)
+        self._config = config
+        self._word_starts = word_starts
+        self._vocab = vocab
+        self._continues = None
+
+    def setup(self):
+        self._continues = self._vocab.continuation_lookup()
+
+    def process(self, element):
+        group, documents = element
+        split, previous = group >> 32, None
+        for rows in documents.slices(CONCAT_SLICE_DOCS):
+            current = Documents(
+                token_ids=[i.astype(np.int32) for i in ragged_rows(rows.column("ids"))],
+                sentence_ends=ragged_rows(rows.column("sentence_ends")),
+                keys=rows.column("doc_key").to_numpy(),
+                word_starts=ragged_rows(rows.column("starts")) if self._word_starts else None,
+            )
+            pool = current if previous is None else Documents.join(previous, current)
+            pairs = make_pairs(
+                pool, len(pool) - len(current), self._config, **self._ids, continues=self._continues
+            )
+            self.count("pairs_without_other_document", pairs.without_other_document)
+            keys = sequence_keys(pairs.input_ids, pairs.lengths, pairs.segment_starts, pairs.labels)
+            splits = np.full(len(pairs.lengths), split, dtype=np.int8)
+            yield SequenceBatch(
+                pairs.input_ids,
+                pairs.lengths,
+                keys,
+                splits,
+                pairs.word_starts,
+                pairs.segment_starts,
+                pairs.labels,
+            )
+            previous = current

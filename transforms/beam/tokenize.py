@@ -13,6 +13,8 @@ import numpy as np
 
 from mlmprep.transforms.beam import exit_quickly
 from mlmprep.transforms.beam.counting import CountingDoFn, in_global_window
+from mlmprep.transforms.documents import PIECE_CHARS, split_pieces
+from mlmprep.transforms.pairs import split_sentences
 from mlmprep.transforms.tokenize import (
     SPLITS,
     TokenizedBatch,
@@ -39,15 +41,38 @@ def _encode_bounded(encode, texts: list[str]):
     return results
 
 
-def _join_pieces(per_piece: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
-    """Per-piece arrays -> per-document arrays (a document's pieces are consecutive)."""
-    if len(per_piece) == len(counts):
+def _join_pieces(per_piece: list[np.ndarray], counts: list[int], dtype=np.int32) -> list[np.ndarray]:
+    """Per-piece arrays -> per-document arrays (a document's pieces are consecutive; it may have none)."""
+    if len(per_piece) == len(counts) and all(n == 1 for n in counts):
         return per_piece
     out, start = [], 0
     for n in counts:
-        out.append(per_piece[start] if n == 1 else np.concatenate(per_piece[start : start + n]))
+        out.append(
+            per_piece[start]
+            if n == 1
+            else np.concatenate([np.zeros(0, dtype), *per_piece[start : start + n]])
+        )
         start += n
     return out
+
+
+def _sentence_ends(per_sentence: list[np.ndarray], counts: list[int]) -> list[np.ndarray]:
+    """Where each document's sentences end in its token ids; sentences without tokens are none."""
+    lengths = np.array([ids.size for ids in per_sentence], dtype=np.int32)
+    out, start = [], 0
+    for n in counts:
+        ends = np.cumsum(lengths[start : start + n], dtype=np.int32)
+        out.append(ends[lengths[start : start + n] > 0])
+        start += n
+    return out
+
+
+def _sentences(pieces: list[str], language: str) -> list[str]:
+    """A document's sentences; one longer than a piece (no end in 64K characters) is cut as documents are."""
+    sentences = split_sentences("".join(pieces), language)
+    if all(len(s) <= PIECE_CHARS for s in sentences):
+        return sentences
+    return [piece for s in sentences for piece in split_pieces(s)]
 
 
 class TokenizeDocuments(CountingDoFn):
@@ -73,12 +98,14 @@ class TokenizeDocuments(CountingDoFn):
         *,
         word_starts: bool = False,
         min_doc_tokens: int = 0,
+        sentence_language: str | None = None,
     ):
         super().__init__()
         self._tokenizer_json = tokenizer_json_text
         self._validation_fraction = validation_fraction
         self._word_starts = word_starts
         self._min_doc_tokens = min_doc_tokens
+        self._sentence_language = sentence_language  # sentence pairs: tokenized a sentence at a time
         self._tokenizer = None
         self._encoder = None
         self._pending = collections.deque()
@@ -111,26 +138,32 @@ class TokenizeDocuments(CountingDoFn):
         yield from super().finish_bundle()
 
     def _encode(self, batch):
-        """On a tokenizer thread: (batch, ids, word starts or None) of its documents.
+        """On a tokenizer thread: (batch, ids, word starts or None, sentence ends or None) of its documents.
 
         Each call of the tokenizer takes at most ENCODE_CHARS of text, and its
         Encoding objects (about 100 times the size of the ids) are read and
         let go before the next: a 50 MB document never has all of them at once.
+        For sentence pairs, a document's pieces are its sentences.
         """
-        texts = [piece for pieces in batch.docs for piece in pieces]
-        counts = [len(pieces) for pieces in batch.docs]
+        if self._sentence_language:
+            pieces = [_sentences(doc, self._sentence_language) for doc in batch.docs]
+        else:
+            pieces = batch.docs
+        texts = [piece for doc in pieces for piece in doc]
+        counts = [len(doc) for doc in pieces]
         if self._word_starts:
             parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
             ids = [i for part_ids, _ in parts for i in part_ids]
-            starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts)
+            starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts, bool)
         else:
             ids = [
                 i for part in _encode_bounded(lambda t: encode_batch(self._tokenizer, t), texts) for i in part
             ]
             starts = None
-        return batch, _join_pieces(ids, counts), starts
+        ends = _sentence_ends(ids, counts) if self._sentence_language else None
+        return batch, _join_pieces(ids, counts), starts, ends
 
-    def _batch(self, batch, token_ids, starts):
+    def _batch(self, batch, token_ids, starts, ends):
         lengths = np.array([t.size for t in token_ids])
         self.count("tokens", int(lengths.sum()))
         splits = splits_of(batch.keys, len(token_ids), self._validation_fraction)
@@ -148,4 +181,5 @@ class TokenizeDocuments(CountingDoFn):
                 splits=splits[kept],
                 token_ids=[t for t, k in zip(token_ids, kept) if k],
                 word_starts=None if starts is None else [s for s, k in zip(starts, kept) if k],
+                sentence_ends=None if ends is None else [e for e, k in zip(ends, kept) if k],
             )

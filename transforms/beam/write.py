@@ -13,6 +13,7 @@ import hashlib
 import uuid
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms import encode, records
@@ -36,10 +37,21 @@ RECORD_ORDER = Sorting(columns=records.SORT_COLUMNS, group=shard_groups, tiebrea
 class WriteShard(beam.DoFn):
     """(split << 32 | shard, group of its rows) -> one info dict per file written."""
 
-    def __init__(self, *, output_dir, formats, max_seq_length, max_predictions_per_seq, pad_id, generation=0):
+    def __init__(
+        self,
+        *,
+        output_dir,
+        formats,
+        max_seq_length,
+        max_predictions_per_seq,
+        pad_id,
+        generation=0,
+        pairs=False,
+    ):
         self._output_dir = output_dir
         self._formats = formats
         self._generation = generation
+        self._pairs = pairs
         self._shape = dict(
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
         )
@@ -70,10 +82,12 @@ class WriteShard(beam.DoFn):
             for fmt, path in paths.items():
                 files[fmt] = _AtomicFile(path)
             tfrecord = files.get("tfrecord")
-            parquet = encode.ParquetShard(files["parquet"]) if "parquet" in files else None
+            parquet = encode.ParquetShard(files["parquet"], self._pairs) if "parquet" in files else None
             stats = _write_in_slices(
                 slices, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
             )
+            if self._pairs:
+                stats.setdefault("next_sentence_labels", [0, 0])
             if parquet is not None:
                 parquet.close()
         except BaseException:
@@ -106,6 +120,11 @@ def _write_in_slices(slices, *, shape, tfrecord, parquet, parquet_thread) -> dic
             stats["records"] += len(batch.lengths)
             stats["tokens"] += int(batch.lengths.sum())
             stats["predictions"] += int(batch.num_predictions.sum())
+            if batch.next_sentence_labels is not None:
+                labels = np.bincount(batch.next_sentence_labels, minlength=2).tolist()
+                stats["next_sentence_labels"] = [
+                    a + b for a, b in zip(stats.get("next_sentence_labels", [0, 0]), labels)
+                ]
             if parquet is not None:
                 if pending is not None:
                     pending.result()
@@ -187,6 +206,7 @@ class WriteShards(beam.PTransform):
         grouping: str,
         temp_dir: str,
         generation: int = 0,
+        pairs: bool = False,
     ):
         super().__init__()
         self._plan = plan
@@ -200,6 +220,7 @@ class WriteShards(beam.PTransform):
             max_predictions_per_seq=max_predictions_per_seq,
             pad_id=pad_id,
             generation=generation,
+            pairs=pairs,
         )
 
     def expand(self, rows):

@@ -1,0 +1,241 @@
+"""Sentence pairs for next-sentence prediction (BERT) and sentence-order prediction (ALBERT).
+
+A document is its token ids and the ends of its sentences. Pairs are made as
+BERT's ``create_instances_from_document`` makes them: a chunk of consecutive
+sentences up to a target length (the whole sequence, or with
+``short_seq_prob`` a random shorter one, drawn once per document), segment A
+its sentences up to a random split point, B the rest of the chunk (IsNext)
+or, for NSP half the time, sentences of another document from a random
+sentence on (IsRandom), with the chunk's unused sentences put back. SOP
+(ALBERT) keeps A and B consecutive and swaps them half the time.
+
+Where this differs from BERT's script, and why:
+
+- No token is lost. BERT cuts a pair that does not fit from its longer side,
+  at the front or the back at random, and drops what it cut. Here the longer
+  side is cut at its back only and what is cut is put back: it starts the
+  next pair. IsNext and SOP segments stay consecutive (when A is cut, B
+  starts where A now ends).
+- The label is drawn first, half and half. BERT makes every chunk of one
+  sentence IsRandom, which skews the labels toward IsRandom on corpora of
+  short documents; here IsNext and SOP cut such a chunk inside its sentence.
+- A document never ends with a single token left over (nothing can pair
+  with it): the pair before it takes that token, or leaves two.
+- The other document of an IsRandom pair is drawn from the documents
+  grouped with this one (the few thousand around it in key order: a
+  pseudo-random sample of the split), not from the whole corpus, and only
+  where there is another; every choice is a function of the seed and the
+  documents' content keys, never of bundles or workers.
+- Pairs are made once; ``--dupe_factor`` copies are masked differently but
+  paired alike (BERT re-pairs each copy).
+"""
+
+import dataclasses
+
+import numpy as np
+
+from mlmprep.transforms import keys
+
+MODES = ("none", "nsp", "sop")
+# Labels as BERT's next_sentence_labels and Hugging Face's next_sentence_label hold them.
+IS_NEXT, IS_RANDOM = 0, 1  # nsp
+IN_ORDER, SWAPPED = 0, 1  # sop
+MIN_SEQ_LENGTH = 6  # [CLS] A [SEP] B [SEP] with room to cut a pair
+MIN_DOC_TOKENS = 2  # a document of one token has nothing to pair with
+
+_STREAM = 3  # keys.uniform_bits stream of pair choices (masking uses 0 to 2)
+_DRAWS = 64  # draws made at once per document
+
+
+@dataclasses.dataclass(frozen=True)
+class PairConfig:
+    mode: str  # MODES, not "none"
+    max_seq_length: int
+    short_seq_prob: float = 0.1
+    seed: int = 12345
+
+
+@dataclasses.dataclass
+class Documents:
+    """Documents as token ids with the ends of their sentences (ascending, the last is the length)."""
+
+    token_ids: list[np.ndarray]
+    sentence_ends: list[np.ndarray]
+    keys: np.ndarray  # uint64 document keys
+    word_starts: list[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return len(self.token_ids)
+
+    def __getitem__(self, items: slice) -> "Documents":
+        starts = None if self.word_starts is None else self.word_starts[items]
+        return Documents(self.token_ids[items], self.sentence_ends[items], self.keys[items], starts)
+
+    @staticmethod
+    def join(first: "Documents", second: "Documents") -> "Documents":
+        starts = None if first.word_starts is None else first.word_starts + second.word_starts
+        return Documents(
+            first.token_ids + second.token_ids,
+            first.sentence_ends + second.sentence_ends,
+            np.concatenate([first.keys, second.keys]),
+            starts,
+        )
+
+
+@dataclasses.dataclass
+class PairBatch:
+    """Pairs as ``[CLS] A [SEP] B [SEP] [PAD]...`` rows."""
+
+    input_ids: np.ndarray  # int32 [N, L]
+    lengths: np.ndarray  # int32 [N]
+    segment_starts: np.ndarray  # int32 [N]: B's first position (A and its [SEP] are before it)
+    labels: np.ndarray  # int8 [N]
+    word_starts: np.ndarray | None  # bool [N, L]
+    without_other_document: int  # IsRandom pairs drawn where no other document was at hand (made IsNext)
+
+
+def split_sentences(text: str, language: str) -> list[str]:
+    """A document's sentences: its lines (BERT's one sentence per line), each split by ``sentencex``.
+
+    sentencex (Wikimedia's rule-based segmenter, ~300 languages with
+    fallbacks, in Rust) leaves a line that is one sentence whole and splits a
+    line that holds several: a paragraph, a JSONL text, a document on one
+    line. It costs about a tenth of tokenizing the same text.
+    """
+    import sentencex
+
+    out = []
+    for line in text.split("\n"):
+        if line and not line.isspace():
+            out.extend(s for s in sentencex.segment(language, line) if s and not s.isspace())
+    return out
+
+
+def fit(a: int, b: int, max_tokens: int) -> tuple[int, int]:
+    """Lengths of A and B after cutting the longer (B on a tie) one token at a time until they fit,
+    as BERT's ``truncate_seq_pair``; in closed form."""
+    if a + b <= max_tokens:
+        return a, b
+    a = min(a, max(max_tokens - b, (max_tokens + 1) // 2))
+    return a, min(b, max_tokens - a)
+
+
+class _Draws:
+    """Uniform draws in [0, 1) of one document: a function of the seed and its key alone."""
+
+    def __init__(self, key: np.uint64):
+        self._key = np.asarray([key], dtype=np.uint64)
+        self._values = np.zeros(0)
+        self._next = self._base = 0
+
+    def uniform(self) -> float:
+        if self._next == len(self._values) + self._base:
+            self._base += len(self._values)
+            columns = np.arange(self._base, self._base + _DRAWS)
+            self._values = keys.to_unit(keys.uniform_bits(self._key, stream=_STREAM, columns=columns))
+        value = self._values[self._next - self._base]
+        self._next += 1
+        return float(value)
+
+    def integer(self, low: int, high: int) -> int:
+        """In [low, high], both included (Python's ``randint``)."""
+        return low + min(int(self.uniform() * (high - low + 1)), high - low)
+
+
+def make_pairs(
+    pool: Documents,
+    first: int,
+    config: PairConfig,
+    *,
+    cls_id: int,
+    sep_id: int,
+    pad_id: int,
+    continues: np.ndarray | None = None,
+) -> PairBatch:
+    """The pairs of documents ``pool[first:]``; IsRandom segments come from any other document of ``pool``.
+
+    ``continues``: bool [vocab size], the tokens that continue a word (``Vocabulary.continuation_lookup``),
+    which never start a segment cut from one sentence.
+    """
+    max_tokens = config.max_seq_length - 3
+    rng_keys = keys.record_keys(pool.keys[first:], seed=config.seed, dupe=0)
+    pairs, without_other = [], 0  # (a_doc, a_start, a_end, b_doc, b_start, b_end, label)
+    for doc, rng_key in zip(range(first, len(pool)), rng_keys):
+        ids, ends = pool.token_ids[doc], pool.sentence_ends[doc]
+        n = ids.size
+        draws = _Draws(rng_key)
+        target = max_tokens
+        if draws.uniform() < config.short_seq_prob:
+            target = draws.integer(2, max_tokens)
+        else:
+            draws.uniform()  # each document takes the same draws whichever way it went
+        pos = 0
+        while pos < n:
+            # The chunk: sentences from pos until they reach the target (or the document ends).
+            lo = int(np.searchsorted(ends, pos, side="right"))
+            hi = min(int(np.searchsorted(ends, pos + target, side="left")), len(ends) - 1)
+            chunk = ends[lo : hi + 1]
+            label_draw, split_draw, other_draw, start_draw = (draws.uniform() for _ in range(4))
+            random_next = config.mode == "nsp" and label_draw < 0.5
+            if random_next and len(pool) == 1:
+                random_next, without_other = False, without_other + 1
+            if len(chunk) >= 2:
+                split = int(chunk[min(int(split_draw * (len(chunk) - 1)), len(chunk) - 2)])
+            else:  # one sentence: cut inside it (it has two tokens or more), where a word starts if one does
+                cuts = np.arange(pos + 1, int(chunk[0]))
+                if continues is not None:
+                    starts = cuts[~continues[ids[pos + 1 : int(chunk[0])]]]
+                    cuts = starts if starts.size else cuts
+                split = int(cuts[min(int(split_draw * cuts.size), cuts.size - 1)])
+            if random_next:
+                other = int(other_draw * (len(pool) - 1))
+                other += other >= doc  # any document but this one
+                other_ends = pool.sentence_ends[other]
+                sentence = min(int(start_draw * len(other_ends)), len(other_ends) - 1)
+                b_start = int(other_ends[sentence - 1]) if sentence else 0
+                wanted = max(1, target - (split - pos))
+                j = min(int(np.searchsorted(other_ends, b_start + wanted, side="left")), len(other_ends) - 1)
+                a, b = fit(split - pos, int(other_ends[j]) - b_start, max_tokens)
+                if n - (pos + a) == 1:  # never leave one token alone
+                    a, b = (a + 1, b) if a + b < max_tokens else (a - 1, b) if a > 1 else (a + 1, b - 1)
+                pairs.append((doc, pos, pos + a, other, b_start, b_start + b, IS_RANDOM))
+                pos += a
+            else:
+                a, b = fit(split - pos, int(chunk[-1]) - split, max_tokens)
+                if n - (pos + a + b) == 1:
+                    a, b = (a, b + 1) if a + b < max_tokens else (a - 1, b) if a > b else (a, b - 1)
+                swapped = config.mode == "sop" and label_draw < 0.5
+                if swapped:
+                    pairs.append((doc, pos + a, pos + a + b, doc, pos, pos + a, SWAPPED))
+                else:
+                    pairs.append((doc, pos, pos + a, doc, pos + a, pos + a + b, IS_NEXT))  # or IN_ORDER
+                pos += a + b
+    return _rows(pool, pairs, config.max_seq_length, cls_id, sep_id, pad_id, without_other)
+
+
+def _rows(pool: Documents, pairs, width: int, cls_id, sep_id, pad_id, without_other) -> PairBatch:
+    n = len(pairs)
+    input_ids = np.full((n, width), pad_id, dtype=np.int32)
+    starts = None if pool.word_starts is None else np.zeros((n, width), dtype=bool)
+    lengths = np.zeros(n, dtype=np.int32)
+    segment_starts = np.zeros(n, dtype=np.int32)
+    labels = np.zeros(n, dtype=np.int8)
+    for row, (a_doc, a_start, a_end, b_doc, b_start, b_end, label) in enumerate(pairs):
+        b_at = a_end - a_start + 2
+        end = b_at + b_end - b_start
+        input_ids[row, 1 : b_at - 1] = pool.token_ids[a_doc][a_start:a_end]
+        input_ids[row, b_at:end] = pool.token_ids[b_doc][b_start:b_end]
+        input_ids[row, b_at - 1] = sep_id
+        if starts is not None:
+            starts[row, 1 : b_at - 1] = pool.word_starts[a_doc][a_start:a_end]
+            starts[row, b_at:end] = pool.word_starts[b_doc][b_start:b_end]
+        lengths[row], segment_starts[row], labels[row] = end + 1, b_at, label
+    input_ids[:, 0] = cls_id
+    input_ids[np.arange(n), lengths - 1] = sep_id
+    return PairBatch(input_ids, lengths, segment_starts, labels, starts, without_other)
+
+
+def segment_ids(segment_starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """int32 [N, width]: 0 for ``[CLS] A [SEP]`` (and padding), 1 for ``B [SEP]``."""
+    cols = np.arange(width)[None, :]
+    return ((cols >= segment_starts[:, None]) & (cols < lengths[:, None])).astype(np.int32)
