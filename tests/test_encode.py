@@ -120,7 +120,13 @@ def _write_shard(out, batch):
 
 def test_shard_written_in_slices_of_rows(tmp_path, monkeypatch):
     small = _batch()
-    batch = MaskedBatch(*(np.concatenate([getattr(small, f.name)] * 40) for f in dataclasses.fields(small)))
+    batch = MaskedBatch(
+        **{
+            f.name: np.concatenate([getattr(small, f.name)] * 40)
+            for f in dataclasses.fields(small)
+            if getattr(small, f.name) is not None
+        }
+    )
     whole = _write_shard(tmp_path / "whole", batch)  # 200 rows: one slice
     monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # slices of 64 rows of 16
     sliced = _write_shard(tmp_path / "sliced", batch)
@@ -145,7 +151,13 @@ def test_shard_written_in_slices_of_rows(tmp_path, monkeypatch):
 
 def test_a_shard_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
     small = _batch()
-    batch = MaskedBatch(*(np.concatenate([getattr(small, f.name)] * 40) for f in dataclasses.fields(small)))
+    batch = MaskedBatch(
+        **{
+            f.name: np.concatenate([getattr(small, f.name)] * 40)
+            for f in dataclasses.fields(small)
+            if getattr(small, f.name) is not None
+        }
+    )
     monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # 4 slices
     add = encode.ParquetShard.add
     calls = []

@@ -181,10 +181,10 @@ def make_pairs(
                 random_next, without_other = False, without_other + 1
             if len(chunk) >= 2:
                 split = int(chunk[min(int(split_draw * (len(chunk) - 1)), len(chunk) - 2)])
-            else:  # one sentence: cut inside it (it has two tokens or more), where a word starts if one does
-                cuts = np.arange(pos + 1, int(chunk[0]))
+            else:  # one sentence (two tokens or more): cut inside what fits, where a word starts if one does
+                cuts = np.arange(pos + 1, min(int(chunk[0]), pos + target))
                 if continues is not None:
-                    starts = cuts[~continues[ids[pos + 1 : int(chunk[0])]]]
+                    starts = cuts[~continues[ids[cuts]]]
                     cuts = starts if starts.size else cuts
                 split = int(cuts[min(int(split_draw * cuts.size), cuts.size - 1)])
             if random_next:
