@@ -109,7 +109,7 @@ COMMANDS = {
     "inspect": (_inspect, "Show decoded examples of an output, with the masked positions marked."),
     "train": (_trainer("train"), "Train a BERT masked LM on an output's shards (needs mlmprep[trainer])."),
     "fill-mask": (_trainer("fill_mask"), "Fill [MASK] in a sentence with a trained model."),
-    "export": (_trainer("export"), "Write a trained model as a Hugging Face BertForMaskedLM folder."),
+    "export": (_trainer("export"), "Write a trained model as a Hugging Face transformers folder."),
 }
 
 

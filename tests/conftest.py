@@ -78,6 +78,37 @@ def trained(kjv_data, tmp_path_factory):
     return out, train(config)
 
 
+@pytest.fixture(scope="session")
+def pairs_trained(tmp_path_factory, real_data):
+    """A tiny model with BERT's pair head, trained 200 steps on NSP pairs of English and Russian text
+    (the first 400 KB of KJV and of the Russian fortunes): (model folder, history)."""
+    from mlmprep.pipeline import train_tokenizer
+    from mlmprep.trainer.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("pairs")
+    inputs = []
+    for name in ("small/kjv.txt", "bench/fortunes_ru.txt"):
+        path = root / name.replace("/", "-")
+        path.write_bytes((CORPORA / name).read_bytes()[:400_000].rsplit(b"\n", 1)[0] + b"\n")
+        inputs.append(str(path))
+    tokenizer = train_tokenizer.train(inputs, vocab_size=KJV_VOCAB)
+    tokenizer.save(str(root / "tokenizer.json"))
+    run_job(
+        root / "data",
+        *(f"--input={path}" for path in inputs),
+        f"--tokenizer={root / 'tokenizer.json'}",
+        "--sentence_pairs=nsp",
+        "--validation_fraction=0.2",
+        f"--max_seq_length={KJV_SEQ}",
+        f"--max_predictions_per_seq={KJV_PREDICTIONS}",
+        "--num_shards=2",
+    )
+    out = root / "model"
+    return out, train(
+        TrainConfig(data_dir=str(root / "data"), output_dir=str(out), steps=200, checkpoint_every=100)
+    )
+
+
 def run_job(output, *args, **flags):
     """Runs ``mlmprep run`` in process; returns the manifest dict."""
     from mlmprep.pipeline import job

@@ -130,3 +130,43 @@ def test_an_exported_model_fills_masks_in_transformers_as_it_does_in_keras(train
         for candidates in fill_mask(keras_model, tokenizer, text, top_k=5, max_seq_length=seq)
     ]
     assert hf_top == keras_top
+
+
+def test_a_model_with_the_pair_head_exports_as_bert_for_pretraining(pairs_trained, tmp_path):
+    pytest.importorskip("keras_hub")
+    from mlmprep.trainer import export
+    from mlmprep.trainer.fill_mask import load
+
+    model_dir, _ = pairs_trained
+    hf_dir = tmp_path / "hf"
+    export.export(str(model_dir), str(hf_dir))
+    model, info = transformers.BertForPreTraining.from_pretrained(hf_dir, output_loading_info=True)
+    assert not any(info.values()), info
+    assert model.config.architectures == ["BertForPreTraining"]
+
+    tokenizer = transformers.AutoTokenizer.from_pretrained(hf_dir)
+    encoded = tokenizer("and god said , let there be [MASK] :", "и был [MASK] .", return_tensors="pt")
+    ids = encoded["input_ids"][0].tolist()
+    segments = encoded["token_type_ids"][0].tolist()
+    first_sep = ids.index(tokenizer.sep_token_id)
+    assert segments == [0] * (first_sep + 1) + [1] * (len(ids) - first_sep - 1)  # as the shards frame pairs
+    positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_token_id]
+    with torch.no_grad():
+        hf = model.eval()(**encoded)
+
+    keras_model, _, manifest = load(str(model_dir))
+    seq = manifest["config"]["max_seq_length"]
+    pad = lambda row: np.pad(np.array(row, np.int32), (0, seq - len(row)))[None]  # noqa: E731
+    outputs = keras_model.predict(
+        {
+            "token_ids": pad(ids),
+            "padding_mask": pad([1] * len(ids)),
+            "segment_ids": pad(segments),
+            "mask_positions": np.array([positions], np.int32),
+        },
+        verbose=0,
+    )
+    masked_lm = np.abs(hf.prediction_logits[0, positions].numpy() - outputs["mlm"][0]).max()
+    pair = np.abs(hf.seq_relationship_logits[0].numpy() - outputs["next_sentence"][0]).max()
+    print(f"exported BertForPreTraining: max |logit difference| masked LM {masked_lm:.2e}, pair {pair:.2e}")
+    assert masked_lm < 1e-3 and pair < 1e-3

@@ -272,3 +272,20 @@ def test_data_the_trainer_cannot_use_is_refused(tmp_path, real_data, bert_vocab)
                 data_dir=str(tmp_path), output_dir=str(tmp_path / "m3"), steps=10, checkpoint_every=10
             )
         )
+
+
+def test_on_sentence_pairs_the_pair_head_learns_beside_the_masked_lm(pairs_trained):
+    out, history = pairs_trained
+    assert [h["step"] for h in history] == [0, 100, 200]
+    start, end = history[0], history[-1]
+    print(f"val_pair_accuracy {start['val_pair_accuracy']:.3f} -> {end['val_pair_accuracy']:.3f}")
+    assert abs(start["val_pair_accuracy"] - 0.5) < 0.1  # an untrained head is at chance
+    # About 1,600 validation pairs: chance would stay within 0.05 of one half (4 sigma).
+    assert end["val_pair_accuracy"] > 0.65 and end["val_pair_loss"] < start["val_pair_loss"] - 0.1
+    assert end["val_loss"] < end["val_unigram_loss"]  # the masked LM learns too
+    model, tokenizer, manifest = load(str(out))
+    assert type(model).__name__ == "BertPretrainer"
+    (candidates,) = fill_mask(
+        model, tokenizer, "and god said , let there be [MASK]", top_k=3, max_seq_length=SEQ
+    )
+    assert len(candidates) == 3

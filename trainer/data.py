@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.trainer.model import MLM_OUTPUT, PAIR_OUTPUT
 from mlmprep.transforms import keys
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
@@ -120,15 +121,29 @@ class DynamicMasker:
         return features
 
 
-def to_model_inputs(features):
-    """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names."""
+def to_model_inputs(features, pairs: bool = False):
+    """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names; with ``pairs``, y and
+    sample_weight are dicts by output (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``)."""
     x = {
         "token_ids": tf.cast(features["input_ids"], tf.int32),
         "padding_mask": tf.cast(features["input_mask"], tf.int32),
         "segment_ids": tf.cast(features["segment_ids"], tf.int32),
         "mask_positions": tf.cast(features["masked_lm_positions"], tf.int32),
     }
-    return x, tf.cast(features["masked_lm_ids"], tf.int32), features["masked_lm_weights"]
+    labels, weights = tf.cast(features["masked_lm_ids"], tf.int32), features["masked_lm_weights"]
+    if not pairs:
+        return x, labels, weights
+    pair_labels = tf.cast(features["next_sentence_labels"][:, 0], tf.int32)
+    return (
+        x,
+        {MLM_OUTPUT: labels, PAIR_OUTPUT: pair_labels},
+        {MLM_OUTPUT: weights, PAIR_OUTPUT: tf.ones_like(pair_labels, tf.float32)},
+    )
+
+
+def has_pairs(manifest: manifest_lib.Manifest) -> bool:
+    """Whether the data is sentence pairs, which the model learns with a pair head beside the MLM head."""
+    return manifest_lib.sentence_pairs(manifest) != "none"
 
 
 def make_dataset(
@@ -171,5 +186,6 @@ def make_dataset(
         masker = DynamicMasker(data_dir, manifest, seed)
         batches = batches.enumerate().map(masker.tf_map, num_parallel_calls=tf.data.AUTOTUNE)
     if model_inputs:
-        batches = batches.map(to_model_inputs, num_parallel_calls=tf.data.AUTOTUNE)
+        pairs = has_pairs(manifest)
+        batches = batches.map(lambda f: to_model_inputs(f, pairs), num_parallel_calls=tf.data.AUTOTUNE)
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -1,4 +1,5 @@
-"""``mlmprep export``: a trained model as a Hugging Face ``BertForMaskedLM`` folder.
+"""``mlmprep export``: a trained model as a Hugging Face ``BertForMaskedLM`` folder (``BertForPreTraining``
+where the model has a sentence-pair head).
 
 The weight mapping is keras-hub's own ``convert_bert.py`` run backwards (it
 ports Hugging Face BERT checkpoints into ``BertBackbone``), plus the masked-LM
@@ -14,6 +15,7 @@ import os
 
 import numpy as np
 
+from mlmprep.trainer import model as model_lib
 from mlmprep.transforms.tokenize import Vocabulary, vocabulary
 
 FORMATS = ("transformers",)
@@ -21,16 +23,18 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
 # keras-hub's BertBackbone uses the tanh approximation of GELU in its encoder (as Google's BERT did):
-# that is Hugging Face's "gelu_new". Its masked-LM head uses the exact GELU, and Hugging Face's config
-# has one activation for both; the head's one GELU differs by under 5e-4 at any input, which the
-# round-trip test bounds in logits.
+# that is Hugging Face's "gelu_new". keras-hub's BertMaskedLM head uses the exact GELU and a layer-norm
+# epsilon of 1e-5, where Hugging Face's config has one activation and one epsilon (1e-12) for the
+# encoder and the head alike: the head's logits differ slightly, which the round-trip test bounds
+# (under 1e-3). BertPretrainer's head uses the encoder's, and its logits match to float precision.
 HIDDEN_ACT = "gelu_new"
 
 
-def hf_config(backbone: dict, vocab: Vocabulary) -> dict:
-    """``config.json`` of a ``BertForMaskedLM`` with the backbone's shapes."""
+def hf_config(backbone: dict, vocab: Vocabulary, pairs: bool = False) -> dict:
+    """``config.json`` of a ``BertForMaskedLM`` (``BertForPreTraining`` with ``pairs``) of the backbone's
+    shapes."""
     return {
-        "architectures": ["BertForMaskedLM"],
+        "architectures": ["BertForPreTraining" if pairs else "BertForMaskedLM"],
         "model_type": "bert",
         "vocab_size": backbone["vocabulary_size"],
         "hidden_size": backbone["hidden_dim"],
@@ -43,7 +47,7 @@ def hf_config(backbone: dict, vocab: Vocabulary) -> dict:
         "max_position_embeddings": backbone["max_sequence_length"],
         "type_vocab_size": backbone.get("num_segments", 2),
         "initializer_range": 0.02,
-        "layer_norm_eps": 1e-12,  # the backbone's; the head's 1e-5 is negligible beside unit variances
+        "layer_norm_eps": 1e-12,  # the backbone's
         "pad_token_id": vocab.pad_id,
         "position_embedding_type": "absolute",
         "tie_word_embeddings": True,
@@ -56,7 +60,8 @@ def _array(variable) -> np.ndarray:
 
 
 def hf_weights(model) -> dict[str, np.ndarray]:
-    """The state dict ``BertForMaskedLM.save_pretrained`` writes, from a keras-hub ``BertMaskedLM``.
+    """The state dict ``BertForMaskedLM.save_pretrained`` writes, from a keras-hub ``BertMaskedLM`` (or
+    ``BertForPreTraining``'s, from a ``BertPretrainer``).
 
     Keras kernels are (in, out) and Hugging Face's Linear weights (out, in);
     attention kernels are split by head in Keras and whole in Hugging Face.
@@ -104,6 +109,9 @@ def hf_weights(model) -> dict[str, np.ndarray]:
     dense("cls.predictions.transform.dense", head._intermediate_dense)
     layer_norm("cls.predictions.transform.LayerNorm", head._intermediate_layer_norm)
     out["cls.predictions.bias"] = _array(head._bias)
+    if isinstance(model, model_lib.BertPretrainer):  # BertForPreTraining's pooler and pair head
+        dense("bert.pooler.dense", backbone.get_layer("pooled_dense"))
+        dense("cls.seq_relationship", model.next_sentence_head)
     return out
 
 
@@ -121,7 +129,12 @@ def hf_tokenizer_files(tokenizer, vocab: Vocabulary, max_seq_length: int) -> dic
     specials = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
     if vocab.unk_id is not None:
         specials["unk_token"] = tokenizer.id_to_token(vocab.unk_id)
-    config = {"tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": max_seq_length, **specials}
+    config = {
+        "tokenizer_class": "PreTrainedTokenizerFast",
+        "model_max_length": max_seq_length,
+        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],  # BERT's segments too
+        **specials,
+    }
     files = {
         "tokenizer.json": tokenizer.to_str(),
         "tokenizer_config.json": json.dumps(config, indent=2),
@@ -144,7 +157,8 @@ def export(model_dir: str, output_dir: str) -> list[str]:
     model, tokenizer, manifest = load(model_dir)
     vocab = vocabulary(tokenizer)
     files = hf_tokenizer_files(tokenizer, vocab, manifest["config"]["max_seq_length"])
-    files[CONFIG_FILE] = json.dumps(hf_config(model.backbone.get_config(), vocab), indent=2)
+    pairs = isinstance(model, model_lib.BertPretrainer)
+    files[CONFIG_FILE] = json.dumps(hf_config(model.backbone.get_config(), vocab, pairs), indent=2)
     os.makedirs(output_dir, exist_ok=True)
     save_file(hf_weights(model), os.path.join(output_dir, WEIGHTS_FILE), metadata={"format": "pt"})
     for name, text in files.items():

@@ -3,7 +3,8 @@
 keras-hub's ``BertMaskedLM`` is exactly the DESIGN's model (a transform of
 dense + GELU + layer norm, then a decoder tied to the token embeddings plus
 a bias, applied only at the masked positions), and its input names match the
-shards' features one to one.
+shards' features one to one. Data of sentence pairs adds BERT's pair head
+(``BertPretrainer``).
 """
 
 import json
@@ -57,9 +58,83 @@ def backbone_config(model: str, *, vocabulary_size: int, max_sequence_length: in
     return config
 
 
-def build(config: dict, *, dtype=None) -> keras_hub.models.BertMaskedLM:
+# The outputs of a model with both of BERT's pre-training heads.
+MLM_OUTPUT, PAIR_OUTPUT = "mlm", "next_sentence"
+
+
+def build(config: dict, *, dtype=None, pairs: bool = False) -> keras.Model:
+    """keras-hub's BertMaskedLM, or with ``pairs`` a BertPretrainer (its heads and BERT's pair head)."""
     backbone = keras_hub.models.BertBackbone(**config, dtype=dtype)
+    if pairs:
+        return BertPretrainer(backbone)
     return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
+
+
+@keras.saving.register_keras_serializable(package="mlmprep")
+def gelu_tanh(x):
+    """GELU's tanh approximation: Google's BERT's ``gelu``, in the encoder and in the masked-LM head."""
+    return keras.activations.gelu(x, approximate=True)
+
+
+@keras.saving.register_keras_serializable(package="mlmprep")
+class BertPretrainer(keras.Model):
+    """BERT's two pre-training heads on a BertBackbone, for sentence pairs (NSP or SOP).
+
+    The masked-LM head is keras-hub's ``MaskedLMHead`` as ``BertMaskedLM``
+    builds it (transform, layer norm, decoder tied to the token embeddings),
+    but with the encoder's own GELU and layer-norm epsilon, as Google's BERT
+    has them (keras-hub's has the exact GELU and 1e-5 there). The pair head is
+    BERT's classifier of two logits on the pooled [CLS] output. Built from its
+    backbone like a keras-hub task, so that a saved model comes back with its
+    decoder still tied.
+    """
+
+    def __init__(self, backbone, **kwargs):
+        initializer = keras.initializers.TruncatedNormal(stddev=0.02)  # BERT's
+        masked_lm_head = keras_hub.layers.MaskedLMHead(
+            vocabulary_size=backbone.vocabulary_size,
+            token_embedding=backbone.token_embedding,
+            intermediate_activation=gelu_tanh,
+            layer_norm_epsilon=1e-12,  # the encoder's, as in Google's BERT (keras-hub's head: 1e-5)
+            kernel_initializer=initializer,
+            dtype=backbone.dtype_policy,
+            name="mlm_head",
+        )
+        next_sentence_head = keras.layers.Dense(
+            2, kernel_initializer=initializer, dtype=backbone.dtype_policy, name="next_sentence_head"
+        )
+        inputs = {
+            **backbone.input,
+            "mask_positions": keras.Input(shape=(None,), dtype="int32", name="mask_positions"),
+        }
+        encoded = backbone(backbone.input)
+        outputs = {
+            MLM_OUTPUT: masked_lm_head(encoded["sequence_output"], inputs["mask_positions"]),
+            PAIR_OUTPUT: next_sentence_head(encoded["pooled_output"]),
+        }
+        super().__init__(inputs=inputs, outputs=outputs, **kwargs)
+        self.backbone = backbone
+        self.masked_lm_head = masked_lm_head
+        self.next_sentence_head = next_sentence_head
+
+    def get_config(self):
+        return {
+            "backbone": keras.layers.serialize(self.backbone),
+            "name": self.name,
+            "trainable": self.trainable,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["backbone"] = keras.layers.deserialize(config["backbone"])
+        return cls(**config)
+
+
+def masked_lm_logits(model, inputs):
+    """The masked-LM logits of either model for a batch of inputs (numpy)."""
+    outputs = model.predict(inputs, verbose=0)
+    return outputs[MLM_OUTPUT] if isinstance(outputs, dict) else outputs
 
 
 def compile_for_pretraining(
@@ -82,13 +157,30 @@ def compile_for_pretraining(
         clipnorm=clipnorm,
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm"])
+    # BERT's loss: a mean over the real (weight 1) predictions, not over the padded slots.
+    masked_lm_loss = keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="mean_with_sample_weight"
+    )
+    masked_accuracy = keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")
+    if not isinstance(model, BertPretrainer):
+        model.compile(
+            optimizer=optimizer,
+            loss=masked_lm_loss,
+            weighted_metrics=[masked_accuracy],
+            jit_compile=jit_compile,
+        )
+        return
+    # With pairs, BERT's loss is the sum of the two: the masked-LM mean and the pairs' mean over the batch.
     model.compile(
         optimizer=optimizer,
-        # BERT's loss: a mean over the real (weight 1) predictions, not over the padded slots.
-        loss=keras.losses.SparseCategoricalCrossentropy(
-            from_logits=True, reduction="mean_with_sample_weight"
-        ),
-        weighted_metrics=[keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")],
+        loss={
+            MLM_OUTPUT: masked_lm_loss,
+            PAIR_OUTPUT: keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        },
+        weighted_metrics={
+            MLM_OUTPUT: [masked_accuracy],
+            PAIR_OUTPUT: [keras.metrics.SparseCategoricalAccuracy(name="pair_accuracy")],
+        },
         jit_compile=jit_compile,
     )
 

@@ -1,4 +1,4 @@
-"""``mlmprep train``: trains a BERT masked LM on an mlmprep output.
+"""``mlmprep train``: trains a BERT masked LM on an mlmprep output (and, on sentence pairs, its pair head).
 
 On a GPU it switches on bfloat16 mixed precision and XLA, and spreads the
 global batch over every GPU with a MirroredStrategy; on a CPU the same code
@@ -32,7 +32,7 @@ MODEL_CONFIG = "config.json"  # the BertBackbone arguments, to rebuild the model
 KEEP_CHECKPOINTS = 3
 WARMUP_FRACTION = 0.1
 
-# BertBackbone's pooler feeds no MLM output; Keras warns that it gets no gradient.
+# Without sentence pairs, BertBackbone's pooler feeds no output; Keras warns that it gets no gradient.
 warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooled_dense")
 
 
@@ -97,15 +97,29 @@ def checkpoints(output_dir: str) -> list[tuple[int, str]]:
     return sorted(found)
 
 
-def _history_entry(step, train_loss, val_loss, val_accuracy, baseline) -> dict:
-    return {
+def _history_entry(step: int, logs: dict, baseline: float, prefix: str = "val_") -> dict:
+    """One history.json entry from Keras's logs (``prefix``: "val_" in fit's, "" in evaluate's).
+
+    The losses are the masked LM's, with or without a pair head: what the unigram baseline compares with.
+    With sentence pairs, the pair head's loss and accuracy are beside them.
+    """
+    pairs = f"{prefix}{model_lib.MLM_OUTPUT}_loss" in logs
+    mlm = f"{model_lib.MLM_OUTPUT}_" if pairs else ""
+    train_loss = logs.get(f"{mlm}loss") if prefix else None
+    val_loss = float(logs[f"{prefix}{mlm}loss"])
+    entry = {
         "step": step,
         "train_loss": None if train_loss is None else float(train_loss),
-        "val_loss": float(val_loss),
-        "val_masked_accuracy": float(val_accuracy),
-        "val_perplexity": math.exp(min(float(val_loss), 50.0)),
+        "val_loss": val_loss,
+        "val_masked_accuracy": float(logs[f"{prefix}{mlm}masked_accuracy"]),
+        "val_perplexity": math.exp(min(val_loss, 50.0)),
         "val_unigram_loss": baseline,
     }
+    if pairs:
+        pair = f"{prefix}{model_lib.PAIR_OUTPUT}_"
+        entry["val_pair_loss"] = float(logs[f"{pair}loss"])
+        entry["val_pair_accuracy"] = float(logs[f"{pair}pair_accuracy"])
+    return entry
 
 
 def unigram_loss(eval_ds, batches: int) -> float:
@@ -113,6 +127,8 @@ def unigram_loss(eval_ds, batches: int) -> float:
     labels. A model below it has learned something from the context."""
     counts = collections.Counter()
     for _, labels, weights in eval_ds.take(batches):
+        if isinstance(labels, dict):  # sentence pairs: the masked LM's labels
+            labels, weights = labels[model_lib.MLM_OUTPUT], weights[model_lib.MLM_OUTPUT]
         counts.update(labels.numpy()[weights.numpy() > 0].tolist())
     p = np.array(list(counts.values()), dtype=np.float64) / max(1, sum(counts.values()))
     return float(-(p * np.log(p)).sum())
@@ -130,9 +146,7 @@ class _CheckpointAndHistory(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         step = int(self.model.optimizer.iterations)
-        self._history.append(
-            _history_entry(step, logs["loss"], logs["val_loss"], logs["val_masked_accuracy"], self._baseline)
-        )
+        self._history.append(_history_entry(step, logs, self._baseline))
         with open(os.path.join(self._output_dir, HISTORY), "w") as f:
             json.dump(self._history, f, indent=1)
         folder = os.path.join(self._output_dir, CHECKPOINTS)
@@ -172,6 +186,11 @@ def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | 
         )
     if saved_manifest and saved_manifest["tokenizer"]["sha256"] != manifest["tokenizer"]["sha256"]:
         raise TrainError("the model was trained with another tokenizer than this data's (sha256 differs)")
+    if saved_manifest and data.has_pairs(saved_manifest) != data.has_pairs(manifest):
+        raise TrainError(
+            f"the model was trained on --sentence_pairs {manifest_lib.sentence_pairs(saved_manifest)} data, "
+            f"this data is --sentence_pairs {manifest_lib.sentence_pairs(manifest)}"
+        )
 
 
 def _check_data(config: TrainConfig) -> dict:
@@ -220,9 +239,9 @@ def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
         raise TrainError(str(e)) from None
 
 
-def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool):
+def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool, pairs: bool):
     """(model, history so far): built and compiled in the strategy's scope, restored where resuming."""
-    model = model_lib.build(backbone)
+    model = model_lib.build(backbone, pairs=pairs)
     learning_rate = config.learning_rate or model_lib.default_learning_rate(backbone)
     warmup = round(WARMUP_FRACTION * config.steps) if config.warmup_steps is None else config.warmup_steps
     print(f"peak learning rate {learning_rate:g}, warmup {warmup} of {config.steps} steps")
@@ -298,7 +317,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     backbone = _backbone(config, manifest, found)
     _check_model_matches(backbone, manifest, saved_manifest)
     with strategy.scope():
-        model, history = _compiled_model(config, backbone, found, on_gpu)
+        model, history = _compiled_model(config, backbone, found, on_gpu, data.has_pairs(manifest))
     with open(os.path.join(config.output_dir, MODEL_CONFIG), "w") as f:
         json.dump(backbone, f, indent=1)
     for name in (manifest_lib.MANIFEST, manifest["tokenizer"]["file"]):
@@ -312,7 +331,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     baseline = unigram_loss(eval_ds, eval_batches)
     if step == 0:  # where training starts from, for history.json
         scores = model.evaluate(eval_ds, steps=eval_batches, return_dict=True, verbose=0)
-        history.append(_history_entry(0, None, scores["loss"], scores["masked_accuracy"], baseline))
+        history.append(_history_entry(0, scores, baseline, prefix=""))
     all_callbacks = [
         *callbacks,
         _Throughput(config.batch_size),
@@ -400,4 +419,5 @@ def main(argv):
             f"step {last['step']}: val_loss {last['val_loss']:.4f}"
             + (f" (a unigram model's: {baseline:.4f})" if baseline is not None else "")
             + f", val_masked_accuracy {last['val_masked_accuracy']:.4f}"
+            + (f", val_pair_accuracy {last['val_pair_accuracy']:.4f}" if "val_pair_accuracy" in last else "")
         )
