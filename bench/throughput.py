@@ -9,7 +9,8 @@ L1  ``Tokenizer.encode_batch_fast`` over the documents mlmprep keeps (read,
     cleaned and deduplicated as it does), in batches of its size, one thread;
 L2  the same on every thread of the tokenizer's pool: the machine's ceiling;
 M1  ``mlmprep run`` with default options, held to one core;
-M2  ``mlmprep run`` with default options on every core;
+M2  ``mlmprep run`` with default options on every core (with ``--pairs nsp sop``,
+    also with ``--sentence_pairs`` in each mode: what pairs cost beside it);
 H   the Hugging Face way, one process (bench/hf_baseline.py; needs
     ``pip install -e '.[bench]'``).
 
@@ -135,7 +136,7 @@ def huggingface(paths) -> dict | None:
     return {"wall": wall, "cpu": cpu, "tokens": json.loads(printed.strip().splitlines()[-1])["tokens"]}
 
 
-def measure(paths, repeats: int, with_hf: bool) -> dict:
+def measure(paths, repeats: int, with_hf: bool, pair_modes=()) -> dict:
     from mlmprep.pipeline.job import worker_mode
 
     size = sum(p.stat().st_size for p in paths)
@@ -154,6 +155,8 @@ def measure(paths, repeats: int, with_hf: bool) -> dict:
         "M1 start-up": lambda: mlmprep([str(tiny)], cores=ONE_CORE),
         "M2 start-up": lambda: mlmprep([str(tiny)], flags=m2_startup_flags),
     }
+    for mode in pair_modes:
+        runs[f"M2 {mode}"] = lambda mode=mode: mlmprep(glob, flags=[f"--sentence_pairs={mode}"])
     if with_hf and huggingface(paths[:1]) is not None:
         runs["H"] = lambda: huggingface(paths)
     with tempfile.TemporaryDirectory() as tmp:  # where M2's time goes: sampled, once
@@ -203,6 +206,9 @@ def report(name: str, scale: int, size: int, medians: dict) -> None:
     print(f"M2 sampled once: {sampled['wall']:.1f} s, {sampled['serial']:.1f} s of it under 1.5 cores busy; "
           f"with every other second on all {cores} cores, M2/L2 would be at most "
           f"{medians['M2']['tokens'] / best / rate('L2', 'wall'):.2f}")  # fmt: skip
+    for run in (r for r in medians if r.startswith("M2 ") and r.split()[1] in ("nsp", "sop")):
+        cpu, wall = rate("M2", "cpu") / rate(run, "cpu"), rate("M2", "wall") / rate(run, "wall")
+        print(f"{run} against M2 (single segments): CPU per token {cpu:.2f}x, wall per token {wall:.2f}x")
     if "H" in medians:
         print(f"M2/H per wall-second: {rate('M2', 'wall') / rate('H', 'wall'):.2f}; "
               f"M1/H per CPU-second: {rate('M1', 'cpu') / rate('H', 'cpu'):.2f}")  # fmt: skip
@@ -217,6 +223,9 @@ def main():
     parser.add_argument("--scale", nargs="+", type=int, default=[1, 4])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no_hf", dest="hf", action="store_false", help="Skip the Hugging Face run.")
+    parser.add_argument(
+        "--pairs", nargs="*", default=[], choices=("nsp", "sop"), help="Also M2 with --sentence_pairs MODE."
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.corpus:
@@ -224,7 +233,7 @@ def main():
                 folder = pathlib.Path(tmp, f"{name}-{scale}")
                 paths = corpora.build(name, scale, folder)
                 print(f"{name} x{scale}: running", file=sys.stderr, flush=True)
-                medians = measure(paths, args.repeats, args.hf)
+                medians = measure(paths, args.repeats, args.hf, args.pairs)
                 report(name, scale, sum(p.stat().st_size for p in paths), medians)
                 shutil.rmtree(folder)
 

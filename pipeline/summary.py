@@ -15,4 +15,7 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
             f"  {split:<11} {c['sequences']:>10,} sequences {c['tokens']:>13,} tokens "
             f"{c['predictions']:>11,} predictions in {c['shards']} shards"
         )
+        if "next_sentence_labels" in c:
+            zero, one = c["next_sentence_labels"]
+            lines.append(f"  {'':<11} pair labels: {zero:,} of 0, {one:,} of 1 ({one / max(1, zero + one):.1%})")
     return "\n".join(lines)
