@@ -17,5 +17,6 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
         )
         if "next_sentence_labels" in c:
             zero, one = c["next_sentence_labels"]
-            lines.append(f"  {'':<11} pair labels: {zero:,} of 0, {one:,} of 1 ({one / max(1, zero + one):.1%})")
+            share = one / max(1, zero + one)
+            lines.append(f"  {'':<11} pair labels: {zero:,} of 0, {one:,} of 1 ({share:.1%} of 1)")
     return "\n".join(lines)
