@@ -101,7 +101,7 @@ def _check_pair(batch: MaskedBatch, extra: dict, vocab, fail):
     fail(
         np.any(segment_ids != expected, axis=1), "segment_ids do not switch to 1 once, after the first [SEP]"
     )
-    fail((starts < 2) | (starts > batch.lengths - 2), "an empty segment")
+    fail((starts < 3) | (starts > batch.lengths - 2), "an empty segment")  # A at 1.., B before the last [SEP]
     labels = batch.next_sentence_labels
     fail((labels != 0) & (labels != 1), "next_sentence_labels not 0 or 1")
 

@@ -2,6 +2,8 @@
 
 import json
 import re
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow as pa
@@ -213,11 +215,35 @@ def test_pairs_are_byte_identical_with_one_and_two_workers(tmp_path, real_data, 
     ]
     one = run_job(tmp_path / "one", *args, "--direct_num_workers=1")
     two = run_job(tmp_path / "two", *args, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    shuffled = run_job(tmp_path / "shuffle", *args, "--grouping=shuffle")  # documents grouped by a shuffle
     assert one["counts"]["counters"]["input_ranges_read"] > 17  # the files were read in ranges
-    assert [(s["file"], s["sha256"]) for s in one["shards"]] == [
-        (s["file"], s["sha256"]) for s in two["shards"]
-    ]
-    assert one["counts"]["splits"] == two["counts"]["splits"]
+    for other in (two, shuffled):
+        assert [(s["file"], s["sha256"]) for s in other["shards"]] == [
+            (s["file"], s["sha256"]) for s in one["shards"]
+        ]
+        assert other["counts"]["splits"] == one["counts"]["splits"]
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--sentence_pairs=nsp", "--packing=concat"], "--packing concat joins documents"),
+        (
+            ["--sentence_pairs=sop", "--max_seq_length=5", "--max_predictions_per_seq=2"],
+            "--max_seq_length of at least 6",
+        ),
+        (["--sentence_pairs=nsp", "--short_seq_prob=1.5"], "--short_seq_prob must be in [0, 1]"),
+        (["--sentence_pairs=pairs"], "invalid choice: 'pairs'"),
+    ],
+)
+def test_pair_flags_that_cannot_work_are_one_line_and_exit_2(tmp_path, real_data, bert_vocab, flags, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "run", f"--output={tmp_path / 'out'}",
+         f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}", f"--tokenizer={bert_vocab}", *flags],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+    assert not (tmp_path / "out").exists()
 
 
 def test_verify_finds_broken_pairs(tmp_path, real_data, bert_vocab):

@@ -30,6 +30,7 @@ Where this differs from BERT's script, and why:
   paired alike (BERT re-pairs each copy).
 """
 
+import bisect
 import dataclasses
 
 import numpy as np
@@ -44,7 +45,8 @@ MIN_SEQ_LENGTH = 6  # [CLS] A [SEP] B [SEP] with room to cut a pair
 MIN_DOC_TOKENS = 2  # a document of one token has nothing to pair with
 
 _STREAM = 3  # keys.uniform_bits stream of pair choices (masking uses 0 to 2)
-_DRAWS = 64  # draws made at once per document
+_FIRST_DRAWS = 10  # draws made for every document of a slice at once: enough for two pairs
+_DRAWS = 64  # draws made at once where a document needs more
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,21 +123,26 @@ def fit(a: int, b: int, max_tokens: int) -> tuple[int, int]:
 
 
 class _Draws:
-    """Uniform draws in [0, 1) of one document: a function of the seed and its key alone."""
+    """Uniform draws in [0, 1) of one document: counter-based on its key (``keys.uniform_bits``), so a
+    function of the seed and its content alone. The first few come with it, drawn for a whole slice of
+    documents at once; more are drawn as a document needs them."""
 
-    def __init__(self, key: np.uint64):
+    def __init__(self, key: np.uint64, first: list[float]):
         self._key = np.asarray([key], dtype=np.uint64)
-        self._values = np.zeros(0)
-        self._next = self._base = 0
+        self._values = first
+        self._next = 0
+
+    def take(self, count: int) -> list[float]:
+        """The next ``count`` draws."""
+        if self._next + count > len(self._values):
+            columns = np.arange(len(self._values), len(self._values) + max(_DRAWS, count))
+            more = keys.to_unit(keys.uniform_bits(self._key, stream=_STREAM, columns=columns))
+            self._values = self._values + more.tolist()
+        self._next += count
+        return self._values[self._next - count : self._next]
 
     def uniform(self) -> float:
-        if self._next == len(self._values) + self._base:
-            self._base += len(self._values)
-            columns = np.arange(self._base, self._base + _DRAWS)
-            self._values = keys.to_unit(keys.uniform_bits(self._key, stream=_STREAM, columns=columns))
-        value = self._values[self._next - self._base]
-        self._next += 1
-        return float(value)
+        return self.take(1)[0]
 
     def integer(self, low: int, high: int) -> int:
         """In [low, high], both included (Python's ``randint``)."""
@@ -156,14 +163,22 @@ def make_pairs(
 
     ``continues``: bool [vocab size], the tokens that continue a word (``Vocabulary.continuation_lookup``),
     which never start a segment cut from one sentence.
+
+    A loop over documents and their pairs, not tokens: sentence ends are Python lists searched by
+    ``bisect`` (faster than numpy on a few values), and each document's first draws come from one
+    vectorized call for the slice.
     """
     max_tokens = config.max_seq_length - 3
     rng_keys = keys.record_keys(pool.keys[first:], seed=config.seed, dupe=0)
+    columns = np.arange(_FIRST_DRAWS)[None, :]
+    first_draws = keys.to_unit(keys.uniform_bits(rng_keys[:, None], stream=_STREAM, columns=columns)).tolist()
+    all_ends = [ends.tolist() for ends in pool.sentence_ends]
+    nsp, sop, others = config.mode == "nsp", config.mode == "sop", len(pool) - 1
     pairs, without_other = [], 0  # (a_doc, a_start, a_end, b_doc, b_start, b_end, label)
-    for doc, rng_key in zip(range(first, len(pool)), rng_keys):
-        ids, ends = pool.token_ids[doc], pool.sentence_ends[doc]
-        n = ids.size
-        draws = _Draws(rng_key)
+    for doc, rng_key, drawn in zip(range(first, len(pool)), rng_keys, first_draws):
+        ends = all_ends[doc]
+        n, last = ends[-1], len(ends) - 1
+        draws = _Draws(rng_key, drawn)
         target = max_tokens
         if draws.uniform() < config.short_seq_prob:
             target = draws.integer(2, max_tokens)
@@ -172,40 +187,38 @@ def make_pairs(
         pos = 0
         while pos < n:
             # The chunk: sentences from pos until they reach the target (or the document ends).
-            lo = int(np.searchsorted(ends, pos, side="right"))
-            hi = min(int(np.searchsorted(ends, pos + target, side="left")), len(ends) - 1)
-            chunk = ends[lo : hi + 1]
-            label_draw, split_draw, other_draw, start_draw = (draws.uniform() for _ in range(4))
-            random_next = config.mode == "nsp" and label_draw < 0.5
-            if random_next and len(pool) == 1:
+            lo = bisect.bisect_right(ends, pos)
+            hi = min(bisect.bisect_left(ends, pos + target), last)
+            label_draw, split_draw, other_draw, start_draw = draws.take(4)
+            random_next = nsp and label_draw < 0.5
+            if random_next and not others:
                 random_next, without_other = False, without_other + 1
-            if len(chunk) >= 2:
-                split = int(chunk[min(int(split_draw * (len(chunk) - 1)), len(chunk) - 2)])
+            if hi > lo:
+                split = ends[lo + min(int(split_draw * (hi - lo)), hi - lo - 1)]
             else:  # one sentence (two tokens or more): cut inside what fits, where a word starts if one does
-                cuts = np.arange(pos + 1, min(int(chunk[0]), pos + target))
+                cuts = np.arange(pos + 1, min(ends[lo], pos + target))
                 if continues is not None:
-                    starts = cuts[~continues[ids[cuts]]]
+                    starts = cuts[~continues[pool.token_ids[doc][cuts]]]
                     cuts = starts if starts.size else cuts
                 split = int(cuts[min(int(split_draw * cuts.size), cuts.size - 1)])
             if random_next:
-                other = int(other_draw * (len(pool) - 1))
+                other = int(other_draw * others)
                 other += other >= doc  # any document but this one
-                other_ends = pool.sentence_ends[other]
+                other_ends = all_ends[other]
                 sentence = min(int(start_draw * len(other_ends)), len(other_ends) - 1)
-                b_start = int(other_ends[sentence - 1]) if sentence else 0
+                b_start = other_ends[sentence - 1] if sentence else 0
                 wanted = max(1, target - (split - pos))
-                j = min(int(np.searchsorted(other_ends, b_start + wanted, side="left")), len(other_ends) - 1)
-                a, b = fit(split - pos, int(other_ends[j]) - b_start, max_tokens)
+                j = min(bisect.bisect_left(other_ends, b_start + wanted), len(other_ends) - 1)
+                a, b = fit(split - pos, other_ends[j] - b_start, max_tokens)
                 if n - (pos + a) == 1:  # never leave one token alone
                     a, b = (a + 1, b) if a + b < max_tokens else (a - 1, b) if a > 1 else (a + 1, b - 1)
                 pairs.append((doc, pos, pos + a, other, b_start, b_start + b, IS_RANDOM))
                 pos += a
             else:
-                a, b = fit(split - pos, int(chunk[-1]) - split, max_tokens)
+                a, b = fit(split - pos, ends[hi] - split, max_tokens)
                 if n - (pos + a + b) == 1:
                     a, b = (a, b + 1) if a + b < max_tokens else (a - 1, b) if a > b else (a, b - 1)
-                swapped = config.mode == "sop" and label_draw < 0.5
-                if swapped:
+                if sop and label_draw < 0.5:
                     pairs.append((doc, pos + a, pos + a + b, doc, pos, pos + a, SWAPPED))
                 else:
                     pairs.append((doc, pos, pos + a, doc, pos + a, pos + a + b, IS_NEXT))  # or IN_ORDER
