@@ -136,6 +136,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
         max_seq_length=job.max_seq_length,
         max_predictions_per_seq=job.masking.max_predictions_per_seq,
         pad_id=job.vocab.pad_id,
+        unk_id=job.vocab.unk_id,
         grouping=job.grouping,
         temp_dir=job.temp_dir,
         generation=job.generation,

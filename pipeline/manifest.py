@@ -18,12 +18,13 @@ from typing import NotRequired, TypedDict
 
 import pyarrow.fs
 
-from mlmprep.transforms import encode
+from mlmprep.transforms import encode, profile
 from mlmprep.transforms.mask import MaskingConfig
 from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
 from mlmprep.transforms.tokenize import SPLITS
 
 FORMAT_VERSION = 1  # what this mlmprep writes and reads; a reader refuses any other
+DOCUMENT_TOKENS = "document_tokens"  # the tokenizing step's counters of documents by tokens, per split
 
 
 class ShardEntry(TypedDict):
@@ -34,6 +35,9 @@ class ShardEntry(TypedDict):
     tokens: int
     predictions: int
     sha256: str
+    unk_tokens: int  # real positions whose token before masking is the unknown token
+    padding: int  # positions holding [PAD]
+    sequence_lengths: list[int]  # records by real length, profile.length_buckets
     next_sentence_labels: NotRequired[list[int]]  # sentence pairs: records of label 0 and of label 1
 
 
@@ -43,6 +47,10 @@ class SplitCounts(TypedDict):
     tokens: int
     predictions: int
     shards: int  # per format
+    unk_tokens: int  # what the tokenizer did not know: tokens that are its unknown token, before masking
+    padding: int  # positions holding [PAD]: sequences * max_seq_length - tokens
+    sequence_lengths: list[int]  # sequences by real length (profile.length_buckets)
+    document_tokens: list[int]  # documents by tokens (profile.document_buckets)
     next_sentence_labels: NotRequired[list[int]]  # sentence pairs: sequences of label 0 and of label 1
 
 
@@ -135,6 +143,14 @@ def build(
             "tokens": sum(s["tokens"] for s in files),
             "predictions": sum(s["predictions"] for s in files),
             "shards": len(files),
+            "unk_tokens": sum(s.get("unk_tokens", 0) for s in files),
+            "padding": sum(s.get("padding", 0) for s in files),
+            "sequence_lengths": [sum(n) for n in zip(*(s["sequence_lengths"] for s in files))]
+            if files
+            else [0] * profile.BUCKETS,
+            "document_tokens": [
+                counts.get(f"{DOCUMENT_TOKENS}.{split}.{bucket}", 0) for bucket in range(profile.BUCKETS)
+            ],
         }
         if any("next_sentence_labels" in s for s in files):
             labels = [s.get("next_sentence_labels", [0, 0]) for s in files]

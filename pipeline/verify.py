@@ -1,7 +1,8 @@
 """``mlmprep verify DIR``: re-reads every shard and checks it against manifest.json.
 
 Checks, per shard: it exists, its sha256, record, token and prediction
-counts match the manifest, its schema is the contract's; per record: the
+counts, [UNK] tokens, padding and length histogram match the manifest, its
+schema is the contract's; per record: the
 [CLS] ... [SEP] [PAD] frame (with sentence pairs: [CLS] A [SEP] B [SEP] [PAD],
 segment ids switching once after the first [SEP], labels 0 or 1 and their
 share within 4 sigma of one half), the masking invariants (specials never
@@ -24,7 +25,7 @@ import pyarrow as pa
 
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import decode, encode, records
+from mlmprep.transforms import decode, encode, profile, records
 from mlmprep.transforms.mask import MaskingConfig, prediction_counts
 from mlmprep.transforms.records import MaskedBatch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
@@ -225,7 +226,11 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                     records=len(batch.lengths),
                     tokens=int(batch.lengths.sum()),
                     predictions=int(batch.num_predictions.sum()),
+                    unk_tokens=profile.unk_tokens(batch, vocab.unk_id),
+                    padding=profile.padding(batch),
                 )
+                lengths = profile.length_buckets(batch.lengths, batch.input_ids.shape[1]).tolist()
+                seen[name].update({f"length_{i}": n for i, n in enumerate(lengths)})
                 if batch.next_sentence_labels is not None:
                     seen[name].update(
                         label_0=int(np.sum(batch.next_sentence_labels == 0)),
@@ -257,9 +262,14 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 report.problem(name, "sha256 differs from the manifest")
             if name in failed:
                 continue
-            for field in ("records", "tokens", "predictions"):
+            for field in ("records", "tokens", "predictions", "unk_tokens", "padding"):
                 if seen[name][field] != shard.get(field):
                     report.problem(name, f"{seen[name][field]} {field}, the manifest says {shard.get(field)}")
+            lengths = [seen[name][f"length_{i}"] for i in range(profile.BUCKETS)]
+            if lengths != shard.get("sequence_lengths"):
+                report.problem(
+                    name, f"sequence_lengths {lengths}, the manifest says {shard.get('sequence_lengths')}"
+                )
             labels = [seen[name]["label_0"], seen[name]["label_1"]]
             if pairs_mode(config) and labels != shard.get("next_sentence_labels"):
                 report.problem(
@@ -273,6 +283,9 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 shards=1,
                 label_0=labels[0],
                 label_1=labels[1],
+                unk_tokens=seen[name]["unk_tokens"],
+                padding=seen[name]["padding"],
+                **{f"length_{i}": n for i, n in enumerate(lengths)},
             )
 
 
@@ -288,11 +301,17 @@ def check_counts(manifest: dict, totals: dict, report: Report):
             continue
         for fmt in formats:
             seen = totals.get((split, fmt), collections.Counter())
-            for field in ("sequences", "tokens", "predictions", "shards"):
+            for field in ("sequences", "tokens", "predictions", "shards", "unk_tokens", "padding"):
                 if listed.get(field) != seen[field]:
                     report.problem(
                         f"{split} ({fmt})", f"{field} {seen[field]}, the manifest says {listed.get(field)}"
                     )
+            lengths = [seen[f"length_{i}"] for i in range(profile.BUCKETS)]
+            if listed.get("sequence_lengths") != lengths:
+                report.problem(
+                    f"{split} ({fmt})",
+                    f"sequence_lengths {lengths}, the manifest says {listed.get('sequence_lengths')}",
+                )
             if pairs_mode(manifest["config"]):
                 _check_labels(split, fmt, listed, [seen["label_0"], seen["label_1"]], report)
         if listed.get("sequences") and not listed.get("documents"):

@@ -11,6 +11,7 @@ import gc
 
 import numpy as np
 
+from mlmprep.transforms import profile
 from mlmprep.transforms.beam import exit_quickly
 from mlmprep.transforms.beam.counting import CountingDoFn, in_global_window
 from mlmprep.transforms.documents import PIECE_CHARS, split_pieces
@@ -26,6 +27,7 @@ from mlmprep.transforms.tokenize import (
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
 PREFETCH = 3  # batches the tokenizer may be ahead of the steps after it
+DOCUMENT_TOKENS = "document_tokens"  # counters "document_tokens.SPLIT.BUCKET" (profile.document_buckets)
 
 
 def _encode_bounded(encode, texts: list[str]):
@@ -174,7 +176,11 @@ class TokenizeDocuments(CountingDoFn):
         self.count("documents_dropped.too_short", int(too_short.sum()))
         kept = ~no_tokens & ~too_short
         for split, name in enumerate(SPLITS):
-            self.count(f"documents.{name}", int((kept & (splits == split)).sum()))
+            in_split = kept & (splits == split)
+            self.count(f"documents.{name}", int(in_split.sum()))
+            for bucket, n in enumerate(profile.document_buckets(lengths[in_split]).tolist()):
+                if n:
+                    self.count(f"{DOCUMENT_TOKENS}.{name}.{bucket}", n)
         if kept.any():
             yield TokenizedBatch(
                 keys=None if batch.keys is None else batch.keys[kept],

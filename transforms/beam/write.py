@@ -16,7 +16,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from mlmprep.transforms import encode, records
+from mlmprep.transforms import encode, profile, records
 from mlmprep.transforms.beam.groups import SortedGroups, Sorting
 from mlmprep.transforms.beam.progress import Progress
 from mlmprep.transforms.shards import (
@@ -45,6 +45,7 @@ class WriteShard(beam.DoFn):
         max_seq_length,
         max_predictions_per_seq,
         pad_id,
+        unk_id=None,
         generation=0,
         pairs=False,
     ):
@@ -52,6 +53,7 @@ class WriteShard(beam.DoFn):
         self._formats = formats
         self._generation = generation
         self._pairs = pairs
+        self._unk_id = unk_id
         self._shape = dict(
             max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
         )
@@ -84,7 +86,12 @@ class WriteShard(beam.DoFn):
             tfrecord = files.get("tfrecord")
             parquet = encode.ParquetShard(files["parquet"], self._pairs) if "parquet" in files else None
             stats = _write_in_slices(
-                slices, shape=self._shape, tfrecord=tfrecord, parquet=parquet, parquet_thread=self._parquet
+                slices,
+                shape=self._shape,
+                unk_id=self._unk_id,
+                tfrecord=tfrecord,
+                parquet=parquet,
+                parquet_thread=self._parquet,
             )
             if self._pairs:
                 stats.setdefault("next_sentence_labels", [0, 0])
@@ -105,14 +112,15 @@ class WriteShard(beam.DoFn):
             yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
 
 
-def _write_in_slices(slices, *, shape, tfrecord, parquet, parquet_thread) -> dict:
-    """Encodes a shard's sorted slices of rows into its files; returns its counts.
+def _write_in_slices(slices, *, shape, unk_id, tfrecord, parquet, parquet_thread) -> dict:
+    """Encodes a shard's sorted slices of rows into its files; returns its counts and profile.
 
     What the write holds besides a slice does not grow with the shard: a
     slice's Parquet row group is written on ``parquet_thread`` while the
     slice's TFRecord bytes are encoded here.
     """
-    stats = {"records": 0, "tokens": 0, "predictions": 0}
+    stats = {"records": 0, "tokens": 0, "predictions": 0, "unk_tokens": 0, "padding": 0}
+    lengths = np.zeros(profile.BUCKETS, np.int64)
     pending = None
     try:
         for rows in slices:
@@ -120,6 +128,9 @@ def _write_in_slices(slices, *, shape, tfrecord, parquet, parquet_thread) -> dic
             stats["records"] += len(batch.lengths)
             stats["tokens"] += int(batch.lengths.sum())
             stats["predictions"] += int(batch.num_predictions.sum())
+            stats["unk_tokens"] += profile.unk_tokens(batch, unk_id)
+            stats["padding"] += profile.padding(batch)
+            lengths += profile.length_buckets(batch.lengths, shape["max_seq_length"])
             if batch.next_sentence_labels is not None:
                 labels = np.bincount(batch.next_sentence_labels, minlength=2).tolist()
                 stats["next_sentence_labels"] = [
@@ -134,6 +145,7 @@ def _write_in_slices(slices, *, shape, tfrecord, parquet, parquet_thread) -> dic
     finally:
         if pending is not None:
             pending.result()  # never leave the Parquet writer to a thread still using it
+    stats["sequence_lengths"] = lengths.tolist()
     return stats
 
 
@@ -203,6 +215,7 @@ class WriteShards(beam.PTransform):
         max_seq_length,
         max_predictions_per_seq,
         pad_id,
+        unk_id=None,
         grouping: str,
         temp_dir: str,
         generation: int = 0,
@@ -219,6 +232,7 @@ class WriteShards(beam.PTransform):
             max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq,
             pad_id=pad_id,
+            unk_id=unk_id,
             generation=generation,
             pairs=pairs,
         )
