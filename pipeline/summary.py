@@ -1,4 +1,43 @@
-"""The manifest's counts as a table, as ``mlmprep run`` and the demo print them."""
+"""The manifest's counts as a table, as ``mlmprep run`` and the demo print them, and the warnings they call
+for (also in ``mlmprep report``)."""
+
+UNK_RATE_LIMIT = 0.01  # more [UNK] than this: the tokenizer does not fit the text
+FILL_RATIO_LIMIT = 0.7  # sequences less full than this with document packing: concat would fill them
+
+
+def unk_rate(split: dict) -> float:
+    """The share of a split's tokens that are [UNK] (before masking)."""
+    return split.get("unk_tokens", 0) / max(1, split["tokens"])
+
+
+def fill_ratio(split: dict) -> float:
+    """The share of a split's positions that hold a token rather than [PAD]."""
+    return split["tokens"] / max(1, split["tokens"] + split.get("padding", 0))
+
+
+def warnings(manifest: dict) -> list[str]:
+    """What looks wrong in an output's numbers, in words, with what to do about it."""
+    out = []
+    config = manifest["config"]
+    for name, split in manifest["counts"]["splits"].items():
+        if not split["sequences"]:
+            continue
+        if unk_rate(split) > UNK_RATE_LIMIT:
+            out.append(
+                f"[UNK] is {unk_rate(split):.1%} of the {name} tokens (over {UNK_RATE_LIMIT:.0%}): "
+                "the tokenizer does not fit this text; train one on it with mlmprep train-tokenizer"
+            )
+        if fill_ratio(split) < FILL_RATIO_LIMIT and config.get("packing") == "document":
+            out.append(
+                f"the {name} sequences are {fill_ratio(split):.0%} full (under {FILL_RATIO_LIMIT:.0%}): "
+                f"{1 - fill_ratio(split):.0%} of every step would be padding; --packing concat fills them"
+            )
+        if split["sequences"] < split["shards"]:
+            out.append(
+                f"{name} has {split['sequences']:,} sequences for {split['shards']} shards: some shards are "
+                "empty; ask for fewer with --num_shards"
+            )
+    return out
 
 
 def format_manifest(output_dir: str, manifest: dict) -> str:
@@ -15,8 +54,13 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
             f"  {split:<11} {c['sequences']:>10,} sequences {c['tokens']:>13,} tokens "
             f"{c['predictions']:>11,} predictions in {c['shards']} shards"
         )
+        if "padding" in c:
+            lines.append(
+                f"  {'':<11} [UNK] {unk_rate(c):.2%} of the tokens, sequences {fill_ratio(c):.1%} full"
+            )
         if "next_sentence_labels" in c:
             zero, one = c["next_sentence_labels"]
             share = one / max(1, zero + one)
             lines.append(f"  {'':<11} pair labels: {zero:,} of 0, {one:,} of 1 ({share:.1%} of 1)")
+    lines += [f"WARNING: {warning}" for warning in warnings(manifest)]
     return "\n".join(lines)
