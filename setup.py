@@ -65,6 +65,8 @@ setuptools.setup(
         # The Parquet shards in Hugging Face's stack (tests/test_hf.py). PyTorch's default wheel
         # is a CUDA build of several GB: install the CPU one first where there is no GPU.
         "hf": ["torch>=2.1", "transformers>=4.40", "datasets>=2.14"],
+        # mlmprep report's plots.
+        "report": ["matplotlib>=3.7"],
         # bench/throughput.py's Hugging Face baseline; bench/sentence_split.py's other splitters.
         "bench": ["datasets>=2.14", "transformers>=4.40", "blingfire", "pysbd"],
     },

@@ -84,6 +84,12 @@ def _inspect(argv):
     inspect.main(argv)
 
 
+def _report(argv):
+    from mlmprep.pipeline import report
+
+    report.main(argv)
+
+
 def _trainer(module):
     def command(argv):
         from mlmprep.pipeline.errors import UsageError
@@ -107,6 +113,7 @@ COMMANDS = {
     "train-tokenizer": (_train_tokenizer, "Train a WordPiece tokenizer.json on text files."),
     "verify": (_verify, "Re-read an output's shards and check them against its manifest.json."),
     "inspect": (_inspect, "Show decoded examples of an output, with the masked positions marked."),
+    "report": (_report, "Write one HTML page of an output's counts, lengths, masks and warnings."),
     "train": (_trainer("train"), "Train a BERT masked LM on an output's shards (needs mlmprep[trainer])."),
     "fill-mask": (_trainer("fill_mask"), "Fill [MASK] in a sentence with a trained model."),
     "export": (_trainer("export"), "Write a trained model as a Hugging Face transformers folder."),

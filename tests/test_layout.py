@@ -17,11 +17,14 @@ BEAM_FREE = [
     ),
     "mlmprep.pipeline.verify",
     "mlmprep.pipeline.inspect",
+    "mlmprep.pipeline.report",
+    "mlmprep.pipeline.summary",
     "mlmprep.pipeline.manifest",
     "mlmprep.pipeline.errors",
     "mlmprep.trainer.data",
     "mlmprep.trainer.train",
     "mlmprep.trainer.fill_mask",
+    "mlmprep.trainer.export",
 ]
 
 

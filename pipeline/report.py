@@ -1,0 +1,286 @@
+"""``mlmprep report OUT``: one self-contained HTML page of what an output holds, and what looks wrong with it.
+
+The counts, drop reasons, [UNK] rate and fill ratio come from manifest.json;
+the 80/10/10 replacement shares are observed on the first records of each
+split (as ``verify`` classifies them); a few examples are decoded with their
+masks marked (as ``inspect`` shows them). Plots are drawn with matplotlib
+(``pip install 'mlmprep[report]'``) and embedded as PNG, so the page needs
+nothing beside it. Needs no Beam and no TensorFlow.
+"""
+
+import base64
+import collections
+import datetime
+import html
+import io
+import re
+
+from mlmprep.pipeline import inspect, summary, verify
+from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline.errors import CliParser, UsageError
+from mlmprep.transforms import decode, encode, profile
+from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
+
+SAMPLE_RECORDS = 20_000  # per split: what the observed replacement shares are counted on
+EXAMPLES = 3
+COLORS = {"train": "#1f77b4", "validation": "#ff7f0e", "configured": "#9a9a9a"}  # matplotlib's first two
+
+
+def observed_replacements(
+    output_dir: str, manifest: dict, split: str, vocab
+) -> tuple[collections.Counter, int]:
+    """(mask/random/same counts, records read) over the first SAMPLE_RECORDS records of a split."""
+    config = manifest["config"]
+    seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
+    pairs = manifest_lib.sentence_pairs(manifest) != "none"
+    formats = config.get("formats") or ["tfrecord"]
+    shards = [
+        s for s in manifest["shards"] if s["split"] == split and s["format"] == formats[0] and s["records"]
+    ]
+    report, read = verify.Report(), 0
+    masking = manifest_lib.masking_config(manifest)
+    for shard in shards:
+        parquet = shard["format"] == "parquet"
+        with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
+            slices = (decode.parquet_slices if parquet else decode.tfrecord_slices)(
+                f, seq, preds, encode.slice_rows(seq), pairs
+            )
+            for batch, extra in slices:
+                verify.check_batch(
+                    batch, extra, vocab=vocab, masking=masking, report=report, where=shard["file"]
+                )
+                read += len(batch.lengths)
+                if read >= SAMPLE_RECORDS:
+                    return report.outcomes, read
+    return report.outcomes, read
+
+
+def _png(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _bars(title: str, labels: list[str], series: dict[str, list[float]], ylabel: str) -> str:
+    """A grouped bar chart as a PNG data URI."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # no screen: draw into memory
+    from matplotlib import pyplot
+
+    figure, axes = pyplot.subplots(figsize=(9, 3.2))
+    width = 0.8 / max(1, len(series))
+    for i, (name, values) in enumerate(series.items()):
+        x = [j + (i - (len(series) - 1) / 2) * width for j in range(len(labels))]
+        axes.bar(x, values, width=width, label=name, color=COLORS.get(name))
+    axes.set_xticks(range(len(labels)), labels, rotation=45 if len(labels) > 8 else 0, ha="right")
+    axes.set_title(title)
+    axes.set_ylabel(ylabel)
+    axes.legend()
+    axes.spines[["top", "right"]].set_visible(False)
+    uri = _png(figure)
+    pyplot.close(figure)
+    return uri
+
+
+def _shares(counts: list[int]) -> list[float]:
+    total = sum(counts)
+    return [100 * n / total if total else 0.0 for n in counts]
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _split_rows(manifest: dict) -> list[list]:
+    rows = []
+    for name, split in manifest["counts"]["splits"].items():
+        labels = split.get("next_sentence_labels")
+        rows.append(
+            [
+                name,
+                f"{split['documents']:,}",
+                f"{split['sequences']:,}",
+                f"{split['tokens']:,}",
+                f"{split['predictions']:,}",
+                split["shards"],
+                f"{summary.unk_rate(split):.2%}",
+                f"{summary.fill_ratio(split):.1%}",
+                "" if labels is None else f"{labels[1] / max(1, sum(labels)):.1%} of 1",
+            ]
+        )
+    return rows
+
+
+def build(output_dir: str) -> str:
+    """The report's HTML."""
+    manifest = manifest_lib.read(output_dir)
+    with manifest_lib.open_file(output_dir, manifest["tokenizer"]["file"]) as f:
+        tokenizer = load_tokenizer(f.read().decode("utf-8"))
+    vocab = vocabulary(tokenizer)
+    config, counts, splits = manifest["config"], manifest["counts"], manifest["counts"]["splits"]
+    sections = []
+
+    warnings = summary.warnings(manifest)
+    if warnings:
+        items = "".join(f"<li>{html.escape(w)}</li>" for w in warnings)
+        sections.append(f'<div class="warnings"><h2>Warnings</h2><ul>{items}</ul></div>')
+    else:
+        sections.append('<p class="ok">No warnings: [UNK] rate, fill ratio and shards look sound.</p>')
+
+    dropped = sorted(((r, n) for r, n in counts["documents_dropped"].items() if n), key=lambda x: -x[1])
+    sections.append(
+        "<h2>Counts</h2>"
+        + _table(
+            ["documents read", "written", "dropped"],
+            [
+                [
+                    f"{counts['documents_read']:,}",
+                    f"{counts['documents_written']:,}",
+                    f"{sum(n for _, n in dropped):,}",
+                ]
+            ],
+        )
+        + (_table(["dropped because", "documents"], [[r, f"{n:,}"] for r, n in dropped]) if dropped else "")
+        + _table(
+            [
+                "split",
+                "documents",
+                "sequences",
+                "tokens",
+                "predictions",
+                "shards",
+                "[UNK] rate",
+                "fill ratio",
+                "pair labels",
+            ],
+            _split_rows(manifest),
+        )  # fmt: skip
+    )
+
+    edges = profile.length_bucket_edges(config["max_seq_length"])
+    present = [i for i, (first, last) in enumerate(edges) if first <= last]
+    lengths = {
+        n: [_shares(s["sequence_lengths"])[i] for i in present] for n, s in splits.items() if "padding" in s
+    }
+    if lengths:
+        uri = _bars(
+            "Sequences by real length (tokens, [CLS] and [SEP] included)",
+            [f"{edges[i][0]}–{edges[i][1]}" for i in present],
+            lengths,
+            "% of sequences",
+        )
+        sections.append(f'<h2>Sequence lengths</h2><img alt="sequence lengths" src="{uri}">')
+    documents = {n: _shares(s["document_tokens"]) for n, s in splits.items() if "document_tokens" in s}
+    if documents:
+        last = max(max((i for i, n in enumerate(v) if n), default=0) for v in documents.values())
+        labels = ["1"] + [f"{2**i}–{2 ** (i + 1) - 1}" for i in range(1, profile.BUCKETS - 1)] + [f"{2**15}+"]
+        uri = _bars(
+            "Documents by tokens",
+            labels[: last + 1],
+            {n: v[: last + 1] for n, v in documents.items()},
+            "% of documents",
+        )
+        sections.append(f'<h2>Document lengths</h2><img alt="document lengths" src="{uri}">')
+
+    expected = [config["mask_token_ratio"], config["random_token_ratio"]]
+    observed, read = {}, {}
+    for name in splits:
+        outcomes, read[name] = observed_replacements(output_dir, manifest, name, vocab)
+        if sum(outcomes.values()):
+            observed[name] = _shares([outcomes[k] for k in ("mask", "random", "same")])
+    if observed:
+        uri = _bars(
+            "Selected tokens: replaced by [MASK], by a random token, or kept",
+            ["[MASK]", "random", "kept"],
+            {"configured": [100 * expected[0], 100 * expected[1], 100 * (1 - sum(expected))], **observed},
+            "% of predictions",
+        )
+        rows = [[n, f"{read[n]:,}", *(f"{v:.2f}%" for v in observed[n])] for n in observed]
+        sections.append(
+            f'<h2>Replacements</h2><img alt="replacements" src="{uri}">'
+            + _table(["split", "records read", "[MASK]", "random", "kept"], rows)
+        )
+
+    examples = []
+    for name in splits:
+        for i, row in enumerate(inspect.first_rows(output_dir, manifest, name, EXAMPLES)):
+            label = row.get("next_sentence_label")
+            title = f"{name} example {i}" + ("" if label is None else f", pair label {label}")
+            examples.append(
+                f"<h3>{html.escape(title)}</h3><pre>{_marked(inspect.describe_example(tokenizer, row))}</pre>"
+            )
+    if examples:
+        sections.append(
+            "<h2>Examples</h2><p>[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; "
+            "&lt;token&gt;: kept</p>" + "".join(examples)
+        )
+
+    tokenizer_file = manifest["tokenizer"]["file"]
+    options = ", ".join(
+        f"{k} {config[k]}"
+        for k in ("max_seq_length", "max_predictions_per_seq", "masked_lm_prob", "packing", "sentence_pairs")
+        if k in config
+    )
+    return PAGE.format(
+        title=html.escape(f"mlmprep report: {output_dir}"),
+        subtitle=html.escape(
+            f"{options}; tokenizer {tokenizer_file} ({vocab.size:,} tokens); "
+            f"mlmprep {manifest['versions'].get('mlmprep')}; reported {datetime.date.today()}"
+        ),
+        body="\n".join(sections),
+    )
+
+
+_MARKS = re.compile(r"(?P<mask>\[MASK→[^\]\s]*\])|(?P<random>\{[^}\s]*→[^}\s]*\})|(?P<kept>&lt;\S*?&gt;)")
+
+
+def _marked(text: str) -> str:
+    """An example's text, escaped, with the selected positions highlighted as ``inspect`` marks them."""
+    return _MARKS.sub(
+        lambda m: f'<span class="{m.lastgroup}">{m.group(0)}</span>', html.escape(text, quote=False)
+    )
+
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title}</title>
+<style>
+body {{ font-family: sans-serif; max-width: 1000px; margin: 2em auto; color: #222; }}
+table {{ border-collapse: collapse; margin: 1em 0; }}
+th, td {{ border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: right; }}
+th {{ background: #f3f3f3; }}
+.warnings {{ background: #fff4e5; border-left: 6px solid #e8890c; padding: 0.5em 1em; }}
+.ok {{ background: #eaf7ea; border-left: 6px solid #2e9b2e; padding: 0.5em 1em; }}
+pre {{ white-space: pre-wrap; background: #f8f8f8; padding: 0.6em; }}
+.mask {{ background: #d6e6ff; }} .random {{ background: #ffe0e0; }} .kept {{ background: #e2f5e2; }}
+img {{ max-width: 100%; }}
+</style></head>
+<body><h1>{title}</h1><p>{subtitle}</p>
+{body}
+</body></html>
+"""
+
+
+def main(argv):
+    parser = CliParser(prog="mlmprep report", description=__doc__.split("\n\n")[0])
+    parser.add_argument("output_dir", help="An mlmprep output directory (with manifest.json).")
+    parser.add_argument("--output", default="report.html", help="The HTML file to write.")
+    args = parser.parse_args(argv)
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UsageError("mlmprep report draws with matplotlib: pip install 'mlmprep[report]'") from None
+    try:
+        page = build(args.output_dir)
+    except manifest_lib.ManifestError as e:
+        raise UsageError(str(e)) from None
+    try:
+        with open(args.output, "w", encoding="utf-8") as f:
+            f.write(page)
+    except OSError as e:
+        raise UsageError(f"cannot write {args.output}: {e}") from None
+    print(f"wrote {args.output}")
+    for warning in summary.warnings(manifest_lib.read(args.output_dir)):
+        print(f"WARNING: {warning}")
