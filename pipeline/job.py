@@ -8,8 +8,10 @@ A full command line, as run by ``mlmprep run``::
       --temp_location gs://my-bucket/tmp --setup_file ./setup.py
 """
 
+import contextlib
 import os
 import sys
+import tempfile
 
 import apache_beam as beam
 import pyarrow as pa
@@ -23,6 +25,7 @@ from mlmprep.pipeline.planning import JobPlan, plan
 from mlmprep.transforms import records
 from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
 from mlmprep.transforms.beam.mask import MaskSequences
+from mlmprep.transforms.beam.progress import ProgressMonitor
 from mlmprep.transforms.beam.tokenize import TokenizeDocuments
 from mlmprep.transforms.beam.write import WriteShards
 from mlmprep.transforms.pack import SequenceBatch, concat_rows
@@ -91,8 +94,9 @@ def _pack(batches: beam.PCollection, job: JobPlan):
     )
 
 
-def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
-    """Adds the job to ``p``; returns the PCollection holding the manifest dict."""
+def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = None) -> beam.PCollection:
+    """Adds the job to ``p``; returns the PCollection holding the manifest dict. ``progress_dir``: a local
+    folder where the readers note the input bytes they read, for a ``ProgressMonitor``."""
     coders.register()
     documents = (
         p
@@ -105,6 +109,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan) -> beam.PCollection:
             dedup=job.dedup,
             with_keys=job.validation_fraction > 0 or job.packing == "concat" or job.pairs is not None,
             dedup_bits=job.dedup_bits,
+            progress_dir=progress_dir,
         )
     )
     tokenize = TokenizeDocuments(
@@ -213,12 +218,30 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     exit_quickly()
     options = PipelineOptions(argv)
     job = plan(options)
-    p = beam.Pipeline(runner=local_runner(options, job, argv), options=options)
-    build_pipeline(p, job)
-    result = p.run()
-    if not options.view_as(StandardOptions).no_wait_until_finish:
-        result.wait_until_finish()
+    runner = local_runner(options, job, argv)
+    p = beam.Pipeline(runner=runner, options=options)
+    with _local_progress(runner is not None, job.input_bytes) as progress_dir:
+        build_pipeline(p, job, progress_dir)
+        result = p.run()
+        if not options.view_as(StandardOptions).no_wait_until_finish:
+            result.wait_until_finish()
     return result
+
+
+@contextlib.contextmanager
+def _local_progress(local: bool, input_bytes: int):
+    """On the local runner, a folder the readers note their progress in, and a monitor that prints the share
+    of the input read and the time left; remote runners keep their own logs."""
+    if not local:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="mlmprep-progress-") as directory:
+        monitor = ProgressMonitor(directory, input_bytes)
+        monitor.start()
+        try:
+            yield directory
+        finally:
+            monitor.stop()
 
 
 def step_names(result) -> list[str]:

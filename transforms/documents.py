@@ -661,6 +661,12 @@ class FileRange(NamedTuple):
     path: str
     start: int = 0
     stop: int | None = None
+    size: int = 0  # the file's, where known: how much of the input the range is
+
+    @property
+    def nbytes(self) -> int:
+        """The range's bytes of the file (0 where the file's size is not known)."""
+        return max(0, (self.size if self.stop is None else self.stop) - self.start)
 
     def key(self) -> int:
         """A 63-bit name for the range, the same in every pass and on every worker."""
@@ -691,7 +697,7 @@ def file_ranges(
     parts = max(1, -(-size // range_bytes)) if splittable else 1
     bounds = [size * i // parts for i in range(parts)]
     for start, stop in zip(bounds, [*bounds[1:], None]):
-        yield FileRange(path, start, stop)
+        yield FileRange(path, start, stop, size)
 
 
 @dataclasses.dataclass
@@ -728,7 +734,7 @@ class DocumentSource:
             self._drop("unreadable_file")
 
     def _batches(self, file_range: FileRange, fmt: str):
-        path, start, stop = file_range
+        path, start, stop = file_range.path, file_range.start, file_range.stop
         with self.open_file(path) as raw:  # decompresses by suffix; only uncompressed files are split
             if fmt == "parquet":
                 yield from self._values(self._parquet_values(raw, start, stop))  # seeks: the file itself

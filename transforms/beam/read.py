@@ -24,7 +24,7 @@ from apache_beam.io.filesystems import FileSystems
 from mlmprep.transforms import dedup
 from mlmprep.transforms.beam import exit_quickly
 from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
-from mlmprep.transforms.beam.progress import Progress
+from mlmprep.transforms.beam.progress import InputProgress, Progress
 from mlmprep.transforms.documents import (
     RANGE_BYTES,
     DocumentBatch,
@@ -48,13 +48,16 @@ def dedup_bits(input_bytes: int | None) -> int:
 class _ReadDigests(beam.DoFn):
     """(range key, FileRange) -> (bucket, digests) of its documents: the first pass, which counts nothing."""
 
-    def __init__(self, input_format: str, text_field: str, bits: int):
+    def __init__(self, input_format: str, text_field: str, bits: int, progress_dir: str | None = None):
         self._source_args = dict(input_format=input_format, text_field=text_field)
         self._bits = bits
+        self._progress_dir = progress_dir
+        self._input = None
 
     def setup(self):
         exit_quickly()
         gc.freeze()  # what this worker has loaded (Beam above all) is never garbage: collections skip it
+        self._input = InputProgress(self._progress_dir, "digests")
 
     def infer_output_type(self, input_type):
         return beam.typehints.Tuple[int, bytes]  # the main output's; counts go to DOCUMENTS
@@ -68,6 +71,7 @@ class _ReadDigests(beam.DoFn):
             keys.append(batch_keys)
             copies.append(batch_copies)
         count = sum(len(k) for k in keys)
+        self._input.add(file_range.nbytes)
         yield beam.pvalue.TaggedOutput(DOCUMENTS, (range_key, count))
         if count:
             digests = dedup.digests(np.concatenate(keys), np.concatenate(copies), range_key)
@@ -85,15 +89,17 @@ def _losers(element):
 class _ReadBatches(CountingDoFn):
     """(range key, {"range": [FileRange], "losers": [indices]}) -> DocumentBatch, losers skipped."""
 
-    def __init__(self, input_format: str, text_field: str, with_keys: bool):
+    def __init__(self, input_format: str, text_field: str, with_keys: bool, progress_dir: str | None = None):
         super().__init__()
         self._source_args = dict(input_format=input_format, text_field=text_field)
         self._with_keys = with_keys
-        self._progress = None
+        self._progress_dir = progress_dir
+        self._progress = self._input = None
 
     def setup(self):
         exit_quickly()
         self._progress = Progress("read")
+        self._input = InputProgress(self._progress_dir, "tokenize")
 
     def process(self, element):
         _, grouped = element
@@ -134,6 +140,7 @@ class _ReadBatches(CountingDoFn):
         for name, n in source.counts.items():
             self.count(name, n)
         self._progress.update(documents=read, characters=source.counts["characters_read"])
+        self._input.add(file_range.nbytes)
 
     def _batch(self, docs):
         return DocumentBatch(docs, document_keys(docs)[0] if self._with_keys else None)
@@ -149,8 +156,11 @@ class ReadDocuments(beam.PTransform):
     """File patterns -> DocumentBatch of about BATCH_CHARS, every document read once (deduplicated)."""
 
     def __init__(self, *, input_format: str, text_field: str, range_bytes: int, dedup: bool, with_keys: bool,
-                 dedup_bits: int):  # fmt: skip
+                 dedup_bits: int, progress_dir: str | None = None):  # fmt: skip
         super().__init__()
+        self._progress_dir = (
+            progress_dir  # a local folder the readers note their progress in (ProgressMonitor)
+        )
         self._source_args = (input_format, text_field)
         self._range_bytes = range_bytes
         self._dedup = dedup
@@ -172,7 +182,7 @@ class ReadDocuments(beam.PTransform):
                 ranges
                 | "SpreadRanges" >> beam.Reshuffle()
                 | "ReadDigests"
-                >> beam.ParDo(_ReadDigests(*self._source_args, self._bits)).with_outputs(
+                >> beam.ParDo(_ReadDigests(*self._source_args, self._bits, self._progress_dir)).with_outputs(
                     DOCUMENTS, main="digests"
                 )
             )
@@ -190,6 +200,6 @@ class ReadDocuments(beam.PTransform):
                 | "SpreadRanges" >> beam.Reshuffle()
                 | "NoLosers" >> beam.MapTuple(lambda key, r: (key, {"range": [r], "losers": []}))
             )
-        read = _ReadBatches(*self._source_args, self._with_keys)
+        read = _ReadBatches(*self._source_args, self._with_keys, self._progress_dir)
         read = beam.ParDo(read).with_output_types(DocumentBatch)
         return work | "ReadBatches" >> read.with_outputs(COUNTS, main="batches")
