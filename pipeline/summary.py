@@ -1,6 +1,8 @@
 """The manifest's counts as a table, as ``mlmprep run`` and the demo print them, and the warnings they call
 for (also in ``mlmprep report``)."""
 
+from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
+
 UNK_RATE_LIMIT = 0.01  # more [UNK] than this: the tokenizer does not fit the text
 FILL_RATIO_LIMIT = 0.7  # sequences less full than this with document packing: concat would fill them
 
@@ -27,10 +29,17 @@ def warnings(manifest: dict) -> list[str]:
                 f"[UNK] is {unk_rate(split):.1%} of the {name} tokens (over {UNK_RATE_LIMIT:.0%}): "
                 "the tokenizer does not fit this text; train one on it with mlmprep train-tokenizer"
             )
-        if fill_ratio(split) < FILL_RATIO_LIMIT and config.get("packing") == "document":
+        pairs = config.get("sentence_pairs", "none") != "none"  # pairs are packed by BERT's rules, not concat
+        if fill_ratio(split) < FILL_RATIO_LIMIT and config.get("packing") == "document" and not pairs:
             out.append(
                 f"the {name} sequences are {fill_ratio(split):.0%} full (under {FILL_RATIO_LIMIT:.0%}): "
                 f"{1 - fill_ratio(split):.0%} of every step would be padding; --packing concat fills them"
+            )
+        forced = manifest["counts"].get("counters", {}).get(f"{WITHOUT_OTHER_DOCUMENT}.{name}", 0)
+        if forced:
+            out.append(
+                f"{forced:,} {name} pairs drew IsRandom where the split had no other document to draw from "
+                "and are IsNext: the split has too few documents for next-sentence pairs"
             )
         if split["sequences"] < split["shards"]:
             out.append(

@@ -27,6 +27,7 @@ from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import decode, encode, profile, records
 from mlmprep.transforms.mask import MaskingConfig, prediction_counts
+from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
 from mlmprep.transforms.records import MaskedBatch
 from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
@@ -34,6 +35,7 @@ MAX_REPORTED = 20
 READ_BYTES = 8 << 20
 _FIELDS = ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
 _PAIR_FIELDS = ("segment_starts", "next_sentence_labels")
+PROFILE = ("unk_tokens", "padding")  # counted since the profile was added: an older manifest has none
 _DECODE_ERRORS = (decode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
 
 
@@ -262,13 +264,13 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 report.problem(name, "sha256 differs from the manifest")
             if name in failed:
                 continue
-            for field in ("records", "tokens", "predictions", "unk_tokens", "padding"):
+            for field in ("records", "tokens", "predictions", *(f for f in PROFILE if f in shard)):
                 if seen[name][field] != shard.get(field):
                     report.problem(name, f"{seen[name][field]} {field}, the manifest says {shard.get(field)}")
             lengths = [seen[name][f"length_{i}"] for i in range(profile.BUCKETS)]
-            if lengths != shard.get("sequence_lengths"):
+            if "sequence_lengths" in shard and lengths != shard["sequence_lengths"]:
                 report.problem(
-                    name, f"sequence_lengths {lengths}, the manifest says {shard.get('sequence_lengths')}"
+                    name, f"sequence_lengths {lengths}, the manifest says {shard['sequence_lengths']}"
                 )
             labels = [seen[name]["label_0"], seen[name]["label_1"]]
             if pairs_mode(config) and labels != shard.get("next_sentence_labels"):
@@ -301,19 +303,27 @@ def check_counts(manifest: dict, totals: dict, report: Report):
             continue
         for fmt in formats:
             seen = totals.get((split, fmt), collections.Counter())
-            for field in ("sequences", "tokens", "predictions", "shards", "unk_tokens", "padding"):
+            for field in (
+                "sequences",
+                "tokens",
+                "predictions",
+                "shards",
+                *(f for f in PROFILE if f in listed),
+            ):
                 if listed.get(field) != seen[field]:
                     report.problem(
                         f"{split} ({fmt})", f"{field} {seen[field]}, the manifest says {listed.get(field)}"
                     )
             lengths = [seen[f"length_{i}"] for i in range(profile.BUCKETS)]
-            if listed.get("sequence_lengths") != lengths:
+            if "sequence_lengths" in listed and listed["sequence_lengths"] != lengths:
                 report.problem(
                     f"{split} ({fmt})",
-                    f"sequence_lengths {lengths}, the manifest says {listed.get('sequence_lengths')}",
+                    f"sequence_lengths {lengths}, the manifest says {listed['sequence_lengths']}",
                 )
             if pairs_mode(manifest["config"]):
-                _check_labels(split, fmt, listed, [seen["label_0"], seen["label_1"]], report)
+                forced = counts.get("counters", {}).get(f"{WITHOUT_OTHER_DOCUMENT}.{split}", 0)
+                copies = manifest["config"].get("dupe_factor", 1)
+                _check_labels(split, fmt, listed, [seen["label_0"], seen["label_1"]], copies, forced, report)
         if listed.get("sequences") and not listed.get("documents"):
             report.problem("manifest", f"{split} has {listed['sequences']} sequences from 0 documents")
     written = counts["documents_written"]
@@ -329,18 +339,24 @@ def pairs_mode(config: dict) -> bool:
     return config.get("sentence_pairs", "none") != "none"
 
 
-def _check_labels(split: str, fmt: str, listed: dict, seen: list[int], report: Report):
-    """The split's label counts as the shards hold them, and their share within 4 sigma of one half."""
+def _check_labels(
+    split: str, fmt: str, listed: dict, seen: list[int], copies: int, forced: int, report: Report
+):
+    """The split's label counts as the shards hold them, and the share of label 1 within 4 sigma of one half.
+
+    The share is of pairs, not records: the ``copies`` (``--dupe_factor``) of a pair share its label. Pairs
+    that drew IsRandom where no other document was at hand (``forced``, made IsNext) count as drawn.
+    """
     if listed.get("next_sentence_labels") != seen:
         report.problem(
             f"{split} ({fmt})",
             f"next_sentence_labels {seen}, the manifest says {listed.get('next_sentence_labels')}",
         )
-    total = sum(seen)
-    if total and abs(seen[1] - total / 2) > 4 * np.sqrt(total) / 2:
+    pairs, drawn = sum(seen) / copies, seen[1] / copies + forced
+    if pairs and abs(drawn - pairs / 2) > 4 * np.sqrt(pairs) / 2:
         report.problem(
             f"{split} ({fmt})",
-            f"{seen[1] / total:.3f} of the pairs have label 1: not within 4 sigma of one half",
+            f"{drawn / pairs:.3f} of the pairs drew label 1: not within 4 sigma of one half",
         )
 
 

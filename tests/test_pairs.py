@@ -10,7 +10,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.pipeline import verify
+from mlmprep.pipeline import summary, verify
 from mlmprep.transforms import encode, pairs
 from mlmprep.transforms.tokenize import encode_batch, load_tokenizer, tokenizer_json
 
@@ -267,6 +267,48 @@ def test_verify_finds_broken_pairs(tmp_path, real_data, bert_vocab):
     broken = broken.set_column(2, schema.field(2), pa.array(segments, schema.field(2).type))
     pq.write_table(broken, out / shard["file"])
     problems = "\n".join(verify.verify(str(out)).problems)
-    assert "not within 4 sigma of one half" in problems
+    assert "drew label 1: not within 4 sigma of one half" in problems
     assert "next_sentence_labels [0, " in problems
     assert "record 3: segment_ids do not switch to 1 once" in problems
+
+
+def test_one_document_has_no_other_to_draw_from_which_verify_and_the_summary_account_for(
+    tmp_path, real_data, bert_vocab
+):
+    text = (real_data / "corpora" / "small" / "kjv.txt").read_text(encoding="utf-8")
+    one = tmp_path / "one.txt"
+    one.write_text(" ".join(text[:60_000].split()) + "\n", encoding="utf-8")  # one document, one long line
+    out = tmp_path / "out"
+    manifest = run_job(
+        out, f"--input={one}", f"--tokenizer={bert_vocab}", "--sentence_pairs=nsp", "--dupe_factor=3"
+    )
+    forced = manifest["counts"]["counters"][f"{pairs.WITHOUT_OTHER_DOCUMENT}.train"]
+    labels = manifest["counts"]["splits"]["train"]["next_sentence_labels"]
+    assert labels[1] == 0 and forced > 0.3 * labels[0] / 3  # every IsRandom drawn was made IsNext
+    assert verify.verify(str(out)).problems == []  # the drawn share is still about one half
+    assert any("no other document to draw from" in w for w in summary.warnings(manifest))
+
+
+def test_the_label_share_is_of_pairs_not_of_their_masked_copies():
+    report = verify.Report()
+    # 1,000 pairs, 540 of label 1 (2.5 sigma), in 10 copies each: fine as pairs, 8 sigma as records.
+    verify._check_labels(
+        "train", "tfrecord", {"next_sentence_labels": [4600, 5400]}, [4600, 5400], 10, 0, report
+    )
+    assert report.problems == []
+    verify._check_labels(
+        "train", "tfrecord", {"next_sentence_labels": [460, 540]}, [4600, 5400], 1, 0, report
+    )
+    assert any("not within 4 sigma" in p for p in report.problems)
+
+
+def test_the_pair_options_leave_a_single_segment_builds_fingerprint_alone():
+    from mlmprep.pipeline.fingerprint import fingerprint
+
+    config = {"max_seq_length": 128, "packing": "document"}
+    before = fingerprint(config, [], "sha")
+    after = fingerprint(
+        {**config, "sentence_pairs": "none", "short_seq_prob": 0.3, "sentence_language": "de"}, [], "sha"
+    )
+    assert before == after
+    assert fingerprint({**config, "sentence_pairs": "nsp", "short_seq_prob": 0.1}, [], "sha") != before

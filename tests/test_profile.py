@@ -106,3 +106,14 @@ def test_the_summary_warns_of_unk_padding_and_empty_shards(tmp_path, real_data, 
         "--overwrite",
     )
     assert "WARNING" not in printed
+
+
+def test_verify_reads_an_output_from_before_the_profile(tmp_path, real_data, bert_vocab):
+    out = tmp_path / "out"
+    run_job(out, f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}", f"--tokenizer={bert_vocab}")
+    manifest = json.loads((out / "manifest.json").read_text())
+    for entry in [*manifest["shards"], *manifest["counts"]["splits"].values()]:
+        for field in ("unk_tokens", "padding", "sequence_lengths", "document_tokens"):
+            entry.pop(field, None)
+    (out / "manifest.json").write_text(json.dumps(manifest))
+    assert verify.verify(str(out)).problems == []

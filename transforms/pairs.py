@@ -43,6 +43,8 @@ IS_NEXT, IS_RANDOM = 0, 1  # nsp
 IN_ORDER, SWAPPED = 0, 1  # sop
 MIN_SEQ_LENGTH = 6  # [CLS] A [SEP] B [SEP] with room to cut a pair
 MIN_DOC_TOKENS = 2  # a document of one token has nothing to pair with
+# The pair step's counter, per split ("...train"): IsRandom drawn, IsNext made, no other document at hand.
+WITHOUT_OTHER_DOCUMENT = "pairs_without_other_document"
 
 _STREAM = 3  # keys.uniform_bits stream of pair choices (masking uses 0 to 2)
 _FIRST_DRAWS = 10  # draws made for every document of a slice at once: enough for two pairs
@@ -137,7 +139,7 @@ class _Draws:
         if self._next + count > len(self._values):
             columns = np.arange(len(self._values), len(self._values) + max(_DRAWS, count))
             more = keys.to_unit(keys.uniform_bits(self._key, stream=_STREAM, columns=columns))
-            self._values = self._values + more.tolist()
+            self._values.extend(more.tolist())  # a list of this document's own
         self._next += count
         return self._values[self._next - count : self._next]
 

@@ -14,7 +14,8 @@ from mlmprep.transforms.pack import (
     ragged_rows,
     sequence_keys,
 )
-from mlmprep.transforms.pairs import Documents, PairConfig, make_pairs
+from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT, Documents, PairConfig, make_pairs
+from mlmprep.transforms.tokenize import SPLITS
 
 
 class _Pack(CountingDoFn):
@@ -99,7 +100,7 @@ class PackPairs(_Pack):
             pairs = make_pairs(
                 pool, len(pool) - len(current), self._config, **self._ids, continues=self._continues
             )
-            self.count("pairs_without_other_document", pairs.without_other_document)
+            self.count(f"{WITHOUT_OTHER_DOCUMENT}.{SPLITS[split]}", pairs.without_other_document)
             keys = sequence_keys(pairs.input_ids, pairs.lengths, pairs.segment_starts, pairs.labels)
             splits = np.full(len(pairs.lengths), split, dtype=np.int8)
             yield SequenceBatch(
