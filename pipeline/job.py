@@ -67,30 +67,27 @@ def _pack(batches: beam.PCollection, job: JobPlan):
     """Token ids -> fixed-length sequences: by document, concatenated within groups of documents, or
     sentence pairs made within groups of documents."""
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
-    ids = records.id_type(job.vocab.size, job.max_seq_length)
     if job.pairs is not None:
-        make_pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.masking.whole_word_masking)
-        return (
-            batches
-            | "PairRows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
-            | "GroupForPairs"
-            >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
-            | "PackPairs"
-            >> beam.ParDo(make_pairs)
-            .with_output_types(SequenceBatch)
-            .with_outputs(counting.COUNTS, main="sequences")
-        )
+        pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.masking.whole_word_masking)
+        return _in_groups(batches, job, "Pairs", pairs)
     if job.packing == "document":
         return batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_output_types(
             SequenceBatch
         ).with_outputs(counting.COUNTS, main="sequences")
     concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
+    return _in_groups(batches, job, "Concat", concat)
+
+
+def _in_groups(batches: beam.PCollection, job: JobPlan, name: str, packer):
+    """Documents grouped in key order (``pack.CONCAT_ORDER``), then packed a group at a time."""
+    ids = records.id_type(job.vocab.size, job.max_seq_length)
     return (
         batches
-        | "ConcatRows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
-        | "GroupForConcat" >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
-        | "PackConcat"
-        >> beam.ParDo(concat).with_output_types(SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
+        | f"{name}Rows" >> beam.Map(concat_rows, job.concat_groups, ids).with_output_types(pa.RecordBatch)
+        | f"GroupFor{name}"
+        >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
+        | f"Pack{name}"
+        >> beam.ParDo(packer).with_output_types(SequenceBatch).with_outputs(counting.COUNTS, main="sequences")
     )
 
 
@@ -118,7 +115,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         word_starts=job.masking.whole_word_masking,
         # A document of one token has nothing to pair with: too short for sentence pairs.
         min_doc_tokens=job.min_doc_tokens if job.pairs is None else max(job.min_doc_tokens, MIN_DOC_TOKENS),
-        sentence_language=None if job.pairs is None else job.sentence_language,
+        sentence_language=None if job.pairs is None else job.pairs.language,
     )
     tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
         TokenizedBatch

@@ -24,7 +24,6 @@ from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
 from mlmprep.transforms.tokenize import SPLITS
 
 FORMAT_VERSION = 1  # what this mlmprep writes and reads; a reader refuses any other
-DOCUMENT_TOKENS = "document_tokens"  # the tokenizing step's counters of documents by tokens, per split
 
 
 class ShardEntry(TypedDict):
@@ -149,7 +148,8 @@ def build(
             if files
             else [0] * profile.BUCKETS,
             "document_tokens": [
-                counts.get(f"{DOCUMENT_TOKENS}.{split}.{bucket}", 0) for bucket in range(profile.BUCKETS)
+                counts.get(f"{profile.DOCUMENT_TOKENS}.{split}.{bucket}", 0)
+                for bucket in range(profile.BUCKETS)
             ],
         }
         if any("next_sentence_labels" in s for s in files):

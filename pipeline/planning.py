@@ -52,7 +52,6 @@ class JobPlan:
     packing: str
     concat_groups: int  # groups of documents joined by concat packing or made into sentence pairs
     pairs: PairConfig | None  # sentence pairs; None: single segments
-    sentence_language: str
     grouping: str  # groups.MODES
     temp_dir: str
     validation_fraction: float
@@ -211,8 +210,9 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         concat_groups=pack.concat_group_count(input_bytes or 0),
         pairs=None
         if o.sentence_pairs == "none"
-        else PairConfig(o.sentence_pairs, o.max_seq_length, o.short_seq_prob, o.random_seed),
-        sentence_language=o.sentence_language,
+        else PairConfig(
+            o.sentence_pairs, o.max_seq_length, o.short_seq_prob, o.random_seed, o.sentence_language
+        ),
         grouping=_grouping(o.grouping, options.view_as(StandardOptions).runner),
         temp_dir=FileSystems.join(o.output, TEMP_DIR),
         bucket_bits=shards.bucket_bits(shards.expected_records(input_bytes, o.dupe_factor, o.max_seq_length)),

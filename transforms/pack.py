@@ -227,11 +227,11 @@ def ragged_rows(column) -> list[np.ndarray]:
 
 def document_content(rows, indices: np.ndarray) -> list[tuple[bytes, bytes]]:
     """Documents with one key, ordered by their ids (as int32 bytes), as BERT's concat order always was."""
-    ids, starts = ragged_rows(rows.column("ids")), ragged_rows(rows.column("starts"))
-    if "sentence_ends" not in rows.schema.names:
-        return [(ids[i].astype("<i4").tobytes(), starts[i].tobytes()) for i in indices.tolist()]
-    ends = ragged_rows(rows.column("sentence_ends"))
-    return [
-        (ids[i].astype("<i4").tobytes(), starts[i].tobytes(), ends[i].astype("<i4").tobytes())
-        for i in indices.tolist()
-    ]
+    names = [n for n in ("ids", "starts", "sentence_ends") if n in rows.schema.names]
+    columns = [ragged_rows(rows.column(n)) for n in names]
+    return [tuple(_as_bytes(c[i]) for c in columns) for i in indices.tolist()]
+
+
+def _as_bytes(values: np.ndarray) -> bytes:
+    """Ids and sentence ends as int32 bytes (whatever width they travelled in), word starts as they are."""
+    return (values if values.dtype == bool else values.astype("<i4")).tobytes()

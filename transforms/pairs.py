@@ -57,6 +57,7 @@ class PairConfig:
     max_seq_length: int
     short_seq_prob: float = 0.1
     seed: int = 12345
+    language: str = "en"  # whose rules split lines into sentences (split_sentences)
 
 
 @dataclasses.dataclass
@@ -70,10 +71,6 @@ class Documents:
 
     def __len__(self) -> int:
         return len(self.token_ids)
-
-    def __getitem__(self, items: slice) -> "Documents":
-        starts = None if self.word_starts is None else self.word_starts[items]
-        return Documents(self.token_ids[items], self.sentence_ends[items], self.keys[items], starts)
 
     @staticmethod
     def join(first: "Documents", second: "Documents") -> "Documents":

@@ -9,6 +9,7 @@ import numpy as np
 from mlmprep.transforms.records import MaskedBatch
 
 BUCKETS = 16  # of every histogram
+DOCUMENT_TOKENS = "document_tokens"  # the tokenizing step's counters "document_tokens.SPLIT.BUCKET"
 
 
 def length_buckets(lengths: np.ndarray, max_seq_length: int) -> np.ndarray:
@@ -30,21 +31,13 @@ def document_buckets(token_counts: np.ndarray) -> np.ndarray:
     return np.bincount(np.minimum(np.log2(counts).astype(np.int64), BUCKETS - 1), minlength=BUCKETS)
 
 
-def originals(batch: MaskedBatch) -> np.ndarray:
-    """The sequences before masking: each prediction's original id put back."""
-    out = batch.input_ids.copy()
-    rows = np.repeat(np.arange(len(batch.lengths)), batch.num_predictions)
-    valid = batch.masked_lm_weights > 0
-    out[rows, batch.masked_lm_positions[valid]] = batch.masked_lm_ids[valid]
-    return out
-
-
 def unk_tokens(batch: MaskedBatch, unk_id: int | None) -> int:
-    """Real positions whose token, before masking, is the tokenizer's unknown token."""
-    if unk_id is None:
-        return 0
-    real = np.arange(batch.input_ids.shape[1])[None, :] < batch.lengths[:, None]
-    return int(np.sum((originals(batch) == unk_id) & real))
+    """Tokens that are the tokenizer's unknown token, before masking.
+
+    As the masked sequences hold them: [UNK] is special, so masking never
+    selects it and never draws it as a random token (``verify`` checks both).
+    """
+    return 0 if unk_id is None else int(np.sum(batch.input_ids == unk_id))
 
 
 def padding(batch: MaskedBatch) -> int:

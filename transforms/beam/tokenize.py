@@ -27,7 +27,6 @@ from mlmprep.transforms.tokenize import (
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
 PREFETCH = 3  # batches the tokenizer may be ahead of the steps after it
-DOCUMENT_TOKENS = "document_tokens"  # counters "document_tokens.SPLIT.BUCKET" (profile.document_buckets)
 
 
 def _encode_bounded(encode, texts: list[str]):
@@ -180,7 +179,7 @@ class TokenizeDocuments(CountingDoFn):
             self.count(f"documents.{name}", int(in_split.sum()))
             for bucket, n in enumerate(profile.document_buckets(lengths[in_split]).tolist()):
                 if n:
-                    self.count(f"{DOCUMENT_TOKENS}.{name}.{bucket}", n)
+                    self.count(f"{profile.DOCUMENT_TOKENS}.{name}.{bucket}", n)
         if kept.any():
             yield TokenizedBatch(
                 keys=None if batch.keys is None else batch.keys[kept],

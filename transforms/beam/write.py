@@ -89,12 +89,11 @@ class WriteShard(beam.DoFn):
                 slices,
                 shape=self._shape,
                 unk_id=self._unk_id,
+                pairs=self._pairs,
                 tfrecord=tfrecord,
                 parquet=parquet,
                 parquet_thread=self._parquet,
             )
-            if self._pairs:
-                stats.setdefault("next_sentence_labels", [0, 0])
             if parquet is not None:
                 parquet.close()
         except BaseException:
@@ -112,7 +111,7 @@ class WriteShard(beam.DoFn):
             yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
 
 
-def _write_in_slices(slices, *, shape, unk_id, tfrecord, parquet, parquet_thread) -> dict:
+def _write_in_slices(slices, *, shape, unk_id, pairs, tfrecord, parquet, parquet_thread) -> dict:
     """Encodes a shard's sorted slices of rows into its files; returns its counts and profile.
 
     What the write holds besides a slice does not grow with the shard: a
@@ -120,7 +119,7 @@ def _write_in_slices(slices, *, shape, unk_id, tfrecord, parquet, parquet_thread
     slice's TFRecord bytes are encoded here.
     """
     stats = {"records": 0, "tokens": 0, "predictions": 0, "unk_tokens": 0, "padding": 0}
-    lengths = np.zeros(profile.BUCKETS, np.int64)
+    lengths, labels = np.zeros(profile.BUCKETS, np.int64), np.zeros(2, np.int64)
     pending = None
     try:
         for rows in slices:
@@ -131,11 +130,8 @@ def _write_in_slices(slices, *, shape, unk_id, tfrecord, parquet, parquet_thread
             stats["unk_tokens"] += profile.unk_tokens(batch, unk_id)
             stats["padding"] += profile.padding(batch)
             lengths += profile.length_buckets(batch.lengths, shape["max_seq_length"])
-            if batch.next_sentence_labels is not None:
-                labels = np.bincount(batch.next_sentence_labels, minlength=2).tolist()
-                stats["next_sentence_labels"] = [
-                    a + b for a, b in zip(stats.get("next_sentence_labels", [0, 0]), labels)
-                ]
+            if pairs:
+                labels += np.bincount(batch.next_sentence_labels, minlength=2)
             if parquet is not None:
                 if pending is not None:
                     pending.result()
@@ -146,6 +142,8 @@ def _write_in_slices(slices, *, shape, unk_id, tfrecord, parquet, parquet_thread
         if pending is not None:
             pending.result()  # never leave the Parquet writer to a thread still using it
     stats["sequence_lengths"] = lengths.tolist()
+    if pairs:
+        stats["next_sentence_labels"] = labels.tolist()
     return stats
 
 
