@@ -20,8 +20,8 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-from mlmprep.pipeline import commit, manifest
-from mlmprep.pipeline.planning import JobPlan, plan
+from mlmprep.pipeline import commit, manifest, pins
+from mlmprep.pipeline.planning import JobPlan, is_in_memory, plan
 from mlmprep.transforms import records
 from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
 from mlmprep.transforms.beam.mask import MaskSequences
@@ -215,6 +215,8 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     exit_quickly()
     options = PipelineOptions(argv)
     job = plan(options)
+    if not is_in_memory(options.view_as(StandardOptions).runner):
+        pins.warn_if_remote_differs(options)
     runner = local_runner(options, job, argv)
     p = beam.Pipeline(runner=runner, options=options)
     with _local_progress(runner is not None, job.input_bytes) as progress_dir:

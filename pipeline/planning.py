@@ -233,9 +233,18 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
     )
 
 
+def runner_name(runner) -> str | None:
+    return runner if runner is None or isinstance(runner, str) else type(runner).__name__
+
+
+def is_in_memory(runner) -> bool:
+    """Whether ``--runner`` (a name, a runner or None) runs the job in this machine's memory."""
+    name = runner_name(runner)
+    return name is None or name.lower().removesuffix("runner") in IN_MEMORY_RUNNERS
+
+
 def _grouping(grouping: str, runner) -> str:
-    name = runner if runner is None or isinstance(runner, str) else type(runner).__name__
-    local = name is None or name.lower().removesuffix("runner") in IN_MEMORY_RUNNERS
+    name, local = runner_name(runner), is_in_memory(runner)
     if grouping == "auto":
         return "run_files" if local else "shuffle"
     if grouping == "run_files" and not local:

@@ -1,6 +1,7 @@
 """deploy/ without a cluster: files parse, scripts use real flags, fingerprints decide rebuilds."""
 
 import argparse
+import importlib.metadata
 import importlib.util
 import json
 import os
@@ -15,7 +16,7 @@ import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import errors, fingerprint, flags, planning, verify
+from mlmprep.pipeline import errors, fingerprint, flags, pins, planning, verify
 from mlmprep.pipeline.flags import MlmPrepOptions
 
 from conftest import REPO, run_job
@@ -58,18 +59,80 @@ def test_scripts_are_valid_bash_with_known_flags(script):
     assert not unknown, unknown
 
 
-def test_container_is_pinned_to_the_tested_versions():
-    pins = dict(
-        re.match(r"([\w\-\[\]]+)==([\w.]+)", line).groups()
-        for line in (DEPLOY / "requirements.txt").read_text().splitlines()
-        if line and not line.startswith("#")
-    )
-    assert pins["apache-beam[gcp]"] == apache_beam.__version__
+def _constraints() -> dict[str, str]:
+    return pins.parse((REPO / "constraints.txt").read_text())
+
+
+def test_the_workers_pins_and_the_container_are_the_tested_versions():
+    constraints = _constraints()
+    workers = pins.parse((DEPLOY / "requirements.txt").read_text())
+    assert {"apache-beam", "tokenizers", "pyarrow", "numpy"} <= set(workers)
+    assert {n: v for n, v in workers.items() if constraints.get(n) != v} == {}
     dockerfile = (DEPLOY / "Dockerfile").read_text()
-    assert f"ARG BEAM_VERSION={apache_beam.__version__}" in dockerfile
+    assert f"ARG BEAM_VERSION={constraints['apache-beam']}" in dockerfile
     assert "FROM apache/beam_python3.11_sdk:${BEAM_VERSION}" in dockerfile
+    assert "pip install --no-cache-dir -c constraints.txt -r deploy/requirements.txt" in dockerfile
     assert "FLEX_TEMPLATE_PYTHON_PY_FILE=/opt/mlmprep/deploy/dataflow/main.py" in dockerfile
     assert (DEPLOY / "dataflow" / "main.py").exists()
+
+
+def test_every_install_reads_the_constraints():
+    """The README's commands and CI install the tested versions, never whatever was released since."""
+    readme = (REPO / "README.md").read_text()
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "pip freeze" not in b]  # moving on
+    commands = [line for block in blocks for line in block.splitlines()]
+    ci = (REPO / ".ci" / "run").read_text().splitlines()
+    installs = [line for line in commands + ci if re.search(r"pip install (?!(-q )?--upgrade pip)", line)]
+    assert len(installs) >= 4
+    assert [line for line in installs if "-c constraints.txt" not in line] == []
+
+
+def test_this_environment_is_the_tested_one():
+    """Installed with the README's command, every package the constraints name is at its tested version."""
+    differ = pins.differences({n: v for n, v in _constraints().items() if _installed(n)})
+    assert differ == [], "reinstall with: pip install -c constraints.txt -e '.[dev,airflow,report]'"
+
+
+def _installed(name: str) -> bool:
+    try:
+        importlib.metadata.version(name)
+        return True
+    except importlib.metadata.PackageNotFoundError:
+        return False
+
+
+def _warnings(stderr: str) -> list[str]:
+    return [line for line in stderr.splitlines() if "differ from this environment" in line]
+
+
+def test_a_remote_job_whose_workers_pins_differ_says_so_in_one_line(tmp_path, bert_vocab):
+    pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs apache-beam[gcp]")
+    text = (DEPLOY / "requirements.txt").read_text()
+    other = re.sub(r"tokenizers==[\w.]+", "tokenizers==0.20.0", text)
+    (tmp_path / "other.txt").write_text(other)
+    dataflow = [
+        "--runner=DataflowRunner", "--dry_run=True", "--no_auth", "--sdk_location=container",
+        "--project=my-project", "--region=us-central1", "--temp_location=gs://my-bucket/tmp",
+        "--input=gs://my-bucket/corpus/*.txt", "--output=gs://my-bucket/out", f"--tokenizer={bert_vocab}",
+    ]  # fmt: skip
+    runs = {}
+    for name, extra in {
+        "same": [f"--requirements_file={DEPLOY / 'requirements.txt'}"],
+        "other": [f"--requirements_file={tmp_path / 'other.txt'}"],
+        "container": ["--sdk_container_image=apache/beam_python3.11_sdk:2.60.0"],
+    }.items():
+        runs[name] = subprocess.run(
+            [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *dataflow, *extra],
+            capture_output=True, text=True, timeout=300,
+        )  # fmt: skip
+        assert runs[name].returncode == 0, runs[name].stderr
+    assert "differ" not in runs["same"].stderr
+    warned = _warnings(runs["other"].stderr)
+    assert len(warned) == 1
+    assert f"tokenizers 0.20.0 there, {importlib.metadata.version('tokenizers')} here" in warned[0]
+    assert "apache-beam" not in warned[0]
+    warned = _warnings(runs["container"].stderr)
+    assert len(warned) == 1 and f"apache-beam 2.60.0 there, {apache_beam.__version__} here" in warned[0]
 
 
 def _dockerfile_copies() -> list[tuple[list[str], str]]:
