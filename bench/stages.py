@@ -51,7 +51,7 @@ def measure(paths) -> tuple[collections.Counter, dict]:
     tokenizer = tokenize.load_tokenizer(tokenize.tokenizer_json(corpora.VOCAB.read_bytes()))
     vocab = tokenize.vocabulary(tokenizer)
     special, config, ids_type = vocab.special_lookup(), mask.MaskingConfig(), records.id_type(vocab.size, 128)
-    shape = dict(max_seq_length=128, cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
+    shape = dict(max_seq_length=128, frame=vocab.frame, pad_id=vocab.pad_id)
     rows, batch, chars, counts = [], [], 0, collections.Counter()
     for i, doc in enumerate(docs):
         batch.append(doc)

@@ -55,6 +55,6 @@ def main(output: str, beam_args=()):
     print(summary.format_manifest(shards, built))
     first = sorted(s["file"] for s in built["shards"] if s["format"] == "parquet" and s["records"])[0]
     row = pq.read_table(os.path.join(shards, first)).slice(0, 1).to_pylist()[0]
-    text = inspect.describe_example(tokenizer, row)
+    text = inspect.describe_example(tokenizer, row, tokenizer.token_to_id("[MASK]"))
     print(f"\nfirst example of {first} ([MASK→original], {{random→original}}, <kept>):")
     print(re.sub(r" ##", "", text))

@@ -34,6 +34,14 @@ class MlmPrepOptions(PipelineOptions):
         parser.add_argument("--output", help="Output directory for shards and manifest.json.")
         parser.add_argument("--tokenizer", help="A tokenizers tokenizer.json or a WordPiece vocab.txt.")
         parser.add_argument(
+            "--special_tokens",
+            default=None,
+            help="The tokenizer's special tokens by role, where it does not say them itself: "
+            "mask=<mask>,pad=<pad>,cls=<s>,sep=</s>,unk=<unk> (any of them). Otherwise taken from a "
+            "tokenizer_config.json or special_tokens_map.json beside the tokenizer, its model's unk and "
+            "padding's pad, then the common names ([MASK] or <mask>, ...) among its special tokens.",
+        )
+        parser.add_argument(
             "--input_format",
             default="auto",
             choices=("auto", *documents.FORMATS),

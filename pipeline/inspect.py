@@ -5,37 +5,45 @@ import numpy as np
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import decode, records
-from mlmprep.transforms.tokenize import load_tokenizer
 
 
-def describe_example(tokenizer, row: dict) -> str:
-    """One record as text: masked positions in brackets, with the original token.
+def example_words(tokenizer, row: dict, mask_id: int) -> list[tuple[str, str | None]]:
+    """One record as (text, kind) per position: kind None for a position not selected, else "mask",
+    "random" or "kept", with the text as ``describe_example`` shows it.
 
     ``row`` has the Parquet columns (``input_ids``, ``attention_mask``,
-    ``labels``; ``first_rows`` gives them from either format); a selected
-    position shows as ``[MASK→orig]`` when replaced by [MASK],
-    ``{random→orig}`` when replaced at random, ``<same>`` when kept.
+    ``labels``; ``first_rows`` gives them from either format).
     """
     n = int(np.sum(row["attention_mask"]))
     words = []
     for token_id, label in zip(row["input_ids"][:n], row["labels"][:n]):
         token = tokenizer.id_to_token(int(token_id))
         if label < 0:
-            words.append(token)
+            words.append((token, None))
             continue
         original = tokenizer.id_to_token(int(label))
-        if token == "[MASK]":
-            words.append(f"[MASK→{original}]")
+        if token_id == mask_id:  # [MASK→orig] in BERT's vocabulary, [<mask>→orig] in RoBERTa's
+            shown = token[1:-1] if token.startswith("[") and token.endswith("]") else token
+            words.append((f"[{shown}→{original}]", "mask"))
         elif token_id == label:
-            words.append(f"<{original}>")
+            words.append((f"<{original}>", "kept"))
         else:
-            words.append(f"{{{token}→{original}}}")
-    return " ".join(words)
+            words.append((f"{{{token}→{original}}}", "random"))
+    return words
 
 
-def first_rows(output_dir: str, manifest: manifest_lib.Manifest, split: str, n: int) -> list[dict]:
+def describe_example(tokenizer, row: dict, mask_id: int) -> str:
+    """One record as text: a selected position shows as ``[MASK→orig]`` when replaced by the mask token
+    (``[<mask>→orig]`` in RoBERTa's vocabulary), ``{random→orig}`` when replaced at random, ``<orig>``
+    when kept."""
+    return " ".join(text for text, _ in example_words(tokenizer, row, mask_id))
+
+
+def first_rows(
+    output_dir: str, manifest: manifest_lib.Manifest, split: str, n: int, frame=None
+) -> list[dict]:
     """The first ``n`` records of a split, from Parquet when written, else TFRecord: only what they need
-    is read."""
+    is read; ``frame``, the tokenizer's (``Vocabulary.frame``), finds a pair's segments."""
     seq, preds = manifest["config"]["max_seq_length"], manifest["config"]["max_predictions_per_seq"]
     shards = sorted(
         (s for s in manifest["shards"] if s["split"] == split and s["records"]),
@@ -49,7 +57,7 @@ def first_rows(output_dir: str, manifest: manifest_lib.Manifest, split: str, n: 
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             read = decode.parquet_slices if parquet else decode.tfrecord_slices
             pairs = manifest_lib.sentence_pairs(manifest) != "none"
-            batch, _ = next(read(f, seq, preds, n - len(rows), pairs))
+            batch, _ = next(read(f, seq, preds, n - len(rows), frame if pairs else None))
         labels = records.labels(batch)
         for i, length in enumerate(batch.lengths.tolist()):
             mask = (np.arange(seq) < length).astype(np.int64)
@@ -71,13 +79,16 @@ def main(argv):
     try:
         manifest = manifest_lib.read(args.output_dir)
         with manifest_lib.open_file(args.output_dir, manifest["tokenizer"]["file"]) as f:
-            tokenizer = load_tokenizer(f.read().decode("utf-8"))
+            tokenizer, vocab = manifest_lib.vocabulary(manifest, f.read().decode("utf-8"))
     except Exception as e:
         raise UsageError(f"cannot read the output {args.output_dir}: {e}") from None
-    rows = first_rows(args.output_dir, manifest, args.split, args.n)
+    rows = first_rows(args.output_dir, manifest, args.split, args.n, vocab.frame)
     if not rows:
         raise UsageError(f"split {args.split!r} has no records in {args.output_dir}")
-    print("[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; <token>: kept\n")
+    mask = tokenizer.id_to_token(vocab.mask_id)
+    print(f"frame: {vocab.frames['single']}; pairs: {vocab.frames['pair']}")
+    shown = mask[1:-1] if mask.startswith("[") and mask.endswith("]") else mask
+    print(f"[{shown}→original]: replaced by {mask}; {{random→original}}: replaced at random; <token>: kept\n")
     for i, row in enumerate(rows):
         label = row.get("next_sentence_label")
         pair = (
@@ -86,4 +97,4 @@ def main(argv):
             else f" (pair label {label}: {_PAIR_LABELS[manifest['config']['sentence_pairs']][label]})"
         )
         print(f"--- {args.split} example {i}{pair}")
-        print(describe_example(tokenizer, row) + "\n")
+        print(describe_example(tokenizer, row, vocab.mask_id) + "\n")

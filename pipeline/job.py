@@ -143,6 +143,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         temp_dir=job.temp_dir,
         generation=job.generation,
         pairs=job.pairs is not None,
+        b_type=job.vocab.frame.b_type,
     )
     counts = (
         [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]

@@ -21,7 +21,8 @@ import pyarrow.fs
 from mlmprep.transforms import encode, profile
 from mlmprep.transforms.mask import MaskingConfig
 from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
-from mlmprep.transforms.tokenize import SPLITS
+from mlmprep.transforms.tokenize import SPLITS, load_tokenizer
+from mlmprep.transforms.tokenize import vocabulary as tokenize_vocabulary
 
 FORMAT_VERSION = 1  # what this mlmprep writes and reads; a reader refuses any other
 
@@ -262,6 +263,18 @@ def masking_config(manifest: Manifest) -> MaskingConfig:
         whole_word_masking=config.get("whole_word_masking", False),
         mask_count=config.get("mask_count", "exact"),
     )
+
+
+def roles(manifest: Manifest) -> dict[str, int]:
+    """The tokenizer's roles (cls, sep, pad, mask, unk) by id, as the job resolved them: from its
+    ``--special_tokens`` and the files beside the tokenizer, which the output does not keep."""
+    return {role: i for role, i in manifest["tokenizer"].get("special_ids", {}).items() if i is not None}
+
+
+def vocabulary(manifest: Manifest, tokenizer_json_text: str):
+    """(the tokenizer as the job ran it, its ``Vocabulary`` with the roles the job resolved)."""
+    tokenizer = load_tokenizer(tokenizer_json_text)
+    return tokenizer, tokenize_vocabulary(tokenizer, roles(manifest))
 
 
 def sentence_pairs(manifest: Manifest) -> str:

@@ -103,11 +103,6 @@ def _validate(o: MlmPrepOptions):
     _check(0 <= o.short_seq_prob <= 1, f"--short_seq_prob must be in [0, 1], got {o.short_seq_prob}")
     if o.sentence_pairs != "none":
         _check(
-            o.max_seq_length >= pairs.MIN_SEQ_LENGTH,
-            f"--sentence_pairs needs --max_seq_length of at least {pairs.MIN_SEQ_LENGTH}, "
-            f"got {o.max_seq_length}",
-        )
-        _check(
             o.packing == "document",
             "--packing concat joins documents into single segments; "
             "--sentence_pairs packs pairs by BERT's rules",
@@ -134,16 +129,45 @@ def _input_files(patterns, dry_run: bool) -> list[fingerprint_lib.InputFile]:
     return sorted(set(files))
 
 
-def _tokenizer(path: str) -> tuple[str, tokenize.Vocabulary]:
-    """The tokenizer's JSON text (a vocab.txt becomes a WordPiece tokenizer) and its vocabulary."""
+def _beside(path: str) -> dict[str, bytes]:
+    """transformers' files beside a tokenizer.json that name its special tokens, where there are any."""
+    found = {}
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        other = FileSystems.join(posixpath.dirname(path) or ".", name)
+        try:
+            if FileSystems.exists(other):
+                with FileSystems.open(other) as f:
+                    found[name] = f.read()
+        except Exception:  # unreadable: as if absent; the tokenizer itself may say enough
+            continue
+    return found
+
+
+def _tokenizer(path: str, special_tokens: str | None) -> tuple[str, tokenize.Vocabulary]:
+    """The tokenizer's JSON text (a vocab.txt becomes a WordPiece tokenizer) and its vocabulary, its
+    roles from ``--special_tokens``, then the files beside it, then the tokenizer itself."""
+    try:
+        given = tokenize.parse_roles(special_tokens or "")
+    except ValueError as e:
+        raise UsageError(f"--special_tokens: {e}") from None
     try:
         with FileSystems.open(path) as f:
             tokenizer_json = tokenize.tokenizer_json(f.read())
-        return tokenizer_json, tokenize.vocabulary(tokenize.load_tokenizer(tokenizer_json))
     except tokenize.TokenizerError as e:
         raise UsageError(f"--tokenizer {path}: {e}") from None
     except Exception as e:
         raise UsageError(f"cannot read --tokenizer {path}: {e}") from None
+    tokenizer = tokenize.load_tokenizer(tokenizer_json)
+    for role, token in given.items():
+        _check(
+            tokenizer.token_to_id(token) is not None,
+            f"--special_tokens {role}={token}: {token!r} is not in the vocabulary of --tokenizer {path}",
+        )
+    try:
+        beside = tokenize.beside_roles(_beside(path)) if tokenizer_json.lstrip().startswith("{") else {}
+        return tokenizer_json, tokenize.vocabulary(tokenizer, given, beside)
+    except tokenize.TokenizerError as e:
+        raise UsageError(f"--tokenizer {path}: {e}") from None
 
 
 def _tokenizer_file(replacing, tokenizer_json: str, generation: int) -> str:
@@ -173,7 +197,8 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
     dry_run = options.view_as(TestOptions).dry_run
     input_files = _input_files(o.input, dry_run)
     input_bytes = sum(f.size for f in input_files) if input_files else None  # None: unknown (a dry run)
-    tokenizer_json, vocab = _tokenizer(o.tokenizer)
+    tokenizer_json, vocab = _tokenizer(o.tokenizer, o.special_tokens)
+    _check_lengths(o, vocab.frame)
     replacing = None
     if check_output and not (dry_run and not _is_local(o.output)):
         replacing = _replacing(o.output, o.overwrite)
@@ -241,6 +266,22 @@ def is_in_memory(runner) -> bool:
     """Whether ``--runner`` (a name, a runner or None) runs the job in this machine's memory."""
     name = runner_name(runner)
     return name is None or name.lower().removesuffix("runner") in IN_MEMORY_RUNNERS
+
+
+def _check_lengths(o: MlmPrepOptions, frame) -> None:
+    """Sequences must hold the tokenizer's frame and at least one token (pairs: two, and room to cut)."""
+    shortest = frame.specials + 1
+    _check(
+        o.max_seq_length >= shortest,
+        f"--max_seq_length must be at least {shortest} (the tokenizer's frame adds {frame.specials} tokens), "
+        f"got {o.max_seq_length}",
+    )
+    if o.sentence_pairs != "none":
+        shortest = pairs.min_seq_length(frame)
+        _check(
+            o.max_seq_length >= shortest,
+            f"--sentence_pairs needs --max_seq_length of at least {shortest}, got {o.max_seq_length}",
+        )
 
 
 def _grouping(grouping: str, runner) -> str:

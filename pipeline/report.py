@@ -13,13 +13,11 @@ import collections
 import datetime
 import html
 import io
-import re
 
 from mlmprep.pipeline import inspect, summary, verify
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import decode, encode, profile
-from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
 SAMPLE_RECORDS = 20_000  # per split: what the observed replacement shares are counted on
 EXAMPLES = 3
@@ -32,7 +30,7 @@ def observed_replacements(
     """(mask/random/same counts, records read) over the first SAMPLE_RECORDS records of a split."""
     config = manifest["config"]
     seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
-    pairs = manifest_lib.sentence_pairs(manifest) != "none"
+    pairs = vocab.frame if manifest_lib.sentence_pairs(manifest) != "none" else None
     formats = config.get("formats") or ["tfrecord"]
     shards = [
         s for s in manifest["shards"] if s["split"] == split and s["format"] == formats[0] and s["records"]
@@ -118,8 +116,7 @@ def build(output_dir: str) -> str:
     """The report's HTML."""
     manifest = manifest_lib.read(output_dir)
     with manifest_lib.open_file(output_dir, manifest["tokenizer"]["file"]) as f:
-        tokenizer = load_tokenizer(f.read().decode("utf-8"))
-    vocab = vocabulary(tokenizer)
+        tokenizer, vocab = manifest_lib.vocabulary(manifest, f.read().decode("utf-8"))
     config, counts, splits = manifest["config"], manifest["counts"], manifest["counts"]["splits"]
     sections = []
 
@@ -206,16 +203,16 @@ def build(output_dir: str) -> str:
 
     examples = []
     for name in splits:
-        for i, row in enumerate(inspect.first_rows(output_dir, manifest, name, EXAMPLES)):
+        for i, row in enumerate(inspect.first_rows(output_dir, manifest, name, EXAMPLES, vocab.frame)):
             label = row.get("next_sentence_label")
             title = f"{name} example {i}" + ("" if label is None else f", pair label {label}")
-            examples.append(
-                f"<h3>{html.escape(title)}</h3><pre>{_marked(inspect.describe_example(tokenizer, row))}</pre>"
-            )
+            words = inspect.example_words(tokenizer, row, vocab.mask_id)
+            examples.append(f"<h3>{html.escape(title)}</h3><pre>{_marked(words)}</pre>")
     if examples:
+        mask = html.escape(tokenizer.id_to_token(vocab.mask_id))
         sections.append(
-            "<h2>Examples</h2><p>[MASK→original]: replaced by [MASK]; {random→original}: replaced at random; "
-            "&lt;token&gt;: kept</p>" + "".join(examples)
+            f"<h2>Examples</h2><p>frame {html.escape(vocab.frames['single'])}; [{mask}→original]: replaced "
+            f"by {mask}; {{random→original}}: replaced at random; &lt;token&gt;: kept</p>" + "".join(examples)
         )
 
     tokenizer_file = manifest["tokenizer"]["file"]
@@ -234,13 +231,13 @@ def build(output_dir: str) -> str:
     )
 
 
-_MARKS = re.compile(r"(?P<mask>\[MASK→[^\]\s]*\])|(?P<random>\{[^}\s]*→[^}\s]*\})|(?P<kept>&lt;\S*?&gt;)")
-
-
-def _marked(text: str) -> str:
-    """An example's text, escaped, with the selected positions highlighted as ``inspect`` marks them."""
-    return _MARKS.sub(
-        lambda m: f'<span class="{m.lastgroup}">{m.group(0)}</span>', html.escape(text, quote=False)
+def _marked(words: list[tuple[str, str | None]]) -> str:
+    """An example's words (``inspect.example_words``), escaped, the selected positions highlighted."""
+    return " ".join(
+        html.escape(text, quote=False)
+        if kind is None
+        else f'<span class="{kind}">{html.escape(text, quote=False)}</span>'
+        for text, kind in words
     )
 
 

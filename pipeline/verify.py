@@ -29,7 +29,6 @@ from mlmprep.transforms import decode, encode, profile, records
 from mlmprep.transforms.mask import MaskingConfig, prediction_counts
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
 from mlmprep.transforms.records import MaskedBatch
-from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
 MAX_REPORTED = 20
 READ_BYTES = 8 << 20
@@ -71,40 +70,59 @@ class _HashingReader:
 
 
 def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail):
-    """[CLS] ... [SEP] [PAD] (pairs: [CLS] A [SEP] B [SEP] [PAD]), the masks and segments, and ids inside
-    the vocabulary."""
+    """The tokenizer's frame around the body (pairs: its pair frame), padding, the masks and segments,
+    and ids inside the vocabulary."""
     n, seq = batch.input_ids.shape
     cols, lengths = np.arange(seq)[None, :], batch.lengths[:, None]
     fail(np.any(extra["input_mask"] != (cols < lengths), axis=1), "input_mask is not ones then zeros")
+    frame = vocab.frame
     if batch.next_sentence_labels is None:
         fail(np.any(extra["segment_ids"] != 0, axis=1), "segment_ids not all 0")
         if "next_sentence_labels" in extra:  # TFRecord's, always 0 without pairs
             fail(np.any(extra["next_sentence_labels"] != 0, axis=1), "next_sentence_labels not 0")
+        prefix, suffix = frame.prefix, frame.suffix
     else:
         _check_pair(batch, extra, vocab, fail)
-    fail(batch.input_ids[:, 0] != vocab.cls_id, "does not start with [CLS]")
-    last = batch.input_ids[np.arange(n), np.maximum(batch.lengths - 1, 0)]
-    fail(last != vocab.sep_id, "does not end with [SEP]")
-    fail(np.any((cols >= lengths) & (batch.input_ids != vocab.pad_id), axis=1), "padding is not [PAD]")
-    fail(np.sum(batch.input_ids == vocab.cls_id, axis=1) != 1, "[CLS] more than once")
+        prefix, suffix = frame.pair_prefix, frame.pair_suffix
+    fail(
+        np.any(batch.input_ids[:, : prefix.size] != prefix, axis=1),
+        f"does not start with {_text(vocab, prefix)}",
+    )
+    ends = batch.lengths[:, None] - suffix.size + np.arange(suffix.size)[None, :]
+    last = np.take_along_axis(batch.input_ids, np.clip(ends, 0, seq - 1), axis=1)
+    fail(np.any(last != suffix, axis=1), f"does not end with {_text(vocab, suffix)}")
+    fail(
+        np.any((cols >= lengths) & (batch.input_ids != vocab.pad_id), axis=1), "padding is not the pad token"
+    )
+    if prefix.size:
+        fail(np.sum(batch.input_ids == prefix[0], axis=1) != 1, f"{_text(vocab, prefix[:1])} more than once")
     fail(np.any((batch.input_ids < 0) | (batch.input_ids >= vocab.size), axis=1), "id outside the vocabulary")
 
 
+def _text(vocab, ids) -> str:
+    return " ".join(vocab.name(int(i)) for i in ids) or "nothing"
+
+
 def _check_pair(batch: MaskedBatch, extra: dict, vocab, fail):
-    """Two segments, each with its [SEP], segment ids switching to 1 once, after the first [SEP]."""
+    """Two segments framed as the tokenizer frames pairs; segment ids 0 up to B, B's type id from B on."""
     n, seq = batch.input_ids.shape
+    frame = vocab.frame
     cols, lengths = np.arange(seq)[None, :], batch.lengths[:, None]
-    seps = (batch.input_ids == vocab.sep_id) & (cols < lengths)
-    fail(seps.sum(axis=1) != 2, "a pair without exactly two [SEP]s")
-    first_sep = np.argmax(seps, axis=1)
+    separators = np.concatenate([frame.middle, frame.pair_suffix])
+    seps = np.isin(batch.input_ids, separators) & (cols < lengths)
+    fail(seps.sum(axis=1) != separators.size, f"a pair without exactly {separators.size} separators")
+    starts = frame.segment_starts(batch.input_ids)
+    middle = starts[:, None] - frame.middle.size + np.arange(frame.middle.size)[None, :]
+    found = np.take_along_axis(batch.input_ids, np.clip(middle, 0, seq - 1), axis=1)
+    fail(np.any(found != frame.middle, axis=1), "segments not separated as the pair frame says")
     segment_ids = extra["segment_ids"]
-    fail(np.any((segment_ids != 0) & (segment_ids != 1), axis=1), "segment_ids not 0 or 1")
-    starts = first_sep + 1
-    expected = (cols >= starts[:, None]) & (cols < lengths)
+    expected = ((cols >= starts[:, None]) & (cols < lengths)) * frame.b_type
+    fail(np.any(segment_ids != expected, axis=1), f"segment_ids are not 0, then {frame.b_type} from B on")
+    a_first = frame.pair_prefix.size
     fail(
-        np.any(segment_ids != expected, axis=1), "segment_ids do not switch to 1 once, after the first [SEP]"
+        (starts - frame.middle.size <= a_first) | (starts >= batch.lengths - frame.pair_suffix.size),
+        "an empty segment",
     )
-    fail((starts < 3) | (starts > batch.lengths - 2), "an empty segment")  # A at 1.., B before the last [SEP]
     labels = batch.next_sentence_labels
     fail((labels != 0) & (labels != 1), "next_sentence_labels not 0 or 1")
 
@@ -119,12 +137,15 @@ def _check_predictions(batch: MaskedBatch, extra: dict, vocab, fail) -> np.ndarr
     fail(np.any(extra["masked_lm_weights"] != valid, axis=1), "masked_lm_weights is not ones then zeros")
     padding = ~valid & ((positions != 0) | (batch.masked_lm_ids != 0))
     fail(np.any(padding, axis=1), "masked_lm padding is not 0")
-    outside = valid & ((positions <= 0) | (positions >= batch.lengths[:, None] - 1))
+    body_end = batch.lengths[:, None] - vocab.frame.suffix.size
+    outside = valid & ((positions < vocab.frame.prefix.size) | (positions >= body_end))
     fail(np.any(outside, axis=1), "position outside the sequence")
     ascending = np.diff(np.where(valid, positions, seq + slot), axis=1) > 0
     fail(~np.all(ascending, axis=1), "positions not strictly ascending")
     originals = np.clip(batch.masked_lm_ids, 0, vocab.size - 1)
     fail(np.any(valid & vocab.special_lookup()[originals], axis=1), "a special token was selected")
+    blank = np.isin(originals, vocab.blank_ids)
+    fail(np.any(valid & blank, axis=1), "a blank token (whitespace alone) was selected")
     if "labels" in extra:
         inside = dataclasses.replace(batch, masked_lm_positions=np.clip(positions, 0, seq - 1))  # as reported
         fail(np.any(records.labels(inside) != extra["labels"], axis=1), "labels disagree with masked_lm_*")
@@ -134,7 +155,7 @@ def _check_predictions(batch: MaskedBatch, extra: dict, vocab, fail) -> np.ndarr
 def _check_replacements(batch: MaskedBatch, valid, vocab, masking: MaskingConfig, fail) -> dict:
     """The prediction count rule, and each selected token's replacement; returns the replacement counts."""
     n, seq = batch.input_ids.shape
-    special = vocab.special_lookup()
+    special = vocab.unselectable_lookup()
     # The original sequence, to count candidates and classify replacements.
     original = batch.input_ids.copy()
     r, c = np.nonzero(valid)
@@ -180,10 +201,10 @@ def check_batch(
     report.outcomes.update(_check_replacements(batch, valid, vocab, masking, fail))
 
 
-def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack):
+def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack, vocab):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
     seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
-    pairs = config.get("sentence_pairs", "none") != "none"
+    pairs = vocab.frame if pairs_mode(config) else None
     name = shard["file"]
     rows = encode.slice_rows(seq)
     if shard["format"] == "tfrecord":
@@ -202,7 +223,8 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
         slices, hashes, failed, unequal = {}, {}, set(), False
         for shard in files:
             try:
-                slices[shard["file"]], hashes[shard["file"]] = _shard_slices(output_dir, shard, config, stack)
+                parts = _shard_slices(output_dir, shard, config, stack, vocab)
+                slices[shard["file"]], hashes[shard["file"]] = parts
             except Exception as e:
                 report.problem(shard["file"], f"cannot be read ({e.__class__.__name__})")
                 continue
@@ -382,7 +404,16 @@ def verify(output_dir: str) -> Report:
         raise UsageError(f"{output_dir} has no usable manifest.json and tokenizer: {e}") from None
     if encode.sha256(tokenizer_data) != manifest["tokenizer"]["sha256"]:
         report.problem(manifest["tokenizer"]["file"], "sha256 differs from the manifest")
-    vocab = vocabulary(load_tokenizer(tokenizer_data.decode("utf-8")))
+    try:
+        _, vocab = manifest_lib.vocabulary(manifest, tokenizer_data.decode("utf-8"))
+    except Exception as e:  # the tokenizer and its roles no longer make a vocabulary
+        raise UsageError(f"{output_dir}: its tokenizer and the manifest's roles do not agree: {e}") from None
+    entry = vocab.manifest_entry()
+    for key in ("frames", "special_tokens"):  # recorded since mlmprep knew frames: checked where present
+        if key in manifest["tokenizer"] and manifest["tokenizer"][key] != entry[key]:
+            report.problem(
+                manifest_lib.MANIFEST, f"tokenizer {key} {manifest['tokenizer'][key]} are not {entry[key]}"
+            )
 
     twins = collections.defaultdict(list)  # a shard's files, by their name without the format
     for shard in manifest["shards"]:

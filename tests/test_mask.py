@@ -21,7 +21,7 @@ def sequences(vocab, bert_vocab, real_data):
     docs = [d for d in text.split("\n\n") if d.strip()][:300]
     tokenizer = load_tokenizer(tokenizer_json(pathlib.Path(bert_vocab).read_bytes()))
     input_ids, lengths, _, _ = pack_documents(
-        encode_batch(tokenizer, docs), max_seq_length=128, cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=0
+        encode_batch(tokenizer, docs), max_seq_length=128, frame=vocab.frame, pad_id=0
     )
     return input_ids, lengths
 

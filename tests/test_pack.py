@@ -1,10 +1,12 @@
 import numpy as np
 import pytest
 
+from mlmprep.transforms.frames import bert_frame
 from mlmprep.transforms.pack import pack_concat, pack_documents
 
 CLS, SEP, PAD = 101, 102, 0
-IDS = dict(cls_id=CLS, sep_id=SEP, pad_id=PAD)
+IDS = dict(frame=bert_frame(CLS, SEP), pad_id=PAD)
+CONCAT = dict(IDS, joiner_id=SEP)
 
 
 def _docs(*lengths, start=1000):
@@ -58,7 +60,7 @@ def test_document_packing_skips_documents_without_tokens():
 @pytest.mark.parametrize("lengths", [(3, 5, 1), (6, 6, 6), (5, 20, 1, 1, 4), (1,) * 9, (40,)])
 def test_concat_packing_fills_sequences_and_keeps_every_token(lengths):
     docs = _docs(*lengths)
-    input_ids, seq_lengths, _ = pack_concat(docs, max_seq_length=8, **IDS)
+    input_ids, seq_lengths, _ = pack_concat(docs, max_seq_length=8, **CONCAT)
     _check_frame(input_ids, seq_lengths, 8)
     assert np.all(seq_lengths[:-1] >= 7), "only the last sequence may be short of a full body"
     stream = np.concatenate(_bodies(input_ids, seq_lengths))
@@ -70,6 +72,6 @@ def test_concat_packing_fills_sequences_and_keeps_every_token(lengths):
 
 
 def test_concat_packing_joins_documents_with_sep():
-    input_ids, lengths, _ = pack_concat(_docs(2, 2), max_seq_length=10, **IDS)
+    input_ids, lengths, _ = pack_concat(_docs(2, 2), max_seq_length=10, **CONCAT)
     assert input_ids.tolist() == [[CLS, 1000, 1001, SEP, 1002, 1003, SEP, PAD, PAD, PAD]]
     assert lengths.tolist() == [7]

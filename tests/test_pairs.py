@@ -12,9 +12,12 @@ import pytest
 
 from mlmprep.pipeline import summary, verify
 from mlmprep.transforms import encode, pairs
+from mlmprep.transforms.frames import bert_frame
 from mlmprep.transforms.tokenize import encode_batch, load_tokenizer, tokenizer_json
 
 from conftest import run_job
+
+BERT_FRAME = bert_frame(101, 102)
 
 
 def test_fit_cuts_the_longer_side_as_berts_truncate_seq_pair():
@@ -62,7 +65,7 @@ def _segments(batch, row):
 def test_every_token_of_a_document_is_in_exactly_one_pair_in_order(mode):
     docs = _documents(np.random.default_rng(1), 300)
     config = pairs.PairConfig(mode=mode, max_seq_length=64, short_seq_prob=0.2, seed=7)
-    batch = pairs.make_pairs(docs, 0, config, cls_id=101, sep_id=102, pad_id=0)
+    batch = pairs.make_pairs(docs, 0, config, frame=BERT_FRAME, pad_id=0)
     assert batch.without_other_document == 0
     own = []  # each pair's tokens from its own document, in document order
     for row in range(len(batch.lengths)):
@@ -77,7 +80,7 @@ def test_every_token_of_a_document_is_in_exactly_one_pair_in_order(mode):
     assert abs(share - 0.5) < 4 * 0.5 / np.sqrt(len(batch.labels))
     # Some documents aim at shorter pairs (--short_seq_prob); the rest fill the sequence where they can.
     assert 0.05 < np.mean(batch.lengths < 40) < 0.6
-    again = pairs.make_pairs(docs, 0, config, cls_id=101, sep_id=102, pad_id=0)
+    again = pairs.make_pairs(docs, 0, config, frame=BERT_FRAME, pad_id=0)
     assert np.array_equal(again.input_ids, batch.input_ids) and np.array_equal(again.labels, batch.labels)
 
 
@@ -89,7 +92,7 @@ def test_a_pair_is_cut_inside_a_sentence_only_where_a_word_starts():
     continues = np.zeros(30000, bool)
     continues[20000:] = True
     config = pairs.PairConfig(mode="sop", max_seq_length=32, short_seq_prob=0.0)
-    batch = pairs.make_pairs(docs, 0, config, cls_id=101, sep_id=102, pad_id=0, continues=continues)
+    batch = pairs.make_pairs(docs, 0, config, frame=BERT_FRAME, pad_id=0, continues=continues)
     firsts = [
         (b if label == pairs.IN_ORDER else a)[0]
         for a, b, label in ((*_segments(batch, r), batch.labels[r]) for r in range(len(batch.lengths)))
@@ -269,7 +272,7 @@ def test_verify_finds_broken_pairs(tmp_path, real_data, bert_vocab):
     problems = "\n".join(verify.verify(str(out)).problems)
     assert "drew label 1: not within 4 sigma of one half" in problems
     assert "next_sentence_labels [0, " in problems
-    assert "record 3: segment_ids do not switch to 1 once" in problems
+    assert "record 3: segment_ids are not 0, then 1 from B on" in problems
 
 
 def test_one_document_has_no_other_to_draw_from_which_verify_and_the_summary_account_for(

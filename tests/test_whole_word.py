@@ -46,8 +46,7 @@ def packed(trained, real_data):
     input_ids, lengths, _, word_starts = pack_documents(
         ids,
         max_seq_length=64,
-        cls_id=vocab.cls_id,
-        sep_id=vocab.sep_id,
+        frame=vocab.frame,
         pad_id=vocab.pad_id,
         word_starts=starts,
     )

@@ -14,7 +14,6 @@ from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer.model import MLM_OUTPUT, PAIR_OUTPUT
 from mlmprep.transforms import keys
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
-from mlmprep.transforms.tokenize import load_tokenizer, vocabulary
 
 
 class DataError(ValueError):
@@ -67,9 +66,9 @@ class DynamicMasker:
 
     def __init__(self, data_dir: str, manifest: dict, seed: int):
         with tf.io.gfile.GFile(os.path.join(data_dir, manifest["tokenizer"]["file"])) as f:
-            vocab = vocabulary(load_tokenizer(f.read()))
+            _, vocab = manifest_lib.vocabulary(manifest, f.read())
         self._vocab = vocab
-        self._is_special = vocab.special_lookup()
+        self._is_special = vocab.unselectable_lookup()
         self._config = masking_config(manifest)
         self._seed = seed
 

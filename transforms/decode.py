@@ -129,12 +129,11 @@ def parse_example(data: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def _masked_batch(
-    input_ids, input_mask, positions, ids, weights, segment_ids=None, labels=None
-) -> MaskedBatch:
+def _masked_batch(input_ids, input_mask, positions, ids, weights, frame=None, labels=None) -> MaskedBatch:
     """The batch as read; lengths and counts from the masks, so they are checked, not trusted.
 
-    With ``labels`` (sentence pairs), a row's segment start is its first position of segment 1.
+    With ``labels`` (sentence pairs), a row's segment start is found from the pair ``frame`` (whose B may
+    have type id 0, as RoBERTa's).
     """
     return MaskedBatch(
         input_ids=input_ids.astype(np.int64),
@@ -142,13 +141,13 @@ def _masked_batch(
         masked_lm_positions=positions.astype(np.int64),
         masked_lm_ids=ids.astype(np.int64),
         num_predictions=weights.sum(axis=1).astype(np.int32),
-        segment_starts=None if labels is None else np.argmax(segment_ids == 1, axis=1).astype(np.int32),
+        segment_starts=None if labels is None else frame.segment_starts(input_ids),
         next_sentence_labels=None if labels is None else labels.reshape(-1).astype(np.int64),
     )
 
 
 def _tfrecord_batch(
-    records: list[bytes], first: int, seq: int, preds: int, pairs: bool = False
+    records: list[bytes], first: int, seq: int, preds: int, pair_frame=None
 ) -> tuple[MaskedBatch, dict]:
     examples = [parse_example(r) for r in records]
     expected = {
@@ -168,20 +167,20 @@ def _tfrecord_batch(
         stack["masked_lm_positions"],
         stack["masked_lm_ids"],
         stack["masked_lm_weights"],
-        stack["segment_ids"],
-        stack["next_sentence_labels"] if pairs else None,
+        pair_frame,
+        stack["next_sentence_labels"] if pair_frame is not None else None,
     )
     return batch, stack
 
 
 def tfrecord_slices(
-    stream, seq: int, preds: int, rows: int, pairs: bool = False
+    stream, seq: int, preds: int, rows: int, pair_frame=None
 ) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of ``rows`` records at a time from a TFRecord stream, read in order;
-    ``pairs``: the records are sentence pairs."""
+    ``pair_frame``: the records are sentence pairs in this ``frames.Frame``."""
     records, first = iter_tfrecords(stream), 0
     while chunk := list(itertools.islice(records, rows)):
-        yield _tfrecord_batch(chunk, first, seq, preds, pairs)
+        yield _tfrecord_batch(chunk, first, seq, preds, pair_frame)
         first += len(chunk)
 
 
@@ -193,7 +192,7 @@ def _matrix(column: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
     return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width)
 
 
-def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, dict]:
+def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[MaskedBatch, dict]:
     columns = {
         name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
         for name in encode.PARQUET_SCHEMA.names
@@ -206,7 +205,7 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, 
         columns["masked_lm_positions"],
         columns["masked_lm_ids"],
         columns["masked_lm_weights"],
-        columns["token_type_ids"],
+        frame,
         labels,
     )
     extra = {
@@ -220,20 +219,18 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int) -> tuple[MaskedBatch, 
     return batch, extra
 
 
-def parquet_slices(
-    f, seq: int, preds: int, rows: int, pairs: bool = False
-) -> Iterator[tuple[MaskedBatch, dict]]:
+def parquet_slices(f, seq: int, preds: int, rows: int, pair_frame=None) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of exactly ``rows`` rows (the last one fewer) from a seekable Parquet file,
-    whatever its row groups; ``pairs``: the rows are sentence pairs."""
+    whatever its row groups; ``pair_frame``: the rows are sentence pairs in this ``frames.Frame``."""
     parquet = pq.ParquetFile(f)
-    schema = encode.parquet_schema(pairs)
+    schema = encode.parquet_schema(pair_frame is not None)
     if parquet.schema_arrow != schema:
         raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
     pending = pa.Table.from_batches([], schema=schema)
     for batch in parquet.iter_batches(batch_size=rows):
         pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])
         while pending.num_rows >= rows:
-            yield _parquet_batch(pending.slice(0, rows), seq, preds)
+            yield _parquet_batch(pending.slice(0, rows), seq, preds, pair_frame)
             pending = pending.slice(rows)
     if pending.num_rows:
-        yield _parquet_batch(pending, seq, preds)
+        yield _parquet_batch(pending, seq, preds, pair_frame)

@@ -149,7 +149,7 @@ def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
     if batch.segment_starts is None:  # single segments
         segment_ids, labels = np.zeros((n, width), dtype=np.int32), np.zeros((n, 1), dtype=np.int32)
     else:
-        segment_ids = pairs.segment_ids(batch.segment_starts, batch.lengths, width)
+        segment_ids = pairs.segment_ids(batch.segment_starts, batch.lengths, width, batch.b_type)
         labels = batch.next_sentence_labels.astype(np.int32)[:, None]
     return {
         "input_ids": batch.input_ids,

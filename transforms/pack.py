@@ -1,4 +1,5 @@
-"""Packing token ids into fixed-length ``[CLS] ... [SEP] [PAD]...`` sequences.
+"""Packing token ids into fixed-length sequences in the tokenizer's frame (``[CLS] ... [SEP] [PAD]...``,
+``<s> ... </s> <pad>...``).
 
 No token of a kept document is ever dropped: a document longer than one
 sequence continues in the next one. Word-start flags (for whole-word
@@ -12,6 +13,7 @@ import numpy as np
 import pyarrow as pa
 
 from mlmprep.transforms import keys, records
+from mlmprep.transforms.frames import Frame
 
 PACKINGS = ("document", "concat")
 
@@ -21,7 +23,7 @@ class SequenceBatch:
     """Unmasked sequences; ``keys`` are content keys of the token ids."""
 
     input_ids: np.ndarray  # int32 [N, max_seq_length]
-    lengths: np.ndarray  # int32 [N]: real tokens, [CLS] and [SEP] included
+    lengths: np.ndarray  # int32 [N]: real tokens, the frame's included
     keys: np.ndarray  # uint64 [N]
     splits: np.ndarray  # int8 [N]
     word_starts: np.ndarray | None = None  # bool [N, max_seq_length]
@@ -34,12 +36,20 @@ class SequenceBatch:
         return self.input_ids.nbytes + (0 if self.word_starts is None else self.word_starts.nbytes)
 
 
+def frame_rows(input_ids: np.ndarray, lengths: np.ndarray, frame: Frame) -> None:
+    """Writes the single frame's specials around each row's body (the body starts after the prefix)."""
+    prefix, suffix = frame.prefix, frame.suffix
+    input_ids[:, : prefix.size] = prefix
+    rows = np.arange(len(lengths))
+    for k, token in enumerate(suffix):
+        input_ids[rows, lengths - suffix.size + k] = token
+
+
 def pack_documents(
     token_ids: list[np.ndarray],
     *,
     max_seq_length: int,
-    cls_id: int,
-    sep_id: int,
+    frame: Frame,
     pad_id: int,
     word_starts: list[np.ndarray] | None = None,
 ):
@@ -48,7 +58,8 @@ def pack_documents(
     Returns ``(input_ids [N, L], lengths [N], document_index [N], starts)``,
     ``starts`` the packed word starts (bool [N, L]) or None.
     """
-    body = max_seq_length - 2
+    head = frame.prefix.size
+    body = max_seq_length - frame.specials
     doc_lengths = np.array([ids.size for ids in token_ids], dtype=np.int64)
     per_doc = -(-doc_lengths // body)  # ceil; a document with no tokens has none
     num_sequences = int(per_doc.sum())
@@ -64,37 +75,36 @@ def pack_documents(
     place = np.arange(int(doc_lengths.sum())) + shift
     bodies = np.full(num_sequences * body, pad_id, dtype=np.int32)
     bodies[place] = np.concatenate(token_ids)
-    input_ids[:, 1:-1] = bodies.reshape(num_sequences, body)
+    input_ids[:, head : head + body] = bodies.reshape(num_sequences, body)
     if starts is not None:
         flags = np.zeros(num_sequences * body, dtype=bool)
         flags[place] = np.concatenate(word_starts)
-        starts[:, 1:-1] = flags.reshape(num_sequences, body)
+        starts[:, head : head + body] = flags.reshape(num_sequences, body)
     has = per_doc > 0
     lengths = np.full(num_sequences, max_seq_length, dtype=np.int32)
-    lengths[last[has]] = doc_lengths[has] - (per_doc[has] - 1) * body + 2
-    input_ids[:, 0] = cls_id
-    input_ids[np.arange(num_sequences), lengths - 1] = sep_id
+    lengths[last[has]] = doc_lengths[has] - (per_doc[has] - 1) * body + frame.specials
+    frame_rows(input_ids, lengths, frame)
     return input_ids, lengths, document_index, starts
 
 
 class ConcatPacker:
-    """Documents joined by [SEP], filling every sequence, fed a few documents at a time.
+    """Documents joined by the separator ([SEP], </s>), filling every sequence, fed a few documents at a time.
 
     Only the last sequence may be short (and one may end a token early where
-    the joining [SEP] would have been its last body token): a joining [SEP]
-    never opens or closes a sequence, whose own [CLS]/[SEP] mark the boundary.
-    A sequence not yet full when ``add`` returns is carried to the next call.
+    the joiner would have been its last body token): a joiner never opens or
+    closes a sequence, whose own frame marks the boundary. A sequence not yet
+    full when ``add`` returns is carried to the next call.
     """
 
-    def __init__(self, *, max_seq_length: int, cls_id: int, sep_id: int, pad_id: int):
+    def __init__(self, *, max_seq_length: int, frame: Frame, joiner_id: int, pad_id: int):
         self._length = max_seq_length
-        self._ids = dict(cls_id=cls_id, sep_id=sep_id, pad_id=pad_id)
-        self._current = []  # the open sequence's body: (ids, starts, start, end) slices; ids None: a [SEP]
+        self._frame, self._joiner_id, self._pad_id = frame, joiner_id, pad_id
+        self._current = []  # the open sequence's body: (ids, starts, start, end) slices; ids None: a joiner
         self._filled = 0
 
     def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None):
         """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of full sequences."""
-        body = self._length - 2
+        body = self._length - self._frame.specials
         bodies, current, filled = [], self._current, self._filled
         for i, ids in enumerate(token_ids):  # a loop over documents and their slices, not tokens
             starts = None if word_starts is None else word_starts[i]
@@ -124,23 +134,21 @@ class ConcatPacker:
         return self._rows(bodies, word_starts)
 
     def _rows(self, bodies, with_starts: bool):
-        cls_id, sep_id, pad_id = self._ids["cls_id"], self._ids["sep_id"], self._ids["pad_id"]
-        input_ids = np.full((len(bodies), self._length), pad_id, dtype=np.int32)
+        input_ids = np.full((len(bodies), self._length), self._pad_id, dtype=np.int32)
         starts = np.zeros(input_ids.shape, dtype=bool) if with_starts else None
         lengths = np.zeros(len(bodies), dtype=np.int32)
         for row, slices in enumerate(bodies):
-            col = 1
+            col = self._frame.prefix.size
             for ids, word_starts, start, end in slices:
                 if ids is None:
-                    input_ids[row, col] = sep_id
+                    input_ids[row, col] = self._joiner_id
                 else:
                     input_ids[row, col : col + end - start] = ids[start:end]
                     if starts is not None:
                         starts[row, col : col + end - start] = word_starts[start:end]
                 col += end - start
-            lengths[row] = col + 1
-        input_ids[:, 0] = cls_id
-        input_ids[np.arange(len(bodies)), lengths - 1] = sep_id
+            lengths[row] = col + self._frame.suffix.size
+        frame_rows(input_ids, lengths, self._frame)
         return input_ids, lengths, starts
 
 
@@ -148,16 +156,16 @@ def pack_concat(
     token_ids: list[np.ndarray],
     *,
     max_seq_length: int,
-    cls_id: int,
-    sep_id: int,
+    frame: Frame,
+    joiner_id: int,
     pad_id: int,
     word_starts: list[np.ndarray] | None = None,
 ):
-    """Documents joined by [SEP] in the given order, filling every sequence (see ConcatPacker).
+    """Documents joined by ``joiner_id`` in the given order, filling every sequence (see ConcatPacker).
 
     Returns ``(input_ids [N, L], lengths [N], starts)`` as ``pack_documents``.
     """
-    packer = ConcatPacker(max_seq_length=max_seq_length, cls_id=cls_id, sep_id=sep_id, pad_id=pad_id)
+    packer = ConcatPacker(max_seq_length=max_seq_length, frame=frame, joiner_id=joiner_id, pad_id=pad_id)
     parts = [packer.add(token_ids, word_starts), packer.finish(word_starts is not None)]
     starts = None if word_starts is None else np.concatenate([p[2] for p in parts])
     return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]), starts

@@ -36,12 +36,19 @@ import dataclasses
 import numpy as np
 
 from mlmprep.transforms import keys
+from mlmprep.transforms.frames import Frame
 
 MODES = ("none", "nsp", "sop")
 # Labels as BERT's next_sentence_labels and Hugging Face's next_sentence_label hold them.
 IS_NEXT, IS_RANDOM = 0, 1  # nsp
 IN_ORDER, SWAPPED = 0, 1  # sop
-MIN_SEQ_LENGTH = 6  # [CLS] A [SEP] B [SEP] with room to cut a pair
+
+
+def min_seq_length(frame: Frame) -> int:
+    """The pair frame's specials with room to cut a pair ([CLS] A [SEP] B [SEP]: 6)."""
+    return frame.pair_specials + 3
+
+
 MIN_DOC_TOKENS = 2  # a document of one token has nothing to pair with
 # The pair step's counter, per split ("...train"): IsRandom drawn, IsNext made, no other document at hand.
 WITHOUT_OTHER_DOCUMENT = "pairs_without_other_document"
@@ -85,11 +92,11 @@ class Documents:
 
 @dataclasses.dataclass
 class PairBatch:
-    """Pairs as ``[CLS] A [SEP] B [SEP] [PAD]...`` rows."""
+    """Pairs in the tokenizer's pair frame (``[CLS] A [SEP] B [SEP] [PAD]...``) as rows."""
 
     input_ids: np.ndarray  # int32 [N, L]
     lengths: np.ndarray  # int32 [N]
-    segment_starts: np.ndarray  # int32 [N]: B's first position (A and its [SEP] are before it)
+    segment_starts: np.ndarray  # int32 [N]: B's first position (A and the frame's middle are before it)
     labels: np.ndarray  # int8 [N]
     word_starts: np.ndarray | None  # bool [N, L]
     without_other_document: int  # IsRandom pairs drawn where no other document was at hand (made IsNext)
@@ -153,8 +160,7 @@ def make_pairs(
     first: int,
     config: PairConfig,
     *,
-    cls_id: int,
-    sep_id: int,
+    frame: Frame,
     pad_id: int,
     continues: np.ndarray | None = None,
 ) -> PairBatch:
@@ -167,7 +173,7 @@ def make_pairs(
     ``bisect`` (faster than numpy on a few values), and each document's first draws come from one
     vectorized call for the slice.
     """
-    max_tokens = config.max_seq_length - 3
+    max_tokens = config.max_seq_length - frame.pair_specials
     rng_keys = keys.record_keys(pool.keys[first:], seed=config.seed, dupe=0)
     columns = np.arange(_FIRST_DRAWS)[None, :]
     first_draws = keys.to_unit(keys.uniform_bits(rng_keys[:, None], stream=_STREAM, columns=columns)).tolist()
@@ -222,32 +228,36 @@ def make_pairs(
                 else:
                     pairs.append((doc, pos, pos + a, doc, pos + a, pos + a + b, IS_NEXT))  # or IN_ORDER
                 pos += a + b
-    return _rows(pool, pairs, config.max_seq_length, cls_id, sep_id, pad_id, without_other)
+    return _rows(pool, pairs, config.max_seq_length, frame, pad_id, without_other)
 
 
-def _rows(pool: Documents, pairs, width: int, cls_id, sep_id, pad_id, without_other) -> PairBatch:
+def _rows(pool: Documents, pairs, width: int, frame: Frame, pad_id, without_other) -> PairBatch:
     n = len(pairs)
     input_ids = np.full((n, width), pad_id, dtype=np.int32)
     starts = None if pool.word_starts is None else np.zeros((n, width), dtype=bool)
     lengths = np.zeros(n, dtype=np.int32)
     segment_starts = np.zeros(n, dtype=np.int32)
     labels = np.zeros(n, dtype=np.int8)
+    prefix, middle, suffix = frame.pair_prefix, frame.middle, frame.pair_suffix
+    head = prefix.size
     for row, (a_doc, a_start, a_end, b_doc, b_start, b_end, label) in enumerate(pairs):
-        b_at = a_end - a_start + 2
+        a_stop = head + a_end - a_start
+        b_at = a_stop + middle.size
         end = b_at + b_end - b_start
-        input_ids[row, 1 : b_at - 1] = pool.token_ids[a_doc][a_start:a_end]
+        input_ids[row, head:a_stop] = pool.token_ids[a_doc][a_start:a_end]
+        input_ids[row, a_stop:b_at] = middle
         input_ids[row, b_at:end] = pool.token_ids[b_doc][b_start:b_end]
-        input_ids[row, b_at - 1] = sep_id
+        input_ids[row, end : end + suffix.size] = suffix
         if starts is not None:
-            starts[row, 1 : b_at - 1] = pool.word_starts[a_doc][a_start:a_end]
+            starts[row, head:a_stop] = pool.word_starts[a_doc][a_start:a_end]
             starts[row, b_at:end] = pool.word_starts[b_doc][b_start:b_end]
-        lengths[row], segment_starts[row], labels[row] = end + 1, b_at, label
-    input_ids[:, 0] = cls_id
-    input_ids[np.arange(n), lengths - 1] = sep_id
+        lengths[row], segment_starts[row], labels[row] = end + suffix.size, b_at, label
+    input_ids[:, :head] = prefix
     return PairBatch(input_ids, lengths, segment_starts, labels, starts, without_other)
 
 
-def segment_ids(segment_starts: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
-    """int32 [N, width]: 0 for ``[CLS] A [SEP]`` (and padding), 1 for ``B [SEP]``."""
+def segment_ids(segment_starts: np.ndarray, lengths: np.ndarray, width: int, b_type: int = 1) -> np.ndarray:
+    """int32 [N, width]: 0 for the prefix, A and the middle (and padding), ``b_type`` for B and the suffix
+    (the frame's type ids: BERT's 1, RoBERTa's 0)."""
     cols = np.arange(width)[None, :]
-    return ((cols >= segment_starts[:, None]) & (cols < lengths[:, None])).astype(np.int32)
+    return ((cols >= segment_starts[:, None]) & (cols < lengths[:, None])).astype(np.int32) * b_type

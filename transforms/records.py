@@ -26,6 +26,7 @@ class MaskedBatch:
     # Sentence pairs only (``pairs``): where segment B starts, and the pair's label.
     segment_starts: np.ndarray | None = None  # int32 [N]
     next_sentence_labels: np.ndarray | None = None  # int8 [N]
+    b_type: int = 1  # segment B's type id in the tokenizer's pair frame (BERT's 1, RoBERTa's 0)
 
     @property
     def masked_lm_weights(self) -> np.ndarray:
@@ -108,7 +109,9 @@ def _padded(values: np.ndarray, lengths: np.ndarray, width: int, fill: int) -> n
     return out
 
 
-def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id: int) -> MaskedBatch:
+def to_masked(
+    rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id: int, b_type: int = 1
+) -> MaskedBatch:
     """The padded batch of Arrow rows (a record batch or a table), in the same order."""
     ids, lengths = list_parts(rows.column("input_ids"))
     positions, counts = list_parts(rows.column("masked_lm_positions"))
@@ -122,6 +125,7 @@ def to_masked(rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id
         num_predictions=counts,
         segment_starts=_scalars(rows, "segment_start", np.int32) if pairs else None,
         next_sentence_labels=_scalars(rows, "next_sentence_label", np.int8) if pairs else None,
+        b_type=b_type,
     )
 
 

@@ -1,15 +1,24 @@
 """Tokenization with Hugging Face ``tokenizers``: loading a tokenizer, its vocabulary, encoding batches."""
 
 import dataclasses
+import json
 import re
 
 import numpy as np
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
 
-from mlmprep.transforms import keys
+from mlmprep.transforms import frames, keys
 
-REQUIRED_SPECIALS = ("[PAD]", "[CLS]", "[SEP]", "[MASK]")
 SPLITS = ("train", "validation")
+# The roles a tokenizer's special tokens play, and the names each goes by in the families served.
+ROLES = ("cls", "sep", "pad", "mask", "unk")
+COMMON_NAMES = {
+    "mask": ("[MASK]", "<mask>"),
+    "pad": ("[PAD]", "<pad>"),
+    "cls": ("[CLS]", "<s>"),
+    "sep": ("[SEP]", "</s>"),
+    "unk": ("[UNK]", "<unk>"),
+}
 
 # Reserved placeholders such as BERT's "[unused0]": text never produces them.
 _BRACKETED = re.compile(r"^\[[^\[\]]+\]$")
@@ -21,23 +30,39 @@ class TokenizerError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class Vocabulary:
-    """What masking and the writers need to know of a tokenizer."""
+    """What packing, masking and the writers need to know of a tokenizer."""
 
     size: int
     pad_id: int
-    cls_id: int
-    sep_id: int
+    cls_id: int | None  # None where the tokenizer has no such role (the frame still frames)
+    sep_id: int | None
     mask_id: int
     unk_id: int | None
-    special_ids: tuple[int, ...]  # never selected for prediction
+    special_ids: tuple[int, ...]  # never selected for prediction, never drawn
     random_ids: np.ndarray  # candidates for the "random token" replacement
+    frame: frames.Frame = None
     # Tokens that continue a word (WordPiece's "##" pieces): where a pair is not cut. Empty where the
     # tokenizer's model does not mark them.
     continuation_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    # Tokens that are whitespace alone (byte-level's lone space or newline, Metaspace's bare "▁"):
+    # ordinary tokens, but never selected for prediction (they carry nothing to predict).
+    blank_ids: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0, np.int32))
+    tokens: dict = dataclasses.field(default_factory=dict)  # role -> token text
+    frames: dict = dataclasses.field(default_factory=dict)  # {"single": "[CLS] A [SEP]", "pair": ...}
+    names: dict = dataclasses.field(default_factory=dict)  # id -> token, of the roles' and the frame's ids
+
+    def name(self, token_id: int) -> str:
+        return self.names.get(token_id, str(token_id))
 
     def special_lookup(self) -> np.ndarray:
         lookup = np.zeros(self.size, dtype=bool)
         lookup[list(self.special_ids)] = True
+        return lookup
+
+    def unselectable_lookup(self) -> np.ndarray:
+        """bool [size]: tokens never selected for prediction: the specials and the blank tokens."""
+        lookup = self.special_lookup()
+        lookup[self.blank_ids] = True
         return lookup
 
     def continuation_lookup(self) -> np.ndarray | None:
@@ -48,10 +73,20 @@ class Vocabulary:
         lookup[self.continuation_ids] = True
         return lookup
 
+    @property
+    def joiner_id(self) -> int:
+        """What concat packing puts between two documents: the separator (the frame's last token)."""
+        return self.sep_id if self.sep_id is not None else int(self.frame.suffix[-1])
+
     def manifest_entry(self) -> dict:
         ids = {"pad": self.pad_id, "unk": self.unk_id, "cls": self.cls_id}
         ids.update(sep=self.sep_id, mask=self.mask_id)
-        return {"vocab_size": self.size, "special_ids": ids}
+        return {
+            "vocab_size": self.size,
+            "special_ids": ids,
+            "special_tokens": {role: self.tokens.get(role) for role in ids},
+            "frames": self.frames,
+        }
 
 
 def tokenizer_json(data: bytes) -> str:
@@ -87,6 +122,10 @@ def _wordpiece_from_vocab(text: str) -> Tokenizer:
     tokenizer.decoder = decoders.WordPiece()
     specials = [t for t in ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]") if t in vocab]
     tokenizer.add_special_tokens(specials)
+    if "[CLS]" in vocab and "[SEP]" in vocab:  # BERT's frame, as BertTokenizerFast sets it
+        tokenizer.post_processor = processors.BertProcessing(
+            ("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"])
+        )
     return tokenizer
 
 
@@ -100,34 +139,144 @@ def load_tokenizer(tokenizer_json_text: str) -> Tokenizer:
     return tokenizer
 
 
-def vocabulary(tokenizer: Tokenizer) -> Vocabulary:
-    ids = {t: tokenizer.token_to_id(t) for t in (*REQUIRED_SPECIALS, "[UNK]")}
-    missing = [t for t in REQUIRED_SPECIALS if ids[t] is None]
+def parse_roles(text: str) -> dict[str, str]:
+    """``mask=<mask>,pad=<pad>`` -> ``{"mask": "<mask>", "pad": "<pad>"}``; ValueError on a bad one."""
+    roles = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        role, sep, token = part.partition("=")
+        if not sep or role.strip() not in ROLES or not token.strip():
+            raise ValueError(f"{part!r} is not ROLE=TOKEN with ROLE one of {', '.join(ROLES)}")
+        roles[role.strip()] = token.strip()
+    return roles
+
+
+def beside_roles(files: dict[str, bytes]) -> dict[str, str]:
+    """Roles named by transformers' files beside a tokenizer.json (``tokenizer_config.json`` first, then
+    ``special_tokens_map.json``): ``{"mask_token": "<mask>"}`` or ``{"mask_token": {"content": ...}}``."""
+    roles = {}
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):  # the later wins
+        if name not in files:
+            continue
+        try:
+            data = json.loads(files[name])
+        except ValueError as e:
+            raise TokenizerError(f"{name} beside it does not parse: {e}") from None
+        for role in ROLES:
+            value = data.get(f"{role}_token") if isinstance(data, dict) else None
+            value = value.get("content") if isinstance(value, dict) else value
+            if isinstance(value, str) and value:
+                roles[role] = value
+    return roles
+
+
+def find_roles(tokenizer_json_text: str, *given: dict) -> dict[str, str]:
+    """Role -> token, each from the first source that names it: the ``given`` mappings in order (the
+    ``--special_tokens`` flag, then a ``tokenizer_config.json`` beside the file), the model's unk token
+    and the padding's pad token, then the common names
+    (``COMMON_NAMES``) among the tokenizer's special tokens."""
+    data = json.loads(tokenizer_json_text)
+    model, padding = data.get("model") or {}, data.get("padding") or {}
+    own = {}
+    if model.get("unk_token"):
+        own["unk"] = model["unk_token"]
+    elif model.get("unk_id") is not None and model.get("vocab"):  # Unigram: [[piece, score], ...]
+        own["unk"] = model["vocab"][model["unk_id"]][0]
+    if padding.get("pad_token"):
+        own["pad"] = padding["pad_token"]
+    specials = [t["content"] for t in data.get("added_tokens") or () if t.get("special")]
+    common = {}
+    for role, names in COMMON_NAMES.items():
+        found = [n for n in names if n in specials]
+        if found:
+            common[role] = found[0]
+    roles = {}
+    for source in (common, own, *reversed(given)):
+        roles.update({role: token for role, token in source.items() if token})
+    return roles
+
+
+def vocabulary(tokenizer: Tokenizer, *given: dict) -> Vocabulary:
+    """The tokenizer's roles (``find_roles``; ``given``: role -> token or id, first wins), frame and
+    special set."""
+    given = [
+        {r: (tokenizer.id_to_token(t) if isinstance(t, int) else t) for r, t in g.items()} for g in given
+    ]
+    text = tokenizer.to_str()
+    roles = find_roles(text, *given)
+    ids = {}
+    for role, token in roles.items():
+        ids[role] = tokenizer.token_to_id(token)
+        if ids[role] is None:
+            raise TokenizerError(f"its {role} token {token!r} is not in its vocabulary")
+    frame = _frame(tokenizer, text)
+    needed = ("mask", "pad") if frame is not None else ("mask", "pad", "cls", "sep")
+    missing = [role for role in needed if role not in ids]
     if missing:
-        raise TokenizerError(f"tokenizer has no {', '.join(missing)} token")
+        what = ", ".join(f"{role} ({' or '.join(COMMON_NAMES[role])})" for role in missing)
+        framing = (
+            "" if frame is not None else "; its post-processor frames no sequence, so cls and sep frame it"
+        )
+        raise TokenizerError(
+            f"it has no special token for {what}{framing}: name them with --special_tokens "
+            + ",".join(f"{role}=TOKEN" for role in missing)
+        )
+    frame = frame or frames.bert_frame(ids["cls"], ids["sep"])
+    added = tokenizer.get_added_tokens_decoder()
+    special = {i for i, t in added.items() if t.special}
+    if ids["mask"] not in special:
+        raise TokenizerError(
+            f"its mask token {roles['mask']!r} is not a special token (text could spell it): mark it "
+            "special in tokenizer.json's added_tokens"
+        )
+    special.update(ids.values())
+    special.update(frame.pair_ids())
     vocab = tokenizer.get_vocab(with_added_tokens=True)
     # Ids may have gaps: the size every id fits under, not the count of tokens.
     size = max(tokenizer.get_vocab_size(with_added_tokens=True), max(vocab.values(), default=-1) + 1)
-    added = tokenizer.get_added_tokens_decoder()
-    special = {i for i, t in added.items() if t.special}
-    special.update(i for i in ids.values() if i is not None)
+    wordpiece = isinstance(tokenizer.model, models.WordPiece)
     random_ids = np.array(
-        sorted(i for t, i in vocab.items() if i not in special and not _BRACKETED.match(t)),
+        sorted(i for t, i in vocab.items() if i not in special and not (wordpiece and _BRACKETED.match(t))),
         dtype=np.int32,
     )
     if random_ids.size == 0:
-        raise TokenizerError("tokenizer has no ordinary tokens")
+        raise TokenizerError("it has no ordinary tokens")
     return Vocabulary(
         size=size,
-        pad_id=ids["[PAD]"],
-        cls_id=ids["[CLS]"],
-        sep_id=ids["[SEP]"],
-        mask_id=ids["[MASK]"],
-        unk_id=ids["[UNK]"],
+        pad_id=ids["pad"],
+        cls_id=ids.get("cls"),
+        sep_id=ids.get("sep"),
+        mask_id=ids["mask"],
+        unk_id=ids.get("unk"),
         special_ids=tuple(sorted(special)),
         random_ids=random_ids,
+        frame=frame,
         continuation_ids=_continuation_ids(tokenizer, vocab),
+        blank_ids=_blank_ids(tokenizer, vocab, special),
+        tokens={role: roles[role] for role in ROLES if role in roles},
+        frames=frame.describe(tokenizer.id_to_token),
+        names={i: tokenizer.id_to_token(i) for i in (*ids.values(), *frame.pair_ids())},
     )
+
+
+def _frame(tokenizer: Tokenizer, text: str) -> frames.Frame | None:
+    """The post-processor's frame, checked against what the tokenizer encodes; None where it frames
+    nothing (then BERT's frame of the cls and sep tokens, as a vocab.txt's)."""
+    try:
+        frame = frames.parse(text)
+        if frame is not None:
+            frames.check_by_encoding(frame, tokenizer)
+        return frame
+    except frames.FrameError as e:
+        raise TokenizerError(str(e)) from None
+
+
+def _blank_ids(tokenizer: Tokenizer, vocab: dict[str, int], special: set[int]) -> np.ndarray:
+    """Ordinary tokens that decode to whitespace alone (or to nothing: Metaspace's bare "▁")."""
+    if isinstance(tokenizer.model, models.WordPiece) or tokenizer.decoder is None:
+        return np.zeros(0, np.int32)  # WordPiece has none; without a decoder, tokens are not text
+    ids = sorted(i for i in vocab.values() if i not in special)
+    texts = tokenizer.decode_batch([[i] for i in ids], skip_special_tokens=False)
+    return np.array([i for i, t in zip(ids, texts) if not t.strip()], dtype=np.int32)
 
 
 def _continuation_ids(tokenizer: Tokenizer, vocab: dict[str, int]) -> np.ndarray:

@@ -24,7 +24,7 @@ class MaskSequences(CountingDoFn):
         self._is_special = None
 
     def setup(self):
-        self._is_special = self._vocab.special_lookup()
+        self._is_special = self._vocab.unselectable_lookup()
 
     def process(self, batch):
         # Slices of bounded size: one long document can make a batch of many

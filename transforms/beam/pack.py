@@ -22,7 +22,8 @@ class _Pack(CountingDoFn):
     def __init__(self, *, max_seq_length: int, vocab):
         super().__init__()
         self._max_seq_length = max_seq_length
-        self._ids = dict(cls_id=vocab.cls_id, sep_id=vocab.sep_id, pad_id=vocab.pad_id)
+        self._vocab = vocab
+        self._ids = dict(frame=vocab.frame, pad_id=vocab.pad_id)
 
 
 class PackDocuments(_Pack):
@@ -55,7 +56,9 @@ class PackConcat(_Pack):
     def process(self, element):
         group, documents = element
         split = group >> 32
-        packer = ConcatPacker(max_seq_length=self._max_seq_length, **self._ids)
+        packer = ConcatPacker(
+            max_seq_length=self._max_seq_length, joiner_id=self._vocab.joiner_id, **self._ids
+        )
         for rows in documents.slices(CONCAT_SLICE_DOCS):
             ids = [i.astype(np.int32) for i in ragged_rows(rows.column("ids"))]
             starts = ragged_rows(rows.column("starts")) if self._word_starts else None
@@ -80,7 +83,6 @@ class PackPairs(_Pack):
         super().__init__(max_seq_length=max_seq_length, vocab=vocab)
         self._config = config
         self._word_starts = word_starts
-        self._vocab = vocab
         self._continues = None
 
     def setup(self):

@@ -48,6 +48,7 @@ class WriteShard(beam.DoFn):
         unk_id=None,
         generation=0,
         pairs=False,
+        b_type=1,
     ):
         self._output_dir = output_dir
         self._formats = formats
@@ -55,7 +56,10 @@ class WriteShard(beam.DoFn):
         self._pairs = pairs
         self._unk_id = unk_id
         self._shape = dict(
-            max_seq_length=max_seq_length, max_predictions_per_seq=max_predictions_per_seq, pad_id=pad_id
+            max_seq_length=max_seq_length,
+            max_predictions_per_seq=max_predictions_per_seq,
+            pad_id=pad_id,
+            b_type=b_type,
         )
         self._progress = None
         self._parquet = None
@@ -218,6 +222,7 @@ class WriteShards(beam.PTransform):
         temp_dir: str,
         generation: int = 0,
         pairs: bool = False,
+        b_type: int = 1,
     ):
         super().__init__()
         self._plan = plan
@@ -233,6 +238,7 @@ class WriteShards(beam.PTransform):
             unk_id=unk_id,
             generation=generation,
             pairs=pairs,
+            b_type=b_type,
         )
 
     def expand(self, rows):
