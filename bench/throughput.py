@@ -1,6 +1,7 @@
 """mlmprep's whole job against its limit, the bare tokenizer, and the Hugging Face way, side by side.
 
   python bench/throughput.py [--corpus long short] [--scale 1 4] [--repeats 3] [--no_hf]
+                             [--tokenizer bpe unigram PATH ...]
 
 On each corpus of bench/corpora.py at each scale, in repetitions whose order
 of runs rotates:
@@ -13,6 +14,12 @@ M2  ``mlmprep run`` with default options on every core (with ``--pairs nsp sop``
     also with ``--sentence_pairs`` in each mode: what pairs cost beside it);
 H   the Hugging Face way, one process (bench/hf_baseline.py; needs
     ``pip install -e '.[bench]'``).
+
+With ``--tokenizer``, L1 and M1 also run with each other tokenizer in the same
+rotation (``bpe`` and ``unigram``: RoBERTa's and XLM-R's families, trained by
+``mlmprep train-tokenizer`` on the corpus at 30,522 tokens; or a file), and the
+report compares M1/L1 with each to M1/L1 with WordPiece: what a tokenizer
+family costs the job beyond the tokenizer itself.
 
 L times its tokenizer calls only. M and H are timed as whole process trees:
 wall seconds, and the CPU seconds of every process in the tree (the rusage
@@ -42,7 +49,7 @@ ONE_CORE = sorted(os.sched_getaffinity(0))[:1]
 CORES = len(os.sched_getaffinity(0))
 
 
-def _limit_main(paths: list[str], out: str):
+def _limit_main(tokenizer_path: str, paths: list[str], out: str):
     """L, in a process of its own (the thread count is fixed when tokenizers starts its pool)."""
     from apache_beam.io.filesystems import FileSystems
 
@@ -50,7 +57,7 @@ def _limit_main(paths: list[str], out: str):
     from mlmprep.transforms.documents import DocumentSource, FileRange, document_keys
     from mlmprep.transforms.tokenize import load_tokenizer, tokenizer_json
 
-    tokenizer = load_tokenizer(tokenizer_json(corpora.VOCAB.read_bytes()))
+    tokenizer = load_tokenizer(tokenizer_json(pathlib.Path(tokenizer_path).read_bytes()))
     source, seen, batches, batch, chars = DocumentSource(FileSystems.open), set(), [], [], 0
     for path in paths:
         for docs in source.batches(FileRange(path)):
@@ -100,21 +107,22 @@ def serial_seconds(command: list[str], interval: float = 0.1) -> tuple[float, fl
     return time.perf_counter() - start, serial
 
 
-def limit(paths, threads: int | None) -> dict:
+def limit(paths, threads: int | None, tokenizer=corpora.VOCAB) -> dict:
     env = {k: v for k, v in os.environ.items() if k != "RAYON_NUM_THREADS"}
     if threads:
         env["RAYON_NUM_THREADS"] = str(threads)
     with tempfile.TemporaryDirectory() as tmp:
         out = f"{tmp}/limit.json"
-        subprocess.run([sys.executable, __file__, "--_limit", out, *map(str, paths)], check=True, env=env)
+        command = [sys.executable, __file__, "--_limit", out, str(tokenizer), *map(str, paths)]
+        subprocess.run(command, check=True, env=env)
         return json.loads(pathlib.Path(out).read_text())
 
 
-def mlmprep(inputs: list[str], *, cores=None, flags=()) -> dict:
+def mlmprep(inputs: list[str], *, cores=None, flags=(), tokenizer=corpora.VOCAB) -> dict:
     """A whole ``mlmprep run``: wall and CPU seconds, tokens tokenized."""
     with tempfile.TemporaryDirectory() as tmp:
         command = [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *(f"--input={i}" for i in inputs),
-                   f"--output={tmp}/out", f"--tokenizer={corpora.VOCAB}", *flags]  # fmt: skip
+                   f"--output={tmp}/out", f"--tokenizer={tokenizer}", *flags]  # fmt: skip
         wall, cpu, _ = _tree(command, cores=cores)
         manifest = json.loads(pathlib.Path(tmp, "out", "manifest.json").read_text())
     return {"wall": wall, "cpu": cpu, "tokens": manifest["counts"]["counters"].get("tokens", 0)}
@@ -136,7 +144,7 @@ def huggingface(paths) -> dict | None:
     return {"wall": wall, "cpu": cpu, "tokens": json.loads(printed.strip().splitlines()[-1])["tokens"]}
 
 
-def measure(paths, repeats: int, with_hf: bool, pair_modes=()) -> dict:
+def measure(paths, repeats: int, with_hf: bool, pair_modes=(), tokenizers=None) -> dict:
     from mlmprep.pipeline.job import worker_mode
 
     size = sum(p.stat().st_size for p in paths)
@@ -157,6 +165,9 @@ def measure(paths, repeats: int, with_hf: bool, pair_modes=()) -> dict:
     }
     for mode in pair_modes:
         runs[f"M2 {mode}"] = lambda mode=mode: mlmprep(glob, flags=[f"--sentence_pairs={mode}"])
+    for name, path in (tokenizers or {}).items():
+        runs[f"L1 {name}"] = lambda path=path: limit(paths, 1, path)
+        runs[f"M1 {name}"] = lambda path=path: mlmprep(glob, cores=ONE_CORE, tokenizer=path)
     if with_hf and huggingface(paths[:1]) is not None:
         runs["H"] = lambda: huggingface(paths)
     with tempfile.TemporaryDirectory() as tmp:  # where M2's time goes: sampled, once
@@ -209,14 +220,32 @@ def report(name: str, scale: int, size: int, medians: dict) -> None:
     for run in (r for r in medians if r.startswith("M2 ") and r.split()[1] in ("nsp", "sop")):
         cpu, wall = rate("M2", "cpu") / rate(run, "cpu"), rate("M2", "wall") / rate(run, "wall")
         print(f"{run} against M2 (single segments): CPU per token {cpu:.2f}x, wall per token {wall:.2f}x")
+    for run in (r for r in medians if r.startswith("L1 ")):
+        name = run.split(" ", 1)[1]
+        ratio = rate(f"M1 {name}", "cpu") / rate(run, "cpu")
+        print(f"M1/L1 per CPU-second with {name}: {ratio:.2f}, with WordPiece {m1:.2f}: {ratio / m1:.2f}x "
+              "WordPiece's ratio (target >= 0.9)")  # fmt: skip
     if "H" in medians:
         print(f"M2/H per wall-second: {rate('M2', 'wall') / rate('H', 'wall'):.2f}; "
               f"M1/H per CPU-second: {rate('M1', 'cpu') / rate('H', 'cpu'):.2f}")  # fmt: skip
 
 
+def _tokenizer(name: str, paths, folder: pathlib.Path) -> pathlib.Path:
+    """A tokenizer file: ``bpe`` or ``unigram`` trained on the corpus's files, or a path as it is."""
+    if name not in ("bpe", "unigram"):
+        return pathlib.Path(name)
+    from mlmprep.pipeline import train_tokenizer
+
+    path = folder / f"{name}.json"
+    if not path.exists():
+        tokenizer = train_tokenizer.train([str(p) for p in paths[:6]], model=name, vocab_size=30522)
+        path.write_text(tokenizer.to_str(), encoding="utf-8")
+    return path
+
+
 def main():
     if len(sys.argv) > 2 and sys.argv[1] == "--_limit":
-        _limit_main(sys.argv[3:], sys.argv[2])
+        _limit_main(sys.argv[3], sys.argv[4:], sys.argv[2])
         return
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", nargs="+", default=["long", "short"], choices=sorted(corpora.BASE))
@@ -226,14 +255,21 @@ def main():
     parser.add_argument(
         "--pairs", nargs="*", default=[], choices=("nsp", "sop"), help="Also M2 with --sentence_pairs MODE."
     )
+    parser.add_argument(
+        "--tokenizer",
+        nargs="*",
+        default=[],
+        help="Also L1 and M1 with these: bpe or unigram (trained on the corpus), or a tokenizer file.",
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.corpus:
             for scale in args.scale:
                 folder = pathlib.Path(tmp, f"{name}-{scale}")
                 paths = corpora.build(name, scale, folder)
+                tokenizers = {t: _tokenizer(t, paths, pathlib.Path(tmp)) for t in args.tokenizer}
                 print(f"{name} x{scale}: running", file=sys.stderr, flush=True)
-                medians = measure(paths, args.repeats, args.hf, args.pairs)
+                medians = measure(paths, args.repeats, args.hf, args.pairs, tokenizers)
                 report(name, scale, sum(p.stat().st_size for p in paths), medians)
                 shutil.rmtree(folder)
 

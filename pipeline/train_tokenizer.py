@@ -1,16 +1,40 @@
-"""``mlmprep train-tokenizer``: a BERT-style WordPiece tokenizer from text files.
+"""``mlmprep train-tokenizer``: a WordPiece (BERT), byte-level BPE (RoBERTa) or Unigram (XLM-R) tokenizer
+from text files, with its family's special tokens and frame.
 
 The files are streamed document by document into tokenizers' trainer, so the
-corpus is never held in memory as a whole.
+corpus is never held in memory as a whole. Beside ``tokenizer.json`` go
+``tokenizer_config.json`` and ``special_tokens_map.json``, so that the folder
+loads in transformers' ``AutoTokenizer`` with the right mask token.
 """
 
+import os
+import posixpath
+
 from apache_beam.io.filesystems import FileSystems
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import (
+    AddedToken,
+    Regex,
+    Tokenizer,
+    decoders,
+    models,
+    normalizers,
+    pre_tokenizers,
+    processors,
+    trainers,
+)
 
 from mlmprep.pipeline.errors import CliParser, UsageError
+from mlmprep.transforms import tokenize, tokenizer_files
 from mlmprep.transforms.documents import buffered, iter_text_documents
 
-SPECIAL_TOKENS = ("[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]")
+MODELS = ("wordpiece", "bpe", "unigram")
+# Each family's special tokens by role, in the order they take the first ids.
+FAMILY_SPECIALS = {
+    "wordpiece": {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]", "mask": "[MASK]"},  # BERT
+    "bpe": {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"},  # RoBERTa
+    "unigram": {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"},  # XLM-R
+}
+SPECIAL_TOKENS = tuple(FAMILY_SPECIALS["wordpiece"].values())
 
 
 def _documents(paths, input_format):
@@ -20,36 +44,111 @@ def _documents(paths, input_format):
                 yield "".join(pieces)
 
 
-def train(paths, *, vocab_size: int = 30522, lowercase: bool = True, input_format: str = "text") -> Tokenizer:
-    """Trains WordPiece with BERT's normalizer, pre-tokenizer and special tokens."""
-    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
+def _frame(roles: dict[str, str]) -> tuple[str, str]:
+    """RoBERTa's frame for its names (``<s> A </s></s> B </s>``), BERT's for any other
+    (``[CLS] A [SEP] B:1 [SEP]:1``: ALBERT, DeBERTa-v3 and ModernBERT name theirs so)."""
+    cls, sep = roles["cls"], roles["sep"]
+    if cls == "<s>":
+        single, pair = f"{cls} $A {sep}", f"{cls} $A {sep} {sep} $B {sep}"
+    else:
+        single, pair = f"{cls} $A {sep}", f"{cls} $A {sep} $B:1 {sep}:1"
+    return single, pair
+
+
+def train(
+    paths,
+    *,
+    vocab_size: int = 30522,
+    lowercase: bool = True,
+    input_format: str = "text",
+    model: str = "wordpiece",
+    special_tokens: dict[str, str] | None = None,
+) -> Tokenizer:
+    """A tokenizer of the family ``model`` trained on ``paths``, its roles ``roles(model, special_tokens)``.
+
+    wordpiece: BERT's normalizer (``lowercase``), pre-tokenizer and names. bpe: byte-level BPE as
+    RoBERTa's (cased, every byte in the alphabet, so any text round-trips). unigram: SentencePiece-style
+    as XLM-R's (NMT and NFKC normalization, Metaspace ``▁``). ``special_tokens`` renames roles.
+    """
+    roles = family_roles(model, special_tokens)
+    # The mask takes the space before it, as RoBERTa's: "a <mask>" is two tokens, not three.
+    specials = [
+        AddedToken(token, lstrip=model != "wordpiece" and role == "mask", special=True, normalized=False)
+        for role, token in roles.items()
+    ]
+    common = dict(vocab_size=vocab_size, special_tokens=specials, show_progress=False)
+    if model == "wordpiece":
+        tokenizer = Tokenizer(models.WordPiece(unk_token=roles["unk"]))
+        tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tokenizer.decoder = decoders.WordPiece()
         # Rare characters (a few CJK ones in a Latin corpus) would otherwise
         # all join the alphabet and push the vocabulary past vocab_size.
-        limit_alphabet=min(1000, vocab_size // 2),
-        show_progress=False,
-    )
+        trainer = trainers.WordPieceTrainer(**common, limit_alphabet=min(1000, vocab_size // 2))
+    elif model == "bpe":
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(**common, initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    else:
+        tokenizer = Tokenizer(models.Unigram())
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.Nmt(), normalizers.NFKC(), normalizers.Replace(Regex(" {2,}"), " ")]
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+        tokenizer.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+        trainer = trainers.UnigramTrainer(**common, unk_token=roles["unk"])
     tokenizer.train_from_iterator(_documents(paths, input_format), trainer=trainer)
-    cls, sep = tokenizer.token_to_id("[CLS]"), tokenizer.token_to_id("[SEP]")
+    single, pair = _frame(roles)
     tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+        single=single,
+        pair=pair,
+        special_tokens=[(roles[r], tokenizer.token_to_id(roles[r])) for r in ("cls", "sep")],
     )
     return tokenizer
 
 
+def family_roles(model: str, special_tokens: dict[str, str] | None = None) -> dict[str, str]:
+    """Role -> token of a family, ``special_tokens`` renaming any."""
+    return {**FAMILY_SPECIALS[model], **(special_tokens or {})}
+
+
+def files(tokenizer: Tokenizer, roles: dict[str, str]) -> dict[str, str]:
+    """tokenizer.json and transformers' two files naming its special tokens."""
+    vocab = tokenize.vocabulary(tokenizer, roles)
+    return tokenizer_files.transformers_files(tokenizer, vocab)
+
+
+def _special_tokens(text: str | None) -> dict[str, str]:
+    try:
+        return tokenize.parse_roles(text or "")
+    except ValueError as e:
+        raise UsageError(f"--special_tokens: {e}") from None
+
+
 def main(argv):
-    parser = CliParser(prog="mlmprep train-tokenizer", description=__doc__)
+    parser = CliParser(prog="mlmprep train-tokenizer", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--input", action="append", required=True, help="Input file pattern; repeat for more."
     )
-    parser.add_argument("--output", required=True, help="Where to write tokenizer.json.")
+    parser.add_argument(
+        "--output",
+        required=True,
+        help="Where to write tokenizer.json; tokenizer_config.json and special_tokens_map.json go beside it.",
+    )
+    parser.add_argument(
+        "--model",
+        default="wordpiece",
+        help="wordpiece: BERT's; bpe: byte-level BPE with RoBERTa's <s> <pad> </s> <unk> <mask> and frame; "
+        "unigram: SentencePiece-style Unigram with XLM-R's.",
+    )
+    parser.add_argument(
+        "--special_tokens",
+        default=None,
+        help="Other names for the family's special tokens, e.g. cls=[CLS],sep=[SEP],pad=[PAD],mask=[MASK],"
+        "unk=[UNK] for byte-level BPE with BERT's names (ModernBERT's); with cls other than <s> the frame "
+        "is BERT's ([CLS] A [SEP] B [SEP]).",
+    )
     parser.add_argument(
         "--vocab_size", type=int, default=30522, help="Vocabulary size, special tokens included."
     )
@@ -57,9 +156,15 @@ def main(argv):
         "--input_format", default="text", choices=("text", "lines"), help="As for mlmprep run."
     )
     parser.add_argument(
-        "--nolowercase", dest="lowercase", action="store_false", help="Keep case (a cased model)."
+        "--nolowercase",
+        dest="lowercase",
+        action="store_false",
+        help="wordpiece: keep case (a cased model). bpe and unigram are always cased.",
     )
     args = parser.parse_args(argv)
+    if args.model not in MODELS:
+        raise UsageError(f"--model must be one of {', '.join(MODELS)}, got {args.model!r}")
+    given = _special_tokens(args.special_tokens)
     if args.vocab_size < len(SPECIAL_TOKENS) + 1:
         raise UsageError(f"--vocab_size must be more than {len(SPECIAL_TOKENS)}, got {args.vocab_size}")
     paths = []
@@ -69,8 +174,19 @@ def main(argv):
             raise UsageError(f"--input {pattern} matches no file")
         paths += sorted(matched)
     tokenizer = train(
-        paths, vocab_size=args.vocab_size, lowercase=args.lowercase, input_format=args.input_format
+        paths,
+        vocab_size=args.vocab_size,
+        lowercase=args.lowercase,
+        input_format=args.input_format,
+        model=args.model,
+        special_tokens=given,
     )
-    with FileSystems.create(args.output) as f:
-        f.write(tokenizer.to_str(pretty=True).encode("utf-8"))
-    print(f"wrote {args.output}: {tokenizer.get_vocab_size()} tokens")
+    folder = posixpath.dirname(args.output) if "://" in args.output else os.path.dirname(args.output)
+    written = files(tokenizer, family_roles(args.model, given))
+    for name, text in written.items():
+        if name == "vocab.txt":
+            continue  # a WordPiece vocab.txt is the tokenizer again; tokenizer.json is the one written
+        path = args.output if name == "tokenizer.json" else FileSystems.join(folder or ".", name)
+        with FileSystems.create(path) as f:
+            f.write(text.encode("utf-8"))
+    print(f"wrote {args.output} ({args.model}, {tokenizer.get_vocab_size()} tokens) and its two config files")

@@ -170,3 +170,81 @@ def test_a_model_with_the_pair_head_exports_as_bert_for_pretraining(pairs_traine
     pair = np.abs(hf.seq_relationship_logits[0].numpy() - outputs["next_sentence"][0]).max()
     print(f"exported BertForPreTraining: max |logit difference| masked LM {masked_lm:.2e}, pair {pair:.2e}")
     assert masked_lm < 1e-3 and pair < 1e-3
+
+
+def test_a_roberta_style_model_trains_exports_and_fills_masks_in_transformers(tmp_path, real_data):
+    """train-tokenizer --model bpe, the job, the trainer, export and transformers' fill-mask with <mask>."""
+    pytest.importorskip("keras_hub")
+    from mlmprep.trainer import export
+    from mlmprep.trainer.fill_mask import fill_mask, load
+    from mlmprep.trainer.train import TrainConfig, train
+
+    corpus = tmp_path / "kjv.txt"
+    corpus.write_bytes(
+        (real_data / "corpora" / "small" / "kjv.txt").read_bytes()[:600_000].rsplit(b"\n\n", 1)[0]
+    )
+    tokenizer_dir = tmp_path / "tokenizer"
+    tokenizer_dir.mkdir()
+    cli = [sys.executable, "-m", "mlmprep.pipeline.cli"]
+    subprocess.run(
+        [*cli, "train-tokenizer", f"--input={corpus}", f"--output={tokenizer_dir / 'tokenizer.json'}",
+         "--model=bpe", "--vocab_size=2000"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    hf_tokenizer = transformers.AutoTokenizer.from_pretrained(tokenizer_dir)
+    assert hf_tokenizer.mask_token == "<mask>" and hf_tokenizer.pad_token == "<pad>"
+    the = hf_tokenizer("the", add_special_tokens=False)["input_ids"]
+    masked = hf_tokenizer("the <mask>", add_special_tokens=False)["input_ids"]
+    assert masked == [*the, hf_tokenizer.mask_token_id]  # the mask takes its space: no stray "Ġ" before it
+
+    run_job(
+        tmp_path / "data", f"--input={corpus}", f"--tokenizer={tokenizer_dir / 'tokenizer.json'}",
+        "--max_seq_length=64", "--max_predictions_per_seq=10", "--validation_fraction=0.05", "--num_shards=2",
+    )  # fmt: skip
+    model_dir, hf_dir = tmp_path / "model", tmp_path / "hf"
+    train(
+        TrainConfig(data_dir=str(tmp_path / "data"), output_dir=str(model_dir), steps=60, checkpoint_every=60)
+    )
+    export.export(str(model_dir), str(hf_dir))
+
+    keras_model, tokenizer, manifest = load(str(model_dir))
+    text = "And God said, Let there be <mask>: and there was <mask>."
+    fill = transformers.pipeline("fill-mask", model=str(hf_dir), top_k=5)
+    encoded = fill.tokenizer(text, return_tensors="pt")
+    ids = encoded["input_ids"][0].tolist()
+    bos, eos = tokenizer.token_to_id("<s>"), tokenizer.token_to_id("</s>")
+    assert ids == [bos, *tokenizer.encode(text, add_special_tokens=False).ids, eos]  # RoBERTa's frame
+    positions = [i for i, t in enumerate(ids) if t == tokenizer.token_to_id("<mask>")]
+    assert len(positions) == 2
+    with torch.no_grad():
+        hf_logits = fill.model(**encoded).logits[0, positions].numpy()
+    seq = manifest["config"]["max_seq_length"]
+    token_ids = np.full((1, seq), tokenizer.token_to_id("<pad>"), np.int32)
+    token_ids[0, : len(ids)] = ids
+    keras_logits = np.asarray(
+        keras_model.predict(
+            {
+                "token_ids": token_ids,
+                "padding_mask": (np.arange(seq) < len(ids)).astype(np.int32)[None],
+                "segment_ids": np.zeros_like(token_ids),
+                "mask_positions": np.array([positions], np.int32),
+            },
+            verbose=0,
+        )[0]
+    )
+    difference = float(np.abs(hf_logits - keras_logits).max())
+    print(
+        f"exported RoBERTa-style model: max |logit difference| {difference:.2e} over {hf_logits.size} logits"
+    )
+    assert difference < 1e-3
+    roles = {role: i for role, i in manifest["tokenizer"]["special_ids"].items() if i is not None}
+    hf_top = [[c["token"] for c in candidates] for candidates in fill(text)]
+    keras_top = [
+        [tokenizer.token_to_id(token) for token, _ in candidates]
+        for candidates in fill_mask(keras_model, tokenizer, text, top_k=5, max_seq_length=seq, roles=roles)
+    ]
+    assert hf_top == keras_top
+    done = subprocess.run(
+        [*cli, "fill-mask", f"--model={model_dir}", "Let there be <mask>."], capture_output=True, text=True
+    )
+    assert done.returncode == 0 and done.stdout.startswith("<mask> 1:"), done.stderr

@@ -15,8 +15,10 @@ import os
 
 import numpy as np
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import model as model_lib
 from mlmprep.transforms.tokenize import Vocabulary, vocabulary
+from mlmprep.transforms.tokenizer_files import transformers_files
 
 FORMATS = ("transformers",)
 CONFIG_FILE = "config.json"
@@ -115,39 +117,6 @@ def hf_weights(model) -> dict[str, np.ndarray]:
     return out
 
 
-def hf_tokenizer_files(tokenizer, vocab: Vocabulary, max_seq_length: int) -> dict[str, str]:
-    """The tokenizer as ``AutoTokenizer`` loads it, framing text as the shards do: [CLS] A [SEP] (B [SEP])."""
-    from tokenizers import processors
-
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", vocab.cls_id), ("[SEP]", vocab.sep_id)],
-    )
-    tokenizer.no_truncation()
-    tokenizer.no_padding()
-    specials = {"cls_token": "[CLS]", "sep_token": "[SEP]", "pad_token": "[PAD]", "mask_token": "[MASK]"}
-    if vocab.unk_id is not None:
-        specials["unk_token"] = tokenizer.id_to_token(vocab.unk_id)
-    config = {
-        "tokenizer_class": "PreTrainedTokenizerFast",
-        "model_max_length": max_seq_length,
-        "model_input_names": ["input_ids", "token_type_ids", "attention_mask"],  # BERT's segments too
-        **specials,
-    }
-    files = {
-        "tokenizer.json": tokenizer.to_str(),
-        "tokenizer_config.json": json.dumps(config, indent=2),
-        "special_tokens_map.json": json.dumps(specials, indent=2),
-    }
-    model = json.loads(tokenizer.to_str())["model"]
-    if model.get("type") == "WordPiece":  # BERT's slow tokenizer and other tools read vocab.txt
-        ordered = sorted(tokenizer.get_vocab(with_added_tokens=True).items(), key=lambda item: item[1])
-        if [i for _, i in ordered] == list(range(len(ordered))):
-            files["vocab.txt"] = "".join(f"{token}\n" for token, _ in ordered)
-    return files
-
-
 def export(model_dir: str, output_dir: str) -> list[str]:
     """Writes the Hugging Face folder; returns the names of its files."""
     from safetensors.numpy import save_file
@@ -155,8 +124,9 @@ def export(model_dir: str, output_dir: str) -> list[str]:
     from mlmprep.trainer.fill_mask import load
 
     model, tokenizer, manifest = load(model_dir)
-    vocab = vocabulary(tokenizer)
-    files = hf_tokenizer_files(tokenizer, vocab, manifest["config"]["max_seq_length"])
+    vocab = vocabulary(tokenizer, manifest_lib.roles(manifest))
+    # The tokenizer with its frame and special tokens, framing text as the shards do.
+    files = transformers_files(tokenizer, vocab, manifest["config"]["max_seq_length"])
     pairs = isinstance(model, model_lib.BertPretrainer)
     files[CONFIG_FILE] = json.dumps(hf_config(model.backbone.get_config(), vocab, pairs), indent=2)
     os.makedirs(output_dir, exist_ok=True)

@@ -1,4 +1,4 @@
-"""``mlmprep fill-mask``: the top-k tokens a trained model puts at each [MASK]."""
+"""``mlmprep fill-mask``: the top-k tokens a trained model puts at each mask token ([MASK], <mask>)."""
 
 import json
 import os
@@ -8,6 +8,7 @@ import keras
 import keras_hub  # noqa: F401  (registers the BERT classes for loading)
 import numpy as np
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import data
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.train import FINAL_MODEL, MODEL_CONFIG, checkpoints
@@ -38,14 +39,16 @@ def load(model_dir: str):
     return model, tokenizer, manifest
 
 
-def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: int = 128):
-    """One list of (token, probability) per [MASK], in order."""
-    vocab = vocabulary(tokenizer)
-    ids = tokenizer.encode(text, add_special_tokens=False).ids[: max_seq_length - 2]
-    ids = [vocab.cls_id, *ids, vocab.sep_id]
+def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: int = 128, roles=None):
+    """One list of (token, probability) per mask token (``[MASK]``, ``<mask>``: the tokenizer's), in order;
+    ``roles``, the manifest's (``manifest.roles``), name the tokenizer's special tokens."""
+    vocab = vocabulary(tokenizer, roles or {})
+    frame = vocab.frame
+    ids = tokenizer.encode(text, add_special_tokens=False).ids[: max_seq_length - frame.specials]
+    ids = [*frame.prefix.tolist(), *ids, *frame.suffix.tolist()]
     positions = [i for i, t in enumerate(ids) if t == vocab.mask_id]
     if not positions:
-        raise ValueError("the text has no [MASK]")
+        raise ValueError(f"the text has no {tokenizer.id_to_token(vocab.mask_id)}")
     token_ids = np.full((1, max_seq_length), vocab.pad_id, dtype=np.int32)
     token_ids[0, : len(ids)] = ids
     inputs = {
@@ -69,17 +72,27 @@ def main(argv):
 
     parser = CliParser(prog="mlmprep fill-mask", description=__doc__)
     parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
-    parser.add_argument("text", help='Text with one or more [MASK], e.g. "the quick brown [MASK] jumps".')
+    parser.add_argument(
+        "text",
+        help='Text with one or more of the tokenizer\'s mask token, e.g. "the quick brown [MASK] jumps" '
+        '(RoBERTa\'s: "the quick brown <mask> jumps").',
+    )
     parser.add_argument("--top_k", type=int, default=5, help="How many tokens to show per [MASK].")
     args = parser.parse_args(argv)
     try:
         model, tokenizer, manifest = load(args.model)
         results = fill_mask(
-            model, tokenizer, args.text, top_k=args.top_k, max_seq_length=manifest["config"]["max_seq_length"]
+            model,
+            tokenizer,
+            args.text,
+            top_k=args.top_k,
+            max_seq_length=manifest["config"]["max_seq_length"],
+            roles=manifest_lib.roles(manifest),
         )
     except (FileNotFoundError, data.DataError, ValueError) as e:
         raise UsageError(str(e)) from None
+    mask = tokenizer.id_to_token(manifest_lib.roles(manifest).get("mask", tokenizer.token_to_id("[MASK]")))
     for i, candidates in enumerate(results):
-        print(f"[MASK] {i + 1}:")
+        print(f"{mask} {i + 1}:")
         for token, p in candidates:
             print(f"  {token:<20} {p:.4f}")

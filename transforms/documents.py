@@ -178,8 +178,10 @@ class _PieceBuilder:
         self._size += len(text)
         while self._size > self._limit:
             text = "".join(self._parts)
+            # Cut before the whitespace: the space stays with the word after it, as byte-level BPE and
+            # Metaspace tokenizers attach it, so the pieces tokenize as the whole text does.
             space = max(text.rfind(c, 0, self._limit) for c in _CUT_AT)
-            cut = space + 1 if space > 0 else self._limit  # no whitespace at all: a hard cut
+            cut = space if space > 0 else self._limit  # no whitespace at all: a hard cut
             self.pieces.append(text[:cut])
             self._parts, self._size = [text[cut:]], len(text) - cut
 

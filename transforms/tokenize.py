@@ -173,7 +173,8 @@ def find_roles(tokenizer_json_text: str, *given: dict) -> dict[str, str]:
     """Role -> token, each from the first source that names it: the ``given`` mappings in order (the
     ``--special_tokens`` flag, then a ``tokenizer_config.json`` beside the file), the model's unk token
     and the padding's pad token, then the common names
-    (``COMMON_NAMES``) among the tokenizer's special tokens."""
+    (``COMMON_NAMES``) among the tokenizer's special tokens (among its other added tokens where no special
+    one has the name, to be refused as not special)."""
     data = json.loads(tokenizer_json_text)
     model, padding = data.get("model") or {}, data.get("padding") or {}
     own = {}
@@ -183,10 +184,12 @@ def find_roles(tokenizer_json_text: str, *given: dict) -> dict[str, str]:
         own["unk"] = model["vocab"][model["unk_id"]][0]
     if padding.get("pad_token"):
         own["pad"] = padding["pad_token"]
-    specials = [t["content"] for t in data.get("added_tokens") or () if t.get("special")]
+    added = data.get("added_tokens") or ()
+    specials = [t["content"] for t in added if t.get("special")]
+    others = [t["content"] for t in added if not t.get("special")]  # found, to be refused as not special
     common = {}
     for role, names in COMMON_NAMES.items():
-        found = [n for n in names if n in specials]
+        found = [n for n in names if n in specials] or [n for n in names if n in others]
         if found:
             common[role] = found[0]
     roles = {}
