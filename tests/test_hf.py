@@ -22,6 +22,19 @@ def _as_long(rows):
     return {name: torch.stack([row[name] for row in rows]).long() for name in COLUMNS}
 
 
+def _keras_logits(keras_model, ids, positions, seq: int, pad_id: int) -> np.ndarray:
+    """The Keras model's logits at ``positions`` of one framed sequence, padded to ``seq``."""
+    token_ids = np.full((1, seq), pad_id, np.int32)
+    token_ids[0, : len(ids)] = ids
+    inputs = {
+        "token_ids": token_ids,
+        "padding_mask": (np.arange(seq) < len(ids)).astype(np.int32)[None],
+        "segment_ids": np.zeros_like(token_ids),
+        "mask_positions": np.array([positions], np.int32),
+    }
+    return np.asarray(keras_model.predict(inputs, verbose=0)[0])
+
+
 def test_bert_for_masked_lm_learns_from_the_parquet_shards(tmp_path, real_data, bert_vocab):
     out = tmp_path / "data"
     run_job(
@@ -107,19 +120,7 @@ def test_an_exported_model_fills_masks_in_transformers_as_it_does_in_keras(train
 
     with torch.no_grad():
         hf_logits = fill.model(**encoded).logits[0, positions].numpy()
-    token_ids = np.zeros((1, seq), np.int32)
-    token_ids[0, : len(ids)] = ids
-    keras_logits = np.asarray(
-        keras_model.predict(
-            {
-                "token_ids": token_ids,
-                "padding_mask": (np.arange(seq) < len(ids)).astype(np.int32)[None],
-                "segment_ids": np.zeros_like(token_ids),
-                "mask_positions": np.array([positions], np.int32),
-            },
-            verbose=0,
-        )[0]
-    )
+    keras_logits = _keras_logits(keras_model, ids, positions, seq, pad_id=0)
     difference = float(np.abs(hf_logits - keras_logits).max())
     print(f"exported BertForMaskedLM: max |logit difference| {difference:.2e} over {hf_logits.size} logits")
     assert difference < 1e-3
@@ -219,19 +220,7 @@ def test_a_roberta_style_model_trains_exports_and_fills_masks_in_transformers(tm
     with torch.no_grad():
         hf_logits = fill.model(**encoded).logits[0, positions].numpy()
     seq = manifest["config"]["max_seq_length"]
-    token_ids = np.full((1, seq), tokenizer.token_to_id("<pad>"), np.int32)
-    token_ids[0, : len(ids)] = ids
-    keras_logits = np.asarray(
-        keras_model.predict(
-            {
-                "token_ids": token_ids,
-                "padding_mask": (np.arange(seq) < len(ids)).astype(np.int32)[None],
-                "segment_ids": np.zeros_like(token_ids),
-                "mask_positions": np.array([positions], np.int32),
-            },
-            verbose=0,
-        )[0]
-    )
+    keras_logits = _keras_logits(keras_model, ids, positions, seq, pad_id=tokenizer.token_to_id("<pad>"))
     difference = float(np.abs(hf_logits - keras_logits).max())
     print(
         f"exported RoBERTa-style model: max |logit difference| {difference:.2e} over {hf_logits.size} logits"
