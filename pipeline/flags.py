@@ -69,7 +69,11 @@ class MlmPrepOptions(PipelineOptions):
         )
         parser.add_argument("--max_seq_length", type=int, default=128, help="Tokens per sequence.")
         parser.add_argument(
-            "--max_predictions_per_seq", type=int, default=20, help="Cap on masked positions per sequence."
+            "--max_predictions_per_seq",
+            type=int,
+            default=None,
+            help="Cap on masked positions per sequence. Default: max(20, ceil(max_seq_length * "
+            "masked_lm_prob)) (BERT's 20 at 128 tokens, 77 at 512), at most max_seq_length - 2.",
         )
         parser.add_argument(
             "--masked_lm_prob", type=float, default=0.15, help="Fraction of tokens selected for prediction."
@@ -107,7 +111,10 @@ class MlmPrepOptions(PipelineOptions):
             "--packing",
             default="document",
             choices=pack.PACKINGS,
-            help="document: sequences never cross documents; concat: documents joined by [SEP].",
+            help="document: sequences never cross documents (a document's tail pads); concat: documents "
+            "joined by the separator fill every sequence, attention crossing them; best_fit: each document "
+            "(or piece of a long one) framed on its own, several to a sequence by best fit, position_ids "
+            "restarting at each so that attention need not cross them.",
         )
         parser.add_argument(
             "--sentence_pairs",

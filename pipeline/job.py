@@ -64,8 +64,8 @@ class _WriteManifest(beam.DoFn):
 
 
 def _pack(batches: beam.PCollection, job: JobPlan):
-    """Token ids -> fixed-length sequences: by document, concatenated within groups of documents, or
-    sentence pairs made within groups of documents."""
+    """Token ids -> fixed-length sequences: by document; concatenated or best-fit packed within groups of
+    documents; or sentence pairs made within groups of documents."""
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
     if job.pairs is not None:
         pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.masking.whole_word_masking)
@@ -74,6 +74,9 @@ def _pack(batches: beam.PCollection, job: JobPlan):
         return batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_output_types(
             SequenceBatch
         ).with_outputs(counting.COUNTS, main="sequences")
+    if job.packing == "best_fit":
+        best_fit = pack.PackBestFit(**shape, word_starts=job.masking.whole_word_masking)
+        return _in_groups(batches, job, "BestFit", best_fit)
     concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
     return _in_groups(batches, job, "Concat", concat)
 
@@ -104,7 +107,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
             text_field=job.text_field,
             range_bytes=job.split_input_bytes,
             dedup=job.dedup,
-            with_keys=job.validation_fraction > 0 or job.packing == "concat" or job.pairs is not None,
+            with_keys=job.validation_fraction > 0 or job.packing != "document" or job.pairs is not None,
             dedup_bits=job.dedup_bits,
             progress_dir=progress_dir,
         )
@@ -143,7 +146,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         temp_dir=job.temp_dir,
         generation=job.generation,
         pairs=job.pairs is not None,
-        b_type=job.vocab.frame.b_type,
+        frame=job.vocab.frame,
     )
     counts = (
         [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]

@@ -37,6 +37,7 @@ class ShardEntry(TypedDict):
     sha256: str
     unk_tokens: int  # real positions whose token before masking is the unknown token
     padding: int  # positions holding [PAD]
+    pieces: int  # documents or parts of one, each framed: one a sequence but with best-fit packing
     sequence_lengths: list[int]  # records by real length, profile.length_buckets
     next_sentence_labels: NotRequired[list[int]]  # sentence pairs: records of label 0 and of label 1
 
@@ -49,6 +50,7 @@ class SplitCounts(TypedDict):
     shards: int  # per format
     unk_tokens: int  # what the tokenizer did not know: tokens that are its unknown token, before masking
     padding: int  # positions holding [PAD]: sequences * max_seq_length - tokens
+    pieces: int  # as ShardEntry's
     sequence_lengths: list[int]  # sequences by real length (profile.length_buckets)
     document_tokens: list[int]  # documents by tokens (profile.document_buckets)
     next_sentence_labels: NotRequired[list[int]]  # sentence pairs: sequences of label 0 and of label 1
@@ -145,6 +147,7 @@ def build(
             "shards": len(files),
             "unk_tokens": sum(s.get("unk_tokens", 0) for s in files),
             "padding": sum(s.get("padding", 0) for s in files),
+            "pieces": sum(s.get("pieces", 0) for s in files),
             "sequence_lengths": [sum(n) for n in zip(*(s["sequence_lengths"] for s in files))]
             if files
             else [0] * profile.BUCKETS,

@@ -9,6 +9,7 @@ on stderr and exit status 2 before any work starts.
 import dataclasses
 import hashlib
 import logging
+import math
 import os
 import posixpath
 
@@ -26,6 +27,7 @@ from mlmprep.transforms.pairs import PairConfig
 
 # Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
 # records reach their shards through run files there.
+MAX_SEQ_LENGTH = 8192  # long-context encoders train at up to this length
 IN_MEMORY_RUNNERS = ("direct", "fnapi", "bundlebaseddirect", "swappingdirect")
 TEMP_DIR = ".mlmprep-temp"  # under the output: run files, deleted when the job ends
 
@@ -71,17 +73,44 @@ def _check(condition: bool, message: str):
         raise UsageError(message)
 
 
+def default_predictions(max_seq_length: int, masked_lm_prob: float) -> int:
+    """The cap that keeps the asked rate at any length: BERT's 20 at 128 tokens, ceil(L * p) beyond."""
+    return min(max(20, math.ceil(max_seq_length * masked_lm_prob)), max_seq_length - 2)
+
+
+def _predictions_cap(o: MlmPrepOptions) -> None:
+    """Resolves a default ``--max_predictions_per_seq`` from the length; warns where a given one cuts the
+    masked share below the asked rate by more than a tenth."""
+    if o.max_predictions_per_seq is None:
+        o.max_predictions_per_seq = default_predictions(o.max_seq_length, o.masked_lm_prob)
+        return
+    share = o.max_predictions_per_seq / o.max_seq_length
+    if share < 0.9 * o.masked_lm_prob:
+        logging.warning(
+            "mlmprep: --max_predictions_per_seq %d at --max_seq_length %d masks at most %.1f%% of a full "
+            "sequence, not the %g%% --masked_lm_prob asks for (without the flag the cap follows the length)",
+            o.max_predictions_per_seq,
+            o.max_seq_length,
+            100 * share,
+            100 * o.masked_lm_prob,
+        )
+
+
 def _validate(o: MlmPrepOptions):
     """The flags' values on their own, before anything is read."""
     _check(bool(o.input), "--input is required")
     _check(bool(o.output), "--output is required")
     _check(bool(o.tokenizer), "--tokenizer is required")
-    _check(o.max_seq_length >= 3, f"--max_seq_length must be at least 3, got {o.max_seq_length}")
     _check(
-        1 <= o.max_predictions_per_seq <= o.max_seq_length - 2,
-        f"--max_predictions_per_seq must be in [1, max_seq_length - 2], got {o.max_predictions_per_seq}",
+        3 <= o.max_seq_length <= MAX_SEQ_LENGTH,
+        f"--max_seq_length must be in [3, {MAX_SEQ_LENGTH}], got {o.max_seq_length}",
     )
     _check(0 < o.masked_lm_prob <= 1, f"--masked_lm_prob must be in (0, 1], got {o.masked_lm_prob}")
+    _check(
+        o.max_predictions_per_seq is None or 1 <= o.max_predictions_per_seq <= o.max_seq_length - 2,
+        f"--max_predictions_per_seq must be in [1, max_seq_length - 2], got {o.max_predictions_per_seq}",
+    )
+    _predictions_cap(o)
     for name in ("mask_token_ratio", "random_token_ratio"):
         value = getattr(o, name)
         _check(0 <= value <= 1, f"--{name} must be in [0, 1], got {value}")
@@ -104,8 +133,8 @@ def _validate(o: MlmPrepOptions):
     if o.sentence_pairs != "none":
         _check(
             o.packing == "document",
-            "--packing concat joins documents into single segments; "
-            "--sentence_pairs packs pairs by BERT's rules",
+            f"--packing {o.packing} packs documents into single segments; "
+            "--sentence_pairs packs pairs in their own frame by BERT's rules",
         )
 
 

@@ -45,8 +45,9 @@ def observed_replacements(
             )
             for batch, extra in slices:
                 verify.check_batch(
-                    batch, extra, vocab=vocab, masking=masking, report=report, where=shard["file"]
-                )
+                    batch, extra, vocab=vocab, masking=masking, report=report, where=shard["file"],
+                    several_pieces=config.get("packing") == "best_fit",
+                )  # fmt: skip
                 read += len(batch.lengths)
                 if read >= SAMPLE_RECORDS:
                     return report.outcomes, read
@@ -106,10 +107,17 @@ def _split_rows(manifest: dict) -> list[list]:
                 split["shards"],
                 f"{summary.unk_rate(split):.2%}",
                 f"{summary.fill_ratio(split):.1%}",
+                ""
+                if summary.pieces_per_sequence(split) is None
+                else f"{summary.pieces_per_sequence(split):.2f}",
                 "" if labels is None else f"{labels[1] / max(1, sum(labels)):.1%} of 1",
             ]
         )
     return rows
+
+
+def _pairs(config: dict) -> bool:
+    return config.get("sentence_pairs", "none") != "none"
 
 
 def build(output_dir: str) -> str:
@@ -150,12 +158,29 @@ def build(output_dir: str) -> str:
                 "predictions",
                 "shards",
                 "[UNK] rate",
-                "fill ratio",
+                "slot utilization",
+                "pieces / sequence",
                 "pair labels",
             ],
             _split_rows(manifest),
         )  # fmt: skip
     )
+
+    utilization = {
+        n: [100 * summary.fill_ratio(s)] for n, s in splits.items() if "padding" in s and s["sequences"]
+    }
+    if utilization:
+        packing = config.get("packing", "document")
+        uri = _bars(
+            "Slot utilization: real tokens / slots (the rest is padding a step computes for nothing)",
+            [
+                f"--packing {packing}"
+                + (f" --sentence_pairs {config['sentence_pairs']}" if _pairs(config) else "")
+            ],
+            utilization,
+            "% of slots",
+        )
+        sections.append(f'<h2>Slot utilization</h2><img alt="slot utilization" src="{uri}">')
 
     edges = profile.length_bucket_edges(config["max_seq_length"])
     present = [i for i, (first, last) in enumerate(edges) if first <= last]

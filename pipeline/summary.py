@@ -13,8 +13,13 @@ def unk_rate(split: dict) -> float:
 
 
 def fill_ratio(split: dict) -> float:
-    """The share of a split's positions that hold a token rather than [PAD]."""
+    """Slot utilization: the share of a split's positions that hold a real token rather than padding."""
     return split["tokens"] / max(1, split["tokens"] + split.get("padding", 0))
+
+
+def pieces_per_sequence(split: dict) -> float | None:
+    """Documents or parts of one per sequence (one but with best-fit packing); None before it was counted."""
+    return split["pieces"] / max(1, split["sequences"]) if "pieces" in split else None
 
 
 def warnings(manifest: dict) -> list[str]:
@@ -33,7 +38,8 @@ def warnings(manifest: dict) -> list[str]:
         if fill_ratio(split) < FILL_RATIO_LIMIT and config.get("packing") == "document" and not pairs:
             out.append(
                 f"the {name} sequences are {fill_ratio(split):.0%} full (under {FILL_RATIO_LIMIT:.0%}): "
-                f"{1 - fill_ratio(split):.0%} of every step would be padding; --packing concat fills them"
+                f"{1 - fill_ratio(split):.0%} of every step would be padding; --packing best_fit fills them "
+                "and keeps attention inside each document"
             )
         forced = manifest["counts"].get("counters", {}).get(f"{WITHOUT_OTHER_DOCUMENT}.{name}", 0)
         if forced:
@@ -64,8 +70,10 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
             f"{c['predictions']:>11,} predictions in {c['shards']} shards"
         )
         if "padding" in c:
+            pieces = pieces_per_sequence(c)
             lines.append(
                 f"  {'':<11} [UNK] {unk_rate(c):.2%} of the tokens, sequences {fill_ratio(c):.1%} full"
+                + ("" if pieces is None else f", {pieces:.2f} pieces per sequence")
             )
         if "next_sentence_labels" in c:
             zero, one = c["next_sentence_labels"]

@@ -34,7 +34,7 @@ MAX_REPORTED = 20
 READ_BYTES = 8 << 20
 _FIELDS = ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
 _PAIR_FIELDS = ("segment_starts", "next_sentence_labels")
-PROFILE = ("unk_tokens", "padding")  # counted since the profile was added: an older manifest has none
+PROFILE = ("unk_tokens", "padding", "pieces")  # counted since each was added: an older manifest lacks them
 _DECODE_ERRORS = (decode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
 
 
@@ -69,9 +69,9 @@ class _HashingReader:
         return self._digest.hexdigest()
 
 
-def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail):
-    """The tokenizer's frame around the body (pairs: its pair frame), padding, the masks and segments,
-    and ids inside the vocabulary."""
+def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail, several_pieces: bool = False):
+    """The tokenizer's frame around the body (pairs: its pair frame; best-fit packing: around each
+    piece), position ids, padding, the masks and segments, and ids inside the vocabulary."""
     n, seq = batch.input_ids.shape
     cols, lengths = np.arange(seq)[None, :], batch.lengths[:, None]
     fail(np.any(extra["input_mask"] != (cols < lengths), axis=1), "input_mask is not ones then zeros")
@@ -94,9 +94,38 @@ def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail):
     fail(
         np.any((cols >= lengths) & (batch.input_ids != vocab.pad_id), axis=1), "padding is not the pad token"
     )
-    if prefix.size:
+    if prefix.size and not several_pieces:
         fail(np.sum(batch.input_ids == prefix[0], axis=1) != 1, f"{_text(vocab, prefix[:1])} more than once")
+    if several_pieces:
+        _check_pieces(batch, vocab, fail)
+    if "position_ids" in extra:  # outputs from before position_ids have none
+        expected = records.position_ids(batch.input_ids, batch.lengths, frame.first_id)
+        fail(
+            np.any(extra["position_ids"] != expected, axis=1),
+            "position_ids do not restart at 0 at each piece's first token and count up by one inside it "
+            "(0 on padding)",
+        )
     fail(np.any((batch.input_ids < 0) | (batch.input_ids >= vocab.size), axis=1), "id outside the vocabulary")
+
+
+def _check_pieces(batch: MaskedBatch, vocab, fail):
+    """Best-fit packing: every piece framed on its own, each with a token at least, none crossing a
+    sequence (a piece is the run of real tokens from one start to the next)."""
+    frame = vocab.frame
+    n, seq = batch.input_ids.shape
+    starts = records.piece_starts(batch.input_ids, batch.lengths, frame.first_id)
+    rows, cols = np.nonzero(starts)
+    ends = np.append(cols[1:], 0)
+    last_of_row = np.append(rows[1:] != rows[:-1], True)
+    ends[last_of_row] = batch.lengths[rows[last_of_row]]
+    bad = np.zeros(n, dtype=bool)
+    bad[rows[ends - cols < frame.specials + 1]] = True
+    for k, token in enumerate(frame.prefix):
+        bad[rows[batch.input_ids[rows, np.minimum(cols + k, seq - 1)] != token]] = True
+    for k, token in enumerate(frame.suffix):
+        at = np.clip(ends - frame.suffix.size + k, 0, seq - 1)
+        bad[rows[batch.input_ids[rows, at] != token]] = True
+    fail(bad, f"a piece is not framed on its own as {vocab.frames['single']}")
 
 
 def _text(vocab, ids) -> str:
@@ -188,6 +217,7 @@ def check_batch(
     report: Report,
     where: str,
     first: int = 0,
+    several_pieces: bool = False,
 ):
     """The frame and masking invariants of every record of a slice of a shard, which starts at record
     ``first``; ``extra`` has the raw columns."""
@@ -196,7 +226,7 @@ def check_batch(
         for i in np.nonzero(mask)[0][:3]:
             report.problem(where, f"record {first + i}: {what}")
 
-    _check_frame(batch, extra, vocab, fail)
+    _check_frame(batch, extra, vocab, fail, several_pieces)
     valid = _check_predictions(batch, extra, vocab, fail)
     report.outcomes.update(_check_replacements(batch, valid, vocab, masking, fail))
 
@@ -244,7 +274,7 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 batch, extra = part
                 check_batch(
                     batch, extra, vocab=vocab, masking=masking, report=report, where=name,
-                    first=seen[name]["records"],
+                    first=seen[name]["records"], several_pieces=config.get("packing") == "best_fit",
                 )  # fmt: skip
                 seen[name].update(
                     records=len(batch.lengths),
@@ -252,6 +282,7 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                     predictions=int(batch.num_predictions.sum()),
                     unk_tokens=profile.unk_tokens(batch, vocab.unk_id),
                     padding=profile.padding(batch),
+                    pieces=profile.pieces(batch, vocab.frame.first_id),
                 )
                 lengths = profile.length_buckets(batch.lengths, batch.input_ids.shape[1]).tolist()
                 seen[name].update({f"length_{i}": n for i, n in enumerate(lengths)})
@@ -309,6 +340,7 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 label_1=labels[1],
                 unk_tokens=seen[name]["unk_tokens"],
                 padding=seen[name]["padding"],
+                pieces=seen[name]["pieces"],
                 **{f"length_{i}": n for i, n in enumerate(lengths)},
             )
 

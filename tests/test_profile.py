@@ -95,7 +95,7 @@ def test_the_summary_warns_of_unk_padding_and_empty_shards(tmp_path, real_data, 
     )
     assert re.search(r"\[UNK\] \d+\.\d\d% of the tokens, sequences \d+\.\d% full", printed)
     assert "WARNING: [UNK] is 49.9% of the train tokens (over 1%)" in printed
-    assert "--packing concat fills them" in printed
+    assert "--packing best_fit fills them" in printed
     assert "WARNING: train has 56 sequences for 64 shards: some shards are empty" in printed
     # Concatenated: full sequences; a vocabulary that fits: no [UNK] warning.
     printed = _run(

@@ -77,10 +77,11 @@ def test_the_page_holds_the_counts_plots_warnings_and_examples(reported):
     text = page.read_text(encoding="utf-8")
     parsed.feed(text)
     assert parsed.headings == [
-        "Warnings", "Counts", "Sequence lengths", "Document lengths", "Replacements", "Examples"
+        "Warnings", "Counts", "Slot utilization", "Sequence lengths", "Document lengths", "Replacements",
+        "Examples",
     ]  # fmt: skip
     # Self-contained: every image is an embedded PNG that decodes, and nothing is fetched from elsewhere.
-    assert len(parsed.images) == 3
+    assert len(parsed.images) == 4
     for image in parsed.images:
         assert image["src"].startswith("data:image/png;base64,")
         png = Image.open(io.BytesIO(base64.b64decode(image["src"].split(",", 1)[1])))
@@ -92,7 +93,8 @@ def test_the_page_holds_the_counts_plots_warnings_and_examples(reported):
     assert f"{unk_rate:.2%}" in parsed.cells and f"{fill:.1%}" in parsed.cells
     assert f"{manifest['counts']['documents_read']:,}" in parsed.cells
     assert any(w.startswith(f"[UNK] is {unk_rate:.1%} of the train tokens") for w in parsed.warnings)
-    assert any("--packing concat fills them" in w for w in parsed.warnings)
+    assert any("--packing best_fit fills them" in w for w in parsed.warnings)
+    assert f"{train['pieces'] / train['sequences']:.2f}" in parsed.cells  # pieces per sequence
     # The observed 80/10/10, and examples with their masks marked.
     shares = [float(c.rstrip("%")) for c in parsed.cells if c.endswith("%") and c[0].isdigit()]
     assert any(abs(s - 80) < 3 for s in shares) and any(abs(s - 10) < 3 for s in shares)

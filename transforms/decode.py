@@ -154,6 +154,8 @@ def _tfrecord_batch(
         name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
         for name, _ in encode.TFRECORD_FEATURES
     }
+    if examples and "position_ids" not in examples[0]:  # written before position_ids were
+        del expected["position_ids"]
     for i, example in enumerate(examples, first):
         shapes = {k: v.size for k, v in example.items()}
         if shapes != expected:
@@ -196,6 +198,7 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[M
     columns = {
         name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
         for name in encode.PARQUET_SCHEMA.names
+        if name in table.column_names
     }
     pairs = "next_sentence_label" in table.column_names
     labels = table.column("next_sentence_label").to_numpy()[:, None] if pairs else None
@@ -214,6 +217,8 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[M
         "masked_lm_weights": columns["masked_lm_weights"],
         "labels": columns["labels"],
     }
+    if "position_ids" in columns:
+        extra["position_ids"] = columns["position_ids"]
     if pairs:
         extra["next_sentence_labels"] = labels
     return batch, extra
@@ -225,7 +230,10 @@ def parquet_slices(f, seq: int, preds: int, rows: int, pair_frame=None) -> Itera
     parquet = pq.ParquetFile(f)
     schema = encode.parquet_schema(pair_frame is not None)
     if parquet.schema_arrow != schema:
-        raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
+        before = schema.remove(schema.get_field_index("position_ids"))  # written before position_ids were
+        if parquet.schema_arrow != before:
+            raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
+        schema = before
     pending = pa.Table.from_batches([], schema=schema)
     for batch in parquet.iter_batches(batch_size=rows):
         pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])

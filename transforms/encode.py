@@ -28,6 +28,7 @@ TFRECORD_FEATURES = (
     ("masked_lm_positions", False),
     ("masked_lm_weights", True),
     ("next_sentence_labels", False),
+    ("position_ids", False),
     ("segment_ids", False),
 )
 
@@ -159,6 +160,7 @@ def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
         "masked_lm_ids": batch.masked_lm_ids,
         "masked_lm_weights": batch.masked_lm_weights,
         "next_sentence_labels": labels,
+        "position_ids": batch.position_ids,
     }
 
 
@@ -260,6 +262,7 @@ PARQUET_SCHEMA = pa.schema(
         pa.field("input_ids", _list(pa.int32()), nullable=False),
         pa.field("attention_mask", _list(pa.int32()), nullable=False),
         pa.field("token_type_ids", _list(pa.int32()), nullable=False),
+        pa.field("position_ids", _list(pa.int32()), nullable=False),
         pa.field("labels", _list(pa.int32()), nullable=False),
         pa.field("masked_lm_positions", _list(pa.int32()), nullable=False),
         pa.field("masked_lm_ids", _list(pa.int32()), nullable=False),
@@ -288,6 +291,7 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
         "input_ids": columns["input_ids"],
         "attention_mask": columns["input_mask"],
         "token_type_ids": columns["segment_ids"],
+        "position_ids": columns["position_ids"],
         "labels": labels,
         "masked_lm_positions": batch.masked_lm_positions,
         "masked_lm_ids": batch.masked_lm_ids,

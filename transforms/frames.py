@@ -43,6 +43,11 @@ class Frame:
         return self._ids(self.single, _index(self.single, A) + 1, len(self.single))
 
     @property
+    def first_id(self) -> int | None:
+        """The single frame's first token ([CLS], <s>): where each piece of a sequence starts."""
+        return int(self.prefix[0]) if self.prefix.size else None
+
+    @property
     def specials(self) -> int:
         """Special tokens the single frame adds."""
         return len(self.single) - 1

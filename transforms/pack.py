@@ -6,6 +6,7 @@ sequence continues in the next one. Word-start flags (for whole-word
 masking) are packed alongside the ids, position for position.
 """
 
+import bisect
 import dataclasses
 import math
 
@@ -15,7 +16,10 @@ import pyarrow as pa
 from mlmprep.transforms import keys, records
 from mlmprep.transforms.frames import Frame
 
-PACKINGS = ("document", "concat")
+PACKINGS = ("document", "concat", "best_fit")
+# Best-fit packing places this many pieces at a time, longest first (bench/packing.py measured the
+# window: see README, Packing).
+BEST_FIT_WINDOW = 1024
 
 
 @dataclasses.dataclass
@@ -149,6 +153,92 @@ class ConcatPacker:
                 col += end - start
             lengths[row] = col + self._frame.suffix.size
         frame_rows(input_ids, lengths, self._frame)
+        return input_ids, lengths, starts
+
+
+class BestFitPacker:
+    """Pieces several to a sequence, each framed on its own, by best-fit decreasing over a bounded window.
+
+    A piece is a document, or a slice of ``max_seq_length - frame.specials`` tokens of a longer one;
+    framed (``[CLS] piece [SEP]``), it attends only to itself downstream (``position_ids`` restart at its
+    first token). Pieces arrive in the group's key order and are placed ``window`` at a time, longest
+    first, each into the open sequence with the least room that fits it (a new one where none does).
+    Open sequences stay open across windows, so later short pieces fill their gaps; at most ``window``
+    stay open (the fullest are closed first), and one with no room for the shortest possible piece is
+    closed at once. Every choice is a function of the pieces and their order: the same input gives the
+    same sequences on any runner. What is held is a window of pieces and the open sequences.
+    """
+
+    def __init__(self, *, max_seq_length: int, frame: Frame, pad_id: int, window: int = BEST_FIT_WINDOW):
+        self._length, self._frame, self._pad_id, self._window = max_seq_length, frame, pad_id, window
+        self._body = max_seq_length - frame.specials
+        self._pending = []  # (ids, starts) of pieces not placed yet
+        self._open = []  # sorted [(room, serial)]: the open sequences by their room left
+        self._contents = {}  # serial -> [(ids, starts), ...]
+        self._serial = 0
+
+    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None):
+        """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of closed sequences."""
+        closed = []
+        for i, ids in enumerate(token_ids):  # a loop over documents and their pieces, not tokens
+            starts = None if word_starts is None else word_starts[i]
+            for start in range(0, ids.size, self._body):
+                end = start + self._body
+                self._pending.append((ids[start:end], None if starts is None else starts[start:end]))
+            if len(self._pending) >= self._window:
+                closed += self._place(self._pending)
+                self._pending = []
+        return self._rows(closed, word_starts is not None)
+
+    def finish(self, word_starts: bool = False):
+        """Every sequence still open, after the last pieces are placed."""
+        closed = self._place(self._pending) if self._pending else []
+        self._pending = []
+        closed += [self._contents.pop(serial) for _, serial in self._open]
+        self._open = []
+        return self._rows(closed, word_starts)
+
+    def _place(self, pieces) -> list:
+        """Best-fit decreasing of ``pieces`` into the open sequences; returns the sequences it closes."""
+        specials, closed = self._frame.specials, []
+        order = sorted(range(len(pieces)), key=lambda k: -pieces[k][0].size)  # stable: ties keep arrival
+        for k in order:
+            size = pieces[k][0].size + specials
+            at = bisect.bisect_left(self._open, (size, -1))
+            if at < len(self._open):
+                room, serial = self._open.pop(at)
+            else:
+                room, serial = self._length, self._serial
+                self._serial += 1
+                self._contents[serial] = []
+            self._contents[serial].append(pieces[k])
+            room -= size
+            if room > specials:  # room for one more token at least
+                bisect.insort(self._open, (room, serial))
+            else:
+                closed.append(self._contents.pop(serial))
+        while len(self._open) > self._window:  # the fullest have least to gain from staying open
+            _, serial = self._open.pop(0)
+            closed.append(self._contents.pop(serial))
+        return closed
+
+    def _rows(self, sequences, with_starts: bool):
+        prefix, suffix = self._frame.prefix, self._frame.suffix
+        input_ids = np.full((len(sequences), self._length), self._pad_id, dtype=np.int32)
+        starts = np.zeros(input_ids.shape, dtype=bool) if with_starts else None
+        lengths = np.zeros(len(sequences), dtype=np.int32)
+        for row, pieces in enumerate(sequences):
+            col = 0
+            for ids, word_starts in pieces:
+                body = col + prefix.size
+                input_ids[row, col:body] = prefix
+                input_ids[row, body : body + ids.size] = ids
+                if starts is not None:
+                    starts[row, body : body + ids.size] = word_starts
+                col = body + ids.size
+                input_ids[row, col : col + suffix.size] = suffix
+                col += suffix.size
+            lengths[row] = col
         return input_ids, lengths, starts
 
 

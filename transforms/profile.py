@@ -6,6 +6,7 @@ kept per split in the manifest, and recounted from the shards by ``verify``.
 
 import numpy as np
 
+from mlmprep.transforms import records
 from mlmprep.transforms.records import MaskedBatch
 
 BUCKETS = 16  # of every histogram
@@ -38,6 +39,11 @@ def unk_tokens(batch: MaskedBatch, unk_id: int | None) -> int:
     selects it and never draws it as a random token (``verify`` checks both).
     """
     return 0 if unk_id is None else int(np.sum(batch.input_ids == unk_id))
+
+
+def pieces(batch: MaskedBatch, piece_start_id: int | None) -> int:
+    """Pieces (documents or parts of one, each framed) the sequences hold: one each but with best fit."""
+    return int(records.piece_starts(batch.input_ids, batch.lengths, piece_start_id).sum())
 
 
 def padding(batch: MaskedBatch) -> int:

@@ -27,6 +27,13 @@ class MaskedBatch:
     segment_starts: np.ndarray | None = None  # int32 [N]
     next_sentence_labels: np.ndarray | None = None  # int8 [N]
     b_type: int = 1  # segment B's type id in the tokenizer's pair frame (BERT's 1, RoBERTa's 0)
+    # The frame's first token ([CLS], <s>), where each piece starts: position ids restart there. None: a
+    # frame without one, whose sequences are one piece each.
+    piece_start_id: int | None = None
+
+    @property
+    def position_ids(self) -> np.ndarray:
+        return position_ids(self.input_ids, self.lengths, self.piece_start_id)
 
     @property
     def masked_lm_weights(self) -> np.ndarray:
@@ -35,6 +42,26 @@ class MaskedBatch:
 
 
 LABEL_IGNORE = -100  # Hugging Face's ignore index for positions not predicted
+
+
+def piece_starts(input_ids: np.ndarray, lengths: np.ndarray, piece_start_id: int | None) -> np.ndarray:
+    """bool [N, L]: where a piece starts: position 0, and each later real position holding the frame's
+    first token (text never holds it: packing put it there)."""
+    cols = np.arange(input_ids.shape[1])[None, :]
+    starts = cols == 0
+    if piece_start_id is not None:
+        starts = starts | ((input_ids == piece_start_id) & (cols < lengths[:, None]))
+    return np.broadcast_to(starts, input_ids.shape) & (lengths[:, None] > 0)
+
+
+def position_ids(input_ids: np.ndarray, lengths: np.ndarray, piece_start_id: int | None) -> np.ndarray:
+    """int32 [N, L]: 0 at each piece's first token, counting up inside the piece, 0 on padding
+    (transformers' ``DataCollatorWithFlattening`` convention)."""
+    width = input_ids.shape[1]
+    cols = np.arange(width, dtype=np.int32)[None, :]
+    starts = piece_starts(input_ids, lengths, piece_start_id)
+    last_start = np.maximum.accumulate(np.where(starts, cols, 0), axis=1)
+    return np.where(cols < lengths[:, None], cols - last_start, 0).astype(np.int32)
 
 
 def labels(batch: MaskedBatch) -> np.ndarray:
@@ -110,7 +137,13 @@ def _padded(values: np.ndarray, lengths: np.ndarray, width: int, fill: int) -> n
 
 
 def to_masked(
-    rows, *, max_seq_length: int, max_predictions_per_seq: int, pad_id: int, b_type: int = 1
+    rows,
+    *,
+    max_seq_length: int,
+    max_predictions_per_seq: int,
+    pad_id: int,
+    b_type: int = 1,
+    piece_start_id: int | None = None,
 ) -> MaskedBatch:
     """The padded batch of Arrow rows (a record batch or a table), in the same order."""
     ids, lengths = list_parts(rows.column("input_ids"))
@@ -126,6 +159,7 @@ def to_masked(
         segment_starts=_scalars(rows, "segment_start", np.int32) if pairs else None,
         next_sentence_labels=_scalars(rows, "next_sentence_label", np.int8) if pairs else None,
         b_type=b_type,
+        piece_start_id=piece_start_id,
     )
 
 

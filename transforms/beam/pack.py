@@ -1,11 +1,13 @@
-"""The packing steps on Beam: token ids to fixed-length sequences, by document or concatenated."""
+"""The packing steps on Beam: token ids to fixed-length sequences, by document, concatenated, or best fit."""
 
 import numpy as np
 
 from mlmprep.transforms.beam.counting import CountingDoFn
 from mlmprep.transforms.beam.groups import Sorting
 from mlmprep.transforms.pack import (
+    BEST_FIT_WINDOW,
     CONCAT_SLICE_DOCS,
+    BestFitPacker,
     ConcatPacker,
     SequenceBatch,
     concat_groups,
@@ -53,12 +55,13 @@ class PackConcat(_Pack):
         super().__init__(max_seq_length=max_seq_length, vocab=vocab)
         self._word_starts = word_starts
 
+    def _packer(self):
+        return ConcatPacker(max_seq_length=self._max_seq_length, joiner_id=self._vocab.joiner_id, **self._ids)
+
     def process(self, element):
         group, documents = element
         split = group >> 32
-        packer = ConcatPacker(
-            max_seq_length=self._max_seq_length, joiner_id=self._vocab.joiner_id, **self._ids
-        )
+        packer = self._packer()
         for rows in documents.slices(CONCAT_SLICE_DOCS):
             ids = [i.astype(np.int32) for i in ragged_rows(rows.column("ids"))]
             starts = ragged_rows(rows.column("starts")) if self._word_starts else None
@@ -69,6 +72,19 @@ class PackConcat(_Pack):
         if len(lengths):
             splits = np.full(len(lengths), split, dtype=np.int8)
             yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)
+
+
+class PackBestFit(PackConcat):
+    """(split << 32 | group, its documents from SortedGroups) -> SequenceBatch, ``--packing best_fit``:
+    each document (or piece of a long one) framed on its own, several to a sequence by best fit over a
+    window of pieces (``BestFitPacker``), in key order as concat packing takes them."""
+
+    def __init__(self, *, max_seq_length: int, vocab, word_starts: bool, window: int = BEST_FIT_WINDOW):
+        super().__init__(max_seq_length=max_seq_length, vocab=vocab, word_starts=word_starts)
+        self._window = window
+
+    def _packer(self):
+        return BestFitPacker(max_seq_length=self._max_seq_length, window=self._window, **self._ids)
 
 
 class PackPairs(_Pack):

@@ -48,7 +48,7 @@ class WriteShard(beam.DoFn):
         unk_id=None,
         generation=0,
         pairs=False,
-        b_type=1,
+        frame=None,
     ):
         self._output_dir = output_dir
         self._formats = formats
@@ -59,7 +59,9 @@ class WriteShard(beam.DoFn):
             max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq,
             pad_id=pad_id,
-            b_type=b_type,
+            # The tokenizer's frame says B's type id and where pieces start (position ids restart there).
+            b_type=1 if frame is None else frame.b_type,
+            piece_start_id=None if frame is None else frame.first_id,
         )
         self._progress = None
         self._parquet = None
@@ -122,7 +124,7 @@ def _write_in_slices(slices, *, shape, unk_id, pairs, tfrecord, parquet, parquet
     slice's Parquet row group is written on ``parquet_thread`` while the
     slice's TFRecord bytes are encoded here.
     """
-    stats = {"records": 0, "tokens": 0, "predictions": 0, "unk_tokens": 0, "padding": 0}
+    stats = {"records": 0, "tokens": 0, "predictions": 0, "unk_tokens": 0, "padding": 0, "pieces": 0}
     lengths, labels = np.zeros(profile.BUCKETS, np.int64), np.zeros(2, np.int64)
     pending = None
     try:
@@ -133,6 +135,7 @@ def _write_in_slices(slices, *, shape, unk_id, pairs, tfrecord, parquet, parquet
             stats["predictions"] += int(batch.num_predictions.sum())
             stats["unk_tokens"] += profile.unk_tokens(batch, unk_id)
             stats["padding"] += profile.padding(batch)
+            stats["pieces"] += profile.pieces(batch, batch.piece_start_id)
             lengths += profile.length_buckets(batch.lengths, shape["max_seq_length"])
             if pairs:
                 labels += np.bincount(batch.next_sentence_labels, minlength=2)
@@ -222,7 +225,7 @@ class WriteShards(beam.PTransform):
         temp_dir: str,
         generation: int = 0,
         pairs: bool = False,
-        b_type: int = 1,
+        frame=None,
     ):
         super().__init__()
         self._plan = plan
@@ -238,7 +241,7 @@ class WriteShards(beam.PTransform):
             unk_id=unk_id,
             generation=generation,
             pairs=pairs,
-            b_type=b_type,
+            frame=frame,
         )
 
     def expand(self, rows):
