@@ -27,11 +27,12 @@ def read_manifest(data_dir: str) -> manifest_lib.Manifest:
         raise DataError(str(e)) from None
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int) -> dict:
-    """The feature spec of the original BERT run_pretraining.py."""
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int, packed: bool = False) -> dict:
+    """The feature spec of the original BERT run_pretraining.py; ``packed``: with ``position_ids``."""
     seq = tf.io.FixedLenFeature([max_seq_length], tf.int64)
     pred = tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64)
     return {
+        **({"position_ids": seq} if packed else {}),
         "input_ids": seq,
         "input_mask": seq,
         "segment_ids": seq,
@@ -121,14 +122,17 @@ class DynamicMasker:
 
 
 def to_model_inputs(features, pairs: bool = False):
-    """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names; with ``pairs``, y and
-    sample_weight are dicts by output (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``)."""
+    """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names (and ``position_ids``
+    where the rows are packed); with ``pairs``, y and sample_weight are dicts by output
+    (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``)."""
     x = {
         "token_ids": tf.cast(features["input_ids"], tf.int32),
         "padding_mask": tf.cast(features["input_mask"], tf.int32),
         "segment_ids": tf.cast(features["segment_ids"], tf.int32),
         "mask_positions": tf.cast(features["masked_lm_positions"], tf.int32),
     }
+    if "position_ids" in features:
+        x["position_ids"] = tf.cast(features["position_ids"], tf.int32)
     labels, weights = tf.cast(features["masked_lm_ids"], tf.int32), features["masked_lm_weights"]
     if not pairs:
         return x, labels, weights
@@ -138,6 +142,11 @@ def to_model_inputs(features, pairs: bool = False):
         {MLM_OUTPUT: labels, PAIR_OUTPUT: pair_labels},
         {MLM_OUTPUT: weights, PAIR_OUTPUT: tf.ones_like(pair_labels, tf.float32)},
     )
+
+
+def is_packed(manifest: manifest_lib.Manifest) -> bool:
+    """Whether rows hold several pieces (best-fit packing): the model then attends inside each only."""
+    return manifest["config"].get("packing") == "best_fit"
 
 
 def has_pairs(manifest: manifest_lib.Manifest) -> bool:
@@ -166,7 +175,7 @@ def make_dataset(
     if not paths:
         raise DataError(f"{data_dir} has no TFRecord records in split {split!r}")
     config = manifest["config"]
-    spec = feature_spec(config["max_seq_length"], config["max_predictions_per_seq"])
+    spec = feature_spec(config["max_seq_length"], config["max_predictions_per_seq"], is_packed(manifest))
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()

@@ -30,7 +30,10 @@ def load(model_dir: str):
         if not found:
             raise FileNotFoundError(f"{model_dir} holds no trained model")
         with open(os.path.join(model_dir, MODEL_CONFIG)) as f:
-            model = model_lib.build(json.load(f), pairs=data.has_pairs(data.read_manifest(model_dir)))
+            manifest = data.read_manifest(model_dir)
+            model = model_lib.build(
+                json.load(f), pairs=data.has_pairs(manifest), packed=data.is_packed(manifest)
+            )
         model.load_weights(found[-1][1])
     manifest = data.read_manifest(model_dir)
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, manifest["tokenizer"]["file"]))
@@ -57,6 +60,10 @@ def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: in
         "segment_ids": np.zeros_like(token_ids),
         "mask_positions": np.array([positions], dtype=np.int32),
     }
+    if "position_ids" in model.input:  # a model for packed rows: this row is one piece
+        inputs["position_ids"] = np.where(inputs["padding_mask"] > 0, np.arange(max_seq_length), 0).astype(
+            np.int32
+        )
     logits = np.asarray(model_lib.masked_lm_logits(model, inputs), dtype=np.float64)[0]
     probabilities = np.exp(logits - logits.max(axis=-1, keepdims=True))
     probabilities /= probabilities.sum(axis=-1, keepdims=True)

@@ -12,6 +12,7 @@ import json
 import keras
 import keras_hub
 
+from mlmprep.trainer.packed import PackedBertBackbone
 from mlmprep.trainer.schedule import WarmupLinearDecay
 
 # Standard BERT shapes (tiny/small as in Turc et al., 2019; base/large as in Devlin et al.).
@@ -62,9 +63,11 @@ def backbone_config(model: str, *, vocabulary_size: int, max_sequence_length: in
 MLM_OUTPUT, PAIR_OUTPUT = "mlm", "next_sentence"
 
 
-def build(config: dict, *, dtype=None, pairs: bool = False) -> keras.Model:
-    """keras-hub's BertMaskedLM, or with ``pairs`` a BertPretrainer (its heads and BERT's pair head)."""
-    backbone = keras_hub.models.BertBackbone(**config, dtype=dtype)
+def build(config: dict, *, dtype=None, pairs: bool = False, packed: bool = False) -> keras.Model:
+    """keras-hub's BertMaskedLM, or with ``pairs`` a BertPretrainer (its heads and BERT's pair head);
+    ``packed``: on a ``PackedBertBackbone``, for rows of several pieces (best-fit packing)."""
+    backbone_cls = PackedBertBackbone if packed else keras_hub.models.BertBackbone
+    backbone = backbone_cls(**config, dtype=dtype)
     if pairs:
         return BertPretrainer(backbone)
     return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)

@@ -186,6 +186,8 @@ def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | 
         )
     if saved_manifest and saved_manifest["tokenizer"]["sha256"] != manifest["tokenizer"]["sha256"]:
         raise TrainError("the model was trained with another tokenizer than this data's (sha256 differs)")
+    if saved_manifest and data.is_packed(saved_manifest) != data.is_packed(manifest):
+        raise TrainError("the model was trained on best-fit packed data and this data is not, or the reverse")
     if saved_manifest and data.has_pairs(saved_manifest) != data.has_pairs(manifest):
         raise TrainError(
             f"the model was trained on --sentence_pairs {manifest_lib.sentence_pairs(saved_manifest)} data, "
@@ -239,9 +241,9 @@ def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
         raise TrainError(str(e)) from None
 
 
-def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool, pairs: bool):
+def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool, manifest: dict):
     """(model, history so far): built and compiled in the strategy's scope, restored where resuming."""
-    model = model_lib.build(backbone, pairs=pairs)
+    model = model_lib.build(backbone, pairs=data.has_pairs(manifest), packed=data.is_packed(manifest))
     learning_rate = config.learning_rate or model_lib.default_learning_rate(backbone)
     warmup = round(WARMUP_FRACTION * config.steps) if config.warmup_steps is None else config.warmup_steps
     print(f"peak learning rate {learning_rate:g}, warmup {warmup} of {config.steps} steps")
@@ -317,7 +319,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     backbone = _backbone(config, manifest, found)
     _check_model_matches(backbone, manifest, saved_manifest)
     with strategy.scope():
-        model, history = _compiled_model(config, backbone, found, on_gpu, data.has_pairs(manifest))
+        model, history = _compiled_model(config, backbone, found, on_gpu, manifest)
     with open(os.path.join(config.output_dir, MODEL_CONFIG), "w") as f:
         json.dump(backbone, f, indent=1)
     for name in (manifest_lib.MANIFEST, manifest["tokenizer"]["file"]):
