@@ -1,7 +1,7 @@
 """mlmprep's whole job against its limit, the bare tokenizer, and the Hugging Face way, side by side.
 
   python bench/throughput.py [--corpus long short] [--scale 1 4] [--repeats 3] [--no_hf]
-                             [--tokenizer bpe unigram PATH ...]
+                             [--tokenizer bpe unigram PATH ...] [--variant FLAGS ...]
 
 On each corpus of bench/corpora.py at each scale, in repetitions whose order
 of runs rotates:
@@ -19,7 +19,10 @@ With ``--tokenizer``, L1 and M1 also run with each other tokenizer in the same
 rotation (``bpe`` and ``unigram``: RoBERTa's and XLM-R's families, trained by
 ``mlmprep train-tokenizer`` on the corpus at 30,522 tokens; or a file), and the
 report compares M1/L1 with each to M1/L1 with WordPiece: what a tokenizer
-family costs the job beyond the tokenizer itself.
+family costs the job beyond the tokenizer itself. Each ``--variant`` (run
+flags in one string, e.g. ``"--packing=best_fit --max_seq_length=2048"``) is
+M1 with those flags in the same rotation, reported as its CPU per token
+against M1's: what a mode costs beside the default it extends.
 
 L times its tokenizer calls only. M and H are timed as whole process trees:
 wall seconds, and the CPU seconds of every process in the tree (the rusage
@@ -144,7 +147,7 @@ def huggingface(paths) -> dict | None:
     return {"wall": wall, "cpu": cpu, "tokens": json.loads(printed.strip().splitlines()[-1])["tokens"]}
 
 
-def measure(paths, repeats: int, with_hf: bool, pair_modes=(), tokenizers=None) -> dict:
+def measure(paths, repeats: int, with_hf: bool, pair_modes=(), tokenizers=None, variants=()) -> dict:
     from mlmprep.pipeline.job import worker_mode
 
     size = sum(p.stat().st_size for p in paths)
@@ -165,6 +168,8 @@ def measure(paths, repeats: int, with_hf: bool, pair_modes=(), tokenizers=None) 
     }
     for mode in pair_modes:
         runs[f"M2 {mode}"] = lambda mode=mode: mlmprep(glob, flags=[f"--sentence_pairs={mode}"])
+    for flags in variants:
+        runs[f"M1 {flags}"] = lambda flags=flags: mlmprep(glob, cores=ONE_CORE, flags=flags.split())
     for name, path in (tokenizers or {}).items():
         runs[f"L1 {name}"] = lambda path=path: limit(paths, 1, path)
         runs[f"M1 {name}"] = lambda path=path: mlmprep(glob, cores=ONE_CORE, tokenizer=path)
@@ -220,6 +225,8 @@ def report(name: str, scale: int, size: int, medians: dict) -> None:
     for run in (r for r in medians if r.startswith("M2 ") and r.split()[1] in ("nsp", "sop")):
         cpu, wall = rate("M2", "cpu") / rate(run, "cpu"), rate("M2", "wall") / rate(run, "wall")
         print(f"{run} against M2 (single segments): CPU per token {cpu:.2f}x, wall per token {wall:.2f}x")
+    for run in (r for r in medians if r.startswith("M1 --")):
+        print(f"{run} against M1: CPU per token {rate('M1', 'cpu') / rate(run, 'cpu'):.2f}x")
     for run in (r for r in medians if r.startswith("L1 ")):
         name = run.split(" ", 1)[1]
         ratio = rate(f"M1 {name}", "cpu") / rate(run, "cpu")
@@ -256,6 +263,12 @@ def main():
         "--pairs", nargs="*", default=[], choices=("nsp", "sop"), help="Also M2 with --sentence_pairs MODE."
     )
     parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        help='Also M1 with these run flags (one string), e.g. "--packing=best_fit"; repeat for more.',
+    )
+    parser.add_argument(
         "--tokenizer",
         nargs="*",
         default=[],
@@ -269,7 +282,7 @@ def main():
                 paths = corpora.build(name, scale, folder)
                 tokenizers = {t: _tokenizer(t, paths, pathlib.Path(tmp)) for t in args.tokenizer}
                 print(f"{name} x{scale}: running", file=sys.stderr, flush=True)
-                medians = measure(paths, args.repeats, args.hf, args.pairs, tokenizers)
+                medians = measure(paths, args.repeats, args.hf, args.pairs, tokenizers, args.variant)
                 report(name, scale, sum(p.stat().st_size for p in paths), medians)
                 shutil.rmtree(folder)
 

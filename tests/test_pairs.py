@@ -230,7 +230,7 @@ def test_pairs_are_byte_identical_with_one_and_two_workers(tmp_path, real_data, 
 @pytest.mark.parametrize(
     "flags, message",
     [
-        (["--sentence_pairs=nsp", "--packing=concat"], "--packing concat joins documents"),
+        (["--sentence_pairs=nsp", "--packing=concat"], "--packing concat packs documents into single"),
         (
             ["--sentence_pairs=sop", "--max_seq_length=5", "--max_predictions_per_seq=2"],
             "--max_seq_length of at least 6",
@@ -264,7 +264,8 @@ def test_verify_finds_broken_pairs(tmp_path, real_data, bert_vocab):
     table = pq.read_table(out / shard["file"])
     # Every label 1, and one pair's segment ids not switching after its first [SEP].
     schema = encode.PAIRS_PARQUET_SCHEMA
-    broken = table.set_column(7, schema.field(7), pa.array(np.ones(table.num_rows, np.int32)))
+    label = schema.get_field_index("next_sentence_label")
+    broken = table.set_column(label, schema.field(label), pa.array(np.ones(table.num_rows, np.int32)))
     segments = broken.column("token_type_ids").to_pylist()
     segments[3] = [0] * len(segments[3])
     broken = broken.set_column(2, schema.field(2), pa.array(segments, schema.field(2).type))
