@@ -1,7 +1,11 @@
 """The ``mlmprep`` command.
 
 User mistakes (``UsageError``) print one line on stderr and exit with status 2;
-anything else is a bug and keeps its traceback.
+anything else is a bug and keeps its traceback. Each command imports what it
+needs when it runs: only ``run``, ``demo`` and ``train-tokenizer`` (which
+reads inputs through Beam's file systems) load Apache Beam, only ``train``,
+``fill-mask`` and ``export`` load TensorFlow, and those only once their
+flags have parsed (``--help`` loads neither).
 """
 
 import argparse
@@ -19,8 +23,8 @@ class _WorkerStartupNoise(logging.Filter):
         return not any(noise in record.getMessage() for noise in self.NOISE)
 
 
-def _quiet_imports():
-    # Beam logs a harmless warning about optional GCP clients on import.
+def _quiet_beam_imports():
+    """Imports the Beam job, without the harmless warning Beam logs about optional GCP clients."""
     logging.getLogger().setLevel(logging.ERROR)
     from mlmprep.pipeline import flags, job  # noqa: F401
 
@@ -29,6 +33,7 @@ def _quiet_imports():
 
 
 def _run(argv):
+    _quiet_beam_imports()
     from apache_beam.options.pipeline_options import PipelineOptions, TestOptions
 
     from mlmprep.pipeline import flags, job, manifest, summary
@@ -55,6 +60,7 @@ def _run(argv):
 
 
 def _demo(argv):
+    _quiet_beam_imports()
     from mlmprep.pipeline import demo
     from mlmprep.pipeline.errors import CliParser
 
@@ -67,6 +73,7 @@ def _demo(argv):
 
 
 def _train_tokenizer(argv):
+    _quiet_beam_imports()
     from mlmprep.pipeline import train_tokenizer
 
     train_tokenizer.main(argv)
@@ -92,17 +99,21 @@ def _report(argv):
 
 def _trainer(module):
     def command(argv):
+        import importlib
+
         from mlmprep.pipeline.errors import UsageError
+        from mlmprep.trainer import flags
 
+        args = flags.PARSERS[module]().parse_args(
+            argv
+        )  # --help and usage mistakes end here, before TensorFlow
         try:
-            import importlib
-
             target = importlib.import_module(f"mlmprep.trainer.{module}")
         except ImportError as e:
             raise UsageError(
                 f"the trainer needs TensorFlow and keras-hub: pip install 'mlmprep[trainer]' ({e})"
             ) from None
-        return target.main(argv)
+        return target.run(args)
 
     return command
 
@@ -110,12 +121,18 @@ def _trainer(module):
 COMMANDS = {
     "run": (_run, "Run the Beam job: raw text -> masked TFRecord/Parquet shards."),
     "demo": (_demo, "Build a corpus and tokenizer from what Python ships, then run the job on it."),
-    "train-tokenizer": (_train_tokenizer, "Train a WordPiece tokenizer.json on text files."),
+    "train-tokenizer": (
+        _train_tokenizer,
+        "Train a WordPiece, byte-level BPE or Unigram tokenizer on text files.",
+    ),
     "verify": (_verify, "Re-read an output's shards and check them against its manifest.json."),
     "inspect": (_inspect, "Show decoded examples of an output, with the masked positions marked."),
     "report": (_report, "Write one HTML page of an output's counts, lengths, masks and warnings."),
     "train": (_trainer("train"), "Train a BERT masked LM on an output's shards (needs mlmprep[trainer])."),
-    "fill-mask": (_trainer("fill_mask"), "Fill [MASK] in a sentence with a trained model."),
+    "fill-mask": (
+        _trainer("fill_mask"),
+        "Fill the mask token ([MASK], <mask>) in a sentence with a trained model.",
+    ),
     "export": (_trainer("export"), "Write a trained model as a Hugging Face transformers folder."),
 }
 
@@ -130,7 +147,6 @@ def main(argv=None) -> int:
             return 2
         return 0
     logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
-    _quiet_imports()
     from mlmprep.pipeline.errors import UsageError
 
     command, _ = COMMANDS[argv[0]]

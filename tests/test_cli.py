@@ -101,3 +101,40 @@ def test_worker_processes_run_without_warnings(good):
     done = mlmprep("run", *good, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
     assert done.returncode == 0, done.stderr
     assert "WARNING" not in done.stderr, done.stderr
+
+
+COMMANDS = ["run", "demo", "train-tokenizer", "verify", "inspect", "report", "train", "fill-mask", "export"]
+BEAM_COMMANDS = {"run", "demo", "train-tokenizer"}  # the job, and train-tokenizer's Beam file systems
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_commands_help_prints_only_its_help(command):
+    from mlmprep.pipeline import cli
+
+    assert set(COMMANDS) == set(cli.COMMANDS)
+    done = mlmprep(command, "--help")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith(f"usage: mlmprep {command}") and "--" in done.stdout
+    assert done.stderr == ""  # no traceback, no TensorFlow start-up log
+    # What the help loaded: TensorFlow never, Beam only for the commands that run Beam.
+    code = (
+        "import contextlib, io, sys\n"
+        "from mlmprep.pipeline import cli\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    try:\n"
+        f"        cli.main([{command!r}, '--help'])\n"
+        "    except SystemExit:\n"
+        "        pass\n"
+        "print('tensorflow' in sys.modules, 'apache_beam' in sys.modules)\n"
+    )
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert loaded == ["False", str(command in BEAM_COMMANDS)]
+
+
+@pytest.mark.parametrize("command", ["train", "fill-mask", "export"])
+def test_a_trainer_usage_mistake_is_one_line_before_tensorflow_loads(command):
+    done = mlmprep(command, "--no_such_flag")
+    _one_line_error(done, "required" if command != "train" else "--data")
+    assert "tensorflow" not in done.stderr.lower() and "cuda" not in done.stderr.lower()

@@ -289,3 +289,47 @@ def test_on_sentence_pairs_the_pair_head_learns_beside_the_masked_lm(pairs_train
         model, tokenizer, "and god said , let there be [MASK]", top_k=3, max_seq_length=SEQ
     )
     assert len(candidates) == 3
+
+
+def test_early_stopping_keeps_the_best_checkpoint_of_a_run_made_to_overfit(tmp_path, real_data):
+    """A tiny model on 30 KJV chapters with a high learning rate overfits within a few hundred steps."""
+    import keras
+
+    from mlmprep.pipeline import train_tokenizer
+
+    corpus = real_data / "corpora" / "tiny" / "kjv.txt"
+    tokenizer = train_tokenizer.train([str(corpus)], vocab_size=1000)
+    tokenizer.save(str(tmp_path / "tokenizer.json"))
+    run_job(
+        tmp_path / "data", f"--input={corpus}", f"--tokenizer={tmp_path / 'tokenizer.json'}",
+        "--max_seq_length=64", "--validation_fraction=0.3", "--num_shards=1", "--random_seed=3",
+    )  # fmt: skip
+    out = tmp_path / "model"
+    config = TrainConfig(
+        data_dir=str(tmp_path / "data"), output_dir=str(out), steps=2000, checkpoint_every=25,
+        batch_size=16, learning_rate=5e-3, warmup_steps=10, early_stopping_patience=3,
+    )  # fmt: skip
+    history = train(config)
+    stopped = history[-1]["stopped_early"]
+    best = min((h for h in history if h["step"] > 0), key=lambda h: h["val_loss"])
+    assert stopped["best_step"] == best["step"] and stopped["step"] == history[-1]["step"] < 2000
+    assert [h["step"] for h in history if h["step"] > best["step"]] == [
+        best["step"] + 25 * k for k in (1, 2, 3)
+    ]
+    assert all(h["val_loss"] >= best["val_loss"] for h in history if h["step"] > best["step"])
+    print(f"early stopping: best val_loss {best['val_loss']:.3f} at step {best['step']}; {stopped['reason']}")
+    written = json.loads((out / "history.json").read_text())
+    assert written[-1]["stopped_early"] == stopped
+    # The final model is the best checkpoint's.
+    final = keras.saving.load_model(out / "model.keras", compile=False)
+    kept = dict(checkpoints(str(out)))
+    assert best["step"] in kept
+    from mlmprep.trainer import model as model_lib
+
+    with open(out / "config.json") as f:
+        at_best = model_lib.build(json.load(f))
+    at_best.load_weights(kept[best["step"]], skip_mismatch=True)
+    np.testing.assert_array_equal(
+        final.backbone.token_embedding.embeddings.numpy(), at_best.backbone.token_embedding.embeddings.numpy()
+    )
+    assert train(config) == history  # a rerun sees that it stopped

@@ -16,11 +16,11 @@ import os
 import numpy as np
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.trainer import flags
 from mlmprep.trainer import model as model_lib
 from mlmprep.transforms.tokenize import Vocabulary, vocabulary
 from mlmprep.transforms.tokenizer_files import transformers_files
 
-FORMATS = ("transformers",)
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 
@@ -138,14 +138,14 @@ def export(model_dir: str, output_dir: str) -> list[str]:
 
 
 def main(argv):
-    from mlmprep.pipeline.errors import CliParser, UsageError
+    run(flags.export_parser().parse_args(argv))
+
+
+def run(args):
+    """``mlmprep export`` with its parsed flags (``flags.export_parser``)."""
+    from mlmprep.pipeline.errors import UsageError
     from mlmprep.trainer import data
 
-    parser = CliParser(prog="mlmprep export", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
-    parser.add_argument("--output", required=True, help="The folder to write (created if absent).")
-    parser.add_argument("--format", default="transformers", choices=FORMATS)
-    args = parser.parse_args(argv)
     try:
         names = export(args.model, args.output)
     except ImportError as e:

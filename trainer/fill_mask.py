@@ -9,7 +9,7 @@ import keras_hub  # noqa: F401  (registers the BERT classes for loading)
 import numpy as np
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import data
+from mlmprep.trainer import data, flags
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.train import FINAL_MODEL, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.tokenize import vocabulary
@@ -75,17 +75,13 @@ def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: in
 
 
 def main(argv):
-    from mlmprep.pipeline.errors import CliParser, UsageError
+    run(flags.fill_mask_parser().parse_args(argv))
 
-    parser = CliParser(prog="mlmprep fill-mask", description=__doc__)
-    parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
-    parser.add_argument(
-        "text",
-        help='Text with one or more of the tokenizer\'s mask token, e.g. "the quick brown [MASK] jumps" '
-        '(RoBERTa\'s: "the quick brown <mask> jumps").',
-    )
-    parser.add_argument("--top_k", type=int, default=5, help="How many tokens to show per [MASK].")
-    args = parser.parse_args(argv)
+
+def run(args):
+    """``mlmprep fill-mask`` with its parsed flags (``flags.fill_mask_parser``)."""
+    from mlmprep.pipeline.errors import UsageError
+
     try:
         model, tokenizer, manifest = load(args.model)
         results = fill_mask(

@@ -22,15 +22,15 @@ import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import data
+from mlmprep.trainer import data, flags
 from mlmprep.trainer import model as model_lib
+from mlmprep.trainer.flags import WARMUP_FRACTION
 
 CHECKPOINTS = "checkpoints"
 HISTORY = "history.json"
 FINAL_MODEL = "model.keras"
 MODEL_CONFIG = "config.json"  # the BertBackbone arguments, to rebuild the model on resume
 KEEP_CHECKPOINTS = 3
-WARMUP_FRACTION = 0.1
 
 # Without sentence pairs, BertBackbone's pooler feeds no output; Keras warns that it gets no gradient.
 warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooled_dense")
@@ -55,6 +55,7 @@ class TrainConfig:
     eval_batches: int | None = None
     dynamic_masking: bool = False
     seed: int = 0
+    early_stopping_patience: int | None = None  # stop after this many evaluations without a better val_loss
 
 
 def device_setup():
@@ -134,26 +135,57 @@ def unigram_loss(eval_ds, batches: int) -> float:
     return float(-(p * np.log(p)).sum())
 
 
-class _CheckpointAndHistory(keras.callbacks.Callback):
-    """After each evaluation: a history.json entry, then a checkpoint with the optimizer state."""
+def best_step(history: list) -> int | None:
+    """The trained step (not 0) with the lowest validation loss so far; the earliest of equals."""
+    trained = [h for h in history if h["step"] > 0]
+    return min(trained, key=lambda h: (h["val_loss"], h["step"]))["step"] if trained else None
 
-    def __init__(self, output_dir: str, history: list, baseline: float):
+
+def stop_early(history: list, patience: int | None) -> dict | None:
+    """Where and why to stop: ``patience`` evaluations in a row without a validation loss below the best
+    one before them; None to go on."""
+    best = best_step(history)
+    if not patience or best is None:
+        return None
+    since = [h for h in history if h["step"] > best]
+    if len(since) < patience:
+        return None
+    return {
+        "step": history[-1]["step"],
+        "best_step": best,
+        "reason": f"val_loss has not improved for {len(since)} evaluations (patience {patience}): the "
+        f"model is the one of step {best}",
+    }
+
+
+class _CheckpointAndHistory(keras.callbacks.Callback):
+    """After each evaluation: a history.json entry, then a checkpoint with the optimizer state; with a
+    patience, the stop once the validation loss has not improved for that many evaluations."""
+
+    def __init__(self, output_dir: str, history: list, baseline: float, patience: int | None = None):
         super().__init__()
         self._output_dir = output_dir
         self._history = history
         self._baseline = baseline
+        self._patience = patience
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         step = int(self.model.optimizer.iterations)
         self._history.append(_history_entry(step, logs, self._baseline))
+        stopped = stop_early(self._history, self._patience)
+        if stopped:
+            self._history[-1]["stopped_early"] = stopped
+            self.model.stop_training = True
         with open(os.path.join(self._output_dir, HISTORY), "w") as f:
             json.dump(self._history, f, indent=1)
         folder = os.path.join(self._output_dir, CHECKPOINTS)
         os.makedirs(folder, exist_ok=True)
         save_checkpoint(self.model, folder, step)
-        for _, old in checkpoints(self._output_dir)[:-KEEP_CHECKPOINTS]:
-            os.remove(old)
+        keep = best_step(self._history) if self._patience else None  # the model early stopping keeps
+        for old_step, old in checkpoints(self._output_dir)[:-KEEP_CHECKPOINTS]:
+            if old_step != keep:
+                os.remove(old)
 
 
 class _Throughput(keras.callbacks.Callback):
@@ -326,7 +358,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
         shutil.copyfile(os.path.join(config.data_dir, name), os.path.join(config.output_dir, name))
 
     step = int(model.optimizer.iterations)
-    if step >= config.steps:
+    if step >= config.steps or (history and "stopped_early" in history[-1]):
         print(f"already trained to step {step}")
         return history
     eval_ds, eval_batches = _eval_dataset(config, manifest)
@@ -337,7 +369,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     all_callbacks = [
         *callbacks,
         _Throughput(config.batch_size),
-        _CheckpointAndHistory(config.output_dir, history, baseline),
+        _CheckpointAndHistory(config.output_dir, history, baseline, config.early_stopping_patience),
         keras.callbacks.TensorBoard(os.path.join(config.output_dir, "logs"), update_freq=50),
     ]
     for start, end in intervals(step, config.steps, config.checkpoint_every):
@@ -354,48 +386,27 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
         )
         if model.stop_training:  # a callback stopped it
             break
-    if int(model.optimizer.iterations) >= config.steps:
+    if history and "stopped_early" in history[-1]:  # the best model is the final one
+        stopped = history[-1]["stopped_early"]
+        best = dict(checkpoints(config.output_dir))[stopped["best_step"]]
+        restore_checkpoint(model, best)
+        model.save(os.path.join(config.output_dir, FINAL_MODEL))
+        print(f"stopped early at step {stopped['step']}: {stopped['reason']}")
+    elif int(model.optimizer.iterations) >= config.steps:
         model.save(os.path.join(config.output_dir, FINAL_MODEL))
     return history
 
 
 def main(argv):
-    from mlmprep.pipeline.errors import CliParser, UsageError
+    run(flags.train_parser().parse_args(argv))
 
-    parser = CliParser(prog="mlmprep train", description=__doc__.split("\n\n")[0])
-    parser.add_argument(
-        "--data", required=True, help="An mlmprep output directory (TFRecord shards + manifest.json)."
-    )
-    parser.add_argument(
-        "--output", required=True, help="Model directory: model, checkpoints, logs, history.json."
-    )
-    parser.add_argument(
-        "--model", default="tiny", help=f"{'|'.join(model_lib.SIZES)} or a JSON BertBackbone config."
-    )
-    parser.add_argument("--steps", type=int, default=1000, help="Training steps in all (a rerun resumes).")
-    parser.add_argument("--batch_size", type=int, default=64, help="Global batch, divided across GPUs.")
-    parser.add_argument(
-        "--learning_rate",
-        type=float,
-        default=None,
-        help="Peak learning rate (default: by model size, 1e-3 tiny, 5e-4 small, 1e-4 base and large).",
-    )
-    parser.add_argument(
-        "--warmup_steps",
-        type=int,
-        default=None,
-        help=f"Linear warmup, then linear decay to 0 (default: {WARMUP_FRACTION:.0%} of --steps).",
-    )
-    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay.")
-    parser.add_argument(
-        "--checkpoint_every", type=int, default=500, help="Evaluate and checkpoint every N steps."
-    )
-    parser.add_argument(
-        "--eval_batches", type=int, default=None, help="Validation batches per evaluation (all)."
-    )
-    parser.add_argument("--dynamic_masking", action="store_true", help="Re-mask every batch (RoBERTa style).")
-    parser.add_argument("--seed", type=int, default=0, help="Shuffle and dynamic-masking seed.")
-    args = parser.parse_args(argv)
+
+def run(args):
+    """``mlmprep train`` with its parsed flags (``flags.train_parser``)."""
+    from mlmprep.pipeline.errors import UsageError
+
+    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
+        raise UsageError(f"--early_stopping_patience must be at least 1, got {args.early_stopping_patience}")
     config = TrainConfig(
         data_dir=args.data,
         output_dir=args.output,
@@ -409,6 +420,7 @@ def main(argv):
         eval_batches=args.eval_batches,
         dynamic_masking=args.dynamic_masking,
         seed=args.seed,
+        early_stopping_patience=args.early_stopping_patience,
     )
     try:
         history = train(config)

@@ -141,8 +141,11 @@ def mask_batch(
     if config.whole_word_masking and word_starts is None:
         raise ValueError("whole-word masking needs word_starts")
     rng_keys = np.asarray(rng_keys, dtype=np.uint64)
-    # Scores as 53-bit integers: they rank as the floats keys.uniform gives.
-    score = keys.uniform_bits(rng_keys[:, None], stream=_SELECT, columns=np.arange(width)[None, :])
+    # Scores as 53-bit integers: they rank as the floats keys.uniform gives. Drawn at the candidates
+    # only (the rest are never ranked): long sequences' padding costs no hashing.
+    score = np.full((n, width), _UNUSABLE, dtype=np.uint64)
+    rows, cols = np.nonzero(candidate)
+    score[rows, cols] = keys.uniform_bits(rng_keys[rows], stream=_SELECT, columns=cols)
     if config.mask_count == "bernoulli":
         eligible = score < np.float64(config.masked_lm_prob) * (1 << keys.UNIFORM_BITS)
         budget = np.full(n, cap)

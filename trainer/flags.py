@@ -1,0 +1,90 @@
+"""The flags of ``mlmprep train``, ``fill-mask`` and ``export``, without TensorFlow.
+
+Parsing comes before anything heavy is imported: ``--help`` and a usage
+mistake print their lines and no TensorFlow start-up log, and cost a
+fraction of a second.
+"""
+
+from mlmprep.pipeline.errors import CliParser
+
+MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
+WARMUP_FRACTION = 0.1
+EXPORT_FORMATS = ("transformers",)
+
+
+def train_parser() -> CliParser:
+    parser = CliParser(
+        prog="mlmprep train",
+        description="Trains a BERT masked LM on an mlmprep output (and, on sentence pairs, its pair head).",
+    )
+    parser.add_argument(
+        "--data", required=True, help="An mlmprep output directory (TFRecord shards + manifest.json)."
+    )
+    parser.add_argument(
+        "--output", required=True, help="Model directory: model, checkpoints, logs, history.json."
+    )
+    parser.add_argument(
+        "--model", default="tiny", help=f"{'|'.join(MODEL_SIZES)} or a JSON BertBackbone config."
+    )
+    parser.add_argument("--steps", type=int, default=1000, help="Training steps in all (a rerun resumes).")
+    parser.add_argument("--batch_size", type=int, default=64, help="Global batch, divided across GPUs.")
+    parser.add_argument(
+        "--learning_rate",
+        type=float,
+        default=None,
+        help="Peak learning rate (default: by model size, 1e-3 tiny, 5e-4 small, 1e-4 base and large).",
+    )
+    parser.add_argument(
+        "--warmup_steps",
+        type=int,
+        default=None,
+        # argparse formats help with %: a percent sign is written %%.
+        help=f"Linear warmup, then linear decay to 0 (default: {WARMUP_FRACTION:.0%}% of --steps).",
+    )
+    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay.")
+    parser.add_argument(
+        "--checkpoint_every", type=int, default=500, help="Evaluate and checkpoint every N steps."
+    )
+    parser.add_argument(
+        "--eval_batches", type=int, default=None, help="Validation batches per evaluation (all)."
+    )
+    parser.add_argument("--dynamic_masking", action="store_true", help="Re-mask every batch (RoBERTa style).")
+    parser.add_argument("--seed", type=int, default=0, help="Shuffle and dynamic-masking seed.")
+    parser.add_argument(
+        "--early_stopping_patience",
+        type=int,
+        default=None,
+        help="Stop once the validation loss has not improved for N evaluations; the best checkpoint is "
+        "then the final model, and history.json's last entry says where and why it stopped.",
+    )
+    return parser
+
+
+def fill_mask_parser() -> CliParser:
+    parser = CliParser(
+        prog="mlmprep fill-mask",
+        description="The top-k tokens a trained model puts at each mask token ([MASK], <mask>).",
+    )
+    parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
+    parser.add_argument(
+        "text",
+        help='Text with one or more of the tokenizer\'s mask token, e.g. "the quick brown [MASK] jumps" '
+        '(RoBERTa\'s: "the quick brown <mask> jumps").',
+    )
+    parser.add_argument("--top_k", type=int, default=5, help="How many tokens to show per mask token.")
+    return parser
+
+
+def export_parser() -> CliParser:
+    parser = CliParser(
+        prog="mlmprep export",
+        description="Writes a trained model as a Hugging Face transformers folder (BertForMaskedLM, or "
+        "BertForPreTraining with a pair head): config, safetensors weights, tokenizer.",
+    )
+    parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
+    parser.add_argument("--output", required=True, help="The folder to write (created if absent).")
+    parser.add_argument("--format", default="transformers", choices=EXPORT_FORMATS)
+    return parser
+
+
+PARSERS = {"train": train_parser, "fill_mask": fill_mask_parser, "export": export_parser}
