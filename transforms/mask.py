@@ -21,7 +21,13 @@ from mlmprep.transforms.records import MaskedBatch
 
 _SELECT, _DECIDE, _REPLACE = 0, 1, 2  # independent random streams per sequence
 MASK_COUNTS = ("exact", "bernoulli")
-MASK_ROWS = 2048
+MASK_POSITIONS = 1 << 18  # token positions masked at once (2,048 rows at 128 tokens, 32 at 8,192)
+
+
+def mask_rows(max_seq_length: int) -> int:
+    """Rows masked at once: masking holds several arrays per position, so their size is bounded in
+    positions, whatever the sequence length."""
+    return max(16, MASK_POSITIONS // max_seq_length)
 
 
 @dataclasses.dataclass(frozen=True)

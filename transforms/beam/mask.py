@@ -4,7 +4,7 @@ import numpy as np
 
 from mlmprep.transforms import keys, records
 from mlmprep.transforms.beam.counting import CountingDoFn
-from mlmprep.transforms.mask import MASK_ROWS, MaskingConfig, mask_batch
+from mlmprep.transforms.mask import MaskingConfig, mask_batch, mask_rows
 
 
 class MaskSequences(CountingDoFn):
@@ -21,6 +21,7 @@ class MaskSequences(CountingDoFn):
         self._seed = seed
         self._dupe_factor = dupe_factor
         self._ids = records.id_type(vocab.size, max_seq_length)
+        self._rows = mask_rows(max_seq_length)
         self._is_special = None
 
     def setup(self):
@@ -29,8 +30,8 @@ class MaskSequences(CountingDoFn):
     def process(self, batch):
         # Slices of bounded size: one long document can make a batch of many
         # thousand sequences, and masking holds several float arrays per token.
-        for start in range(0, len(batch.lengths), MASK_ROWS):
-            rows = slice(start, start + MASK_ROWS)
+        for start in range(0, len(batch.lengths), self._rows):
+            rows = slice(start, start + self._rows)
             for dupe in range(self._dupe_factor):
                 rng_keys = keys.record_keys(batch.keys[rows], seed=self._seed, dupe=dupe)
                 masked = mask_batch(
