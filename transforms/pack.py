@@ -184,7 +184,10 @@ class BestFitPacker:
             starts = None if word_starts is None else word_starts[i]
             for start in range(0, ids.size, self._body):
                 end = start + self._body
-                self._pending.append((ids[start:end], None if starts is None else starts[start:end]))
+                # Copies: a piece may wait in an open sequence long after the batch it came in, whose
+                # buffer a view would keep whole.
+                piece_starts = None if starts is None else starts[start:end].copy()
+                self._pending.append((ids[start:end].copy(), piece_starts))
             if len(self._pending) >= self._window:
                 closed += self._place(self._pending)
                 self._pending = []
