@@ -11,10 +11,8 @@ from mlmprep.transforms.tokenize import ROLES, Vocabulary
 
 
 def _template(items, token) -> list[str]:
-    return [
-        f"${i}" + (f":{t}" if t else "") if isinstance(i, str) else token(i) + (f":{t}" if t else "")
-        for i, t in items
-    ]
+    """A frame's items as TemplateProcessing's pieces: ``$A``, ``[CLS]``, with ``:1`` for type id 1."""
+    return [(f"${i}" if isinstance(i, str) else token(i)) + (f":{t}" if t else "") for i, t in items]
 
 
 def framed(tokenizer: Tokenizer, frame: frames.Frame) -> Tokenizer:
