@@ -345,6 +345,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
             f"--batch_size {config.batch_size} is not divisible by {strategy.num_replicas_in_sync} GPUs"
         )
     os.makedirs(config.output_dir, exist_ok=True)
+    keras.utils.set_random_seed(config.seed)  # the model's initial weights and dropout: the same each run
     saved_manifest_path = os.path.join(config.output_dir, manifest_lib.MANIFEST)
     saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
     found = checkpoints(config.output_dir)
