@@ -49,7 +49,9 @@ def train_parser() -> CliParser:
         "--eval_batches", type=int, default=None, help="Validation batches per evaluation (all)."
     )
     parser.add_argument("--dynamic_masking", action="store_true", help="Re-mask every batch (RoBERTa style).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the initial weights, shuffling and dynamic masking.")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="Seed of the initial weights, shuffling and dynamic masking."
+    )
     parser.add_argument(
         "--early_stopping_patience",
         type=int,
