@@ -7,6 +7,11 @@ from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import decode, records
 
 
+def _bare(token: str) -> str:
+    """The mask token as a mark shows it: [MASK→orig] in BERT's vocabulary, [<mask>→orig] in RoBERTa's."""
+    return token[1:-1] if token.startswith("[") and token.endswith("]") else token
+
+
 def example_words(tokenizer, row: dict, mask_id: int) -> list[tuple[str, str | None]]:
     """One record as (text, kind) per position: kind None for a position not selected, else "mask",
     "random" or "kept", with the text as ``describe_example`` shows it.
@@ -22,9 +27,8 @@ def example_words(tokenizer, row: dict, mask_id: int) -> list[tuple[str, str | N
             words.append((token, None))
             continue
         original = tokenizer.id_to_token(int(label))
-        if token_id == mask_id:  # [MASK→orig] in BERT's vocabulary, [<mask>→orig] in RoBERTa's
-            shown = token[1:-1] if token.startswith("[") and token.endswith("]") else token
-            words.append((f"[{shown}→{original}]", "mask"))
+        if token_id == mask_id:
+            words.append((f"[{_bare(token)}→{original}]", "mask"))
         elif token_id == label:
             words.append((f"<{original}>", "kept"))
         else:
@@ -87,8 +91,8 @@ def main(argv):
         raise UsageError(f"split {args.split!r} has no records in {args.output_dir}")
     mask = tokenizer.id_to_token(vocab.mask_id)
     print(f"frame: {vocab.frames['single']}; pairs: {vocab.frames['pair']}")
-    shown = mask[1:-1] if mask.startswith("[") and mask.endswith("]") else mask
-    print(f"[{shown}→original]: replaced by {mask}; {{random→original}}: replaced at random; <token>: kept\n")
+    legend = f"[{_bare(mask)}→original]: replaced by {mask}; {{random→original}}: replaced at random"
+    print(f"{legend}; <token>: kept\n")
     for i, row in enumerate(rows):
         label = row.get("next_sentence_label")
         pair = (

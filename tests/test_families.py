@@ -326,3 +326,14 @@ def test_train_tokenizer_writes_each_familys_tokenizer_and_its_config(
         for text in texts:
             ids = tokenizer.encode(text, add_special_tokens=False).ids
             assert tokenizer.decode(ids) == text
+
+
+def test_a_byte_level_bpe_output_is_byte_identical_with_one_and_two_workers(tmp_path, corpus, family_paths):
+    args = [
+        *(f"--input={p}" for p in corpus),
+        f"--tokenizer={family_paths['roberta']}",
+        "--whole_word_masking",
+    ]
+    one = run_job(tmp_path / "one", *args, "--direct_num_workers=1")
+    two = run_job(tmp_path / "two", *args, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]

@@ -22,6 +22,7 @@ def load(model_dir: str):
     """(model, tokenizer, manifest) of a model directory; the last checkpoint if training did not finish."""
     from tokenizers import Tokenizer
 
+    manifest = data.read_manifest(model_dir)
     path = os.path.join(model_dir, FINAL_MODEL)
     if os.path.exists(path):
         model = keras.saving.load_model(path, compile=False)
@@ -30,12 +31,9 @@ def load(model_dir: str):
         if not found:
             raise FileNotFoundError(f"{model_dir} holds no trained model")
         with open(os.path.join(model_dir, MODEL_CONFIG)) as f:
-            manifest = data.read_manifest(model_dir)
-            model = model_lib.build(
-                json.load(f), pairs=data.has_pairs(manifest), packed=data.is_packed(manifest)
-            )
+            config = json.load(f)
+        model = model_lib.build(config, pairs=data.has_pairs(manifest), packed=data.is_packed(manifest))
         model.load_weights(found[-1][1])
-    manifest = data.read_manifest(model_dir)
     tokenizer = Tokenizer.from_file(os.path.join(model_dir, manifest["tokenizer"]["file"]))
     tokenizer.no_truncation()
     tokenizer.no_padding()
