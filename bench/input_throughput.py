@@ -5,7 +5,8 @@ sequences/s from bench/model_throughput.py on the accelerator.
 
   python bench/input_throughput.py --data OUT_DIR [--batch_size 256]
 
-Without --data it first builds shards from ../shared/data/corpora/small/kjv.txt
+On an unmasked output (--masking none) it measures the trainer's token, word
+and span masking. Without --data it first builds shards from ../shared/data/corpora/small/kjv.txt
 with the bert-base-uncased vocabulary.
 """
 
@@ -18,12 +19,13 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from mlmprep.trainer import data  # noqa: E402
+from mlmprep.trainer.masking import resolve  # noqa: E402
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def measure(data_dir, *, batch_size, dynamic_masking, batches) -> float:
-    dataset = data.make_dataset(data_dir, "train", batch_size=batch_size, dynamic_masking=dynamic_masking)
+def measure(data_dir, *, batch_size, masking, batches) -> float:
+    dataset = data.make_dataset(data_dir, "train", batch_size=batch_size, masking=masking)
     iterator = iter(dataset)
     for _ in range(5):  # fill the prefetch and shuffle buffers
         next(iterator)
@@ -53,9 +55,16 @@ def main():
             ]
         )
     print(f"cores: {os.cpu_count()}, batch {args.batch_size}, {args.batches} batches")
-    for dynamic in (False, True):
-        rate = measure(data_dir, batch_size=args.batch_size, dynamic_masking=dynamic, batches=args.batches)
-        print(f"{'dynamic masking' if dynamic else 'stored masks':<16} {rate:>10,.0f} sequences/s")
+    manifest = data.read_manifest(data_dir)
+    if data.is_unmasked(manifest):  # --masking none: the trainer masks every batch, by any mode
+        modes = {
+            f"{m} masking": resolve(manifest, {"masking": m}, dynamic=True) for m in ("token", "word", "span")
+        }
+    else:
+        modes = {"stored masks": None, "dynamic masking": resolve(manifest, {}, dynamic=True)}
+    for name, masking in modes.items():
+        rate = measure(data_dir, batch_size=args.batch_size, masking=masking, batches=args.batches)
+        print(f"{name:<16} {rate:>10,.0f} sequences/s")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import documents, pack, pairs, shards
 from mlmprep.transforms.beam import groups
-from mlmprep.transforms.mask import MASK_COUNTS
+from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS
 
 
 def _formats(value: str) -> tuple[str, ...]:
@@ -91,10 +91,33 @@ class MlmPrepOptions(PipelineOptions):
             help="Of the selected, the share replaced at random.",
         )
         parser.add_argument(
+            "--masking",
+            default=None,
+            choices=MASKINGS,
+            help="token: tokens one by one (BERT); word: all pieces of a word together, one replacement "
+            "decision per word; span: spans of whole words, their lengths from a truncated geometric "
+            "distribution (SpanBERT), one decision per span; none: no masks written, the word starts "
+            "kept, for trainers that mask each batch (mlmprep train, transformers' collators). "
+            "Default: token (word with --whole_word_masking).",
+        )
+        parser.add_argument(
             "--whole_word_masking",
             action="store_true",
             default=False,
-            help="Select all pieces of a word together, with one replacement decision per word.",
+            help="The same as --masking word.",
+        )
+        parser.add_argument(
+            "--span_p",
+            type=float,
+            default=0.2,
+            help="Span masking: p of the geometric distribution of span lengths in words (SpanBERT's 0.2).",
+        )
+        parser.add_argument(
+            "--max_span_words",
+            type=int,
+            default=10,
+            help="Span masking: the longest span, in words; lengths are truncated to 1..this and "
+            "renormalised (mean 3.8 words with p 0.2).",
         )
         parser.add_argument(
             "--mask_count",

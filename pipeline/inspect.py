@@ -61,7 +61,8 @@ def first_rows(
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             read = decode.parquet_slices if parquet else decode.tfrecord_slices
             pairs = manifest_lib.sentence_pairs(manifest) != "none"
-            batch, _ = next(read(f, seq, preds, n - len(rows), frame if pairs else None))
+            unmasked = manifest["config"].get("masking") == "none"
+            batch, _ = next(read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked))
         labels = records.labels(batch)
         for i, length in enumerate(batch.lengths.tolist()):
             mask = (np.arange(seq) < length).astype(np.int64)
@@ -92,7 +93,10 @@ def main(argv):
     mask = tokenizer.id_to_token(vocab.mask_id)
     print(f"frame: {vocab.frames['single']}; pairs: {vocab.frames['pair']}")
     legend = f"[{_bare(mask)}→original]: replaced by {mask}; {{random→original}}: replaced at random"
-    print(f"{legend}; <token>: kept\n")
+    if manifest["config"].get("masking") == "none":
+        print("unmasked (--masking none): the trainer masks every batch\n")
+    else:
+        print(f"{legend}; <token>: kept\n")
     for i, row in enumerate(rows):
         label = row.get("next_sentence_label")
         pair = (

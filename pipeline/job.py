@@ -68,16 +68,16 @@ def _pack(batches: beam.PCollection, job: JobPlan):
     documents; or sentence pairs made within groups of documents."""
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
     if job.pairs is not None:
-        pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.masking.whole_word_masking)
+        pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.word_source is not None)
         return _in_groups(batches, job, "Pairs", pairs)
     if job.packing == "document":
         return batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_output_types(
             SequenceBatch
         ).with_outputs(counting.COUNTS, main="sequences")
     if job.packing == "best_fit":
-        best_fit = pack.PackBestFit(**shape, word_starts=job.masking.whole_word_masking)
+        best_fit = pack.PackBestFit(**shape, word_starts=job.word_source is not None)
         return _in_groups(batches, job, "BestFit", best_fit)
-    concat = pack.PackConcat(**shape, word_starts=job.masking.whole_word_masking)
+    concat = pack.PackConcat(**shape, word_starts=job.word_source is not None)
     return _in_groups(batches, job, "Concat", concat)
 
 
@@ -115,7 +115,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
     tokenize = TokenizeDocuments(
         job.tokenizer_json,
         job.validation_fraction,
-        word_starts=job.masking.whole_word_masking,
+        word_starts=job.word_source,
         # A document of one token has nothing to pair with: too short for sentence pairs.
         min_doc_tokens=job.min_doc_tokens if job.pairs is None else max(job.min_doc_tokens, MIN_DOC_TOKENS),
         sentence_language=None if job.pairs is None else job.pairs.language,
@@ -146,6 +146,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         temp_dir=job.temp_dir,
         generation=job.generation,
         pairs=job.pairs is not None,
+        unmasked=job.masking.masking == "none",
         frame=job.vocab.frame,
     )
     counts = (

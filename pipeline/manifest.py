@@ -62,6 +62,7 @@ class Counts(TypedDict):
     documents_dropped: dict[str, int]  # every DROP_REASONS
     splits: dict[str, SplitCounts]
     counters: dict[str, int]  # every Beam counter's total
+    spans: NotRequired[dict[str, list[int]]]  # span masking: spans by words and by tokens (span_histogram)
 
 
 class Manifest(TypedDict):
@@ -159,7 +160,7 @@ def build(
         if any("next_sentence_labels" in s for s in files):
             labels = [s.get("next_sentence_labels", [0, 0]) for s in files]
             splits[split]["next_sentence_labels"] = [sum(n[0] for n in labels), sum(n[1] for n in labels)]
-    return {
+    built = {
         "format_version": FORMAT_VERSION,
         "config": config,
         "generation": generation,
@@ -180,6 +181,23 @@ def build(
         },
         "shards": sorted(shards, key=lambda s: s["file"]),
     }
+    spans = span_histogram(counts)
+    if spans is not None:
+        built["counts"]["spans"] = spans
+    return built
+
+
+def span_histogram(counts: dict) -> dict | None:
+    """Span masking: {"words": [...], "tokens": [...]}, spans of 1, 2, ... words and tokens (every split
+    and copy), from the mask step's counters; None without spans."""
+    found = {}
+    for name, n in counts.items():
+        unit, _, length = name.partition(".")
+        if unit in ("span_words", "span_tokens") and length.isdigit():
+            found.setdefault(unit.removeprefix("span_"), {})[int(length)] = n
+    if not found:
+        return None
+    return {unit: [by.get(k, 0) for k in range(1, max(by) + 1)] for unit, by in sorted(found.items())}
 
 
 def generation_of(name: str) -> int | None:
@@ -263,8 +281,11 @@ def masking_config(manifest: Manifest) -> MaskingConfig:
         max_predictions_per_seq=config["max_predictions_per_seq"],
         mask_token_ratio=config["mask_token_ratio"],
         random_token_ratio=config["random_token_ratio"],
-        whole_word_masking=config.get("whole_word_masking", False),
+        # Outputs from before --masking say whole_word_masking alone.
+        masking=config.get("masking") or ("word" if config.get("whole_word_masking") else "token"),
         mask_count=config.get("mask_count", "exact"),
+        span_p=config.get("span_p", 0.2),
+        max_span_words=config.get("max_span_words", 10),
     )
 
 

@@ -9,7 +9,6 @@ on stderr and exit status 2 before any work starts.
 import dataclasses
 import hashlib
 import logging
-import math
 import os
 import posixpath
 
@@ -22,7 +21,7 @@ from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.flags import MlmPrepOptions
 from mlmprep.transforms import encode, pack, pairs, shards, tokenize
 from mlmprep.transforms.beam import read
-from mlmprep.transforms.mask import MaskingConfig
+from mlmprep.transforms.mask import MaskingConfig, default_predictions
 from mlmprep.transforms.pairs import PairConfig
 
 # Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
@@ -48,6 +47,7 @@ class JobPlan:
     tokenizer_json: str
     vocab: tokenize.Vocabulary
     masking: MaskingConfig
+    word_source: str | None  # tokenize.WORD_SOURCES, or "tokens"; None: words are not needed
     max_seq_length: int
     seed: int
     dupe_factor: int
@@ -71,11 +71,6 @@ class JobPlan:
 def _check(condition: bool, message: str):
     if not condition:
         raise UsageError(message)
-
-
-def default_predictions(max_seq_length: int, masked_lm_prob: float) -> int:
-    """The cap that keeps the asked rate at any length: BERT's 20 at 128 tokens, ceil(L * p) beyond."""
-    return min(max(20, math.ceil(max_seq_length * masked_lm_prob)), max_seq_length - 2)
 
 
 def _predictions_cap(o: MlmPrepOptions) -> None:
@@ -119,6 +114,7 @@ def _validate(o: MlmPrepOptions):
         "--mask_token_ratio + --random_token_ratio must be at most 1, "
         f"got {o.mask_token_ratio + o.random_token_ratio}",
     )
+    _masking(o)
     _check(o.min_doc_tokens >= 0, f"--min_doc_tokens must be at least 0, got {o.min_doc_tokens}")
     _check(o.dupe_factor >= 1, f"--dupe_factor must be at least 1, got {o.dupe_factor}")
     _check(o.num_shards is None or o.num_shards >= 1, f"--num_shards must be at least 1, got {o.num_shards}")
@@ -136,6 +132,43 @@ def _validate(o: MlmPrepOptions):
             f"--packing {o.packing} packs documents into single segments; "
             "--sentence_pairs packs pairs in their own frame by BERT's rules",
         )
+
+
+def _masking(o: MlmPrepOptions) -> None:
+    """Resolves ``--masking`` (``--whole_word_masking`` is ``word``) and checks the span flags."""
+    if o.masking is None:
+        o.masking = "word" if o.whole_word_masking else "token"
+    _check(
+        not o.whole_word_masking or o.masking == "word",
+        f"--whole_word_masking is --masking word; it contradicts --masking {o.masking}",
+    )
+    o.whole_word_masking = o.masking == "word"  # the manifest says both, for readers of either
+    _check(0 < o.span_p <= 1, f"--span_p must be in (0, 1], got {o.span_p}")
+    _check(o.max_span_words >= 1, f"--max_span_words must be at least 1, got {o.max_span_words}")
+    _check(
+        o.masking != "none" or o.dupe_factor == 1,
+        f"--dupe_factor {o.dupe_factor} with --masking none writes identical copies: the trainer masks "
+        "every epoch anew (leave --dupe_factor at 1)",
+    )
+
+
+def _word_source(o: MlmPrepOptions, vocab: tokenize.Vocabulary) -> str | None:
+    """How the job finds words, where its masking needs them (word, span) or keeps them (none)."""
+    if o.masking == "token":
+        return None
+    if vocab.word_source is None:
+        _check(
+            o.masking == "none",
+            f"--masking {o.masking} needs words, and --tokenizer {o.tokenizer} marks none: no pre-tokenizer "
+            "splits its text into words and its tokens carry no continuation (##) or word-start (▁, Ġ) mark; "
+            "use --masking token",
+        )
+        logging.warning(
+            "mlmprep: --tokenizer %s marks no words: the output's word_starts mark every token",
+            o.tokenizer,
+        )
+        return "tokens"
+    return vocab.word_source
 
 
 def _input_files(patterns, dry_run: bool) -> list[fingerprint_lib.InputFile]:
@@ -254,9 +287,12 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
             max_predictions_per_seq=o.max_predictions_per_seq,
             mask_token_ratio=o.mask_token_ratio,
             random_token_ratio=o.random_token_ratio,
-            whole_word_masking=o.whole_word_masking,
+            masking=o.masking,
             mask_count=o.mask_count,
+            span_p=o.span_p,
+            max_span_words=o.max_span_words,
         ),
+        word_source=_word_source(o, vocab),
         max_seq_length=o.max_seq_length,
         seed=o.random_seed,
         dupe_factor=o.dupe_factor,

@@ -41,7 +41,7 @@ def observed_replacements(
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             slices = (decode.parquet_slices if parquet else decode.tfrecord_slices)(
-                f, seq, preds, encode.slice_rows(seq), pairs
+                f, seq, preds, encode.slice_rows(seq), pairs, masking.masking == "none"
             )
             for batch, extra in slices:
                 verify.check_batch(
@@ -226,6 +226,22 @@ def build(output_dir: str) -> str:
             + _table(["split", "records read", "[MASK]", "random", "kept"], rows)
         )
 
+    spans = counts.get("spans")
+    if spans:
+        uri = _bars(
+            "Masked spans by length (every split and copy): in words, as drawn from the truncated geometric "
+            "(less where a span met its piece's end or the budget), and in tokens",
+            [str(k) for k in range(1, max(len(spans["words"]), len(spans["tokens"])) + 1)],
+            {unit: _shares(n + [0] * (len(spans["tokens"]) - len(n))) for unit, n in sorted(spans.items())},
+            "% of spans",
+        )
+        means = {unit: sum(k * c for k, c in enumerate(n, 1)) / max(1, sum(n)) for unit, n in spans.items()}
+        sections.append(
+            f'<h2>Span lengths</h2><img alt="span lengths" src="{uri}"><p>{sum(spans["words"]):,} spans, '
+            f"{means['words']:.2f} words and {means['tokens']:.2f} tokens on average (--span_p "
+            f"{config.get('span_p')}, --max_span_words {config.get('max_span_words')})</p>"
+        )
+
     examples = []
     for name in splits:
         for i, row in enumerate(inspect.first_rows(output_dir, manifest, name, EXAMPLES, vocab.frame)):
@@ -243,7 +259,14 @@ def build(output_dir: str) -> str:
     tokenizer_file = manifest["tokenizer"]["file"]
     options = ", ".join(
         f"{k} {config[k]}"
-        for k in ("max_seq_length", "max_predictions_per_seq", "masked_lm_prob", "packing", "sentence_pairs")
+        for k in (
+            "max_seq_length",
+            "masking",
+            "max_predictions_per_seq",
+            "masked_lm_prob",
+            "packing",
+            "sentence_pairs",
+        )
         if k in config
     )
     return PAGE.format(

@@ -45,6 +45,9 @@ class Report:
     pair_labels: list = dataclasses.field(default_factory=lambda: [0, 0])  # sentence pairs, first format
     records: int = 0
     shards: int = 0
+    runs: collections.Counter = dataclasses.field(
+        default_factory=collections.Counter
+    )  # span masking, by format
 
     def problem(self, where: str, what: str):
         self.problems.append(f"{where}: {what}")
@@ -194,7 +197,7 @@ def _check_replacements(batch: MaskedBatch, valid, vocab, masking: MaskingConfig
     in_sequence = np.arange(seq)[None, :] < batch.lengths[:, None]
     candidates = np.sum(~special[np.clip(original, 0, vocab.size - 1)] & in_sequence, axis=1)
     expected = prediction_counts(batch.lengths, candidates, masking)
-    if masking.mask_count == "exact" and not masking.whole_word_masking:
+    if masking.mask_count == "exact" and masking.masking != "word":  # a word that does not fit is skipped
         fail(batch.num_predictions != expected, "prediction count breaks min(max_pred, max(1, round(n*p)))")
     else:
         limit = expected if masking.mask_count == "exact" else masking.max_predictions_per_seq
@@ -227,23 +230,66 @@ def check_batch(
             report.problem(where, f"record {first + i}: {what}")
 
     _check_frame(batch, extra, vocab, fail, several_pieces)
+    if batch.unmasked:
+        _check_word_starts(batch, vocab, fail)
+        return
     valid = _check_predictions(batch, extra, vocab, fail)
     report.outcomes.update(_check_replacements(batch, valid, vocab, masking, fail))
+    if masking.masking == "span":
+        report.runs[where.rsplit(".", 1)[-1]] += masked_runs(batch.masked_lm_positions, valid)
+
+
+def masked_runs(positions: np.ndarray, valid: np.ndarray) -> int:
+    """How many runs of consecutive positions the predictions make (abutting spans make one run)."""
+    follows = np.zeros_like(valid)
+    follows[:, 1:] = valid[:, 1:] & (np.diff(positions, axis=1) == 1)
+    return int((valid & ~follows).sum())
+
+
+def _check_word_starts(batch: MaskedBatch, vocab, fail):
+    """An unmasked output's word starts: 0 or 1, and 1 only at a real token of text (not the frame's)."""
+    starts = batch.word_starts
+    fail(np.any((starts != 0) & (starts != 1), axis=1), "word_starts not 0 or 1")
+    real = np.arange(starts.shape[1])[None, :] < batch.lengths[:, None]
+    framing = np.isin(batch.input_ids, [vocab.pad_id, *vocab.frame.pair_ids()])
+    fail(
+        np.any((starts == 1) & (~real | framing), axis=1), "a word starts at padding or at the frame's tokens"
+    )
+
+
+def _check_spans(manifest: dict, report: Report):
+    """Span masking: the manifest's span histogram against the predictions, and the runs of consecutive
+    predictions the shards hold (at most one per span: spans are contiguous; abutting ones merge)."""
+    spans = manifest["counts"].get("spans")
+    if not spans:
+        report.problem("manifest", "span masking, and no span histogram in counts.spans")
+        return
+    predictions = sum(s["predictions"] for s in manifest["counts"]["splits"].values())
+    in_spans = sum(k * n for k, n in enumerate(spans["tokens"], 1))
+    if in_spans != predictions:
+        report.problem("manifest", f"its spans hold {in_spans} tokens, its predictions are {predictions}")
+    for fmt, runs in report.runs.items():
+        if runs > sum(spans["tokens"]):
+            report.problem(
+                fmt,
+                f"{runs} runs of consecutive predictions from {sum(spans['tokens'])} spans: not contiguous",
+            )
 
 
 def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack, vocab):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
     seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
     pairs = vocab.frame if pairs_mode(config) else None
+    unmasked = config.get("masking") == "none"
     name = shard["file"]
     rows = encode.slice_rows(seq)
     if shard["format"] == "tfrecord":
         stream = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name)))
-        return decode.tfrecord_slices(stream, seq, preds, rows, pairs), stream.sha256
+        return decode.tfrecord_slices(stream, seq, preds, rows, pairs, unmasked), stream.sha256
     # Parquet is read from its footer: the hash takes a pass of its own.
     digest = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name))).sha256()
     parquet = stack.enter_context(manifest_lib.open_file(output_dir, name, seekable=True))
-    return decode.parquet_slices(parquet, seq, preds, rows, pairs), lambda: digest
+    return decode.parquet_slices(parquet, seq, preds, rows, pairs, unmasked), lambda: digest
 
 
 def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, report, totals):
@@ -298,6 +344,9 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                     unequal = first is not second  # one file has rows the other does not
                 else:
                     unequal = not all(np.array_equal(getattr(first, f), getattr(second, f)) for f in _FIELDS)
+                    unequal = unequal or (
+                        first.unmasked and not np.array_equal(first.word_starts, second.word_starts)
+                    )
                     pairs = first.next_sentence_labels is not None
                     unequal = unequal or (
                         pairs
@@ -460,6 +509,8 @@ def verify(output_dir: str) -> Report:
             s[f"label_{label}"] for (_, fmt), s in totals.items() if fmt == first_format
         )
     check_counts(manifest, totals, report)
+    if masking.masking == "span":
+        _check_spans(manifest, report)
     return report
 
 
@@ -471,7 +522,12 @@ def main(argv) -> int:
     total = sum(report.outcomes.values())
     fractions = {k: report.outcomes[k] / total if total else 0.0 for k in ("mask", "random", "same")}
     print(f"checked {report.shards} shard files, {report.records:,} records, {total:,} predictions")
-    print("replacements: " + ", ".join(f"{k} {v:.4f}" for k, v in fractions.items()))
+    if total:
+        print("replacements: " + ", ".join(f"{k} {v:.4f}" for k, v in fractions.items()))
+    else:
+        print("no predictions: the output is unmasked (--masking none), its word starts checked")
+    if report.runs:
+        print(f"span masking: {max(report.runs.values()):,} runs of consecutive predictions")
     if sum(report.pair_labels):
         zero, one = report.pair_labels
         print(f"sentence pairs: label 0 {zero:,}, label 1 {one:,} ({one / (zero + one):.4f})")

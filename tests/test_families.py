@@ -169,7 +169,7 @@ def test_whole_words_follow_the_tokenizers_own_pre_tokenization(family, corpus):
         many,
         np.tile(lengths, copies),
         keys.record_keys(np.arange(len(many), dtype=np.uint64), seed=7, dupe=0),
-        config=MaskingConfig(max_predictions_per_seq=PREDICTIONS, whole_word_masking=True),
+        config=MaskingConfig(max_predictions_per_seq=PREDICTIONS, masking="word"),
         is_special=vocab.unselectable_lookup(),
         mask_id=vocab.mask_id,
         random_ids=vocab.random_ids,

@@ -19,6 +19,7 @@ pytest.importorskip("keras_hub")
 
 from mlmprep.trainer import data as data_lib  # noqa: E402
 from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
+from mlmprep.trainer.masking import resolve  # noqa: E402
 from mlmprep.trainer.train import TrainConfig, TrainError, checkpoints, intervals, train, train_dataset  # noqa: E402
 from mlmprep.transforms import decode  # noqa: E402
 
@@ -161,7 +162,7 @@ def test_any_number_of_steps_evaluates_at_the_last_and_a_resumed_run_sees_the_sa
     manifest = data_lib.read_manifest(str(kjv_data))
 
     def first_batch(start):
-        ((inputs, labels, _),) = train_dataset(config("any", 30), manifest, start).take(1)
+        ((inputs, labels, _),) = train_dataset(config("any", 30), manifest, start, None).take(1)
         return inputs["token_ids"].numpy(), labels.numpy()
 
     for a, b in zip(first_batch(20), first_batch(20)):
@@ -209,8 +210,9 @@ def test_data_that_does_not_match_the_model_is_refused(kjv_data, trained, tmp_pa
 def test_dynamic_masking_keeps_the_pipeline_invariants(kjv_data):
     special = {0, 1, 2, 3, 4}  # the trained tokenizer's [PAD] [UNK] [CLS] [SEP] [MASK]
     stored = data_lib.make_dataset(str(kjv_data), "train", batch_size=256, training=False, model_inputs=False)
+    masking = resolve(data_lib.read_manifest(str(kjv_data)), {}, dynamic=True)
     remasked = data_lib.make_dataset(
-        str(kjv_data), "train", batch_size=256, training=False, model_inputs=False, dynamic_masking=True
+        str(kjv_data), "train", batch_size=256, training=False, model_inputs=False, masking=masking
     )
     outcomes = {"mask": 0, "random": 0, "same": 0}
     changed = rows = 0
@@ -256,7 +258,7 @@ def test_data_the_trainer_cannot_use_is_refused(tmp_path, real_data, bert_vocab)
         )
     whole_words = tmp_path / "wwm"
     run_job(whole_words, f"--input={corpus}", f"--tokenizer={bert_vocab}", "--whole_word_masking")
-    with pytest.raises(TrainError, match="whole words"):
+    with pytest.raises(TrainError, match="needs word starts, which masked shards do not keep"):
         train(
             TrainConfig(
                 data_dir=str(whole_words),

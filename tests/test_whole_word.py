@@ -69,7 +69,7 @@ def test_pieces_of_a_word_selected_together_with_one_decision(packed, mask_count
     vocab, input_ids, lengths, word_starts = packed
     assert (~word_starts[:, 1:] & (input_ids[:, 1:] > 4)).sum() > 100, "the corpus has multi-piece words"
     many = np.tile(input_ids, (4, 1))
-    config = MaskingConfig(max_predictions_per_seq=10, whole_word_masking=True, mask_count=mask_count)
+    config = MaskingConfig(max_predictions_per_seq=10, masking="word", mask_count=mask_count)
     out = mask_batch(
         many,
         np.tile(lengths, 4),
@@ -99,7 +99,7 @@ def test_pieces_of_a_word_selected_together_with_one_decision(packed, mask_count
 
 def test_budget_never_splits_a_word(packed):
     vocab, input_ids, lengths, word_starts = packed
-    config = MaskingConfig(max_predictions_per_seq=3, whole_word_masking=True)
+    config = MaskingConfig(max_predictions_per_seq=3, masking="word")
     out = mask_batch(
         input_ids,
         lengths,

@@ -4,7 +4,6 @@ Shapes, vocabulary and special ids come from the output's manifest.json, not
 from flags a user can get wrong.
 """
 
-import dataclasses
 import os
 
 import numpy as np
@@ -27,19 +26,27 @@ def read_manifest(data_dir: str) -> manifest_lib.Manifest:
         raise DataError(str(e)) from None
 
 
-def feature_spec(max_seq_length: int, max_predictions_per_seq: int, packed: bool = False) -> dict:
-    """The feature spec of the original BERT run_pretraining.py; ``packed``: with ``position_ids``."""
+def feature_spec(
+    max_seq_length: int, max_predictions_per_seq: int, packed: bool = False, unmasked: bool = False
+) -> dict:
+    """The feature spec of the original BERT run_pretraining.py; ``packed``: with ``position_ids``;
+    ``unmasked`` (``--masking none``): word starts in place of the masked_lm_*, which masking adds."""
     seq = tf.io.FixedLenFeature([max_seq_length], tf.int64)
     pred = tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64)
-    return {
+    spec = {
         **({"position_ids": seq} if packed else {}),
         "input_ids": seq,
         "input_mask": seq,
         "segment_ids": seq,
+        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
+    }
+    if unmasked:
+        return {**spec, "word_starts": seq}
+    return {
+        **spec,
         "masked_lm_positions": pred,
         "masked_lm_ids": pred,
         "masked_lm_weights": tf.io.FixedLenFeature([max_predictions_per_seq], tf.float32),
-        "next_sentence_labels": tf.io.FixedLenFeature([1], tf.int64),
     }
 
 
@@ -51,45 +58,46 @@ def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
     ]
 
 
-def masking_config(manifest: manifest_lib.Manifest) -> MaskingConfig:
-    """The output's masking, by token: stored sequences carry no word boundaries to mask whole words by."""
-    return dataclasses.replace(manifest_lib.masking_config(manifest), whole_word_masking=False)
+def is_unmasked(manifest: manifest_lib.Manifest) -> bool:
+    """Whether the output was written without masks (``--masking none``): the trainer masks every batch."""
+    return manifest["config"].get("masking") == "none"
 
 
 class DynamicMasker:
-    """Re-masks stored sequences with the pipeline's own ``mask_batch``.
+    """Masks every batch with the pipeline's own ``mask_batch`` and the trainer's ``MaskingConfig``.
 
-    The original tokens come back from masked_lm_positions/ids; each batch is
-    masked anew with keys from (seed, sequence content, batch index), so a
-    sequence seen again in a later epoch gets a different mask (RoBERTa
-    style), under exactly the pipeline's rules.
+    Each batch is masked anew with keys from (seed, sequence content, batch
+    index), so a sequence seen again in a later epoch gets a different mask
+    (RoBERTa style), under exactly the pipeline's rules: the key of batch
+    index 0 is the job's key of copy 0, so with the job's seed the trainer
+    masks a sequence as the job would have. Unmasked outputs keep their word
+    starts, so words and spans can be masked; masked ones are restored from
+    masked_lm_positions/ids and re-masked by tokens.
     """
 
-    def __init__(self, data_dir: str, manifest: dict, seed: int):
+    def __init__(self, data_dir: str, manifest: dict, seed: int, config: MaskingConfig):
         with tf.io.gfile.GFile(os.path.join(data_dir, manifest["tokenizer"]["file"])) as f:
             _, vocab = manifest_lib.vocabulary(manifest, f.read())
         self._vocab = vocab
         self._is_special = vocab.unselectable_lookup()
-        self._config = masking_config(manifest)
+        self.config = config
         self._seed = seed
 
-    def __call__(self, index, input_ids, input_mask, positions, ids, weights):
-        original = input_ids.copy()
-        rows, slots = np.nonzero(weights > 0)
-        original[rows, positions[rows, slots]] = ids[rows, slots]
-        lengths = input_mask.sum(axis=1)
+    def mask(self, index, input_ids, lengths, word_starts=None):
+        """(masked input ids, masked_lm_positions, masked_lm_ids, masked_lm_weights) of original rows."""
+        original = input_ids.astype(np.int32)
         content = np.array(
-            [keys.content_key(row[:n].astype(np.int32).tobytes()) for row, n in zip(original, lengths)],
-            dtype=np.uint64,
+            [keys.content_key(row[:n].tobytes()) for row, n in zip(original, lengths)], dtype=np.uint64
         )
         masked = mask_batch(
-            original.astype(np.int32),
+            original,
             lengths,
             keys.record_keys(content, seed=self._seed, dupe=int(index)),
-            config=self._config,
+            config=self.config,
             is_special=self._is_special,
             mask_id=self._vocab.mask_id,
             random_ids=self._vocab.random_ids,
+            word_starts=None if word_starts is None else word_starts.astype(bool),
         )
         return (
             masked.input_ids.astype(np.int64),
@@ -98,25 +106,33 @@ class DynamicMasker:
             masked.masked_lm_weights,
         )
 
+    def _remask(self, index, input_ids, input_mask, positions, ids, weights):
+        original = input_ids.copy()
+        rows, slots = np.nonzero(weights > 0)
+        original[rows, positions[rows, slots]] = ids[rows, slots]
+        return self.mask(index, original, input_mask.sum(axis=1))
+
+    def _unmasked(self, index, input_ids, input_mask, word_starts):
+        return self.mask(index, input_ids, input_mask.sum(axis=1), word_starts)
+
     def tf_map(self, index, features):
+        if "word_starts" in features:
+            function, names = self._unmasked, ("input_ids", "input_mask", "word_starts")
+        else:
+            function = self._remask
+            names = ("input_ids", "input_mask", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights")
         outputs = tf.numpy_function(
-            self,
-            [
-                index,
-                features["input_ids"],
-                features["input_mask"],
-                features["masked_lm_positions"],
-                features["masked_lm_ids"],
-                features["masked_lm_weights"],
-            ],
+            function,
+            [index, *(features[name] for name in names)],
             [tf.int64, tf.int64, tf.int64, tf.float32],
             stateful=False,
         )
-        features = dict(features)
+        features = {k: v for k, v in features.items() if k != "word_starts"}
+        width = self.config.max_predictions_per_seq
         for name, value in zip(
             ("input_ids", "masked_lm_positions", "masked_lm_ids", "masked_lm_weights"), outputs
         ):
-            value.set_shape(features[name].shape)
+            value.set_shape(features["input_ids"].shape if name == "input_ids" else [None, width])
             features[name] = value
         return features
 
@@ -162,20 +178,26 @@ def make_dataset(
     manifest: dict | None = None,
     training: bool = True,
     seed: int = 0,
-    dynamic_masking: bool = False,
+    masking: MaskingConfig | None = None,
     model_inputs: bool = True,
 ) -> tf.data.Dataset:
     """Batches of one split: shard files interleaved, parsed in parallel, shuffled, prefetched.
 
     ``training``: repeat forever, shuffle files and records, drop the last
-    partial batch (fixed shapes for XLA); else one ordered pass.
+    partial batch (fixed shapes for XLA); else one ordered pass. ``masking``:
+    mask every batch so (``DynamicMasker``); an unmasked output needs it.
     """
     manifest = manifest or read_manifest(data_dir)
     paths = shard_paths(data_dir, manifest, split)
     if not paths:
         raise DataError(f"{data_dir} has no TFRecord records in split {split!r}")
     config = manifest["config"]
-    spec = feature_spec(config["max_seq_length"], config["max_predictions_per_seq"], is_packed(manifest))
+    unmasked = is_unmasked(manifest)
+    if unmasked and masking is None:
+        raise DataError(f"{data_dir} is unmasked (--masking none): the trainer must mask it (masking=...)")
+    spec = feature_spec(
+        config["max_seq_length"], config["max_predictions_per_seq"], is_packed(manifest), unmasked
+    )
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True).repeat()
@@ -190,8 +212,8 @@ def make_dataset(
         records = records.shuffle(16 * batch_size, seed=seed)
     batches = records.batch(batch_size, drop_remainder=training)
     batches = batches.map(lambda r: tf.io.parse_example(r, spec), num_parallel_calls=tf.data.AUTOTUNE)
-    if dynamic_masking:
-        masker = DynamicMasker(data_dir, manifest, seed)
+    if masking is not None:
+        masker = DynamicMasker(data_dir, manifest, seed, masking)
         batches = batches.enumerate().map(masker.tf_map, num_parallel_calls=tf.data.AUTOTUNE)
     if model_inputs:
         pairs = has_pairs(manifest)

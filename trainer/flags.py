@@ -48,7 +48,44 @@ def train_parser() -> CliParser:
     parser.add_argument(
         "--eval_batches", type=int, default=None, help="Validation batches per evaluation (all)."
     )
-    parser.add_argument("--dynamic_masking", action="store_true", help="Re-mask every batch (RoBERTa style).")
+    parser.add_argument(
+        "--dynamic_masking",
+        action="store_true",
+        help="Re-mask every batch of masked shards, by tokens (RoBERTa style). Unmasked shards (mlmprep run "
+        "--masking none) are always masked a batch at a time, by the flags below.",
+    )
+    masking = parser.add_argument_group(
+        "masking in training",
+        "For unmasked shards (--masking none) or with --dynamic_masking; each defaults to the data's run.",
+    )
+    masking.add_argument(
+        "--masking",
+        default=None,
+        choices=("token", "word", "span"),
+        help="token: tokens one by one; word: whole words; span: spans of whole words (SpanBERT). Words "
+        "and spans need unmasked shards, which keep the word starts. Default: the data's (token for "
+        "unmasked shards).",
+    )
+    masking.add_argument("--masked_lm_prob", type=float, default=None, help="Share of tokens predicted.")
+    masking.add_argument(
+        "--mask_token_ratio", type=float, default=None, help="Of the selected, the share made the mask token."
+    )
+    masking.add_argument(
+        "--random_token_ratio",
+        type=float,
+        default=None,
+        help="Of the selected, the share made a random token.",
+    )
+    masking.add_argument(
+        "--max_predictions_per_seq",
+        type=int,
+        default=None,
+        help="Cap on predictions per sequence (default: max(20, ceil(max_seq_length * masked_lm_prob))).",
+    )
+    masking.add_argument("--span_p", type=float, default=None, help="Span masking: the geometric's p (0.2).")
+    masking.add_argument(
+        "--max_span_words", type=int, default=None, help="Span masking: the longest span in words (10)."
+    )
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the initial weights, shuffling and dynamic masking."
     )

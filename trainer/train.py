@@ -23,8 +23,10 @@ import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import data, flags
+from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.flags import WARMUP_FRACTION
+from mlmprep.transforms.mask import MaskingConfig
 
 CHECKPOINTS = "checkpoints"
 HISTORY = "history.json"
@@ -54,6 +56,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     eval_batches: int | None = None
     dynamic_masking: bool = False
+    masking: dict = dataclasses.field(default_factory=dict)  # masking.FIELDS given as flags
     seed: int = 0
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better val_loss
 
@@ -227,8 +230,9 @@ def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | 
         )
 
 
-def _check_data(config: TrainConfig) -> dict:
-    """The data's manifest, once the data and the flags are known to suit each other."""
+def _check_data(config: TrainConfig) -> tuple[dict, MaskingConfig | None]:
+    """The data's manifest and the masking of training batches (``masking.resolve``), once the data and
+    the flags are known to suit each other."""
     if config.steps < 1 or config.checkpoint_every < 1:
         raise TrainError(
             f"--steps ({config.steps}) and --checkpoint_every ({config.checkpoint_every}) must be positive"
@@ -242,12 +246,11 @@ def _check_data(config: TrainConfig) -> dict:
             f"{config.data_dir} has no TFRecord train shards (the trainer reads TFRecord: "
             "run mlmprep with --formats tfrecord or tfrecord,parquet)"
         )
-    if config.dynamic_masking and manifest["config"].get("whole_word_masking"):
-        raise TrainError(
-            "--dynamic_masking re-masks token by token; these shards were masked by whole words, "
-            "whose boundaries they do not store"
-        )
-    return manifest
+    try:
+        masking = masking_lib.resolve(manifest, config.masking, config.dynamic_masking)
+    except masking_lib.MaskingError as e:
+        raise TrainError(str(e)) from None
+    return manifest, masking
 
 
 def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
@@ -307,7 +310,7 @@ def intervals(step: int, steps: int, every: int) -> list[tuple[int, int]]:
     return list(zip([step, *ends[:-1]], ends)) if step < steps else []
 
 
-def train_dataset(config: TrainConfig, manifest: dict, start: int):
+def train_dataset(config: TrainConfig, manifest: dict, start: int, masking: MaskingConfig | None):
     """The batches of the stretch that starts at step ``start``: shuffled by a seed of that step, so a run
     resumed from a checkpoint sees the very batches the uninterrupted run would have seen."""
     return data.make_dataset(
@@ -316,17 +319,24 @@ def train_dataset(config: TrainConfig, manifest: dict, start: int):
         batch_size=config.batch_size,
         manifest=manifest,
         seed=config.seed + start,
-        dynamic_masking=config.dynamic_masking,
+        masking=masking,
     )
 
 
-def _eval_dataset(config: TrainConfig, manifest: dict):
-    """(eval, eval batches): eval on the validation split, else on the first batches of train."""
+def _eval_dataset(config: TrainConfig, manifest: dict, masking: MaskingConfig | None):
+    """(eval, eval batches): eval on the validation split, else on the first batches of train. Unmasked
+    data is masked with the training's rules, the same way at every evaluation (the trainer's seed)."""
     eval_split = "validation" if data.shard_paths(config.data_dir, manifest, "validation") else "train"
     if eval_split == "train":
         print("no validation split in the data: evaluating on the first batches of train")
     eval_ds = data.make_dataset(
-        config.data_dir, eval_split, batch_size=config.batch_size, manifest=manifest, training=False
+        config.data_dir,
+        eval_split,
+        batch_size=config.batch_size,
+        manifest=manifest,
+        training=False,
+        seed=config.seed,
+        masking=masking if data.is_unmasked(manifest) else None,
     )
     eval_batches = config.eval_batches or (
         math.ceil(manifest["counts"]["splits"]["validation"]["sequences"] / config.batch_size)
@@ -338,7 +348,7 @@ def _eval_dataset(config: TrainConfig, manifest: dict):
 
 def train(config: TrainConfig, callbacks=()) -> list[dict]:
     """Trains (or resumes) to ``config.steps``; returns the history entries."""
-    manifest = _check_data(config)
+    manifest, masking = _check_data(config)
     strategy, on_gpu = device_setup()
     if config.batch_size % strategy.num_replicas_in_sync:
         raise TrainError(
@@ -362,7 +372,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     if step >= config.steps or (history and "stopped_early" in history[-1]):
         print(f"already trained to step {step}")
         return history
-    eval_ds, eval_batches = _eval_dataset(config, manifest)
+    eval_ds, eval_batches = _eval_dataset(config, manifest, masking)
     baseline = unigram_loss(eval_ds, eval_batches)
     if step == 0:  # where training starts from, for history.json
         scores = model.evaluate(eval_ds, steps=eval_batches, return_dict=True, verbose=0)
@@ -376,7 +386,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     for start, end in intervals(step, config.steps, config.checkpoint_every):
         epoch = -(-start // config.checkpoint_every)  # the stretch's number, for the logs
         model.fit(
-            train_dataset(config, manifest, start),
+            train_dataset(config, manifest, start, masking),
             initial_epoch=epoch,
             epochs=epoch + 1,
             steps_per_epoch=end - start,
@@ -420,6 +430,7 @@ def run(args):
         checkpoint_every=args.checkpoint_every,
         eval_batches=args.eval_batches,
         dynamic_masking=args.dynamic_masking,
+        masking={name: getattr(args, name) for name in masking_lib.FIELDS},
         seed=args.seed,
         early_stopping_patience=args.early_stopping_patience,
     )

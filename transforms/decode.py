@@ -129,30 +129,38 @@ def parse_example(data: bytes) -> dict[str, np.ndarray]:
     return out
 
 
-def _masked_batch(input_ids, input_mask, positions, ids, weights, frame=None, labels=None) -> MaskedBatch:
-    """The batch as read; lengths and counts from the masks, so they are checked, not trusted.
+def _masked_batch(columns: dict, frame=None, labels=None) -> MaskedBatch:
+    """The batch of the columns read (in TFRecord's names); lengths and counts from the masks, so they
+    are checked, not trusted. An unmasked output's (``word_starts``) has no predictions.
 
     With ``labels`` (sentence pairs), a row's segment start is found from the pair ``frame`` (whose B may
     have type id 0, as RoBERTa's).
     """
+    input_ids = columns["input_ids"]
+    n = len(input_ids)
+    unmasked = "word_starts" in columns
+    none = np.zeros((n, 0), np.int64)
     return MaskedBatch(
         input_ids=input_ids.astype(np.int64),
-        lengths=input_mask.sum(axis=1).astype(np.int32),
-        masked_lm_positions=positions.astype(np.int64),
-        masked_lm_ids=ids.astype(np.int64),
-        num_predictions=weights.sum(axis=1).astype(np.int32),
+        lengths=columns["input_mask"].sum(axis=1).astype(np.int32),
+        masked_lm_positions=none if unmasked else columns["masked_lm_positions"].astype(np.int64),
+        masked_lm_ids=none if unmasked else columns["masked_lm_ids"].astype(np.int64),
+        num_predictions=np.zeros(n, np.int32)
+        if unmasked
+        else columns["masked_lm_weights"].sum(axis=1).astype(np.int32),
         segment_starts=None if labels is None else frame.segment_starts(input_ids),
         next_sentence_labels=None if labels is None else labels.reshape(-1).astype(np.int64),
+        word_starts=columns["word_starts"] if unmasked else None,
     )
 
 
 def _tfrecord_batch(
-    records: list[bytes], first: int, seq: int, preds: int, pair_frame=None
+    records: list[bytes], first: int, seq: int, preds: int, pair_frame=None, unmasked: bool = False
 ) -> tuple[MaskedBatch, dict]:
     examples = [parse_example(r) for r in records]
     expected = {
         name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
-        for name, _ in encode.TFRECORD_FEATURES
+        for name, _ in encode.tfrecord_features(unmasked)
     }
     if examples and "position_ids" not in examples[0]:  # written before position_ids were
         del expected["position_ids"]
@@ -160,29 +168,22 @@ def _tfrecord_batch(
         shapes = {k: v.size for k, v in example.items()}
         if shapes != expected:
             raise CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
-        if example["masked_lm_weights"].dtype != np.float32:
+        if not unmasked and example["masked_lm_weights"].dtype != np.float32:
             raise CorruptRecordError(f"record {i}: masked_lm_weights is not float")
     stack = {k: np.stack([e[k] for e in examples]) for k in expected}
-    batch = _masked_batch(
-        stack["input_ids"],
-        stack["input_mask"],
-        stack["masked_lm_positions"],
-        stack["masked_lm_ids"],
-        stack["masked_lm_weights"],
-        pair_frame,
-        stack["next_sentence_labels"] if pair_frame is not None else None,
-    )
-    return batch, stack
+    labels = stack["next_sentence_labels"] if pair_frame is not None else None
+    return _masked_batch(stack, pair_frame, labels), stack
 
 
 def tfrecord_slices(
-    stream, seq: int, preds: int, rows: int, pair_frame=None
+    stream, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False
 ) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of ``rows`` records at a time from a TFRecord stream, read in order;
-    ``pair_frame``: the records are sentence pairs in this ``frames.Frame``."""
+    ``pair_frame``: the records are sentence pairs in this ``frames.Frame``; ``unmasked``: written by
+    ``--masking none``."""
     records, first = iter_tfrecords(stream), 0
     while chunk := list(itertools.islice(records, rows)):
-        yield _tfrecord_batch(chunk, first, seq, preds, pair_frame)
+        yield _tfrecord_batch(chunk, first, seq, preds, pair_frame, unmasked)
         first += len(chunk)
 
 
@@ -194,41 +195,34 @@ def _matrix(column: pa.ChunkedArray, width: int, name: str) -> np.ndarray:
     return lists.flatten().to_numpy(zero_copy_only=False).reshape(len(lists), width)
 
 
+_TFRECORD_NAMES = {"attention_mask": "input_mask", "token_type_ids": "segment_ids"}  # Parquet's -> TFRecord's
+
+
 def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[MaskedBatch, dict]:
     columns = {
-        name: _matrix(table.column(name), preds if name.startswith("masked_lm") else seq, name)
-        for name in encode.PARQUET_SCHEMA.names
-        if name in table.column_names
+        _TFRECORD_NAMES.get(name, name): _matrix(
+            table.column(name), preds if name.startswith("masked_lm") else seq, name
+        )
+        for name in table.column_names
+        if name != "next_sentence_label"
     }
     pairs = "next_sentence_label" in table.column_names
     labels = table.column("next_sentence_label").to_numpy()[:, None] if pairs else None
-    batch = _masked_batch(
-        columns["input_ids"],
-        columns["attention_mask"],
-        columns["masked_lm_positions"],
-        columns["masked_lm_ids"],
-        columns["masked_lm_weights"],
-        frame,
-        labels,
-    )
-    extra = {
-        "input_mask": columns["attention_mask"],
-        "segment_ids": columns["token_type_ids"],
-        "masked_lm_weights": columns["masked_lm_weights"],
-        "labels": columns["labels"],
-    }
-    if "position_ids" in columns:
-        extra["position_ids"] = columns["position_ids"]
+    batch = _masked_batch(columns, frame, labels)
+    extra = {k: v for k, v in columns.items() if k != "input_ids"}
     if pairs:
         extra["next_sentence_labels"] = labels
     return batch, extra
 
 
-def parquet_slices(f, seq: int, preds: int, rows: int, pair_frame=None) -> Iterator[tuple[MaskedBatch, dict]]:
+def parquet_slices(
+    f, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False
+) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of exactly ``rows`` rows (the last one fewer) from a seekable Parquet file,
-    whatever its row groups; ``pair_frame``: the rows are sentence pairs in this ``frames.Frame``."""
+    whatever its row groups; ``pair_frame``: the rows are sentence pairs in this ``frames.Frame``;
+    ``unmasked``: written by ``--masking none``."""
     parquet = pq.ParquetFile(f)
-    schema = encode.parquet_schema(pair_frame is not None)
+    schema = encode.parquet_schema(pair_frame is not None, unmasked)
     if parquet.schema_arrow != schema:
         before = schema.remove(schema.get_field_index("position_ids"))  # written before position_ids were
         if parquet.schema_arrow != before:

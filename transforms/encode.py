@@ -31,6 +31,15 @@ TFRECORD_FEATURES = (
     ("position_ids", False),
     ("segment_ids", False),
 )
+# ``--masking none``: no masked_lm_*, and where words start, for the trainer that masks.
+UNMASKED_TFRECORD_FEATURES = tuple(f for f in TFRECORD_FEATURES if not f[0].startswith("masked_lm")) + (
+    ("word_starts", False),
+)
+
+
+def tfrecord_features(unmasked: bool) -> tuple:
+    return UNMASKED_TFRECORD_FEATURES if unmasked else TFRECORD_FEATURES
+
 
 _LEN = 2  # protobuf wire type of a length-delimited field
 
@@ -161,6 +170,7 @@ def tf_feature_columns(batch: MaskedBatch) -> dict[str, np.ndarray]:
         "masked_lm_weights": batch.masked_lm_weights,
         "next_sentence_labels": labels,
         "position_ids": batch.position_ids,
+        **({"word_starts": batch.word_starts.astype(np.int32)} if batch.unmasked else {}),
     }
 
 
@@ -168,7 +178,7 @@ def _example_cells(batch: MaskedBatch) -> list[Cells]:
     """An Example's fields in order, as cells: its header, then each feature's prefix and payload."""
     columns = tf_feature_columns(batch)
     fields = []
-    for name, is_float in TFRECORD_FEATURES:
+    for name, is_float in tfrecord_features(batch.unmasked):
         values = columns[name]
         if is_float:
             payload, kind = _fixed(values.astype("<f4").view(np.uint8)), 2  # Feature.float_list
@@ -269,12 +279,18 @@ PARQUET_SCHEMA = pa.schema(
         pa.field("masked_lm_weights", _list(pa.float32()), nullable=False),
     ]
 )
+# ``--masking none``: the model's inputs and where words start; no labels (the collator makes them).
+UNMASKED_PARQUET_SCHEMA = pa.schema(
+    [f for f in PARQUET_SCHEMA if f.name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")]
+    + [pa.field("word_starts", _list(pa.int32()), nullable=False)]
+)
 # With sentence pairs: the label, named as Hugging Face's BertForPreTraining takes it.
-PAIRS_PARQUET_SCHEMA = PARQUET_SCHEMA.append(pa.field("next_sentence_label", pa.int32(), nullable=False))
+_PAIR_LABEL = pa.field("next_sentence_label", pa.int32(), nullable=False)
 
 
-def parquet_schema(pairs: bool) -> pa.Schema:
-    return PAIRS_PARQUET_SCHEMA if pairs else PARQUET_SCHEMA
+def parquet_schema(pairs: bool, unmasked: bool = False) -> pa.Schema:
+    schema = UNMASKED_PARQUET_SCHEMA if unmasked else PARQUET_SCHEMA
+    return schema.append(_PAIR_LABEL) if pairs else schema
 
 
 def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
@@ -286,36 +302,41 @@ def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
 def parquet_table(batch: MaskedBatch) -> pa.Table:
     """The Hugging Face columns, plus the masked_lm_* ones the TFRecords carry."""
     columns = tf_feature_columns(batch)
-    labels = records.labels(batch)
     arrays = {
         "input_ids": columns["input_ids"],
         "attention_mask": columns["input_mask"],
         "token_type_ids": columns["segment_ids"],
         "position_ids": columns["position_ids"],
-        "labels": labels,
-        "masked_lm_positions": batch.masked_lm_positions,
-        "masked_lm_ids": batch.masked_lm_ids,
-        "masked_lm_weights": columns["masked_lm_weights"],
     }
-    table = [_list_column(arrays[f.name], f.type) for f in PARQUET_SCHEMA]
-    if batch.next_sentence_labels is None:
-        return pa.Table.from_arrays(table, schema=PARQUET_SCHEMA)
-    labels = pa.array(batch.next_sentence_labels.astype(np.int32), pa.int32())
-    return pa.Table.from_arrays([*table, labels], schema=PAIRS_PARQUET_SCHEMA)
+    if batch.unmasked:
+        arrays["word_starts"] = columns["word_starts"]
+    else:
+        arrays.update(
+            labels=records.labels(batch),
+            masked_lm_positions=batch.masked_lm_positions,
+            masked_lm_ids=batch.masked_lm_ids,
+            masked_lm_weights=columns["masked_lm_weights"],
+        )
+    pairs = batch.next_sentence_labels is not None
+    schema = parquet_schema(pairs, batch.unmasked)
+    table = [_list_column(arrays[f.name], f.type) for f in schema if f.name in arrays]
+    if pairs:
+        table.append(pa.array(batch.next_sentence_labels.astype(np.int32), pa.int32()))
+    return pa.Table.from_arrays(table, schema=schema)
 
 
 class ParquetShard:
     """A Parquet file written into ``sink`` (any object with ``write``) as it is built, one row group per
     batch added: what it holds is a row group, not the file."""
 
-    def __init__(self, sink, pairs: bool = False):
+    def __init__(self, sink, pairs: bool = False, unmasked: bool = False):
         # zstd: smaller and faster to write than the default snappy here; every
         # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
         # Dictionaries and statistics suit neither token ids nor masks: without
         # them a shard is written a third faster and is under 10% larger.
         self._writer = pq.ParquetWriter(
             pa.PythonFile(sink, mode="w"),
-            parquet_schema(pairs),
+            parquet_schema(pairs, unmasked),
             compression="zstd",
             use_dictionary=False,
             write_statistics=False,

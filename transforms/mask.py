@@ -10,9 +10,19 @@ pieces of one word. Units are visited in a random order and taken while they
 fit the sequence's budget of predictions, skipping a word that would
 overflow it (BERT's ``create_masked_lm_predictions``); each unit gets one
 80/10/10 decision.
+
+Span masking (SpanBERT, Joshi et al. 2020) visits words in a random order
+too, and from each one not yet taken masks a span of whole words whose
+length is drawn from a geometric distribution truncated to
+``1..max_span_words``. A span passes over words an earlier span took (they
+are masked already, so the masked run stays contiguous), stops at the end of
+its piece (a special token or a blank one), and the span that reaches the
+budget is cut there, so the count of predictions is exact. Each span gets
+one 80/10/10 decision.
 """
 
 import dataclasses
+import math
 
 import numpy as np
 
@@ -20,7 +30,11 @@ from mlmprep.transforms import keys
 from mlmprep.transforms.records import MaskedBatch
 
 _SELECT, _DECIDE, _REPLACE = 0, 1, 2  # independent random streams per sequence
+_SPAN = 4  # span lengths (stream 3 is sentence pairs')
 MASK_COUNTS = ("exact", "bernoulli")
+# token: BERT's; word: whole words; span: SpanBERT's spans of whole words; none: no masks written (the
+# trainer masks each batch itself).
+MASKINGS = ("token", "word", "span", "none")
 MASK_POSITIONS = 1 << 18  # token positions masked at once (2,048 rows at 128 tokens, 32 at 8,192)
 
 
@@ -36,8 +50,34 @@ class MaskingConfig:
     max_predictions_per_seq: int = 20
     mask_token_ratio: float = 0.8
     random_token_ratio: float = 0.1
-    whole_word_masking: bool = False
+    masking: str = "token"  # MASKINGS
     mask_count: str = "exact"  # or "bernoulli": each unit selected with probability p
+    span_p: float = 0.2  # span masking: the geometric distribution's p (SpanBERT's 0.2)
+    max_span_words: int = 10  # span masking: the longest span, in words
+
+    @property
+    def by_words(self) -> bool:
+        """Whether selection needs word starts: whole words and spans are made of them."""
+        return self.masking in ("word", "span")
+
+
+def span_length_probabilities(span_p: float, max_span_words: int) -> np.ndarray:
+    """P(a span has k words), k = 1..max_span_words: Geometric(span_p) truncated and renormalised
+    (SpanBERT's mean of 3.8 words at p 0.2 and 10 words)."""
+    weights = span_p * (1 - span_p) ** np.arange(max_span_words)
+    return weights / weights.sum()
+
+
+def span_lengths(rng_keys, columns, config: MaskingConfig) -> np.ndarray:
+    """The span length, in words, drawn for a span starting at ``columns`` of the sequences ``rng_keys``."""
+    cdf = np.cumsum(span_length_probabilities(config.span_p, config.max_span_words))
+    drawn = keys.to_unit(keys.uniform_bits(rng_keys, stream=_SPAN, columns=columns))
+    return np.minimum(np.searchsorted(cdf, drawn, side="right"), config.max_span_words - 1) + 1
+
+
+def default_predictions(max_seq_length: int, masked_lm_prob: float) -> int:
+    """The cap that keeps the asked rate at any length: BERT's 20 at 128 tokens, ceil(L * p) beyond."""
+    return min(max(20, math.ceil(max_seq_length * masked_lm_prob)), max_seq_length - 2)
 
 
 def prediction_counts(lengths, num_candidates, config: MaskingConfig) -> np.ndarray:
@@ -117,6 +157,67 @@ def _select_words(unit, first, score, eligible, budget) -> np.ndarray:
     return np.take_along_axis(taken, np.maximum(unit, 0), axis=1) & (unit >= 0)
 
 
+def _select_spans(unit, first, candidate, score, budget, rng_keys, config: MaskingConfig):
+    """Spans of whole words from start words in score order, until each row's budget is reached exactly.
+
+    Returns (selected [N, L], the column each selected position's span starts at [N, L], and each
+    span's words and tokens [S, 2]).
+    """
+    n, width = unit.shape
+    rows = np.arange(n)
+    num_units = unit.max(axis=1, initial=-1) + 1
+    has_unit = np.arange(width)[None, :] < num_units[:, None]
+    size = np.zeros((n, width), dtype=np.int64)
+    r, c = np.nonzero(unit >= 0)
+    np.add.at(size, (r, unit[r, c]), 1)
+    # A span stays inside its run of candidates: a piece's body between specials or blank tokens.
+    before = np.take_along_axis(candidate, np.maximum(first - 1, 0), axis=1) & (first > 0)
+    run = np.cumsum(~before, axis=1)
+    order = np.argsort(
+        np.where(has_unit, np.take_along_axis(score, first, axis=1), _UNUSABLE), axis=1, kind="stable"
+    )
+    taken = np.zeros((n, width), dtype=np.int64)  # tokens taken of each unit (all of it, or a cut)
+    span_start = np.zeros((n, width), dtype=np.int64)  # per unit: the column its span starts at
+    total = np.zeros(n, dtype=np.int64)
+    spans = []
+    for j in range(int(num_units.max(initial=0))):  # a loop over start ranks, vectorized over rows
+        start = order[:, j]
+        going = (total < budget) & (j < num_units) & (taken[rows, start] == 0)
+        if not going.any():
+            if (total >= budget).all():
+                break
+            continue
+        length = span_lengths(rng_keys, first[rows, start], config)
+        current, words, tokens = start, np.zeros(n, np.int64), np.zeros(n, np.int64)
+        while True:  # one word a step; a word an earlier span took is passed over, as SpanBERT's spans do
+            free = going & (taken[rows, current] == 0)
+            whole = size[rows, current]
+            take = np.where(free, np.minimum(whole, budget - total), 0)
+            taken[rows, current] += take
+            span_start[rows, current] = np.where(free, first[rows, start], span_start[rows, current])
+            total += take
+            words += free
+            tokens += take
+            # The span that reaches the budget ends there; the others at their length or their run's end.
+            following = np.minimum(current + 1, width - 1)
+            going &= (
+                (words < length)
+                & (total < budget)
+                & (current + 1 < num_units)
+                & (run[rows, following] == run[rows, start])
+            )
+            if not going.any():
+                break
+            current = np.where(going, following, current)
+        started = tokens > 0
+        spans.append(np.stack([words[started], tokens[started]], axis=1))
+    safe = np.maximum(unit, 0)
+    offset = np.arange(width)[None, :] - np.take_along_axis(first, safe, axis=1)
+    selected = (unit >= 0) & (offset < np.take_along_axis(taken, safe, axis=1))
+    starts = np.take_along_axis(span_start, safe, axis=1)
+    return selected, starts, np.concatenate(spans) if spans else np.zeros((0, 2), np.int64)
+
+
 def mask_batch(
     input_ids: np.ndarray,
     lengths: np.ndarray,
@@ -139,13 +240,15 @@ def mask_batch(
       mask_id: the [MASK] id.
       random_ids: ids a "random token" replacement draws from, uniformly.
       word_starts: bool [N, L], True where a word begins; required for
-        whole-word masking.
+        whole-word and span masking.
     """
     n, width = input_ids.shape
     cap = config.max_predictions_per_seq
     candidate = ~is_special[input_ids] & (np.arange(width)[None, :] < lengths[:, None])
-    if config.whole_word_masking and word_starts is None:
-        raise ValueError("whole-word masking needs word_starts")
+    if config.masking not in MASKINGS[:3]:
+        raise ValueError(f"masking {config.masking!r} selects nothing to mask")
+    if config.by_words and word_starts is None:
+        raise ValueError(f"{config.masking} masking needs word_starts")
     rng_keys = np.asarray(rng_keys, dtype=np.uint64)
     # Scores as 53-bit integers: they rank as the floats keys.uniform gives. Drawn at the candidates
     # only (the rest are never ranked): long sequences' padding costs no hashing.
@@ -155,10 +258,16 @@ def mask_batch(
     if config.mask_count == "bernoulli":
         eligible = score < np.float64(config.masked_lm_prob) * (1 << keys.UNIFORM_BITS)
         budget = np.full(n, cap)
+        if config.masking == "span":  # a count drawn token by token, which spans then fill
+            budget = np.minimum(cap, (candidate & eligible).sum(axis=1))
     else:
         eligible = np.ones((n, width), dtype=bool)
         budget = prediction_counts(lengths, candidate.sum(axis=1), config)
-    if config.whole_word_masking:
+    spans = None
+    if config.masking == "span":
+        unit, first = _word_units(candidate, word_starts)
+        selected, span_starts, spans = _select_spans(unit, first, candidate, score, budget, rng_keys, config)
+    elif config.masking == "word":
         unit, first = _word_units(candidate, word_starts)
         selected = _select_words(unit, first, score, eligible, budget)
     else:
@@ -169,8 +278,14 @@ def mask_batch(
     count = np.bincount(rows, minlength=n)
     slot = np.arange(len(rows)) - np.repeat(np.cumsum(count) - count, count)
     row_keys = rng_keys[rows]
-    # One 80/10/10 decision per unit, drawn at its first position: only where something was selected.
-    decide_at = first[rows, unit[rows, cols]] if config.whole_word_masking else cols
+    # One 80/10/10 decision per unit (a span), drawn at its first position: only where something was
+    # selected.
+    if config.masking == "span":
+        decide_at = span_starts[rows, cols]
+    elif config.masking == "word":
+        decide_at = first[rows, unit[rows, cols]]
+    else:
+        decide_at = cols
     decide = keys.to_unit(keys.uniform_bits(row_keys, stream=_DECIDE, columns=decide_at))
     pick = keys.to_unit(keys.uniform_bits(row_keys, stream=_REPLACE, columns=cols))
     random_token = random_ids[np.minimum((pick * random_ids.size).astype(np.int64), random_ids.size - 1)]
@@ -192,4 +307,5 @@ def mask_batch(
         masked_lm_positions=positions,
         masked_lm_ids=originals,
         num_predictions=count.astype(np.int32),
+        spans=spans,
     )

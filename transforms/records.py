@@ -30,15 +30,37 @@ class MaskedBatch:
     # The frame's first token ([CLS], <s>), where each piece starts: position ids restart there. None: a
     # frame without one, whose sequences are one piece each.
     piece_start_id: int | None = None
+    # Span masking: each span's words and tokens, int [S, 2] (what the manifest's histogram counts).
+    spans: np.ndarray | None = None
+    # Unmasked output (``--masking none``): where words start, bool [N, L]; the masked_lm_* are then
+    # empty ([N, 0]) and the trainer masks on the fly.
+    word_starts: np.ndarray | None = None
 
     @property
     def position_ids(self) -> np.ndarray:
         return position_ids(self.input_ids, self.lengths, self.piece_start_id)
 
     @property
+    def unmasked(self) -> bool:
+        return self.word_starts is not None
+
+    @property
     def masked_lm_weights(self) -> np.ndarray:
         width = self.masked_lm_positions.shape[1]
         return (np.arange(width)[None, :] < self.num_predictions[:, None]).astype(np.float32)
+
+
+def unmasked(input_ids: np.ndarray, lengths: np.ndarray, word_starts: np.ndarray) -> MaskedBatch:
+    """Sequences as ``--masking none`` writes them: no predictions, the word starts kept."""
+    n = len(lengths)
+    return MaskedBatch(
+        input_ids=input_ids.astype(np.int32, copy=False),
+        lengths=np.asarray(lengths, dtype=np.int32),
+        masked_lm_positions=np.zeros((n, 0), dtype=np.int32),
+        masked_lm_ids=np.zeros((n, 0), dtype=np.int32),
+        num_predictions=np.zeros(n, dtype=np.int32),
+        word_starts=word_starts,
+    )
 
 
 LABEL_IGNORE = -100  # Hugging Face's ignore index for positions not predicted
@@ -82,14 +104,12 @@ def id_type(vocab_size: int, max_seq_length: int) -> pa.DataType:
     return pa.uint16() if max(vocab_size, max_seq_length) <= 1 << 16 else pa.int32()
 
 
-def schema(ids: pa.DataType, pairs: bool = False) -> pa.Schema:
-    fields = [
-        ("split", pa.uint8()),
-        ("key", pa.uint64()),
-        ("input_ids", pa.list_(ids)),
-        ("masked_lm_positions", pa.list_(ids)),
-        ("masked_lm_ids", pa.list_(ids)),
-    ]
+def schema(ids: pa.DataType, pairs: bool = False, unmasked: bool = False) -> pa.Schema:
+    fields = [("split", pa.uint8()), ("key", pa.uint64()), ("input_ids", pa.list_(ids))]
+    if unmasked:
+        fields.append(("word_starts", pa.list_(pa.bool_())))
+    else:
+        fields += [("masked_lm_positions", pa.list_(ids)), ("masked_lm_ids", pa.list_(ids))]
     if pairs:
         fields += [("segment_start", ids), ("next_sentence_label", pa.uint8())]
     return pa.schema(fields)
@@ -110,16 +130,21 @@ def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.Da
         pa.array(splits, pa.uint8()),
         pa.array(keys, pa.uint64()),
         _ragged(batch.input_ids, batch.lengths, ids),
-        _ragged(batch.masked_lm_positions, batch.num_predictions, ids),
-        _ragged(batch.masked_lm_ids, batch.num_predictions, ids),
     ]
+    if batch.unmasked:
+        columns.append(_ragged(batch.word_starts, batch.lengths, pa.bool_()))
+    else:
+        columns += [
+            _ragged(batch.masked_lm_positions, batch.num_predictions, ids),
+            _ragged(batch.masked_lm_ids, batch.num_predictions, ids),
+        ]
     pairs = batch.segment_starts is not None
     if pairs:
         columns += [
             pa.array(batch.segment_starts.astype(np.dtype(str(ids))), ids),
             pa.array(batch.next_sentence_labels.astype(np.uint8), pa.uint8()),
         ]
-    return pa.RecordBatch.from_arrays(columns, schema=schema(ids, pairs))
+    return pa.RecordBatch.from_arrays(columns, schema=schema(ids, pairs, batch.unmasked))
 
 
 def list_parts(column) -> tuple[np.ndarray, np.ndarray]:
@@ -147,15 +172,26 @@ def to_masked(
 ) -> MaskedBatch:
     """The padded batch of Arrow rows (a record batch or a table), in the same order."""
     ids, lengths = list_parts(rows.column("input_ids"))
-    positions, counts = list_parts(rows.column("masked_lm_positions"))
-    original, _ = list_parts(rows.column("masked_lm_ids"))
     pairs = "segment_start" in rows.schema.names
-    return MaskedBatch(
-        input_ids=_padded(ids, lengths, max_seq_length, pad_id),
-        lengths=lengths,
-        masked_lm_positions=_padded(positions, counts, max_predictions_per_seq, 0),
-        masked_lm_ids=_padded(original, counts, max_predictions_per_seq, 0),
-        num_predictions=counts,
+    if "word_starts" in rows.schema.names:  # unmasked
+        starts, _ = list_parts(rows.column("word_starts"))
+        batch = unmasked(
+            _padded(ids, lengths, max_seq_length, pad_id),
+            lengths,
+            _padded(starts, lengths, max_seq_length, 0) > 0,
+        )
+    else:
+        positions, counts = list_parts(rows.column("masked_lm_positions"))
+        original, _ = list_parts(rows.column("masked_lm_ids"))
+        batch = MaskedBatch(
+            input_ids=_padded(ids, lengths, max_seq_length, pad_id),
+            lengths=lengths,
+            masked_lm_positions=_padded(positions, counts, max_predictions_per_seq, 0),
+            masked_lm_ids=_padded(original, counts, max_predictions_per_seq, 0),
+            num_predictions=counts,
+        )
+    return dataclasses.replace(
+        batch,
         segment_starts=_scalars(rows, "segment_start", np.int32) if pairs else None,
         next_sentence_labels=_scalars(rows, "next_sentence_label", np.int8) if pairs else None,
         b_type=b_type,
@@ -172,7 +208,12 @@ def _scalars(rows, name: str, dtype) -> np.ndarray:
 def content(rows, indices: np.ndarray) -> list[bytes]:
     """Each given row's sequence and predictions as bytes: the order of records with equal keys."""
     taken = rows.take(indices)
-    parts = [list_parts(taken.column(c)) for c in ("input_ids", "masked_lm_positions", "masked_lm_ids")]
+    names = (
+        ("input_ids", "word_starts")
+        if "word_starts" in taken.schema.names
+        else ("input_ids", "masked_lm_positions", "masked_lm_ids")
+    )
+    parts = [list_parts(taken.column(c)) for c in names]
     columns = []
     for values, lengths in parts:
         ends = np.cumsum(lengths).tolist()

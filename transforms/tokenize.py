@@ -50,6 +50,7 @@ class Vocabulary:
     tokens: dict = dataclasses.field(default_factory=dict)  # role -> token text
     frames: dict = dataclasses.field(default_factory=dict)  # {"single": "[CLS] A [SEP]", "pair": ...}
     names: dict = dataclasses.field(default_factory=dict)  # id -> token, of the roles' and the frame's ids
+    word_source: str | None = None  # WORD_SOURCES: how words are found; None: the tokenizer marks none
 
     def name(self, token_id: int) -> str:
         return self.names.get(token_id, str(token_id))
@@ -86,6 +87,7 @@ class Vocabulary:
             "special_ids": ids,
             "special_tokens": {role: self.tokens.get(role) for role in ids},
             "frames": self.frames,
+            "word_starts": self.word_source,
         }
 
 
@@ -258,6 +260,7 @@ def vocabulary(tokenizer: Tokenizer, *given: dict) -> Vocabulary:
         tokens={role: roles[role] for role in ROLES if role in roles},
         frames=frame.describe(tokenizer.id_to_token),
         names={i: tokenizer.id_to_token(i) for i in (*ids.values(), *frame.pair_ids())},
+        word_source=word_source(tokenizer),
     )
 
 
@@ -306,12 +309,56 @@ def _word_starts(encoding) -> np.ndarray:
     return start
 
 
+# How a tokenizer's words are found, best first: its pre-tokenizer's word ids; the pieces its model marks
+# as continuing a word (WordPiece's "##"); the word-start mark its tokens carry (SentencePiece's "▁",
+# byte-level BPE's "Ġ") where nothing splits the text into words before the model.
+WORD_SOURCES = ("words", "continuation", "prefix")
+_WORD_MARKS = ("▁", "Ġ")
+_PROBE = "the quick brown fox jumps over the lazy dog"
+
+
+def word_source(tokenizer: Tokenizer) -> str | None:
+    """Which of WORD_SOURCES finds this tokenizer's words; None where none does (then whole-word and span
+    masking cannot be done)."""
+    probe = tokenizer.encode(_PROBE, add_special_tokens=False)
+    if len({w for w in probe.word_ids if w is not None}) > 1:
+        return "words"
+    if _continuation_ids(tokenizer, tokenizer.get_vocab(with_added_tokens=False)).size:
+        return "continuation"
+    if sum(t.startswith(_WORD_MARKS) for t in probe.tokens) > 1:
+        return "prefix"
+    return None
+
+
+def word_start_lookup(tokenizer: Tokenizer, source: str) -> np.ndarray | None:
+    """bool [vocab size]: the tokens that start a word, for the sources read from ids alone (None for
+    "words", which the encodings give)."""
+    if source == "words":
+        return None
+    if source == "tokens":  # a tokenizer that marks no words: every token is one
+        return np.ones(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
+    vocab = tokenizer.get_vocab(with_added_tokens=False)
+    lookup = np.ones(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
+    if source == "continuation":
+        lookup[_continuation_ids(tokenizer, vocab)] = False
+    else:
+        lookup[[i for t, i in vocab.items() if not t.startswith(_WORD_MARKS)]] = False
+    return lookup
+
+
 def encode_with_word_starts(
-    tokenizer: Tokenizer, texts: list[str]
+    tokenizer: Tokenizer, texts: list[str], lookup: np.ndarray | None = None
 ) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """Token ids and, per token, whether it begins a word."""
-    encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
-    return [np.asarray(e.ids, dtype=np.int32) for e in encodings], [_word_starts(e) for e in encodings]
+    """Token ids and, per token, whether it begins a word: from the encodings' word ids, or where
+    ``lookup`` (``word_start_lookup``) is given, from the ids (a text's first token always begins one)."""
+    if lookup is None:
+        encodings = tokenizer.encode_batch(texts, add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encodings], [_word_starts(e) for e in encodings]
+    ids = encode_batch(tokenizer, texts)
+    starts = [lookup[i] for i in ids]
+    for s in starts:
+        s[:1] = True
+    return ids, starts
 
 
 def splits_of(document_keys: np.ndarray | None, count: int, validation_fraction: float) -> np.ndarray:

@@ -34,18 +34,32 @@ class MaskSequences(CountingDoFn):
             rows = slice(start, start + self._rows)
             for dupe in range(self._dupe_factor):
                 rng_keys = keys.record_keys(batch.keys[rows], seed=self._seed, dupe=dupe)
-                masked = mask_batch(
-                    batch.input_ids[rows],
-                    batch.lengths[rows],
-                    rng_keys,
-                    config=self._config,
-                    is_special=self._is_special,
-                    mask_id=self._vocab.mask_id,
-                    random_ids=self._vocab.random_ids,
-                    word_starts=None if batch.word_starts is None else batch.word_starts[rows],
-                )
+                if self._config.masking == "none":  # the trainer masks: the words are kept instead
+                    masked = records.unmasked(
+                        batch.input_ids[rows], batch.lengths[rows], batch.word_starts[rows]
+                    )
+                else:
+                    masked = self._mask(batch, rows, rng_keys)
                 if batch.segment_starts is not None:
                     masked.segment_starts = batch.segment_starts[rows]
                     masked.next_sentence_labels = batch.pair_labels[rows]
-                self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
+                if self._config.masking != "none":
+                    self.count("sequences_without_predictions", int((masked.num_predictions == 0).sum()))
+                if masked.spans is not None:
+                    for name, column in (("span_words", 0), ("span_tokens", 1)):
+                        for length, n in enumerate(np.bincount(masked.spans[:, column]).tolist()):
+                            if n:
+                                self.count(f"{name}.{length}", n)
                 yield records.to_rows(batch.splits[rows], rng_keys >> np.uint64(1), masked, self._ids)
+
+    def _mask(self, batch, rows, rng_keys):
+        return mask_batch(
+            batch.input_ids[rows],
+            batch.lengths[rows],
+            rng_keys,
+            config=self._config,
+            is_special=self._is_special,
+            mask_id=self._vocab.mask_id,
+            random_ids=self._vocab.random_ids,
+            word_starts=None if batch.word_starts is None else batch.word_starts[rows],
+        )

@@ -23,6 +23,7 @@ from mlmprep.transforms.tokenize import (
     encode_with_word_starts,
     load_tokenizer,
     splits_of,
+    word_start_lookup,
 )
 
 ENCODE_CHARS = 1 << 20  # text per tokenizer call: its Encoding objects cost ~100x the ids
@@ -97,14 +98,15 @@ class TokenizeDocuments(CountingDoFn):
         tokenizer_json_text: str,
         validation_fraction: float,
         *,
-        word_starts: bool = False,
+        word_starts: str | None = None,
         min_doc_tokens: int = 0,
         sentence_language: str | None = None,
     ):
         super().__init__()
         self._tokenizer_json = tokenizer_json_text
         self._validation_fraction = validation_fraction
-        self._word_starts = word_starts
+        self._word_starts = word_starts  # tokenize.WORD_SOURCES: how words are found; None: not needed
+        self._word_start_lookup = None
         self._min_doc_tokens = min_doc_tokens
         self._sentence_language = sentence_language  # sentence pairs: tokenized a sentence at a time
         self._tokenizer = None
@@ -114,6 +116,8 @@ class TokenizeDocuments(CountingDoFn):
     def setup(self):
         exit_quickly()
         self._tokenizer = load_tokenizer(self._tokenizer_json)
+        if self._word_starts:
+            self._word_start_lookup = word_start_lookup(self._tokenizer, self._word_starts)
         gc.freeze()  # what this worker has loaded (Beam, the tokenizer) is never garbage: collections skip it
         # Two threads: one reads a batch's ids out of its encodings (which holds the GIL)
         # while the other tokenizes the next, so the tokenizer's pool is never idle.
@@ -153,7 +157,9 @@ class TokenizeDocuments(CountingDoFn):
         texts = [piece for doc in pieces for piece in doc]
         counts = [len(doc) for doc in pieces]
         if self._word_starts:
-            parts = _encode_bounded(lambda t: encode_with_word_starts(self._tokenizer, t), texts)
+            parts = _encode_bounded(
+                lambda t: encode_with_word_starts(self._tokenizer, t, self._word_start_lookup), texts
+            )
             ids = [i for part_ids, _ in parts for i in part_ids]
             starts = _join_pieces([s for _, part_starts in parts for s in part_starts], counts, bool)
         else:

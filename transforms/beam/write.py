@@ -48,12 +48,14 @@ class WriteShard(beam.DoFn):
         unk_id=None,
         generation=0,
         pairs=False,
+        unmasked=False,
         frame=None,
     ):
         self._output_dir = output_dir
         self._formats = formats
         self._generation = generation
         self._pairs = pairs
+        self._unmasked = unmasked
         self._unk_id = unk_id
         self._shape = dict(
             max_seq_length=max_seq_length,
@@ -90,7 +92,11 @@ class WriteShard(beam.DoFn):
             for fmt, path in paths.items():
                 files[fmt] = _AtomicFile(path)
             tfrecord = files.get("tfrecord")
-            parquet = encode.ParquetShard(files["parquet"], self._pairs) if "parquet" in files else None
+            parquet = (
+                encode.ParquetShard(files["parquet"], self._pairs, self._unmasked)
+                if "parquet" in files
+                else None
+            )
             stats = _write_in_slices(
                 slices,
                 shape=self._shape,
@@ -225,6 +231,7 @@ class WriteShards(beam.PTransform):
         temp_dir: str,
         generation: int = 0,
         pairs: bool = False,
+        unmasked: bool = False,
         frame=None,
     ):
         super().__init__()
@@ -241,6 +248,7 @@ class WriteShards(beam.PTransform):
             unk_id=unk_id,
             generation=generation,
             pairs=pairs,
+            unmasked=unmasked,
             frame=frame,
         )
 
