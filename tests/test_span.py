@@ -6,7 +6,7 @@ import sys
 
 import numpy as np
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from mlmprep.transforms import keys
 from mlmprep.transforms.documents import iter_documents
@@ -225,9 +225,15 @@ def test_span_masking_is_the_same_with_one_and_two_workers(tmp_path, real_data, 
 
 def test_words_come_from_continuation_marks_where_no_pre_tokenizer_splits_them(bert_vocab, tmp_path):
     wordpiece = Tokenizer(models.WordPiece.from_file(str(bert_vocab), unk_token="[UNK]"))
-    assert word_source(wordpiece) == "continuation"  # no pre-tokenizer: the ## pieces say where words go on
-    wordpiece.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    assert word_source(wordpiece) == "words"
+    assert word_source(wordpiece) == "continuation"  # the ## pieces say where words go on
+    # A SentencePiece model converted with no pre-tokenizer: its normalizer turns spaces into "▁", which
+    # its tokens then carry at word starts (the text is one "word" to the tokenizer).
+    pieces = [("[UNK]", 0.0), *((f"▁{w}", -1.0) for w in "the quick brown fox jumps over lazy dog".split())]
+    marked = Tokenizer(models.Unigram(pieces + [(c, -5.0) for c in "abcdefghijklmnopqrstuvwxyz▁"], 0))
+    marked.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    assert word_source(marked) == "prefix"
+    marked.pre_tokenizer = pre_tokenizers.Metaspace()
+    assert word_source(marked) == "words"
     bare = Tokenizer(models.BPE(vocab={"a": 0, "b": 1, " ": 2, "[MASK]": 3}, merges=[]))
     assert word_source(bare) is None
 

@@ -137,10 +137,11 @@ class DynamicMasker:
         return features
 
 
-def to_model_inputs(features, pairs: bool = False):
+def to_model_inputs(features, pairs: bool = False, electra: bool = False):
     """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names (and ``position_ids``
     where the rows are packed); with ``pairs``, y and sample_weight are dicts by output
-    (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``)."""
+    (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``). ``electra``: x also holds the masked positions' original
+    ids and weights, from which the model knows what its generator replaced (pairs' labels are unused)."""
     x = {
         "token_ids": tf.cast(features["input_ids"], tf.int32),
         "padding_mask": tf.cast(features["input_mask"], tf.int32),
@@ -150,7 +151,9 @@ def to_model_inputs(features, pairs: bool = False):
     if "position_ids" in features:
         x["position_ids"] = tf.cast(features["position_ids"], tf.int32)
     labels, weights = tf.cast(features["masked_lm_ids"], tf.int32), features["masked_lm_weights"]
-    if not pairs:
+    if electra:
+        x["mask_ids"], x["mask_weights"] = labels, weights
+    if electra or not pairs:
         return x, labels, weights
     pair_labels = tf.cast(features["next_sentence_labels"][:, 0], tf.int32)
     return (
@@ -180,6 +183,7 @@ def make_dataset(
     seed: int = 0,
     masking: MaskingConfig | None = None,
     model_inputs: bool = True,
+    objective: str = "mlm",
 ) -> tf.data.Dataset:
     """Batches of one split: shard files interleaved, parsed in parallel, shuffled, prefetched.
 
@@ -217,5 +221,8 @@ def make_dataset(
         batches = batches.enumerate().map(masker.tf_map, num_parallel_calls=tf.data.AUTOTUNE)
     if model_inputs:
         pairs = has_pairs(manifest)
-        batches = batches.map(lambda f: to_model_inputs(f, pairs), num_parallel_calls=tf.data.AUTOTUNE)
+        electra = objective == "electra"
+        batches = batches.map(
+            lambda f: to_model_inputs(f, pairs, electra), num_parallel_calls=tf.data.AUTOTUNE
+        )
     return batches.prefetch(tf.data.AUTOTUNE)

@@ -1,5 +1,6 @@
 """``mlmprep export``: a trained model as a Hugging Face ``BertForMaskedLM`` folder (``BertForPreTraining``
-where the model has a sentence-pair head).
+where the model has a sentence-pair head; an ELECTRA model as two folders, ``discriminator/`` with
+``ElectraForPreTraining`` and ``generator/`` with ``ElectraForMaskedLM``, each loadable on its own).
 
 The weight mapping is keras-hub's own ``convert_bert.py`` run backwards (it
 ports Hugging Face BERT checkpoints into ``BertBackbone``), plus the masked-LM
@@ -16,7 +17,7 @@ import os
 import numpy as np
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import flags
+from mlmprep.trainer import electra, flags
 from mlmprep.trainer import model as model_lib
 from mlmprep.transforms.tokenize import Vocabulary, vocabulary
 from mlmprep.transforms.tokenizer_files import transformers_files
@@ -57,69 +58,146 @@ def hf_config(backbone: dict, vocab: Vocabulary, pairs: bool = False) -> dict:
     }
 
 
+def electra_config(shape: dict, embedding_dim: int, vocab: Vocabulary, generator: bool) -> dict:
+    """``config.json`` of an ``ElectraForMaskedLM`` (the generator) or ``ElectraForPreTraining`` (the
+    discriminator) of one side's shapes (``electra.generator_config`` for the generator's)."""
+    return {
+        "architectures": ["ElectraForMaskedLM" if generator else "ElectraForPreTraining"],
+        "model_type": "electra",
+        "vocab_size": shape["vocabulary_size"],
+        "embedding_size": embedding_dim,
+        "hidden_size": shape["hidden_dim"],
+        "num_hidden_layers": shape["num_layers"],
+        "num_attention_heads": shape["num_heads"],
+        "intermediate_size": shape["intermediate_dim"],
+        "hidden_act": electra.ACTIVATION,  # the exact GELU, as the Keras model's encoders and heads
+        "hidden_dropout_prob": shape.get("dropout", 0.1),
+        "attention_probs_dropout_prob": shape.get("dropout", 0.1),
+        "max_position_embeddings": shape["max_sequence_length"],
+        "type_vocab_size": shape.get("num_segments", 2),
+        "initializer_range": 0.02,
+        "layer_norm_eps": electra.LAYER_NORM_EPSILON,
+        "pad_token_id": vocab.pad_id,
+        "position_embedding_type": "absolute",
+        "tie_word_embeddings": True,
+        "torch_dtype": "float32",
+    }
+
+
 def _array(variable) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(variable.numpy(), dtype=np.float32))
 
 
-def hf_weights(model) -> dict[str, np.ndarray]:
-    """The state dict ``BertForMaskedLM.save_pretrained`` writes, from a keras-hub ``BertMaskedLM`` (or
-    ``BertForPreTraining``'s, from a ``BertPretrainer``).
+class _StateDict(dict):
+    """A Hugging Face state dict filled from Keras layers.
 
     Keras kernels are (in, out) and Hugging Face's Linear weights (out, in);
     attention kernels are split by head in Keras and whole in Hugging Face.
-    The decoder is tied to the word embeddings in both, so it is not written.
     """
-    backbone = model.backbone
-    hidden = backbone.hidden_dim
-    out = {}
 
-    def dense(prefix, layer):
+    def dense(self, prefix: str, layer):
         kernel = _array(layer.kernel)
-        out[f"{prefix}.weight"] = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)
-        out[f"{prefix}.bias"] = _array(layer.bias).reshape(-1)
+        self[f"{prefix}.weight"] = np.ascontiguousarray(kernel.reshape(-1, kernel.shape[-1]).T)
+        self[f"{prefix}.bias"] = _array(layer.bias).reshape(-1)
 
-    def attention_in(prefix, layer):  # kernel (hidden, heads, head_dim) -> weight (heads * head_dim, hidden)
-        out[f"{prefix}.weight"] = np.ascontiguousarray(_array(layer.kernel).reshape(hidden, -1).T)
-        out[f"{prefix}.bias"] = _array(layer.bias).reshape(-1)
+    def layer_norm(self, prefix: str, layer):
+        self[f"{prefix}.weight"] = _array(layer.gamma)
+        self[f"{prefix}.bias"] = _array(layer.beta)
 
-    def layer_norm(prefix, layer):
-        out[f"{prefix}.weight"] = _array(layer.gamma)
-        out[f"{prefix}.bias"] = _array(layer.beta)
+    def embeddings(self, prefix: str, token, position, segment, layer_norm):
+        self[f"{prefix}.word_embeddings.weight"] = _array(token.embeddings)
+        self[f"{prefix}.position_embeddings.weight"] = _array(position.position_embeddings)
+        self[f"{prefix}.token_type_embeddings.weight"] = _array(segment.embeddings)
+        self.layer_norm(f"{prefix}.LayerNorm", layer_norm)
 
-    embeddings = "bert.embeddings"
-    out[f"{embeddings}.word_embeddings.weight"] = _array(backbone.get_layer("token_embedding").embeddings)
-    out[f"{embeddings}.position_embeddings.weight"] = _array(
-        backbone.get_layer("position_embedding").position_embeddings
+    def encoder(self, prefix: str, layers, hidden: int):
+        """keras-hub TransformerEncoders, through the private attributes keras-hub's own converter reads
+        (the layer exposes no others)."""
+        for i, block in enumerate(layers):
+            attention, at = block._self_attention_layer, f"{prefix}.layer.{i}"
+            for name, dense in (
+                ("query", attention.query_dense),
+                ("key", attention.key_dense),
+                ("value", attention.value_dense),
+            ):  # kernel (hidden, heads, head_dim) -> weight (heads * head_dim, hidden)
+                self[f"{at}.attention.self.{name}.weight"] = np.ascontiguousarray(
+                    _array(dense.kernel).reshape(hidden, -1).T
+                )
+                self[f"{at}.attention.self.{name}.bias"] = _array(dense.bias).reshape(-1)
+            self.dense(f"{at}.attention.output.dense", attention.output_dense)
+            self.layer_norm(f"{at}.attention.output.LayerNorm", block._self_attention_layer_norm)
+            self.dense(f"{at}.intermediate.dense", block._feedforward_intermediate_dense)
+            self.dense(f"{at}.output.dense", block._feedforward_output_dense)
+            self.layer_norm(f"{at}.output.LayerNorm", block._feedforward_layer_norm)
+
+    def masked_lm_head(self, prefix: str, head, bias: str):
+        """keras-hub's MaskedLMHead: its transform and layer norm, and its bias (the decoder is tied)."""
+        self.dense(f"{prefix}.dense", head._intermediate_dense)
+        self.layer_norm(f"{prefix}.LayerNorm", head._intermediate_layer_norm)
+        self[bias] = _array(head._bias)
+
+
+def hf_weights(model) -> dict[str, np.ndarray]:
+    """The state dict ``BertForMaskedLM.save_pretrained`` writes, from a keras-hub ``BertMaskedLM`` (or
+    ``BertForPreTraining``'s, from a ``BertPretrainer``). The decoder is tied to the word embeddings in
+    both, so it is not written."""
+    backbone = model.backbone
+    out = _StateDict()
+    out.embeddings(
+        "bert.embeddings",
+        backbone.get_layer("token_embedding"),
+        backbone.get_layer("position_embedding"),
+        backbone.get_layer("segment_embedding"),
+        backbone.get_layer("embeddings_layer_norm"),
     )
-    out[f"{embeddings}.token_type_embeddings.weight"] = _array(
-        backbone.get_layer("segment_embedding").embeddings
-    )
-    layer_norm(f"{embeddings}.LayerNorm", backbone.get_layer("embeddings_layer_norm"))
-    # The same private attributes keras-hub's converter reads: TransformerEncoder exposes no others.
-    for i in range(backbone.num_layers):
-        block = backbone.get_layer(f"transformer_layer_{i}")
-        attention, prefix = block._self_attention_layer, f"bert.encoder.layer.{i}"
-        attention_in(f"{prefix}.attention.self.query", attention.query_dense)
-        attention_in(f"{prefix}.attention.self.key", attention.key_dense)
-        attention_in(f"{prefix}.attention.self.value", attention.value_dense)
-        dense(f"{prefix}.attention.output.dense", attention.output_dense)
-        layer_norm(f"{prefix}.attention.output.LayerNorm", block._self_attention_layer_norm)
-        dense(f"{prefix}.intermediate.dense", block._feedforward_intermediate_dense)
-        dense(f"{prefix}.output.dense", block._feedforward_output_dense)
-        layer_norm(f"{prefix}.output.LayerNorm", block._feedforward_layer_norm)
-    head = model.masked_lm_head
-    dense("cls.predictions.transform.dense", head._intermediate_dense)
-    layer_norm("cls.predictions.transform.LayerNorm", head._intermediate_layer_norm)
-    out["cls.predictions.bias"] = _array(head._bias)
+    layers = [backbone.get_layer(f"transformer_layer_{i}") for i in range(backbone.num_layers)]
+    out.encoder("bert.encoder", layers, backbone.hidden_dim)
+    out.masked_lm_head("cls.predictions.transform", model.masked_lm_head, "cls.predictions.bias")
     if isinstance(model, model_lib.BertPretrainer):  # BertForPreTraining's pooler and pair head
-        dense("bert.pooler.dense", backbone.get_layer("pooled_dense"))
-        dense("cls.seq_relationship", model.next_sentence_head)
-    return out
+        out.dense("bert.pooler.dense", backbone.get_layer("pooled_dense"))
+        out.dense("cls.seq_relationship", model.next_sentence_head)
+    return dict(out)
+
+
+def electra_weights(model: electra.ElectraPretrainer, side: str) -> dict[str, np.ndarray]:
+    """The state dict of ``ElectraForMaskedLM`` (``side`` "generator") or ``ElectraForPreTraining``
+    ("discriminator"): the shared embeddings, the side's projection and encoder, and its head."""
+    out = _StateDict()
+    out.embeddings(
+        "electra.embeddings",
+        model.token_embedding,
+        model.position_embedding,
+        model.segment_embedding,
+        model.embeddings_layer_norm,
+    )
+    projection = getattr(model, f"{side}_embeddings_projection", None)
+    if projection is not None:
+        out.dense("electra.embeddings_project", projection)
+    shape = model.generator_shape if side == "generator" else model.arguments
+    out.encoder("electra.encoder", getattr(model, f"{side}_layers"), shape["hidden_dim"])
+    if side == "generator":
+        out.masked_lm_head("generator_predictions", model.generator_head, "generator_lm_head.bias")
+    else:
+        out.dense("discriminator_predictions.dense", model.discriminator_dense)
+        out.dense("discriminator_predictions.dense_prediction", model.discriminator_prediction)
+    return dict(out)
+
+
+def _write(output_dir: str, weights: dict, files: dict) -> list[str]:
+    from safetensors.numpy import save_file
+
+    os.makedirs(output_dir, exist_ok=True)
+    save_file(weights, os.path.join(output_dir, WEIGHTS_FILE), metadata={"format": "pt"})
+    for name, text in files.items():
+        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
+            f.write(text + ("" if text.endswith("\n") else "\n"))
+    return sorted([WEIGHTS_FILE, *files])
 
 
 def export(model_dir: str, output_dir: str) -> list[str]:
-    """Writes the Hugging Face folder; returns the names of its files."""
-    from safetensors.numpy import save_file
+    """Writes the Hugging Face folder (an ELECTRA model's two: ``discriminator/`` and ``generator/``);
+    returns the names of the files written, relative to ``output_dir``."""
+    import safetensors  # noqa: F401  (fails early, before anything is written, where it is missing)
 
     from mlmprep.trainer.fill_mask import load
 
@@ -127,14 +205,21 @@ def export(model_dir: str, output_dir: str) -> list[str]:
     vocab = vocabulary(tokenizer, manifest_lib.roles(manifest))
     # The tokenizer with its frame and special tokens, framing text as the shards do.
     files = transformers_files(tokenizer, vocab, manifest["config"]["max_seq_length"])
+    if isinstance(model, electra.ElectraPretrainer):
+        written = []
+        for side in ("discriminator", "generator"):
+            shape = model.generator_shape if side == "generator" else model.arguments
+            config = electra_config(shape, model.arguments["embedding_dim"], vocab, side == "generator")
+            names = _write(
+                os.path.join(output_dir, side),
+                electra_weights(model, side),
+                {**files, CONFIG_FILE: json.dumps(config, indent=2)},
+            )
+            written += [f"{side}/{name}" for name in names]
+        return written
     pairs = isinstance(model, model_lib.BertPretrainer)
     files[CONFIG_FILE] = json.dumps(hf_config(model.backbone.get_config(), vocab, pairs), indent=2)
-    os.makedirs(output_dir, exist_ok=True)
-    save_file(hf_weights(model), os.path.join(output_dir, WEIGHTS_FILE), metadata={"format": "pt"})
-    for name, text in files.items():
-        with open(os.path.join(output_dir, name), "w", encoding="utf-8") as f:
-            f.write(text + ("" if text.endswith("\n") else "\n"))
-    return sorted([WEIGHTS_FILE, *files])
+    return _write(output_dir, hf_weights(model), files)
 
 
 def main(argv):

@@ -10,6 +10,7 @@ from mlmprep.pipeline.errors import CliParser
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
 WARMUP_FRACTION = 0.1
 EXPORT_FORMATS = ("transformers",)
+OBJECTIVES = ("mlm", "electra")
 
 
 def train_parser() -> CliParser:
@@ -47,6 +48,21 @@ def train_parser() -> CliParser:
     )
     parser.add_argument(
         "--eval_batches", type=int, default=None, help="Validation batches per evaluation (all)."
+    )
+    parser.add_argument(
+        "--objective",
+        default="mlm",
+        choices=OBJECTIVES,
+        help="mlm: BERT's masked LM (and, on sentence pairs, its pair head); electra: ELECTRA's "
+        "replaced-token detection, a generator masked LM filling the masked positions and the model (the "
+        "discriminator) telling replaced tokens from originals at every position.",
+    )
+    parser.add_argument(
+        "--generator_fraction",
+        type=float,
+        default=0.25,
+        help="ELECTRA: the generator's width (hidden size, heads, feed-forward) as a fraction of the "
+        "discriminator's, in (0, 1] (the paper's 1/4 to 1/2).",
     )
     parser.add_argument(
         "--dynamic_masking",
@@ -118,7 +134,9 @@ def export_parser() -> CliParser:
     parser = CliParser(
         prog="mlmprep export",
         description="Writes a trained model as a Hugging Face transformers folder (BertForMaskedLM, or "
-        "BertForPreTraining with a pair head): config, safetensors weights, tokenizer.",
+        "BertForPreTraining with a pair head; an ELECTRA model as two, discriminator/ with "
+        "ElectraForPreTraining and generator/ with ElectraForMaskedLM): config, safetensors weights, "
+        "tokenizer.",
     )
     parser.add_argument("--model", required=True, help="A model directory written by mlmprep train.")
     parser.add_argument("--output", required=True, help="The folder to write (created if absent).")

@@ -12,6 +12,7 @@ import json
 import keras
 import keras_hub
 
+from mlmprep.trainer.electra import ElectraPretrainer
 from mlmprep.trainer.packed import PackedBertBackbone
 from mlmprep.trainer.schedule import WarmupLinearDecay
 
@@ -65,7 +66,11 @@ MLM_OUTPUT, PAIR_OUTPUT = "mlm", "next_sentence"
 
 def build(config: dict, *, dtype=None, pairs: bool = False, packed: bool = False) -> keras.Model:
     """keras-hub's BertMaskedLM, or with ``pairs`` a BertPretrainer (its heads and BERT's pair head);
-    ``packed``: on a ``PackedBertBackbone``, for rows of several pieces (best-fit packing)."""
+    ``packed``: on a ``PackedBertBackbone``, for rows of several pieces (best-fit packing). A config whose
+    objective is "electra" builds an ``ElectraPretrainer`` of the config's (discriminator's) shapes."""
+    if config.get("objective") == "electra":  # its own generator and discriminator; no pair head
+        arguments = {k: v for k, v in config.items() if k != "objective"}
+        return ElectraPretrainer(**arguments, packed=packed, dtype=dtype)
     backbone_cls = PackedBertBackbone if packed else keras_hub.models.BertBackbone
     backbone = backbone_cls(**config, dtype=dtype)
     if pairs:
@@ -135,7 +140,11 @@ class BertPretrainer(keras.Model):
 
 
 def masked_lm_logits(model, inputs):
-    """The masked-LM logits of either model for a batch of inputs (numpy)."""
+    """The masked-LM logits of any of the models for a batch of inputs (numpy): ELECTRA's are its
+    generator's."""
+    if isinstance(model, ElectraPretrainer):
+        model = model.generator
+        inputs = {k: v for k, v in inputs.items() if k in model.input}
     outputs = model.predict(inputs, verbose=0)
     return outputs[MLM_OUTPUT] if isinstance(outputs, dict) else outputs
 
@@ -165,6 +174,9 @@ def compile_for_pretraining(
         from_logits=True, reduction="mean_with_sample_weight"
     )
     masked_accuracy = keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")
+    if isinstance(model, ElectraPretrainer):  # its loss and metrics are its own (compute_loss)
+        model.compile(optimizer=optimizer, jit_compile=jit_compile)
+        return
     if not isinstance(model, BertPretrainer):
         model.compile(
             optimizer=optimizer,

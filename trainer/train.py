@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import data, flags
+from mlmprep.trainer import data, electra, flags
 from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.flags import WARMUP_FRACTION
@@ -59,6 +59,8 @@ class TrainConfig:
     masking: dict = dataclasses.field(default_factory=dict)  # masking.FIELDS given as flags
     seed: int = 0
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better val_loss
+    objective: str = "mlm"  # flags.OBJECTIVES
+    generator_fraction: float = electra.GENERATOR_FRACTION  # ELECTRA: the generator's width over the model's
 
 
 def device_setup():
@@ -107,6 +109,8 @@ def _history_entry(step: int, logs: dict, baseline: float, prefix: str = "val_")
     The losses are the masked LM's, with or without a pair head: what the unigram baseline compares with.
     With sentence pairs, the pair head's loss and accuracy are beside them.
     """
+    if f"{prefix}discriminator_loss" in logs:  # ELECTRA: the generator's loss is the masked LM's
+        return _electra_entry(step, logs, baseline, prefix)
     pairs = f"{prefix}{model_lib.MLM_OUTPUT}_loss" in logs
     mlm = f"{model_lib.MLM_OUTPUT}_" if pairs else ""
     train_loss = logs.get(f"{mlm}loss") if prefix else None
@@ -124,6 +128,25 @@ def _history_entry(step: int, logs: dict, baseline: float, prefix: str = "val_")
         entry["val_pair_loss"] = float(logs[f"{pair}loss"])
         entry["val_pair_accuracy"] = float(logs[f"{pair}pair_accuracy"])
     return entry
+
+
+def _electra_entry(step: int, logs: dict, baseline: float, prefix: str) -> dict:
+    """ELECTRA's history entry: the loss (generator + 50 x discriminator), each part, the generator's
+    masked accuracy and the discriminator's accuracy and AUC over every real token."""
+    train_loss = logs.get("loss") if prefix else None
+    generator_loss = float(logs[f"{prefix}generator_loss"])
+    return {
+        "step": step,
+        "train_loss": None if train_loss is None else float(train_loss),
+        "val_loss": float(logs[f"{prefix}loss"]),
+        "val_generator_loss": generator_loss,
+        "val_discriminator_loss": float(logs[f"{prefix}discriminator_loss"]),
+        "val_masked_accuracy": float(logs[f"{prefix}masked_accuracy"]),
+        "val_discriminator_accuracy": float(logs[f"{prefix}discriminator_accuracy"]),
+        "val_discriminator_auc": float(logs[f"{prefix}discriminator_auc"]),
+        "val_perplexity": math.exp(min(generator_loss, 50.0)),
+        "val_unigram_loss": baseline,
+    }
 
 
 def unigram_loss(eval_ds, batches: int) -> float:
@@ -265,15 +288,25 @@ def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
                 f"{config.output_dir} has checkpoints but no readable {MODEL_CONFIG}: {e}"
             ) from None
         print(f"resuming: the model is the one in {config_path} (--model is not used)")
+        trained = backbone.get("objective", "mlm")
+        if trained != config.objective:
+            raise TrainError(
+                f"the model in {config.output_dir} was trained with --objective {trained}, "
+                f"not {config.objective}"
+            )
         return backbone
     try:
-        return model_lib.backbone_config(
+        backbone = model_lib.backbone_config(
             config.model,
             vocabulary_size=manifest["tokenizer"]["vocab_size"],
             max_sequence_length=manifest["config"]["max_seq_length"],
         )
-    except model_lib.ModelConfigError as e:
+        if config.objective == "electra":
+            backbone.update(objective="electra", generator_fraction=config.generator_fraction)
+            electra.generator_config(backbone, config.generator_fraction)  # checks it can be built
+    except (model_lib.ModelConfigError, electra.ElectraConfigError) as e:
         raise TrainError(str(e)) from None
+    return backbone
 
 
 def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool, manifest: dict):
@@ -320,6 +353,7 @@ def train_dataset(config: TrainConfig, manifest: dict, start: int, masking: Mask
         manifest=manifest,
         seed=config.seed + start,
         masking=masking,
+        objective=config.objective,
     )
 
 
@@ -337,6 +371,7 @@ def _eval_dataset(config: TrainConfig, manifest: dict, masking: MaskingConfig | 
         training=False,
         seed=config.seed,
         masking=masking if data.is_unmasked(manifest) else None,
+        objective=config.objective,
     )
     eval_batches = config.eval_batches or (
         math.ceil(manifest["counts"]["splits"]["validation"]["sequences"] / config.batch_size)
@@ -431,6 +466,8 @@ def run(args):
         eval_batches=args.eval_batches,
         dynamic_masking=args.dynamic_masking,
         masking={name: getattr(args, name) for name in masking_lib.FIELDS},
+        objective=args.objective,
+        generator_fraction=args.generator_fraction,
         seed=args.seed,
         early_stopping_patience=args.early_stopping_patience,
     )
@@ -445,5 +482,10 @@ def run(args):
             f"step {last['step']}: val_loss {last['val_loss']:.4f}"
             + (f" (a unigram model's: {baseline:.4f})" if baseline is not None else "")
             + f", val_masked_accuracy {last['val_masked_accuracy']:.4f}"
+            + (
+                f", val_discriminator_auc {last['val_discriminator_auc']:.4f}"
+                if "val_discriminator_auc" in last
+                else ""
+            )
             + (f", val_pair_accuracy {last['val_pair_accuracy']:.4f}" if "val_pair_accuracy" in last else "")
         )

@@ -164,12 +164,10 @@ def _select_spans(unit, first, candidate, score, budget, rng_keys, config: Maski
     span's words and tokens [S, 2]).
     """
     n, width = unit.shape
-    rows = np.arange(n)
     num_units = unit.max(axis=1, initial=-1) + 1
     has_unit = np.arange(width)[None, :] < num_units[:, None]
-    size = np.zeros((n, width), dtype=np.int64)
     r, c = np.nonzero(unit >= 0)
-    np.add.at(size, (r, unit[r, c]), 1)
+    size = np.bincount(r * width + unit[r, c], minlength=n * width).reshape(n, width)  # tokens per unit
     # A span stays inside its run of candidates: a piece's body between specials or blank tokens.
     before = np.take_along_axis(candidate, np.maximum(first - 1, 0), axis=1) & (first > 0)
     run = np.cumsum(~before, axis=1)
@@ -180,35 +178,36 @@ def _select_spans(unit, first, candidate, score, budget, rng_keys, config: Maski
     span_start = np.zeros((n, width), dtype=np.int64)  # per unit: the column its span starts at
     total = np.zeros(n, dtype=np.int64)
     spans = []
-    for j in range(int(num_units.max(initial=0))):  # a loop over start ranks, vectorized over rows
-        start = order[:, j]
-        going = (total < budget) & (j < num_units) & (taken[rows, start] == 0)
-        if not going.any():
+    for j in range(int(num_units.max(initial=0))):  # a loop over start ranks, over the rows still short
+        rows = np.nonzero((total < budget) & (j < num_units))[0]
+        if not rows.size:
             if (total >= budget).all():
                 break
             continue
-        length = span_lengths(rng_keys, first[rows, start], config)
-        current, words, tokens = start, np.zeros(n, np.int64), np.zeros(n, np.int64)
-        while True:  # one word a step; a word an earlier span took is passed over, as SpanBERT's spans do
-            free = going & (taken[rows, current] == 0)
-            whole = size[rows, current]
-            take = np.where(free, np.minimum(whole, budget - total), 0)
-            taken[rows, current] += take
-            span_start[rows, current] = np.where(free, first[rows, start], span_start[rows, current])
-            total += take
-            words += free
-            tokens += take
+        start = order[rows, j]
+        free = taken[rows, start] == 0
+        rows, start = rows[free], start[free]
+        if not rows.size:
+            continue
+        length = span_lengths(rng_keys[rows], first[rows, start], config)
+        words, tokens = np.zeros(rows.size, np.int64), np.zeros(rows.size, np.int64)
+        live, current, span_run, start_col = np.arange(rows.size), start, run[rows, start], first[rows, start]
+        while (
+            live.size
+        ):  # one word a step; a word an earlier span took is passed over, as SpanBERT's spans do
+            r = rows[live]
+            free = taken[r, current] == 0
+            take = np.where(free, np.minimum(size[r, current], budget[r] - total[r]), 0)
+            taken[r, current] += take
+            span_start[r[free], current[free]] = start_col[live[free]]
+            total[r] += take
+            words[live] += free
+            tokens[live] += take
             # The span that reaches the budget ends there; the others at their length or their run's end.
-            following = np.minimum(current + 1, width - 1)
-            going &= (
-                (words < length)
-                & (total < budget)
-                & (current + 1 < num_units)
-                & (run[rows, following] == run[rows, start])
-            )
-            if not going.any():
-                break
-            current = np.where(going, following, current)
+            following = current + 1
+            go_on = (words[live] < length[live]) & (total[r] < budget[r]) & (following < num_units[r])
+            go_on[go_on] = run[r[go_on], following[go_on]] == span_run[live[go_on]]
+            live, current = live[go_on], following[go_on]
         started = tokens > 0
         spans.append(np.stack([words[started], tokens[started]], axis=1))
     safe = np.maximum(unit, 0)

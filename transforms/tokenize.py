@@ -319,11 +319,18 @@ _PROBE = "the quick brown fox jumps over the lazy dog"
 
 def word_source(tokenizer: Tokenizer) -> str | None:
     """Which of WORD_SOURCES finds this tokenizer's words; None where none does (then whole-word and span
-    masking cannot be done)."""
+    masking cannot be done).
+
+    WordPiece marks every piece after a word's first: its words are its pre-tokenizer's, read from the ids
+    alone, which spares the job the encodings' word ids (a fifth of its time).
+    """
+    continuation = _continuation_ids(tokenizer, tokenizer.get_vocab(with_added_tokens=False)).size > 0
+    if continuation and isinstance(tokenizer.model, models.WordPiece):
+        return "continuation"
     probe = tokenizer.encode(_PROBE, add_special_tokens=False)
     if len({w for w in probe.word_ids if w is not None}) > 1:
         return "words"
-    if _continuation_ids(tokenizer, tokenizer.get_vocab(with_added_tokens=False)).size:
+    if continuation:
         return "continuation"
     if sum(t.startswith(_WORD_MARKS) for t in probe.tokens) > 1:
         return "prefix"
