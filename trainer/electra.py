@@ -15,6 +15,8 @@ TransformerEncoder, MaskedLMHead) with Hugging Face ELECTRA's activation
 ``ElectraForMaskedLM`` computing these very logits.
 """
 
+import math
+
 import keras
 import keras_hub
 from keras import ops
@@ -25,6 +27,7 @@ DISCRIMINATOR_WEIGHT = 50.0  # the paper's lambda
 GENERATOR_FRACTION = 0.25  # the generator's width over the discriminator's (the paper's 1/4 to 1/2)
 LAYER_NORM_EPSILON = 1e-12  # Hugging Face ELECTRA's
 ACTIVATION = "gelu"  # the exact GELU: Hugging Face ELECTRA's hidden_act and generator head
+REPLACED_SHARE = 0.15  # the share of tokens replaced at BERT's masking rate: where the discriminator starts
 
 
 class ElectraConfigError(ValueError):
@@ -125,6 +128,7 @@ class ElectraPretrainer(keras.Model):
         discriminator_weight=DISCRIMINATOR_WEIGHT,
         packed=False,
         seed=None,
+        replaced_share=REPLACED_SHARE,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -142,6 +146,7 @@ class ElectraPretrainer(keras.Model):
             discriminator_weight=discriminator_weight,
             packed=packed,
             seed=seed,
+            replaced_share=replaced_share,
         )
         self.generator_shape = generator_config(self.arguments, generator_fraction)
         embedding_dim = self.arguments["embedding_dim"]
@@ -179,8 +184,14 @@ class ElectraPretrainer(keras.Model):
         self.discriminator_dense = keras.layers.Dense(
             hidden_dim, activation=ACTIVATION, kernel_initializer=_initializer(), name="discriminator_dense"
         )
+        # The bias starts at the log-odds of a token being replaced, so that the discriminator starts at the
+        # prior rather than reaching it through its hidden states, which collapses them (every position the
+        # same logit) at a tiny model's learning rates.
         self.discriminator_prediction = keras.layers.Dense(
-            1, kernel_initializer=_initializer(), name="discriminator_prediction"
+            1,
+            kernel_initializer=_initializer(),
+            bias_initializer=keras.initializers.Constant(math.log(replaced_share / (1 - replaced_share))),
+            name="discriminator_prediction",
         )
         logits = ops.squeeze(self.discriminator_prediction(self.discriminator_dense(sequence)), -1)
         self.discriminator = keras.Model(inputs, logits, name="discriminator")
