@@ -263,7 +263,7 @@ def test_verify_finds_broken_pairs(tmp_path, real_data, bert_vocab):
     (shard,) = manifest["shards"]
     table = pq.read_table(out / shard["file"])
     # Every label 1, and one pair's segment ids not switching after its first [SEP].
-    schema = encode.PAIRS_PARQUET_SCHEMA
+    schema = encode.parquet_schema(pairs=True)
     label = schema.get_field_index("next_sentence_label")
     broken = table.set_column(label, schema.field(label), pa.array(np.ones(table.num_rows, np.int32)))
     segments = broken.column("token_type_ids").to_pylist()

@@ -185,6 +185,14 @@ def test_a_span_masked_output_verifies_and_its_histogram_has_the_geometric_shape
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "runs of consecutive predictions" in done.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "report", str(out), f"--output={out}.html"],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+    page = open(f"{out}.html", encoding="utf-8").read()
+    assert '<img alt="span lengths"' in page and f"{words.sum():,} spans" in page
 
 
 def test_verify_catches_scattered_predictions_posing_as_spans(tmp_path, real_data, bert_vocab):

@@ -214,3 +214,35 @@ def test_mlmprep_train_on_unmasked_shards_with_span_masking(outputs, tmp_path):
     )
     assert done.returncode == 2 and "masked already" in done.stderr.strip().splitlines()[-1]
     assert "Traceback" not in done.stderr
+
+
+def test_transformers_collator_masks_the_unmasked_parquet_on_the_fly(outputs):
+    """transformers' DataCollatorForLanguageModeling takes the Parquet columns as they are."""
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    out, manifest = outputs["none"]
+    tokenizer = transformers.PreTrainedTokenizerFast(
+        tokenizer_file=str(out / manifest["tokenizer"]["file"]),
+        mask_token="[MASK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        unk_token="[UNK]",
+    )
+    table = pq.read_table(out / shard_files(out, "parquet")[0], columns=["input_ids", "attention_mask"])
+    rows = table.slice(0, 64).to_pylist()
+    collator = transformers.DataCollatorForLanguageModeling(tokenizer, mlm_probability=0.3)
+    torch.manual_seed(0)
+    batch = collator(rows)
+    labels = batch["labels"]
+    real = batch["attention_mask"] > 0
+    share = float((labels[real] != -100).float().mean())
+    assert 0.25 < share < 0.35  # the collator's 30%, over real tokens (it spares the special ones)
+    masked = batch["input_ids"][labels != -100]
+    assert float((masked == tokenizer.mask_token_id).float().mean()) > 0.7
+    config = transformers.BertConfig(
+        vocab_size=manifest["tokenizer"]["vocab_size"], hidden_size=32, num_hidden_layers=1,
+        num_attention_heads=2, intermediate_size=64, max_position_embeddings=128,
+    )  # fmt: skip
+    loss = transformers.BertForMaskedLM(config)(**batch).loss
+    assert torch.isfinite(loss)
