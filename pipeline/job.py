@@ -30,7 +30,7 @@ from mlmprep.transforms.beam.tokenize import TokenizeDocuments
 from mlmprep.transforms.beam.write import WriteShards
 from mlmprep.transforms.pack import SequenceBatch, concat_rows
 from mlmprep.transforms.pairs import MIN_DOC_TOKENS
-from mlmprep.transforms.tokenize import TokenizedBatch
+from mlmprep.transforms.tokenize import ID_WORD_SOURCES, TokenizedBatch
 
 # Below this much input, extra worker processes cost more to start than they save.
 MULTIPROCESS_MIN_BYTES = 32 << 20
@@ -63,21 +63,27 @@ class _WriteManifest(beam.DoFn):
         yield built
 
 
+def _carries_words(job: JobPlan) -> bool:
+    """Whether word starts travel with the tokens: where they come from the encodings; read off the ids
+    (``tokenize.ID_WORD_SOURCES``), the mask step finds them itself."""
+    return job.word_source is not None and job.word_source not in ID_WORD_SOURCES
+
+
 def _pack(batches: beam.PCollection, job: JobPlan):
     """Token ids -> fixed-length sequences: by document; concatenated or best-fit packed within groups of
     documents; or sentence pairs made within groups of documents."""
     shape = dict(max_seq_length=job.max_seq_length, vocab=job.vocab)
     if job.pairs is not None:
-        pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=job.word_source is not None)
+        pairs = pack.PackPairs(**shape, config=job.pairs, word_starts=_carries_words(job))
         return _in_groups(batches, job, "Pairs", pairs)
     if job.packing == "document":
         return batches | "PackDocuments" >> beam.ParDo(pack.PackDocuments(**shape)).with_output_types(
             SequenceBatch
         ).with_outputs(counting.COUNTS, main="sequences")
     if job.packing == "best_fit":
-        best_fit = pack.PackBestFit(**shape, word_starts=job.word_source is not None)
+        best_fit = pack.PackBestFit(**shape, word_starts=_carries_words(job))
         return _in_groups(batches, job, "BestFit", best_fit)
-    concat = pack.PackConcat(**shape, word_starts=job.word_source is not None)
+    concat = pack.PackConcat(**shape, word_starts=_carries_words(job))
     return _in_groups(batches, job, "Concat", concat)
 
 
@@ -115,7 +121,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
     tokenize = TokenizeDocuments(
         job.tokenizer_json,
         job.validation_fraction,
-        word_starts=job.word_source,
+        word_starts=job.word_source if _carries_words(job) else None,
         # A document of one token has nothing to pair with: too short for sentence pairs.
         min_doc_tokens=job.min_doc_tokens if job.pairs is None else max(job.min_doc_tokens, MIN_DOC_TOKENS),
         sentence_language=None if job.pairs is None else job.pairs.language,
@@ -131,6 +137,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
             seed=job.seed,
             dupe_factor=job.dupe_factor,
             max_seq_length=job.max_seq_length,
+            word_source=None if _carries_words(job) else job.word_source,
         )
     ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
     shards = masked.records | "WriteShards" >> WriteShards(

@@ -337,6 +337,21 @@ def word_source(tokenizer: Tokenizer) -> str | None:
     return None
 
 
+# Sources whose word starts are a function of each token id alone: the mask step reads them off the ids,
+# so they need not travel with the tokens through packing and grouping.
+ID_WORD_SOURCES = ("continuation", "tokens")
+
+
+def id_word_starts(vocab: Vocabulary, source: str) -> np.ndarray:
+    """bool [size]: whether a token starts a word, for ID_WORD_SOURCES: every token but WordPiece's
+    continuations; never the frame's tokens or the pad, which are no text."""
+    lookup = np.ones(vocab.size, dtype=bool)
+    if source == "continuation":
+        lookup[vocab.continuation_ids] = False
+    lookup[[vocab.pad_id, *vocab.frame.pair_ids()]] = False
+    return lookup
+
+
 def word_start_lookup(tokenizer: Tokenizer, source: str) -> np.ndarray | None:
     """bool [vocab size]: the tokens that start a word, for the sources read from ids alone (None for
     "words", which the encodings give)."""

@@ -5,6 +5,7 @@ import numpy as np
 from mlmprep.transforms import keys, records
 from mlmprep.transforms.beam.counting import CountingDoFn
 from mlmprep.transforms.mask import MaskingConfig, mask_batch, mask_rows
+from mlmprep.transforms.tokenize import id_word_starts
 
 
 class MaskSequences(CountingDoFn):
@@ -14,7 +15,16 @@ class MaskSequences(CountingDoFn):
     Beam's per-element cost off the hot path.
     """
 
-    def __init__(self, *, config: MaskingConfig, vocab, seed: int, dupe_factor: int, max_seq_length: int):
+    def __init__(
+        self,
+        *,
+        config: MaskingConfig,
+        vocab,
+        seed: int,
+        dupe_factor: int,
+        max_seq_length: int,
+        word_source: str | None = None,
+    ):
         super().__init__()
         self._config = config
         self._vocab = vocab
@@ -23,9 +33,19 @@ class MaskSequences(CountingDoFn):
         self._ids = records.id_type(vocab.size, max_seq_length)
         self._rows = mask_rows(max_seq_length)
         self._is_special = None
+        self._word_source = word_source  # tokenize.ID_WORD_SOURCES: words read off the ids here
+        self._word_starts = None
 
     def setup(self):
         self._is_special = self._vocab.unselectable_lookup()
+        if self._word_source is not None:
+            self._word_starts = id_word_starts(self._vocab, self._word_source)
+
+    def _words(self, batch, rows):
+        """bool [n, L]: where words start in these rows, carried with them or read off their ids."""
+        if batch.word_starts is not None:
+            return batch.word_starts[rows]
+        return None if self._word_starts is None else self._word_starts[batch.input_ids[rows]]
 
     def process(self, batch):
         # Slices of bounded size: one long document can make a batch of many
@@ -36,7 +56,7 @@ class MaskSequences(CountingDoFn):
                 rng_keys = keys.record_keys(batch.keys[rows], seed=self._seed, dupe=dupe)
                 if self._config.masking == "none":  # the trainer masks: the words are kept instead
                     masked = records.unmasked(
-                        batch.input_ids[rows], batch.lengths[rows], batch.word_starts[rows]
+                        batch.input_ids[rows], batch.lengths[rows], self._words(batch, rows)
                     )
                 else:
                     masked = self._mask(batch, rows, rng_keys)
@@ -61,5 +81,5 @@ class MaskSequences(CountingDoFn):
             is_special=self._is_special,
             mask_id=self._vocab.mask_id,
             random_ids=self._vocab.random_ids,
-            word_starts=None if batch.word_starts is None else batch.word_starts[rows],
+            word_starts=self._words(batch, rows),
         )
