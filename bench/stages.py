@@ -16,6 +16,7 @@ import hashlib
 import io
 import os
 import pathlib
+import statistics
 import tempfile
 import time
 
@@ -30,7 +31,7 @@ from mlmprep.transforms.beam import groups, write  # noqa: E402
 from mlmprep.transforms.beam.read import BATCH_CHARS  # noqa: E402
 
 
-def measure(paths) -> tuple[collections.Counter, dict]:
+def measure(paths, masking: str = "token") -> tuple[collections.Counter, dict]:
     cpu = collections.Counter()
 
     def timed(step, fn, *args, **kwargs):
@@ -50,7 +51,9 @@ def measure(paths) -> tuple[collections.Counter, dict]:
     ]
     tokenizer = tokenize.load_tokenizer(tokenize.tokenizer_json(corpora.VOCAB.read_bytes()))
     vocab = tokenize.vocabulary(tokenizer)
-    special, config, ids_type = vocab.special_lookup(), mask.MaskingConfig(), records.id_type(vocab.size, 128)
+    special, ids_type = vocab.unselectable_lookup(), records.id_type(vocab.size, 128)
+    config = mask.MaskingConfig(masking=masking)
+    starts_of = tokenize.id_word_starts(vocab, vocab.word_source)  # WordPiece: words read off the ids
     shape = dict(max_seq_length=128, frame=vocab.frame, pad_id=vocab.pad_id)
     rows, batch, chars, counts = [], [], 0, collections.Counter()
     for i, doc in enumerate(docs):
@@ -66,10 +69,14 @@ def measure(paths) -> tuple[collections.Counter, dict]:
         input_ids, lengths, _, _ = timed("pack", pack.pack_documents, ids, **shape)
         sequence_keys = timed("sequence keys", pack.sequence_keys, input_ids, lengths)
         rng_keys = keys.record_keys(sequence_keys, seed=12345, dupe=0)
-        masked = timed(
-            "mask", mask.mask_batch, input_ids, lengths, rng_keys,
-            config=config, is_special=special, mask_id=vocab.mask_id, random_ids=vocab.random_ids,
-        )  # fmt: skip
+        word_starts = None if masking == "token" else timed("word starts", starts_of.__getitem__, input_ids)
+        if masking == "none":
+            masked = timed("mask", records.unmasked, input_ids, lengths, word_starts)
+        else:
+            masked = timed(
+                "mask", mask.mask_batch, input_ids, lengths, rng_keys, config=config, is_special=special,
+                mask_id=vocab.mask_id, random_ids=vocab.random_ids, word_starts=word_starts,
+            )  # fmt: skip
         splits = np.zeros(len(lengths), np.int8)
         rows.append(timed("Arrow rows", records.to_rows, splits, rng_keys >> np.uint64(1), masked, ids_type))
         counts["tokens"] += sum(x.size for x in ids)
@@ -85,7 +92,7 @@ def measure(paths) -> tuple[collections.Counter, dict]:
         runs += [out.value for out in timed("run files: sort, write", lambda: list(writer.finish_bundle()))]
         parts = [(run.path, 0, run.rows) for run in runs]
         merged = groups.MergedGroup(parts, write.RECORD_ORDER).slices(encode.slice_rows(128))
-        parquet = encode.ParquetShard(io.BytesIO())
+        parquet = encode.ParquetShard(io.BytesIO(), unmasked=masking == "none")
         while (rows_slice := timed("run files: merge, read", next, merged, None)) is not None:
             predictions = config.max_predictions_per_seq
             batch = timed(
@@ -99,13 +106,47 @@ def measure(paths) -> tuple[collections.Counter, dict]:
     return cpu, counts
 
 
+def compare(paths, modes: list[str], repeats: int) -> None:
+    """Each mode's CPU seconds in the steps after the tokenizer (reading, tokenizing and the ids cost
+    every mode the same), medians of interleaved rounds, and the ratio to token masking's."""
+    after = collections.defaultdict(list)
+    for _ in range(repeats):
+        for mode in modes:
+            cpu, counts = measure(paths, mode)
+            shared = (
+                "read, first pass (digests)",
+                "read, second pass",
+                "tokenize",
+                "token ids from encodings",
+            )
+            after[mode].append(sum(v for k, v in cpu.items() if k not in shared))
+            print(f"  {mode}: {after[mode][-1]:.2f} s after the tokenizer", flush=True)
+    base = statistics.median(after["token"])
+    print(f"\nCPU seconds after the tokenizer, medians of {repeats} ({counts['tokens'] / 1e6:.1f} M tokens):")
+    for mode in modes:
+        median = statistics.median(after[mode])
+        print(f"  --masking {mode:6s} {median:7.2f}  {median / base:5.2f}x token's")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", nargs="+", default=["long", "short"], choices=sorted(corpora.BASE))
+    parser.add_argument(
+        "--masking",
+        nargs="+",
+        default=[],
+        choices=mask.MASKINGS,
+        help="Also time the steps with these --masking modes, interleaved with token masking: the steps "
+        "each mode changes (masking, rows, run files, the writers), side by side.",
+    )
+    parser.add_argument("--repeats", type=int, default=1, help="With --masking: rounds of all modes.")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         for name in args.corpus:
             paths = corpora.build(name, 1, pathlib.Path(tmp, name))
+            if args.masking:
+                compare(paths, ["token", *args.masking], args.repeats)
+                continue
             cpu, counts = measure(paths)
             size = sum(p.stat().st_size for p in paths)
             print(
