@@ -163,6 +163,9 @@ def test_an_exported_electra_is_two_transformers_models_with_the_keras_logits(
         f"{int(real.sum())} tokens, generator {generator_difference:.2e} over {int(used.sum()) * 2000} logits"
     )
     assert discriminator_difference < 1e-3 and generator_difference < 1e-3
+    # mlmprep fill-mask runs the Keras model's generator.
+    done = _cli("fill-mask", f"--model={model_dir}", "and god said let there be [MASK]", "--top_k=3")
+    assert done.returncode == 0 and done.stdout.count("\n") == 4, done.stderr[-2000:]
     # Each folder stands alone: a tokenizer beside each, and fill-mask runs on the generator's.
     fill = transformers.pipeline("fill-mask", model=str(tmp_path / "hf" / "generator"))
     assert len(fill("and god said let there be [MASK]")) == 5

@@ -11,6 +11,7 @@ import numpy as np
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import data, flags
 from mlmprep.trainer import model as model_lib
+from mlmprep.trainer.electra import ElectraPretrainer
 from mlmprep.trainer.train import FINAL_MODEL, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.tokenize import vocabulary
 
@@ -58,7 +59,8 @@ def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: in
         "segment_ids": np.zeros_like(token_ids),
         "mask_positions": np.array([positions], dtype=np.int32),
     }
-    if "position_ids" in model.input:  # a model for packed rows: this row is one piece
+    masked_lm = model.generator if isinstance(model, ElectraPretrainer) else model  # ELECTRA's masked LM
+    if "position_ids" in masked_lm.input:  # a model for packed rows: this row is one piece
         inputs["position_ids"] = np.where(inputs["padding_mask"] > 0, np.arange(max_seq_length), 0).astype(
             np.int32
         )
