@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer.model import MLM_OUTPUT, PAIR_OUTPUT
-from mlmprep.transforms import keys
+from mlmprep.transforms import keys, pack
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 
 
@@ -86,9 +86,7 @@ class DynamicMasker:
     def mask(self, index, input_ids, lengths, word_starts=None):
         """(masked input ids, masked_lm_positions, masked_lm_ids, masked_lm_weights) of original rows."""
         original = input_ids.astype(np.int32)
-        content = np.array(
-            [keys.content_key(row[:n].tobytes()) for row, n in zip(original, lengths)], dtype=np.uint64
-        )
+        content = pack.sequence_keys(original, lengths)  # the job's keys of the same sequences
         masked = mask_batch(
             original,
             lengths,

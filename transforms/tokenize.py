@@ -353,18 +353,14 @@ def id_word_starts(vocab: Vocabulary, source: str) -> np.ndarray:
 
 
 def word_start_lookup(tokenizer: Tokenizer, source: str) -> np.ndarray | None:
-    """bool [vocab size]: the tokens that start a word, for the sources read from ids alone (None for
-    "words", which the encodings give)."""
-    if source == "words":
+    """bool [vocab size]: the tokens that carry a word-start mark ("▁", "Ġ"), for the "prefix" source;
+    None for "words", which the encodings give (the ``ID_WORD_SOURCES`` are read off the ids later)."""
+    if source != "prefix":
         return None
-    if source == "tokens":  # a tokenizer that marks no words: every token is one
-        return np.ones(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
-    vocab = tokenizer.get_vocab(with_added_tokens=False)
-    lookup = np.ones(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
-    if source == "continuation":
-        lookup[_continuation_ids(tokenizer, vocab)] = False
-    else:
-        lookup[[i for t, i in vocab.items() if not t.startswith(_WORD_MARKS)]] = False
+    lookup = np.zeros(tokenizer.get_vocab_size(with_added_tokens=True), dtype=bool)
+    lookup[
+        [i for t, i in tokenizer.get_vocab(with_added_tokens=False).items() if t.startswith(_WORD_MARKS)]
+    ] = True
     return lookup
 
 
