@@ -27,7 +27,7 @@ def main(tokenizer_file, out_dir, *corpora, block_size=128):
     import pyarrow.parquet as pq
     from transformers import DataCollatorForLanguageModeling, PreTrainedTokenizerFast
 
-    from mlmprep.transforms.documents import iter_documents
+    from mlmprep.transforms.text_input import iter_documents
 
     datasets.disable_caching()
     datasets.disable_progress_bars()

@@ -27,7 +27,7 @@ FILES = {
 
 def documents(name: str):
     from mlmprep.transforms import keys
-    from mlmprep.transforms.documents import iter_documents
+    from mlmprep.transforms.text_input import iter_documents
     from mlmprep.transforms.tokenize import encode_batch, load_tokenizer, tokenizer_json, vocabulary
 
     tokenizer = load_tokenizer(tokenizer_json(corpora.VOCAB.read_bytes()))

@@ -26,7 +26,7 @@ import corpora  # noqa: E402  (this folder is on the path of a script run from i
 import numpy as np  # noqa: E402
 from apache_beam.io.filesystems import FileSystems  # noqa: E402
 
-from mlmprep.transforms import documents, encode, keys, mask, pack, records, tokenize  # noqa: E402
+from mlmprep.transforms import documents, encode, keys, mask, pack, records, sources, tokenize  # noqa: E402
 from mlmprep.transforms.beam import groups, write  # noqa: E402
 from mlmprep.transforms.beam.read import BATCH_CHARS  # noqa: E402
 
@@ -40,12 +40,12 @@ def measure(paths, masking: str = "token") -> tuple[collections.Counter, dict]:
         cpu[step] += time.process_time() - start
         return out
 
-    ranges = [documents.FileRange(str(p)) for p in paths]
-    source = documents.DocumentSource(FileSystems.open)
+    ranges = [sources.FileRange(str(p)) for p in paths]
+    source = sources.DocumentSource(FileSystems.open)
     for file_range in ranges:
         for docs in timed("read, first pass (digests)", lambda r: list(source.batches(r)), file_range):
             timed("read, first pass (digests)", documents.document_keys, docs)
-    source = documents.DocumentSource(FileSystems.open)
+    source = sources.DocumentSource(FileSystems.open)
     docs = [
         d for r in ranges for b in timed("read, second pass", lambda r: list(source.batches(r)), r) for d in b
     ]

@@ -57,7 +57,8 @@ def _limit_main(tokenizer_path: str, paths: list[str], out: str):
     from apache_beam.io.filesystems import FileSystems
 
     from mlmprep.transforms.beam.read import BATCH_CHARS
-    from mlmprep.transforms.documents import DocumentSource, FileRange, document_keys
+    from mlmprep.transforms.documents import document_keys
+    from mlmprep.transforms.sources import DocumentSource, FileRange
     from mlmprep.transforms.tokenize import load_tokenizer, tokenizer_json
 
     tokenizer = load_tokenizer(tokenizer_json(pathlib.Path(tokenizer_path).read_bytes()))

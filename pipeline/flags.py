@@ -8,7 +8,7 @@ import argparse
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import documents, pack, pairs, shards
+from mlmprep.transforms import documents, pack, pairs, shards, sources
 from mlmprep.transforms.beam import groups
 from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS
 
@@ -52,7 +52,7 @@ class MlmPrepOptions(PipelineOptions):
         parser.add_argument(
             "--split_input_mb",
             type=float,
-            default=documents.RANGE_BYTES / (1 << 20),
+            default=sources.RANGE_BYTES / (1 << 20),
             help="Uncompressed text, JSONL and Parquet files larger than this are read as byte ranges of "
             "about this size, spread over the workers (Parquet: the row groups that start in the range).",
         )

@@ -25,7 +25,8 @@ from tokenizers import (
 
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import tokenize, tokenizer_files
-from mlmprep.transforms.documents import buffered, iter_text_documents
+from mlmprep.transforms.sources import buffered
+from mlmprep.transforms.text_input import iter_text_documents
 
 MODELS = ("wordpiece", "bpe", "unigram")
 # Each family's special tokens by role, in the order they take the first ids.

@@ -14,9 +14,9 @@ import pytest
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline import verify
 from mlmprep.transforms import decode, encode, records, tokenize
-from mlmprep.transforms.documents import iter_documents
 from mlmprep.transforms.frames import bert_frame
 from mlmprep.transforms.pack import BestFitPacker
+from mlmprep.transforms.text_input import iter_documents
 
 from conftest import run_job, shard_files
 

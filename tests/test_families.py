@@ -15,9 +15,9 @@ import pytest
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline import verify
 from mlmprep.transforms import decode, keys, tokenize
-from mlmprep.transforms.documents import iter_documents
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 from mlmprep.transforms.pack import pack_documents
+from mlmprep.transforms.text_input import iter_documents
 
 from conftest import run_job, shard_files
 

@@ -13,15 +13,9 @@ import zstandard
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.transforms.beam import read
-from mlmprep.transforms.documents import (
-    DocumentSource,
-    FileRange,
-    clean,
-    document_keys,
-    file_ranges,
-    iter_documents,
-    iter_text_documents,
-)
+from mlmprep.transforms.documents import clean, document_keys
+from mlmprep.transforms.sources import DocumentSource, FileRange, file_ranges
+from mlmprep.transforms.text_input import iter_documents, iter_text_documents
 
 from conftest import run_job
 

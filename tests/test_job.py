@@ -12,7 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from mlmprep.transforms.documents import iter_documents
+from mlmprep.transforms.text_input import iter_documents
 from mlmprep.transforms.tokenize import encode_batch, load_tokenizer, tokenizer_json
 
 from conftest import bert_feature_spec, run_job, shard_files

@@ -9,7 +9,6 @@ import pytest
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 
 from mlmprep.transforms import keys
-from mlmprep.transforms.documents import iter_documents
 from mlmprep.transforms.mask import (
     MaskingConfig,
     mask_batch,
@@ -18,6 +17,7 @@ from mlmprep.transforms.mask import (
     span_lengths,
 )
 from mlmprep.transforms.pack import pack_documents
+from mlmprep.transforms.text_input import iter_documents
 from mlmprep.transforms.tokenize import encode_with_word_starts, load_tokenizer, vocabulary, word_source
 
 from conftest import run_job, shard_files

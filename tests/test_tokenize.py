@@ -7,7 +7,8 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
 
 from mlmprep.transforms.beam.read import BATCH_CHARS, ReadDocuments
-from mlmprep.transforms.documents import BLOCK_BYTES, iter_text_documents
+from mlmprep.transforms.documents import BLOCK_BYTES
+from mlmprep.transforms.text_input import iter_text_documents
 from mlmprep.transforms.tokenize import (
     TokenizerError,
     encode_batch,

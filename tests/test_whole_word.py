@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from mlmprep.transforms import keys
-from mlmprep.transforms.documents import iter_documents
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 from mlmprep.transforms.pack import pack_documents
+from mlmprep.transforms.text_input import iter_documents
 from mlmprep.transforms.tokenize import encode_with_word_starts, load_tokenizer, vocabulary
 
 from conftest import run_job

@@ -25,13 +25,8 @@ from mlmprep.transforms import dedup
 from mlmprep.transforms.beam import exit_quickly
 from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
 from mlmprep.transforms.beam.progress import InputProgress, Progress
-from mlmprep.transforms.documents import (
-    RANGE_BYTES,
-    DocumentBatch,
-    DocumentSource,
-    document_keys,
-    file_ranges,
-)
+from mlmprep.transforms.documents import DocumentBatch, document_keys
+from mlmprep.transforms.sources import RANGE_BYTES, DocumentSource, file_ranges
 
 BUCKET_BYTES = 1 << 30  # input per deduplication bucket, whose digests are sorted in one worker's memory
 BATCH_CHARS = 1 << 20  # text per batch for the tokenizer: its Encoding objects cost ~100x the ids
@@ -147,7 +142,7 @@ class _ReadBatches(CountingDoFn):
 
 
 def split_file(path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES):
-    """``documents.file_ranges``, compressed files (by Beam's reading of their suffix) read whole."""
+    """``sources.file_ranges``, compressed files (by Beam's reading of their suffix) read whole."""
     compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
     return file_ranges(path, size, input_format, range_bytes, compressed=compressed)
 
