@@ -104,9 +104,7 @@ def _trainer(module):
         from mlmprep.pipeline.errors import UsageError
         from mlmprep.trainer import flags
 
-        args = flags.PARSERS[module]().parse_args(
-            argv
-        )  # --help and usage mistakes end here, before TensorFlow
+        args = flags.parse(module, argv)  # --help and usage mistakes end here, before TensorFlow
         try:
             target = importlib.import_module(f"mlmprep.trainer.{module}")
         except ImportError as e:

@@ -7,6 +7,7 @@ import argparse
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from mlmprep.pipeline import recipes
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import documents, pack, pairs, shards, sources
 from mlmprep.transforms.beam import groups
@@ -32,6 +33,12 @@ class MlmPrepOptions(PipelineOptions):
             "--input", action="append", help="Input file pattern (local, gs://, ...); repeat for more."
         )
         parser.add_argument("--output", help="Output directory for shards and manifest.json.")
+        parser.add_argument(
+            "--recipe",
+            default=None,
+            help=f"A published recipe's data settings ({', '.join(recipes.RECIPES)}); every flag given wins. "
+            "The README's recipe table says what each sets.",
+        )
         parser.add_argument("--tokenizer", help="A tokenizers tokenizer.json or a WordPiece vocab.txt.")
         parser.add_argument(
             "--special_tokens",
@@ -198,6 +205,13 @@ class MlmPrepOptions(PipelineOptions):
             "under the output's temporary folder, merged per shard (bounded memory on the in-memory local "
             "runner); auto: run_files on the local runner, shuffle elsewhere. The output is the same.",
         )
+
+
+def run_parser() -> argparse.ArgumentParser:
+    """The options of ``mlmprep run`` alone (no Beam option), as Beam reads them."""
+    parser = argparse.ArgumentParser(prog="mlmprep run", allow_abbrev=False)
+    MlmPrepOptions._add_argparse_args(parser)
+    return parser
 
 
 def check_flags(argv: list[str]) -> None:

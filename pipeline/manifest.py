@@ -77,6 +77,7 @@ class Manifest(TypedDict):
     input_fingerprint: str | None
     counts: Counts
     shards: list[ShardEntry]
+    recipe: NotRequired[dict]  # --recipe: its name, what it set, what the user's flags kept (recipes.Applied)
 
 
 class ManifestError(ValueError):
@@ -131,6 +132,7 @@ def build(
     input_fingerprint: str | None = None,
     generation: int = 0,
     tokenizer_file: str | None = None,
+    recipe: dict | None = None,
 ) -> dict:
     """The manifest of a run, from its shard infos and its summed counts."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
@@ -184,6 +186,8 @@ def build(
     spans = span_histogram(counts)
     if spans is not None:
         built["counts"]["spans"] = spans
+    if recipe is not None:
+        built["recipe"] = recipe
     return built
 
 

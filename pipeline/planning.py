@@ -66,6 +66,7 @@ class JobPlan:
     generation: int  # above every build already in the output (see shards.generation_tag)
     tokenizer_file: str
     replaces: tuple[str, ...] | None  # the finished build in the output (see manifest.stale_files)
+    recipe: dict | None = None  # --recipe: what it set, for the manifest (recipes.Applied.record)
 
 
 def _check(condition: bool, message: str):
@@ -103,7 +104,8 @@ def _validate(o: MlmPrepOptions):
     _check(0 < o.masked_lm_prob <= 1, f"--masked_lm_prob must be in (0, 1], got {o.masked_lm_prob}")
     _check(
         o.max_predictions_per_seq is None or 1 <= o.max_predictions_per_seq <= o.max_seq_length - 2,
-        f"--max_predictions_per_seq must be in [1, max_seq_length - 2], got {o.max_predictions_per_seq}",
+        f"--max_predictions_per_seq must be in [1, {o.max_seq_length - 2}] at --max_seq_length "
+        f"{o.max_seq_length}, got {o.max_predictions_per_seq}",
     )
     _predictions_cap(o)
     for name in ("mask_token_ratio", "random_token_ratio"):
@@ -248,7 +250,7 @@ def _config(o: MlmPrepOptions) -> dict:
     return config
 
 
-def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
+def plan(options: PipelineOptions, check_output: bool = True, recipe: dict | None = None) -> JobPlan:
     """Checks the job options against the world: inputs, tokenizer, output; reads, never writes.
 
     ``check_output=False`` plans without looking at the output (to compute a
@@ -320,6 +322,7 @@ def plan(options: PipelineOptions, check_output: bool = True) -> JobPlan:
         generation=generation,
         tokenizer_file=_tokenizer_file(replacing, tokenizer_json, generation),
         replaces=replacing.replaces if replacing else None,
+        recipe=recipe,
     )
 
 

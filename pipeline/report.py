@@ -116,6 +116,21 @@ def _split_rows(manifest: dict) -> list[list]:
     return rows
 
 
+def _recipe(recipe: dict) -> str:
+    """What ``--recipe`` set, what the flags given kept instead, what training takes, where it differs."""
+    rows = [[f"--{k}", v, "the recipe"] for k, v in recipe["set"].items()]
+    rows += [[f"--{k}", v, "your flag"] for k, v in recipe["kept"].items()]
+    differs = "".join(f"<li>{html.escape(d)}</li>" for d in recipe["differs"])
+    train = " ".join(f"--{k} {v}" for k, v in recipe["train"].items())
+    return (
+        f"<h2>Recipe</h2><p><b>{html.escape(recipe['name'])}</b> ({html.escape(recipe['title'])}): "
+        f"{html.escape(recipe['source'])}</p>"
+        + _table(["setting", "value", "set by"], rows)
+        + f"<p>mlmprep train --recipe {html.escape(recipe['name'])} sets {html.escape(train)}</p>"
+        + (f"<p>Where these tools differ from it:</p><ul>{differs}</ul>" if differs else "")
+    )
+
+
 def _pairs(config: dict) -> bool:
     return config.get("sentence_pairs", "none") != "none"
 
@@ -134,6 +149,8 @@ def build(output_dir: str) -> str:
         sections.append(f'<div class="warnings"><h2>Warnings</h2><ul>{items}</ul></div>')
     else:
         sections.append('<p class="ok">No warnings: [UNK] rate, fill ratio and shards look sound.</p>')
+    if "recipe" in manifest:
+        sections.append(_recipe(manifest["recipe"]))
 
     dropped = sorted(((r, n) for r, n in counts["documents_dropped"].items() if n), key=lambda x: -x[1])
     sections.append(

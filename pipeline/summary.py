@@ -62,6 +62,12 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
         f"  documents read     {counts['documents_read']:>12,}",
         f"  documents written  {counts['documents_written']:>12,}",
     ]
+    recipe = manifest.get("recipe")
+    if recipe:
+        kept = " ".join(f"--{k}={v}" for k, v in recipe["kept"].items())
+        lines.insert(
+            1, f"  recipe {recipe['name']} ({recipe['title']})" + (f"; yours kept: {kept}" if kept else "")
+        )
     for reason, n in sorted((r, n) for r, n in counts["documents_dropped"].items() if n):
         lines.append(f"  dropped: {reason:<10}{n:>12,}")
     for split, c in counts["splits"].items():

@@ -22,6 +22,7 @@ BEAM_FREE = [
     "mlmprep.pipeline.summary",
     "mlmprep.pipeline.manifest",
     "mlmprep.pipeline.errors",
+    "mlmprep.pipeline.recipes",
     "mlmprep.trainer.data",
     "mlmprep.trainer.train",
     "mlmprep.trainer.fill_mask",

@@ -5,6 +5,7 @@ mistake print their lines and no TensorFlow start-up log, and cost a
 fraction of a second.
 """
 
+from mlmprep.pipeline import recipes
 from mlmprep.pipeline.errors import CliParser
 
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
@@ -25,6 +26,13 @@ def train_parser() -> CliParser:
         "--output", required=True, help="Model directory: model, checkpoints, logs, history.json."
     )
     parser.add_argument(
+        "--recipe",
+        default=None,
+        help=f"A published recipe's training settings ({', '.join(recipes.RECIPES)}): objective, masking, "
+        "learning rate and schedule, optimizer; every flag given wins. The data must be the recipe's "
+        "(mlmprep run --recipe): its sequence length and sentence pairs are checked, not set.",
+    )
+    parser.add_argument(
         "--model", default="tiny", help=f"{'|'.join(MODEL_SIZES)} or a JSON BertBackbone config."
     )
     parser.add_argument("--steps", type=int, default=1000, help="Training steps in all (a rerun resumes).")
@@ -40,9 +48,17 @@ def train_parser() -> CliParser:
         type=int,
         default=None,
         # argparse formats help with %: a percent sign is written %%.
-        help=f"Linear warmup, then linear decay to 0 (default: {WARMUP_FRACTION:.0%}% of --steps).",
+        help="Linear warmup, then linear decay to 0 (default: --warmup_fraction of --steps).",
+    )
+    parser.add_argument(
+        "--warmup_fraction",
+        type=float,
+        default=WARMUP_FRACTION,
+        help="Without --warmup_steps, the share of --steps that warms up (a recipe's schedule shape).",
     )
     parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay.")
+    parser.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW's beta_2 (RoBERTa's: 0.98).")
+    parser.add_argument("--adam_epsilon", type=float, default=1e-6, help="AdamW's epsilon (BERT's 1e-6).")
     parser.add_argument(
         "--checkpoint_every", type=int, default=500, help="Evaluate and checkpoint every N steps."
     )
@@ -145,3 +161,13 @@ def export_parser() -> CliParser:
 
 
 PARSERS = {"train": train_parser, "fill_mask": fill_mask_parser, "export": export_parser}
+
+
+def parse(module: str, argv: list[str]):
+    """The flags of a trainer command; ``train --recipe`` adds the recipe's flags the user did not give, and
+    prints one line saying which."""
+    if module == "train":
+        argv, applied = recipes.expand(argv, train_parser(), "train")
+        if applied is not None:
+            print(applied.line())
+    return PARSERS[module]().parse_args(argv)

@@ -157,6 +157,8 @@ def compile_for_pretraining(
     total_steps: int,
     weight_decay: float = 0.01,
     clipnorm: float = 1.0,
+    adam_beta2: float = 0.999,
+    adam_epsilon: float = 1e-6,
     jit_compile: bool | str = "auto",
 ):
     """BERT's recipe: AdamW (no decay on biases and layer norms), warmup then linear decay, clipping."""
@@ -164,8 +166,8 @@ def compile_for_pretraining(
         learning_rate=WarmupLinearDecay(learning_rate, warmup_steps, total_steps),
         weight_decay=weight_decay,
         beta_1=0.9,
-        beta_2=0.999,
-        epsilon=1e-6,
+        beta_2=adam_beta2,
+        epsilon=adam_epsilon,
         clipnorm=clipnorm,
     )
     optimizer.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "layer_norm"])

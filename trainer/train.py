@@ -22,6 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline import recipes
 from mlmprep.trainer import data, electra, flags
 from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
@@ -50,8 +51,11 @@ class TrainConfig:
     steps: int = 1000
     batch_size: int = 64  # enough signal a step for a tiny model to beat a unigram model in 300 steps
     learning_rate: float | None = None  # None: model.default_learning_rate for the model's size
-    warmup_steps: int | None = None  # None: WARMUP_FRACTION of the steps
+    warmup_steps: int | None = None  # None: warmup_fraction of the steps
+    warmup_fraction: float = WARMUP_FRACTION
     weight_decay: float = 0.01
+    adam_beta2: float = 0.999
+    adam_epsilon: float = 1e-6
     clipnorm: float = 1.0
     checkpoint_every: int = 500
     eval_batches: int | None = None
@@ -61,6 +65,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better val_loss
     objective: str = "mlm"  # flags.OBJECTIVES
     generator_fraction: float = electra.GENERATOR_FRACTION  # ELECTRA: the generator's width over the model's
+    recipe: str | None = None  # --recipe, whose data the run must be trained on
 
 
 def device_setup():
@@ -264,6 +269,8 @@ def _check_data(config: TrainConfig) -> tuple[dict, MaskingConfig | None]:
         manifest = data.read_manifest(config.data_dir)
     except data.DataError as e:
         raise TrainError(str(e)) from None
+    if config.recipe is not None:
+        recipes.check_data(recipes.get(config.recipe), manifest, config.data_dir)
     if not data.shard_paths(config.data_dir, manifest, "train"):
         raise TrainError(
             f"{config.data_dir} has no TFRecord train shards (the trainer reads TFRecord: "
@@ -313,7 +320,9 @@ def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bo
     """(model, history so far): built and compiled in the strategy's scope, restored where resuming."""
     model = model_lib.build(backbone, pairs=data.has_pairs(manifest), packed=data.is_packed(manifest))
     learning_rate = config.learning_rate or model_lib.default_learning_rate(backbone)
-    warmup = round(WARMUP_FRACTION * config.steps) if config.warmup_steps is None else config.warmup_steps
+    warmup = (
+        round(config.warmup_fraction * config.steps) if config.warmup_steps is None else config.warmup_steps
+    )
     print(f"peak learning rate {learning_rate:g}, warmup {warmup} of {config.steps} steps")
     model_lib.compile_for_pretraining(
         model,
@@ -322,6 +331,8 @@ def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bo
         total_steps=config.steps,
         weight_decay=config.weight_decay,
         clipnorm=config.clipnorm,
+        adam_beta2=config.adam_beta2,
+        adam_epsilon=config.adam_epsilon,
         jit_compile=on_gpu,
     )
     history = []
@@ -444,7 +455,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
 
 
 def main(argv):
-    run(flags.train_parser().parse_args(argv))
+    run(flags.parse("train", argv))
 
 
 def run(args):
@@ -453,6 +464,11 @@ def run(args):
 
     if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
         raise UsageError(f"--early_stopping_patience must be at least 1, got {args.early_stopping_patience}")
+    for name, low, high in (("warmup_fraction", 0, 1), ("adam_beta2", 0, 1)):
+        if not low <= getattr(args, name) < high:
+            raise UsageError(f"--{name} must be in [{low}, {high}), got {getattr(args, name)}")
+    if args.adam_epsilon <= 0:
+        raise UsageError(f"--adam_epsilon must be positive, got {args.adam_epsilon}")
     config = TrainConfig(
         data_dir=args.data,
         output_dir=args.output,
@@ -461,7 +477,10 @@ def run(args):
         batch_size=args.batch_size,
         learning_rate=args.learning_rate,
         warmup_steps=args.warmup_steps,
+        warmup_fraction=args.warmup_fraction,
         weight_decay=args.weight_decay,
+        adam_beta2=args.adam_beta2,
+        adam_epsilon=args.adam_epsilon,
         checkpoint_every=args.checkpoint_every,
         eval_batches=args.eval_batches,
         dynamic_masking=args.dynamic_masking,
@@ -470,6 +489,7 @@ def run(args):
         generator_fraction=args.generator_fraction,
         seed=args.seed,
         early_stopping_patience=args.early_stopping_patience,
+        recipe=args.recipe,
     )
     try:
         history = train(config)

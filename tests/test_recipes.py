@@ -1,0 +1,181 @@
+"""--recipe: a published recipe's flags for mlmprep run and train; the user's flags win; recorded, shown."""
+
+import contextlib
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+
+from mlmprep.pipeline import cli, flags, recipes, report, verify
+from mlmprep.trainer import flags as train_flags
+
+from conftest import REPO
+
+
+def _cli(*argv) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        status = cli.main(list(argv))
+    return status, out.getvalue(), err.getvalue()
+
+
+def test_the_readme_table_is_made_from_the_recipes():
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    start = "<!-- recipes: python -m mlmprep.pipeline.recipes -->\n"
+    table = readme[readme.index(start) + len(start) : readme.index("<!-- /recipes -->")]
+    assert table == recipes.markdown_table(), "regenerate it: python -m mlmprep.pipeline.recipes"
+    for name in ("bert", "bert-512", "roberta", "albert", "spanbert", "electra", "modernbert"):
+        assert f"| `{name}` (" in table
+
+
+@pytest.mark.parametrize("name", list(recipes.RECIPES))
+def test_every_setting_of_a_recipe_is_a_flag_its_command_takes(name):
+    """The recipe's flags parse as the commands' own, to the recipe's values (a renamed flag or a choice
+    that no longer exists fails here, not in a user's job)."""
+    recipe = recipes.RECIPES[name]
+    argv, applied = recipes.expand([f"--recipe={name}"], flags.run_parser(), "run")
+    parsed = vars(flags.run_parser().parse_args(argv))
+    assert {k: parsed[k] for k in recipe.run} == recipe.run and applied.set == recipe.run
+    argv, applied = recipes.expand(
+        ["--recipe", name, "--data=d", "--output=o"], train_flags.train_parser(), "train"
+    )
+    parsed = vars(train_flags.train_parser().parse_args(argv))
+    assert {k: parsed[k] for k in recipe.train} == recipe.train and applied.set == recipe.train
+
+
+def test_flags_given_win_over_the_recipe_however_they_are_spelt():
+    argv, applied = recipes.expand(
+        ["--recipe", "bert", "--dupe_factor", "2", "--whole_word_masking", "--max_seq_length=256"],
+        flags.run_parser(),
+        "run",
+    )
+    parsed = flags.run_parser().parse_args(argv)
+    assert (parsed.dupe_factor, parsed.masking, parsed.whole_word_masking, parsed.max_seq_length) == (
+        2, None, True, 256,
+    )  # fmt: skip
+    assert applied.kept == {"dupe_factor": 2, "whole_word_masking": True, "max_seq_length": 256}
+    assert "masking" not in applied.set and applied.set["sentence_pairs"] == "nsp"
+    # The trainer's parser takes abbreviations: one given so still wins.
+    argv, applied = recipes.expand(
+        ["--recipe=roberta", "--learning_r", "1e-3", "--data=d", "--output=o"],
+        train_flags.train_parser(),
+        "train",
+    )
+    assert train_flags.train_parser().parse_args(argv).learning_rate == 1e-3
+    assert "learning_rate" not in applied.set and applied.kept == {"learning_rate": 1e-3}
+
+
+def test_a_run_by_recipe_records_it_and_the_report_shows_it(tmp_path, real_data, bert_vocab):
+    out = tmp_path / "out"
+    status, stdout, _ = _cli(
+        "run", "--recipe", "bert", f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}",
+        f"--tokenizer={bert_vocab}", f"--output={out}", "--dupe_factor=2", "--num_shards=1",
+    )  # fmt: skip
+    assert status == 0
+    line = stdout.splitlines()[0]
+    assert line.startswith("mlmprep run: --recipe bert (BERT, phase 1) set --max_seq_length=128 ")
+    assert "--sentence_pairs=nsp" in line and line.endswith("yours kept: --dupe_factor=2")
+    assert "recipe bert (BERT, phase 1); yours kept: --dupe_factor=2" in stdout  # the summary
+    manifest = json.loads((out / "manifest.json").read_text())
+    config = manifest["config"]
+    assert config["recipe"] == "bert" and config["dupe_factor"] == 2
+    assert {k: config[k] for k in recipes.RECIPES["bert"].run if k != "dupe_factor"} == {
+        k: v for k, v in recipes.RECIPES["bert"].run.items() if k != "dupe_factor"
+    }
+    entry = manifest["recipe"]
+    assert (
+        entry["name"] == "bert" and entry["kept"] == {"dupe_factor": 2} and "dupe_factor" not in entry["set"]
+    )
+    assert entry["train"] == recipes.RECIPES["bert"].train
+    assert manifest["counts"]["splits"]["train"]["next_sentence_labels"][1] > 0  # NSP pairs, as BERT's
+    assert verify.main([str(out)]) == 0
+    pytest.importorskip("matplotlib")
+    page = report.build(str(out))
+    assert "<h2>Recipe</h2>" in page and "<td>--dupe_factor</td><td>2</td><td>your flag</td>" in page
+    assert "<td>--sentence_pairs</td><td>nsp</td><td>the recipe</td>" in page
+
+
+def test_modernbert_writes_unmasked_best_fit_rows_with_its_rate_for_training(tmp_path, real_data, bert_vocab):
+    """ModernBERT's data: 1,024-token best-fit rows, no masks, and its 30% (Bernoulli) for the trainer."""
+    out = tmp_path / "mb"
+    status, _, _ = _cli(
+        "run", "--recipe=modernbert", f"--input={real_data / 'corpora' / 'tiny' / 'jargon.txt'}",
+        f"--tokenizer={bert_vocab}", f"--output={out}", "--num_shards=1",
+    )  # fmt: skip
+    assert status == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    c = manifest["config"]
+    assert (c["max_seq_length"], c["packing"], c["masking"], c["masked_lm_prob"], c["mask_count"]) == (
+        1024, "best_fit", "none", 0.3, "bernoulli",
+    )  # fmt: skip
+    train = manifest["counts"]["splits"]["train"]
+    # Best fit fills the rows: 7 on this text, the last one a remainder.
+    assert train["predictions"] == 0 and train["tokens"] > 0.9 * 1024 * train["sequences"]
+    # The trainer's masking of these shards, with the recipe's flags: 30%, each token drawn alone.
+    masking_lib = pytest.importorskip("mlmprep.trainer.masking")
+    args = train_flags.parse("train", ["--recipe=modernbert", f"--data={out}", "--output=m"])
+    resolved = masking_lib.resolve(
+        manifest, {n: getattr(args, n) for n in masking_lib.FIELDS}, args.dynamic_masking
+    )
+    assert (resolved.masked_lm_prob, resolved.mask_count, resolved.masking) == (0.3, "bernoulli", "token")
+
+
+def test_training_by_a_recipe_refuses_data_of_another_length_or_pairs(tmp_path, real_data, bert_vocab):
+    pytest.importorskip("tensorflow")
+    out = tmp_path / "out"
+    status, _, _ = _cli(
+        "run", "--recipe=bert", f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}",
+        f"--tokenizer={bert_vocab}", f"--output={out}", "--num_shards=1", "--dupe_factor=1",
+    )  # fmt: skip
+    assert status == 0
+    for recipe, expected in (
+        ("bert-512", "--recipe bert-512 trains on 512-token sequences; --data "),
+        ("electra", "--recipe electra trains on --sentence_pairs none data; --data "),
+    ):  # the data: 128 tokens (bert-512's length differs) of NSP pairs (electra's pairs differ)
+        done = subprocess.run(
+            [sys.executable, "-m", "mlmprep.pipeline.cli", "train", "--recipe", recipe, "--data", str(out),
+             "--output", str(tmp_path / "model"), "--steps=1"],
+            capture_output=True, text=True,
+        )  # fmt: skip
+        assert done.returncode == 2
+        assert done.stdout.splitlines()[0].startswith(f"mlmprep train: --recipe {recipe} (")
+        errors = [ln for ln in done.stderr.splitlines() if ln.startswith("mlmprep train: error:")]
+        assert len(errors) == 1 and expected in errors[0], done.stderr
+        if recipe == "bert-512":
+            assert errors[0].endswith("holds 128-token ones (--recipe bert or electra trains on those)")
+
+
+@pytest.mark.parametrize(
+    "argv, expected",
+    [
+        (
+            ["--recipe=bart"],
+            "--recipe 'bart' is not a known recipe; the recipes: bert, bert-512, roberta, albert",
+        ),
+        (
+            ["--recipe=bert", "--packing=best_fit"],
+            "--recipe bert sets --sentence_pairs nsp, which the flags given contradict: --packing best_fit",
+        ),
+        (
+            ["--recipe=bert-512", "--max_seq_length=64"],
+            "--recipe bert-512 sets --max_predictions_per_seq 80, which the flags given contradict: "
+            "--max_predictions_per_seq must be in [1, 62] at --max_seq_length 64, got 80",
+        ),
+        (
+            ["--recipe=bert", "--masking=none"],
+            "--recipe bert sets --dupe_factor 10, which the flags given contradict: --dupe_factor 10 with "
+            "--masking none",
+        ),
+    ],
+)
+def test_a_bad_recipe_or_a_contradiction_is_one_line_and_exit_2(
+    tmp_path, real_data, bert_vocab, argv, expected
+):
+    status, _, err = _cli(
+        "run", *argv, f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}", f"--tokenizer={bert_vocab}",
+        f"--output={tmp_path / 'out'}",
+    )  # fmt: skip
+    assert status == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
+    assert not (tmp_path / "out").exists()
