@@ -1,15 +1,20 @@
-"""Committing a build: its tokenizer, then manifest.json in one step, then the files of other builds go.
+"""Committing a build: its tokenizer, then manifest.json in one step, then the files of other builds go;
+and what a build written into a non-empty output replaces there.
 
 Through Beam's FileSystems, as the shards were written (see ``manifest`` for
 why this order keeps the previous build whole until the new one is complete).
 """
 
+import dataclasses
+import os
 import posixpath
 import uuid
 
 from apache_beam.io.filesystems import FileSystems
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline.errors import UsageError
+from mlmprep.transforms import encode
 from mlmprep.transforms.shards import TEMP_SUFFIX
 
 
@@ -41,3 +46,52 @@ def commit(output_dir: str, manifest: manifest_lib.Manifest, tokenizer_json: str
     present = FileSystems.match([FileSystems.join(output_dir, "*")])[0].metadata_list
     names = {posixpath.basename(m.path): m.path for m in present}
     _delete([names[name] for name in manifest_lib.stale_files(names, keep, replaces)])
+
+
+def tokenizer_file(replacing, tokenizer_json: str, generation: int) -> str:
+    """The tokenizer's file name: the same tokenizer as the build it replaces keeps that one's file."""
+    previous = replacing.tokenizer if replacing else None
+    if previous and previous.get("sha256") == encode.sha256(tokenizer_json.encode("utf-8")):
+        return previous["file"]
+    return manifest_lib.tokenizer_name(generation)
+
+
+@dataclasses.dataclass(frozen=True)
+class Replacing:
+    """What a build written into a non-empty output must know of what is there (see ``manifest``)."""
+
+    generation: int  # above every generation there, finished or not
+    replaces: tuple[str, ...] | None  # the files of the finished build there; None: none finished
+    tokenizer: dict | None  # the finished build's tokenizer entry, whose file a same tokenizer keeps
+
+
+def replacing(output: str, overwrite: bool) -> Replacing | None:
+    """None for an empty output; a non-empty one needs --overwrite. Nothing is deleted here: a build
+    replaces another only once it is complete."""
+    if "://" not in output and os.path.exists(output) and not os.path.isdir(output):
+        raise UsageError(f"--output {output} is a file, not a directory")
+    try:
+        existing = FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list
+    except Exception:  # nothing there yet
+        existing = []
+    if not existing:
+        return None
+    if not overwrite:
+        raise UsageError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
+    names = [posixpath.basename(m.path) for m in existing]
+    generations = [g for g in map(manifest_lib.generation_of, names) if g is not None]
+    previous = None
+    if manifest_lib.MANIFEST in names:
+        try:
+            previous = manifest_lib.read(output)
+            generations.append(int(previous.get("generation", 0)))
+            replaces = tuple(s["file"] for s in previous["shards"]) + (previous["tokenizer"]["file"],)
+        except (ValueError, KeyError, TypeError):  # damaged: no finished build is there
+            previous = None
+        except Exception as e:
+            raise UsageError(f"cannot read the manifest.json in --output {output}: {e}") from None
+    return Replacing(
+        generation=1 + max(generations) if generations or previous else 0,
+        replaces=replaces if previous else None,
+        tokenizer=previous["tokenizer"] if previous else None,
+    )

@@ -20,9 +20,8 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-from mlmprep.pipeline import commit, flags, manifest, pins, recipes
-from mlmprep.pipeline.errors import UsageError
-from mlmprep.pipeline.planning import JobPlan, is_in_memory, plan
+from mlmprep.pipeline import commit, manifest, pins
+from mlmprep.pipeline.planning import JobPlan, is_in_memory, plan_command
 from mlmprep.transforms import records
 from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
 from mlmprep.transforms.beam.mask import MaskSequences
@@ -227,14 +226,7 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
     del save_main_session  # the job's code lives in the installed package
     argv = sys.argv[1:] if argv is None else argv  # what PipelineOptions(None) reads
     exit_quickly()
-    argv, recipe = recipes.expand(argv, flags.run_parser(), "run")
-    if recipe is not None:
-        print(recipe.line())
-    options = PipelineOptions(argv)
-    try:
-        job = plan(options, recipe=recipe.record() if recipe else None)
-    except UsageError as e:
-        raise recipe.explain(e) if recipe else e from None
+    options, job = plan_command(argv)
     if not is_in_memory(options.view_as(StandardOptions).runner):
         pins.warn_if_remote_differs(options)
     runner = local_runner(options, job, argv)

@@ -15,11 +15,11 @@ import posixpath
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
 
+from mlmprep.pipeline import commit, recipes
 from mlmprep.pipeline import fingerprint as fingerprint_lib
-from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import UsageError
-from mlmprep.pipeline.flags import MlmPrepOptions
-from mlmprep.transforms import encode, pack, pairs, shards, tokenize
+from mlmprep.pipeline.flags import MlmPrepOptions, run_parser
+from mlmprep.transforms import pack, pairs, shards, tokenize
 from mlmprep.transforms.beam import read
 from mlmprep.transforms.mask import MaskingConfig, default_predictions
 from mlmprep.transforms.pairs import PairConfig
@@ -234,14 +234,6 @@ def _tokenizer(path: str, special_tokens: str | None) -> tuple[str, tokenize.Voc
         raise UsageError(f"--tokenizer {path}: {e}") from None
 
 
-def _tokenizer_file(replacing, tokenizer_json: str, generation: int) -> str:
-    """The tokenizer's file name: the same tokenizer as the build it replaces keeps that one's file."""
-    previous = replacing.tokenizer if replacing else None
-    if previous and previous.get("sha256") == encode.sha256(tokenizer_json.encode("utf-8")):
-        return previous["file"]
-    return manifest_lib.tokenizer_name(generation)
-
-
 def _config(o: MlmPrepOptions) -> dict:
     """Every run option, for the manifest (--overwrite says how to write, not what)."""
     config = dict(sorted(o.get_all_options(current_only=True).items()))
@@ -265,7 +257,7 @@ def plan(options: PipelineOptions, check_output: bool = True, recipe: dict | Non
     _check_lengths(o, vocab.frame)
     replacing = None
     if check_output and not (dry_run and not _is_local(o.output)):
-        replacing = _replacing(o.output, o.overwrite)
+        replacing = commit.replacing(o.output, o.overwrite)
     generation = replacing.generation if replacing else 0
     config = _config(o)
     fingerprint = None
@@ -320,10 +312,23 @@ def plan(options: PipelineOptions, check_output: bool = True, recipe: dict | Non
         input_files=len(input_files),
         input_fingerprint=fingerprint,
         generation=generation,
-        tokenizer_file=_tokenizer_file(replacing, tokenizer_json, generation),
+        tokenizer_file=commit.tokenizer_file(replacing, tokenizer_json, generation),
         replaces=replacing.replaces if replacing else None,
         recipe=recipe,
     )
+
+
+def plan_command(argv: list[str], check_output: bool = True) -> tuple[PipelineOptions, JobPlan]:
+    """The options and plan of a ``mlmprep run`` command line, its ``--recipe`` expanded (the flags given
+    win; one line says what the recipe set); a failed check on a recipe's setting says it was the recipe's."""
+    argv, recipe = recipes.expand(argv, run_parser(), "run")
+    if recipe is not None:
+        print(recipe.line())
+    options = PipelineOptions(argv)
+    try:
+        return options, plan(options, check_output, recipe.record() if recipe else None)
+    except UsageError as e:
+        raise recipe.explain(e) if recipe else e from None
 
 
 def runner_name(runner) -> str | None:
@@ -367,44 +372,3 @@ def _grouping(grouping: str, runner) -> str:
 
 def _is_local(path: str) -> bool:
     return "://" not in path
-
-
-@dataclasses.dataclass(frozen=True)
-class Replacing:
-    """What a build written into a non-empty output must know of what is there (see ``manifest``)."""
-
-    generation: int  # above every generation there, finished or not
-    replaces: tuple[str, ...] | None  # the files of the finished build there; None: none finished
-    tokenizer: dict | None  # the finished build's tokenizer entry, whose file a same tokenizer keeps
-
-
-def _replacing(output: str, overwrite: bool) -> Replacing | None:
-    """None for an empty output; a non-empty one needs --overwrite. Nothing is deleted here: a build
-    replaces another only once it is complete."""
-    if _is_local(output) and os.path.exists(output) and not os.path.isdir(output):
-        raise UsageError(f"--output {output} is a file, not a directory")
-    try:
-        existing = FileSystems.match([FileSystems.join(output, "*")])[0].metadata_list
-    except Exception:  # nothing there yet
-        existing = []
-    if not existing:
-        return None
-    if not overwrite:
-        raise UsageError(f"--output {output} exists and is not empty; pass --overwrite to replace it")
-    names = [posixpath.basename(m.path) for m in existing]
-    generations = [g for g in map(manifest_lib.generation_of, names) if g is not None]
-    previous = None
-    if manifest_lib.MANIFEST in names:
-        try:
-            previous = manifest_lib.read(output)
-            generations.append(int(previous.get("generation", 0)))
-            replaces = tuple(s["file"] for s in previous["shards"]) + (previous["tokenizer"]["file"],)
-        except (ValueError, KeyError, TypeError):  # damaged: no finished build is there
-            previous = None
-        except Exception as e:
-            raise UsageError(f"cannot read the manifest.json in --output {output}: {e}") from None
-    return Replacing(
-        generation=1 + max(generations) if generations or previous else 0,
-        replaces=replaces if previous else None,
-        tokenizer=previous["tokenizer"] if previous else None,
-    )

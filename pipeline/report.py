@@ -14,7 +14,7 @@ import datetime
 import html
 import io
 
-from mlmprep.pipeline import inspect, summary, verify
+from mlmprep.pipeline import inspect, record_checks, summary, verify
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import decode, encode, profile
@@ -44,7 +44,7 @@ def observed_replacements(
                 f, seq, preds, encode.slice_rows(seq), pairs, masking.masking == "none"
             )
             for batch, extra in slices:
-                verify.check_batch(
+                record_checks.check_batch(
                     batch, extra, vocab=vocab, masking=masking, report=report, where=shard["file"],
                     several_pieces=config.get("packing") == "best_fit",
                 )  # fmt: skip

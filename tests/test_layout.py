@@ -17,6 +17,7 @@ BEAM_FREE = [
         if p.stem != "__init__"
     ),
     "mlmprep.pipeline.verify",
+    "mlmprep.pipeline.record_checks",
     "mlmprep.pipeline.inspect",
     "mlmprep.pipeline.report",
     "mlmprep.pipeline.summary",
@@ -25,6 +26,7 @@ BEAM_FREE = [
     "mlmprep.pipeline.recipes",
     "mlmprep.trainer.data",
     "mlmprep.trainer.train",
+    "mlmprep.trainer.checkpoints",
     "mlmprep.trainer.fill_mask",
     "mlmprep.trainer.export",
 ]

@@ -18,9 +18,10 @@ keras = pytest.importorskip("keras")
 pytest.importorskip("keras_hub")
 
 from mlmprep.trainer import data as data_lib  # noqa: E402
+from mlmprep.trainer.checkpoints import checkpoints  # noqa: E402
 from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
 from mlmprep.trainer.masking import resolve  # noqa: E402
-from mlmprep.trainer.train import TrainConfig, TrainError, checkpoints, intervals, train, train_dataset  # noqa: E402
+from mlmprep.trainer.train import TrainConfig, TrainError, intervals, train, train_dataset  # noqa: E402
 from mlmprep.transforms import decode  # noqa: E402
 
 

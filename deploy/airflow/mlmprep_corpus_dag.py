@@ -44,7 +44,6 @@ def plan_build(ds_nodash: str, ti) -> bool:
     """The build's options for ``build_corpus`` (an XCom); False (skip it) when the newest finished build
     has this build's fingerprint."""
     from apache_beam.io.filesystems import FileSystems
-    from apache_beam.options.pipeline_options import PipelineOptions
 
     from mlmprep.pipeline import fingerprint, manifest, planning
 
@@ -60,7 +59,7 @@ def plan_build(ds_nodash: str, ti) -> bool:
     }
     # The command line exactly as the operator passes it (booleans as bare flags, lists repeated).
     argv = beam_options_to_args(pipeline_options)
-    current = planning.plan(PipelineOptions(argv), check_output=False).input_fingerprint
+    current = planning.plan_command(argv, check_output=False)[1].input_fingerprint
     pattern = FileSystems.join(settings["output_base"], "*", manifest.MANIFEST)
     finished = sorted(
         folder
