@@ -11,7 +11,7 @@ from mlmprep.pipeline import recipes
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import documents, pack, pairs, shards, sources
 from mlmprep.transforms.beam import groups
-from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS
+from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS, SPAN_LENGTHS
 
 
 def _formats(value: str) -> tuple[str, ...]:
@@ -118,6 +118,14 @@ class MlmPrepOptions(PipelineOptions):
             type=float,
             default=0.2,
             help="Span masking: p of the geometric distribution of span lengths in words (SpanBERT's 0.2).",
+        )
+        parser.add_argument(
+            "--span_lengths",
+            default="geometric",
+            choices=SPAN_LENGTHS,
+            help="Span masking: span lengths in words. geometric: Geometric(--span_p) truncated "
+            "to 1..--max_span_words (SpanBERT); harmonic: p(n) proportional to 1/n up to --max_span_words "
+            "(ALBERT's n-grams, with 3).",
         )
         parser.add_argument(
             "--max_span_words",

@@ -290,6 +290,7 @@ def masking_config(manifest: Manifest) -> MaskingConfig:
         mask_count=config.get("mask_count", "exact"),
         span_p=config.get("span_p", 0.2),
         max_span_words=config.get("max_span_words", 10),
+        span_lengths=config.get("span_lengths", "geometric"),
     )
 
 

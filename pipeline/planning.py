@@ -284,6 +284,7 @@ def plan(options: PipelineOptions, check_output: bool = True, recipe: dict | Non
             masking=o.masking,
             mask_count=o.mask_count,
             span_p=o.span_p,
+            span_lengths=o.span_lengths,
             max_span_words=o.max_span_words,
         ),
         word_source=_word_source(o, vocab),

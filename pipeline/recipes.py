@@ -114,7 +114,7 @@ RECIPES = {
                 "mask_token_ratio": 0.8,
                 "random_token_ratio": 0.1,
                 "masking": "span",
-                "span_p": 0.5,
+                "span_lengths": "harmonic",
                 "max_span_words": 3,
                 "sentence_pairs": "sop",
                 "short_seq_prob": 0.1,
@@ -129,8 +129,8 @@ RECIPES = {
                 "adam_epsilon": 1e-6,
             },
             (
-                "n-grams of 1-3 words with p(n) ∝ 1/n (6/11, 3/11, 2/11); here spans from a geometric "
-                "p 0.5 truncated to 3 words (4/7, 2/7, 1/7), one 80/10/10 decision per span, not per token",
+                "one 80/10/10 decision per n-gram (ALBERT decides per token); the n-gram that reaches the "
+                "budget is cut there (ALBERT draws a shorter one)",
                 "20 predictions at 512 tokens mask at most 3.9% of a full sequence, as the repository does",
                 "LAMB at lr 0.00176, batch 4096, 125k steps: the trainer is AdamW (give --learning_rate)",
             ),

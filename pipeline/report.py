@@ -256,7 +256,8 @@ def build(output_dir: str) -> str:
         sections.append(
             f'<h2>Span lengths</h2><img alt="span lengths" src="{uri}"><p>{sum(spans["words"]):,} spans, '
             f"{means['words']:.2f} words and {means['tokens']:.2f} tokens on average (--span_p "
-            f"{config.get('span_p')}, --max_span_words {config.get('max_span_words')})</p>"
+            f"{config.get('span_p')}, --max_span_words {config.get('max_span_words')}, --span_lengths "
+            f"{config.get('span_lengths', 'geometric')})</p>"
         )
 
     examples = []

@@ -46,6 +46,17 @@ def test_drawn_span_lengths_follow_the_truncated_geometric():
     assert short.mean() == pytest.approx(_geometric_mean(0.5, 3), rel=0.01)
 
 
+def test_harmonic_span_lengths_are_albert_ngrams():
+    """--span_lengths harmonic: p(n) proportional to 1/n, ALBERT's 6/11, 3/11, 2/11 with 3 words."""
+    config = MaskingConfig(masking="span", span_lengths="harmonic", max_span_words=3)
+    np.testing.assert_allclose(span_length_probabilities(0.2, 3, "harmonic"), [6 / 11, 3 / 11, 2 / 11])
+    rng_keys = keys.record_keys(np.arange(200_000, dtype=np.uint64), seed=5, dupe=0)
+    drawn = span_lengths(rng_keys, np.zeros(rng_keys.size, np.int64), config)
+    np.testing.assert_allclose(
+        np.bincount(drawn, minlength=4)[1:] / drawn.size, [6 / 11, 3 / 11, 2 / 11], atol=0.004
+    )
+
+
 @pytest.fixture(scope="module")
 def packed(bert_tokenizer_json, real_data):
     """Real text (the Devil's Dictionary) packed into 128-token sequences, with word starts."""

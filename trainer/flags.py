@@ -116,6 +116,12 @@ def train_parser() -> CliParser:
     )
     masking.add_argument("--span_p", type=float, default=None, help="Span masking: the geometric's p (0.2).")
     masking.add_argument(
+        "--span_lengths",
+        default=None,
+        choices=("geometric", "harmonic"),
+        help="Span masking: geometric (SpanBERT) or harmonic, p(n) proportional to 1/n (ALBERT's n-grams).",
+    )
+    masking.add_argument(
         "--max_span_words", type=int, default=None, help="Span masking: the longest span in words (10)."
     )
     parser.add_argument(

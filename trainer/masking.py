@@ -10,7 +10,7 @@ TensorFlow: the checks run before it is loaded.
 import dataclasses
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.transforms.mask import MaskingConfig, default_predictions
+from mlmprep.transforms.mask import SPAN_LENGTHS, MaskingConfig, default_predictions
 
 # The flags of ``mlmprep train`` that change the masking, as MaskingConfig's fields.
 FIELDS = (
@@ -21,6 +21,7 @@ FIELDS = (
     "max_predictions_per_seq",
     "span_p",
     "max_span_words",
+    "span_lengths",
 )
 MASKINGS = ("token", "word", "span")  # what the trainer masks by
 
@@ -48,7 +49,8 @@ def resolve(manifest: manifest_lib.Manifest, given: dict, dynamic: bool) -> Mask
     # An unmasked output's run still says the rate and ratios it was made for (a recipe's, or the defaults).
     config = dataclasses.replace(data, **{"masking": "token" if unmasked else data.masking, **given})
     seq = manifest["config"]["max_seq_length"]
-    if "max_predictions_per_seq" not in given and (unmasked or "masked_lm_prob" in given):
+    # The run's cap (its default for its rate, or the one given) holds unless training asks another rate.
+    if "max_predictions_per_seq" not in given and "masked_lm_prob" in given:
         config = dataclasses.replace(
             config, max_predictions_per_seq=default_predictions(seq, config.masked_lm_prob)
         )
@@ -85,6 +87,7 @@ def _check(config: MaskingConfig, seq: int) -> None:
         ),
         (not 0 < config.span_p <= 1, f"--span_p must be in (0, 1], got {config.span_p}"),
         (config.max_span_words < 1, f"--max_span_words must be at least 1, got {config.max_span_words}"),
+        (config.span_lengths not in SPAN_LENGTHS, f"--span_lengths must be one of {', '.join(SPAN_LENGTHS)}"),
     ]
     for bad, message in problems:
         if bad:

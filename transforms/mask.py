@@ -32,6 +32,8 @@ from mlmprep.transforms.records import MaskedBatch
 _SELECT, _DECIDE, _REPLACE = 0, 1, 2  # independent random streams per sequence
 _SPAN = 4  # span lengths (stream 3 is sentence pairs')
 MASK_COUNTS = ("exact", "bernoulli")
+# Span lengths in words: SpanBERT's truncated geometric, or ALBERT's n-grams with p(n) proportional to 1/n.
+SPAN_LENGTHS = ("geometric", "harmonic")
 # token: BERT's; word: whole words; span: SpanBERT's spans of whole words; none: no masks written (the
 # trainer masks each batch itself).
 MASKINGS = ("token", "word", "span", "none")
@@ -54,6 +56,7 @@ class MaskingConfig:
     mask_count: str = "exact"  # or "bernoulli": each unit selected with probability p
     span_p: float = 0.2  # span masking: the geometric distribution's p (SpanBERT's 0.2)
     max_span_words: int = 10  # span masking: the longest span, in words
+    span_lengths: str = "geometric"  # SPAN_LENGTHS
 
     @property
     def by_words(self) -> bool:
@@ -61,16 +64,20 @@ class MaskingConfig:
         return self.masking in ("word", "span")
 
 
-def span_length_probabilities(span_p: float, max_span_words: int) -> np.ndarray:
+def span_length_probabilities(
+    span_p: float, max_span_words: int, span_lengths: str = "geometric"
+) -> np.ndarray:
     """P(a span has k words), k = 1..max_span_words: Geometric(span_p) truncated and renormalised
-    (SpanBERT's mean of 3.8 words at p 0.2 and 10 words)."""
-    weights = span_p * (1 - span_p) ** np.arange(max_span_words)
+    (SpanBERT's mean of 3.8 words at p 0.2 and 10 words), or ``harmonic``, proportional to 1/k (ALBERT's
+    n-grams: 6/11, 3/11, 2/11 up to 3 words)."""
+    k = np.arange(max_span_words)
+    weights = 1 / (k + 1) if span_lengths == "harmonic" else span_p * (1 - span_p) ** k
     return weights / weights.sum()
 
 
 def span_lengths(rng_keys, columns, config: MaskingConfig) -> np.ndarray:
     """The span length, in words, drawn for a span starting at ``columns`` of the sequences ``rng_keys``."""
-    cdf = np.cumsum(span_length_probabilities(config.span_p, config.max_span_words))
+    cdf = np.cumsum(span_length_probabilities(config.span_p, config.max_span_words, config.span_lengths))
     drawn = keys.to_unit(keys.uniform_bits(rng_keys, stream=_SPAN, columns=columns))
     return np.minimum(np.searchsorted(cdf, drawn, side="right"), config.max_span_words - 1) + 1
 
