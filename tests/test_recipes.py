@@ -179,3 +179,19 @@ def test_a_bad_recipe_or_a_contradiction_is_one_line_and_exit_2(
     )  # fmt: skip
     assert status == 2 and len(err.strip().splitlines()) == 1 and expected in err, err
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recipe_is_only_its_flags_the_shards_are_those_of_the_flags_typed(tmp_path, real_data, bert_vocab):
+    common = [
+        f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}",
+        f"--tokenizer={bert_vocab}",
+        "--num_shards=1",
+    ]
+    by_recipe = tmp_path / "recipe"
+    assert _cli("run", "--recipe=spanbert", f"--output={by_recipe}", *common)[0] == 0
+    typed = [f"--{k}={v}" for k, v in recipes.RECIPES["spanbert"].run.items()]
+    assert _cli("run", *typed, f"--output={tmp_path / 'typed'}", *common)[0] == 0
+    shards = [json.loads((tmp_path / d / "manifest.json").read_text())["shards"] for d in ("recipe", "typed")]
+    assert [s["sha256"] for s in shards[0]] == [s["sha256"] for s in shards[1]] and shards[0][0][
+        "records"
+    ] > 0
