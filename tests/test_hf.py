@@ -72,7 +72,7 @@ def test_bert_for_masked_lm_learns_from_the_parquet_shards(tmp_path, real_data, 
     def validation_loss() -> float:
         model.eval()
         with torch.no_grad():  # the model's own loss: cross-entropy where labels are not -100
-            losses = [model(**batch).loss.item() for batch in validation]
+            losses = [model(**batch).loss.item() for batch in itertools.islice(validation, 4)]
         model.train()
         return sum(losses) / len(losses)
 

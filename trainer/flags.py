@@ -6,7 +6,7 @@ fraction of a second.
 """
 
 from mlmprep.pipeline import recipes
-from mlmprep.pipeline.errors import CliParser
+from mlmprep.pipeline.errors import CliParser, UsageError
 
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
 WARMUP_FRACTION = 0.1
@@ -172,8 +172,35 @@ PARSERS = {"train": train_parser, "fill_mask": fill_mask_parser, "export": expor
 def parse(module: str, argv: list[str]):
     """The flags of a trainer command; ``train --recipe`` adds the recipe's flags the user did not give, and
     prints one line saying which."""
-    if module == "train":
-        argv, applied = recipes.expand(argv, train_parser(), "train")
-        if applied is not None:
-            print(applied.line())
-    return PARSERS[module]().parse_args(argv)
+    if module != "train":
+        return PARSERS[module]().parse_args(argv)
+    argv, applied = recipes.expand(argv, train_parser(), "train")
+    if applied is not None:
+        print(applied.line())
+    args = train_parser().parse_args(argv)
+    _check_train(args)
+    return args
+
+
+def _check_train(args) -> None:
+    """The values of train's flags on their own, before TensorFlow loads."""
+    problems = [
+        (
+            args.early_stopping_patience is not None and args.early_stopping_patience < 1,
+            f"--early_stopping_patience must be at least 1, got {args.early_stopping_patience}",
+        ),
+        (
+            not 0 <= args.warmup_fraction < 1,
+            f"--warmup_fraction must be in [0, 1), got {args.warmup_fraction}",
+        ),
+        (not 0 <= args.adam_beta2 < 1, f"--adam_beta2 must be in [0, 1), got {args.adam_beta2}"),
+        (args.adam_epsilon <= 0, f"--adam_epsilon must be positive, got {args.adam_epsilon}"),
+        (
+            not 0 < args.generator_fraction <= 1,
+            f"--generator_fraction must be in (0, 1], got {args.generator_fraction}: the generator is the "
+            "smaller model",
+        ),
+    ]
+    for bad, message in problems:
+        if bad:
+            raise UsageError(message)

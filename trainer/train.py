@@ -304,13 +304,6 @@ def run(args):
     """``mlmprep train`` with its parsed flags (``flags.train_parser``)."""
     from mlmprep.pipeline.errors import UsageError
 
-    if args.early_stopping_patience is not None and args.early_stopping_patience < 1:
-        raise UsageError(f"--early_stopping_patience must be at least 1, got {args.early_stopping_patience}")
-    for name, low, high in (("warmup_fraction", 0, 1), ("adam_beta2", 0, 1)):
-        if not low <= getattr(args, name) < high:
-            raise UsageError(f"--{name} must be in [{low}, {high}), got {getattr(args, name)}")
-    if args.adam_epsilon <= 0:
-        raise UsageError(f"--adam_epsilon must be positive, got {args.adam_epsilon}")
     config = TrainConfig(
         data_dir=args.data,
         output_dir=args.output,
