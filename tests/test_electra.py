@@ -89,7 +89,7 @@ def test_a_tiny_electra_learns_to_tell_replaced_tokens(electra_trained):
 
 def test_the_discriminator_learns_fast_against_a_generator_left_at_its_start(kjv_data):
     """With the generator frozen at initialization (replacements near uniform over the vocabulary), the
-    discriminator's AUC passes 0.7 within 150 steps: the machinery learns; only the task gets harder as
+    discriminator's AUC passes 0.7 within 100 steps (0.75 here): the machinery learns; only the task gets harder as
     the generator learns."""
     import keras
 
@@ -101,15 +101,15 @@ def test_the_discriminator_learns_fast_against_a_generator_left_at_its_start(kjv
     model.generator_head.trainable = False
     for layer in model.generator_layers:
         layer.trainable = False
-    model_lib.compile_for_pretraining(model, learning_rate=1e-3, warmup_steps=20, total_steps=150)
+    model_lib.compile_for_pretraining(model, learning_rate=1e-3, warmup_steps=20, total_steps=100)
     train_ds = data_lib.make_dataset(str(kjv_data), "train", batch_size=32, objective="electra")
     eval_ds = data_lib.make_dataset(
         str(kjv_data), "validation", batch_size=32, training=False, objective="electra"
     )
     before = model.evaluate(eval_ds, steps=20, return_dict=True, verbose=0)["discriminator_auc"]
-    model.fit(train_ds, steps_per_epoch=150, epochs=1, verbose=0)
+    model.fit(train_ds, steps_per_epoch=100, epochs=1, verbose=0)
     after = model.evaluate(eval_ds, steps=20, return_dict=True, verbose=0)["discriminator_auc"]
-    print(f"discriminator AUC against a frozen generator: {before:.3f} -> {after:.3f} in 150 steps")
+    print(f"discriminator AUC against a frozen generator: {before:.3f} -> {after:.3f} in 100 steps")
     assert before < 0.6 and after > 0.7
 
 

@@ -112,7 +112,8 @@ def train_parser() -> CliParser:
         "--max_predictions_per_seq",
         type=int,
         default=None,
-        help="Cap on predictions per sequence (default: max(20, ceil(max_seq_length * masked_lm_prob))).",
+        help="Cap on predictions per sequence (default: the data's run's; with another --masked_lm_prob, "
+        "max(20, ceil(max_seq_length * masked_lm_prob))).",
     )
     masking.add_argument("--span_p", type=float, default=None, help="Span masking: the geometric's p (0.2).")
     masking.add_argument(
