@@ -89,8 +89,8 @@ def test_a_tiny_electra_learns_to_tell_replaced_tokens(electra_trained):
 
 def test_the_discriminator_learns_fast_against_a_generator_left_at_its_start(kjv_data):
     """With the generator frozen at initialization (replacements near uniform over the vocabulary), the
-    discriminator's AUC passes 0.7 within 100 steps (0.75 here): the machinery learns; only the task gets harder as
-    the generator learns."""
+    discriminator's AUC passes 0.7 within 100 steps (0.75 here): the machinery learns; only the task gets
+    harder as the generator learns."""
     import keras
 
     from mlmprep.trainer import model as model_lib
