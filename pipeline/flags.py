@@ -216,8 +216,9 @@ class MlmPrepOptions(PipelineOptions):
 
 
 def run_parser() -> argparse.ArgumentParser:
-    """The options of ``mlmprep run`` alone (no Beam option), as Beam reads them."""
-    parser = argparse.ArgumentParser(prog="mlmprep run", allow_abbrev=False)
+    """The options of ``mlmprep run`` alone (no Beam option), as Beam reads them; a bad value is a
+    UsageError."""
+    parser = CliParser(prog="mlmprep run", allow_abbrev=False)
     MlmPrepOptions._add_argparse_args(parser)
     return parser
 
