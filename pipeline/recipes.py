@@ -56,6 +56,27 @@ _BERT_DIFFERS = (
     "batch 256 for 1M steps (900k at 128 tokens, 100k at 512): --batch_size and --steps are yours",
 )
 
+_MODERNBERT_RUN = {
+    "max_seq_length": 1024,
+    "packing": "best_fit",
+    "sentence_pairs": "none",
+    "masking": "none",
+    "masked_lm_prob": 0.3,
+    "mask_count": "bernoulli",
+    "mask_token_ratio": 0.8,
+    "random_token_ratio": 0.1,
+}
+_MODERNBERT_TRAIN = {
+    "objective": "mlm",
+    "dynamic_masking": True,
+    "learning_rate": 8e-4,
+    "warmup_fraction": 0.002,
+    "weight_decay": 1e-5,
+    "adam_beta2": 0.98,
+    "adam_epsilon": 1e-6,
+}
+_MODERNBERT_MODEL = "the model is a BERT encoder, not ModernBERT's (RoPE, GeGLU, local-global attention)"
+
 RECIPES = {
     r.name: r
     for r in (
@@ -202,59 +223,25 @@ RECIPES = {
             "ModernBERT, main phase",
             "Warner et al. 2024 (arXiv 2412.13663); AnswerDotAI/ModernBERT yamls/modernbert "
             "(pretraining_documentation branch), src/sequence_packer.py",
-            {
-                "max_seq_length": 1024,
-                "packing": "best_fit",
-                "sentence_pairs": "none",
-                "masking": "none",
-                "masked_lm_prob": 0.3,
-                "mask_count": "bernoulli",
-                "mask_token_ratio": 0.8,
-                "random_token_ratio": 0.1,
-            },
-            {
-                "objective": "mlm",
-                "dynamic_masking": True,
-                "learning_rate": 8e-4,
-                "warmup_fraction": 0.002,
-                "weight_decay": 1e-5,
-                "adam_beta2": 0.98,
-                "adam_epsilon": 1e-6,
-            },
+            _MODERNBERT_RUN,
+            _MODERNBERT_TRAIN,
             (
                 "warmup-stable-decay (constant after warmup, 1-sqrt decay at the end) and StableAdamW: the "
                 "trainer decays linearly after warmup, with AdamW",
                 "documents longer than a sequence are cut into pieces, packed (ModernBERT truncates them); "
                 "special tokens are never selected (ModernBERT's collator may select them)",
-                "the model is a BERT encoder, not ModernBERT's (RoPE, GeGLU, local-global attention)",
+                _MODERNBERT_MODEL,
             ),
         ),
         Recipe(
             "modernbert-8192",
             "ModernBERT, context extension",
             "Warner et al. 2024 (arXiv 2412.13663) §2.2; AnswerDotAI/ModernBERT yamls/modernbert",
-            {
-                "max_seq_length": 8192,
-                "packing": "best_fit",
-                "sentence_pairs": "none",
-                "masking": "none",
-                "masked_lm_prob": 0.3,
-                "mask_count": "bernoulli",
-                "mask_token_ratio": 0.8,
-                "random_token_ratio": 0.1,
-            },
-            {
-                "objective": "mlm",
-                "dynamic_masking": True,
-                "learning_rate": 3e-4,
-                "warmup_fraction": 0.0,
-                "weight_decay": 1e-5,
-                "adam_beta2": 0.98,
-                "adam_epsilon": 1e-6,
-            },
+            {**_MODERNBERT_RUN, "max_seq_length": 8192},
+            {**_MODERNBERT_TRAIN, "learning_rate": 3e-4, "warmup_fraction": 0.0},
             (
                 "a constant 3e-4 for 250B tokens, then a 1-sqrt decay: the trainer decays linearly",
-                "the model is a BERT encoder, not ModernBERT's (RoPE, GeGLU, local-global attention)",
+                _MODERNBERT_MODEL,
             ),
         ),
     )
