@@ -180,7 +180,21 @@ def parse(module: str, argv: list[str]):
         print(applied.line())
     args = train_parser().parse_args(argv)
     _check_train(args)
+    if applied is not None:
+        _check_recipe_data(applied.recipe, args.data)
     return args
+
+
+def _check_recipe_data(recipe: recipes.Recipe, data_dir: str) -> None:
+    """Data that is not the recipe's is refused before TensorFlow loads; data without a readable manifest
+    is left for the trainer to refuse, with its own reason."""
+    from mlmprep.pipeline import manifest as manifest_lib
+
+    try:
+        manifest = manifest_lib.read(data_dir)
+    except (manifest_lib.ManifestError, OSError):
+        return
+    recipes.check_data(recipe, manifest, data_dir)
 
 
 def _check_train(args) -> None:

@@ -18,7 +18,6 @@ import keras
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.pipeline import recipes
 from mlmprep.trainer import data, electra, flags
 from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
@@ -66,7 +65,6 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better val_loss
     objective: str = "mlm"  # flags.OBJECTIVES
     generator_fraction: float = electra.GENERATOR_FRACTION  # ELECTRA: the generator's width over the model's
-    recipe: str | None = None  # --recipe, whose data the run must be trained on
 
 
 def device_setup():
@@ -111,8 +109,6 @@ def _check_data(config: TrainConfig) -> tuple[dict, MaskingConfig | None]:
         manifest = data.read_manifest(config.data_dir)
     except data.DataError as e:
         raise TrainError(str(e)) from None
-    if config.recipe is not None:
-        recipes.check_data(recipes.get(config.recipe), manifest, config.data_dir)
     if not data.shard_paths(config.data_dir, manifest, "train"):
         raise TrainError(
             f"{config.data_dir} has no TFRecord train shards (the trainer reads TFRecord: "
@@ -324,7 +320,6 @@ def run(args):
         generator_fraction=args.generator_fraction,
         seed=args.seed,
         early_stopping_patience=args.early_stopping_patience,
-        recipe=args.recipe,
     )
     try:
         history = train(config)
