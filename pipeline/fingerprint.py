@@ -31,16 +31,20 @@ def list_inputs(patterns) -> list[InputFile]:
     return sorted(files)
 
 
-# Options that say where and how a build runs, not what it builds.
-NOT_THE_BUILD = ("output", "overwrite", "split_input_mb", "grouping")
+# Options that say where and how a build runs, not what it builds; --recipe is a name for the options it set.
+NOT_THE_BUILD = ("output", "overwrite", "split_input_mb", "grouping", "recipe")
 # Options that change nothing without sentence pairs: a build from before they existed keeps its fingerprint.
 PAIR_OPTIONS = ("sentence_pairs", "short_seq_prob", "sentence_language")
+# Options added later, at the value builds from before them had: left out, so those keep their fingerprint.
+AS_BEFORE = {"span_lengths": "geometric"}
 
 
 def fingerprint(config: dict, files: list[InputFile], tokenizer_sha256: str) -> str:
     """sha256 over the run's options (not where or how it runs), the tokenizer, and the input list."""
     ignored = NOT_THE_BUILD + (PAIR_OPTIONS if config.get("sentence_pairs", "none") == "none" else ())
-    options = {k: v for k, v in config.items() if k not in ignored}
+    options = {
+        k: v for k, v in config.items() if k not in ignored and not (k in AS_BEFORE and v == AS_BEFORE[k])
+    }
     payload = json.dumps({"config": options, "tokenizer": tokenizer_sha256, "inputs": files}, sort_keys=True)
     return hashlib.sha256(payload.encode("utf-8")).hexdigest()
 

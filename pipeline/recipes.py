@@ -248,7 +248,11 @@ RECIPES = {
 }
 
 # A recipe's setting also counts as given where the user gave a flag that decides it.
-_DECIDED_BY = {"masking": ("whole_word_masking",)}
+# The cap is the recipe's at its length and rate: a length or rate given makes it the default for those.
+_DECIDED_BY = {
+    "masking": ("whole_word_masking",),
+    "max_predictions_per_seq": ("max_seq_length", "masked_lm_prob"),
+}
 
 
 def get(name: str) -> Recipe:
@@ -305,9 +309,7 @@ class Applied:
         if not named:
             return error
         settings = ", ".join(_flag(k, self.set[k]).replace("=", " ", 1) for k in named)
-        return UsageError(
-            f"--recipe {self.recipe.name} sets {settings}, which the flags given contradict: {error}"
-        )
+        return UsageError(f"--recipe {self.recipe.name} sets {settings}, which this run cannot take: {error}")
 
 
 def expand(argv: list[str], parser: argparse.ArgumentParser, side: str) -> tuple[list[str], Applied | None]:
@@ -330,10 +332,13 @@ def expand(argv: list[str], parser: argparse.ArgumentParser, side: str) -> tuple
 
 
 def check_data(recipe: Recipe, manifest: dict, data_dir: str) -> None:
-    """Training by a recipe needs data made for it: its sequence length and sentence pairs (not set here)."""
+    """Training by a recipe needs data made for it: its sequence length and sentence pairs (not set here),
+    or the ones the user chose when making the data with the same recipe."""
     config = manifest["config"]
+    made = manifest.get("recipe") or {}
+    chosen = made.get("kept", {}) if made.get("name") == recipe.name else {}
     length = config["max_seq_length"]
-    if length != recipe.max_seq_length:
+    if length != recipe.max_seq_length and "max_seq_length" not in chosen:
         same = [r.name for r in RECIPES.values() if r.max_seq_length == length]
         hint = f" (--recipe {' or '.join(same)} trains on those)" if same else ""
         raise UsageError(
@@ -341,7 +346,7 @@ def check_data(recipe: Recipe, manifest: dict, data_dir: str) -> None:
             f"holds {length}-token ones{hint}"
         )
     pairs, wanted = config.get("sentence_pairs", "none"), recipe.run.get("sentence_pairs", "none")
-    if pairs != wanted:
+    if pairs != wanted and "sentence_pairs" not in chosen:
         raise UsageError(
             f"--recipe {recipe.name} trains on --sentence_pairs {wanted} data; --data {data_dir} was made "
             f"with --sentence_pairs {pairs}"

@@ -246,8 +246,8 @@ def build(output_dir: str) -> str:
     spans = counts.get("spans")
     if spans:
         uri = _bars(
-            "Masked spans by length (every split and copy): in words, as drawn from the truncated geometric "
-            "(less where a span met its piece's end or the budget), and in tokens",
+            "Masked spans by length (every split and copy): in words, as drawn (less where a span met its "
+            "piece's end or the budget), and in tokens",
             [str(k) for k in range(1, max(len(spans["words"]), len(spans["tokens"])) + 1)],
             {unit: _shares(n + [0] * (len(spans["tokens"]) - len(n))) for unit, n in sorted(spans.items())},
             "% of spans",

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from mlmprep.pipeline import cli, flags, recipes, report, verify
+from mlmprep.pipeline.errors import UsageError
 from mlmprep.trainer import flags as train_flags
 
 from conftest import REPO
@@ -156,16 +157,16 @@ def test_training_by_a_recipe_refuses_data_of_another_length_or_pairs(tmp_path, 
         ),
         (
             ["--recipe=bert", "--packing=best_fit"],
-            "--recipe bert sets --sentence_pairs nsp, which the flags given contradict: --packing best_fit",
+            "--recipe bert sets --sentence_pairs nsp, which this run cannot take: --packing best_fit",
         ),
         (
-            ["--recipe=bert-512", "--max_seq_length=64"],
-            "--recipe bert-512 sets --max_predictions_per_seq 80, which the flags given contradict: "
-            "--max_predictions_per_seq must be in [1, 62] at --max_seq_length 64, got 80",
+            ["--recipe=roberta", "--dupe_factor=2"],
+            "--recipe roberta sets --masking none, which this run cannot take: --dupe_factor 2 with "
+            "--masking none",
         ),
         (
             ["--recipe=bert", "--masking=none"],
-            "--recipe bert sets --dupe_factor 10, which the flags given contradict: --dupe_factor 10 with "
+            "--recipe bert sets --dupe_factor 10, which this run cannot take: --dupe_factor 10 with "
             "--masking none",
         ),
     ],
@@ -195,3 +196,37 @@ def test_a_recipe_is_only_its_flags_the_shards_are_those_of_the_flags_typed(tmp_
     assert [s["sha256"] for s in shards[0]] == [s["sha256"] for s in shards[1]] and shards[0][0][
         "records"
     ] > 0
+
+
+def test_what_a_recipe_leaves_to_the_user_follows_their_flags(tmp_path, real_data, bert_vocab):
+    """A length or rate given makes the cap the default for them (ELECTRA-Base's 512 tokens: 77, not 19),
+    and training by the recipe takes the length the user chose when making the data with it."""
+    argv, applied = recipes.expand(["--recipe=electra", "--max_seq_length=512"], flags.run_parser(), "run")
+    assert "max_predictions_per_seq" not in applied.set
+    assert flags.run_parser().parse_args(argv).max_predictions_per_seq is None  # the default: 77 at 512
+    manifest = {
+        "config": {"max_seq_length": 512, "sentence_pairs": "none"},
+        "recipe": {"name": "electra", "kept": {"max_seq_length": 512}},
+    }
+    recipes.check_data(recipes.RECIPES["electra"], manifest, "d")  # the user's 512, with this recipe
+    with pytest.raises(UsageError, match="--recipe bert trains on 128-token sequences"):
+        recipes.check_data(
+            recipes.RECIPES["bert"],
+            {**manifest, "config": {**manifest["config"], "sentence_pairs": "nsp"}},
+            "d",
+        )
+    # A recipe's --dynamic_masking can be turned off.
+    args = train_flags.parse("train", ["--recipe=roberta", "--nodynamic_masking", "--data=d", "--output=o"])
+    assert args.dynamic_masking is False
+
+
+def test_a_recipes_name_leaves_the_fingerprint_as_its_flags_typed():
+    from mlmprep.pipeline import fingerprint
+
+    config = {"max_seq_length": 128, "masking": "span", "span_p": 0.2}
+    plain = fingerprint.fingerprint(config, [], "t")
+    assert (
+        fingerprint.fingerprint({**config, "recipe": "spanbert", "span_lengths": "geometric"}, [], "t")
+        == plain
+    )
+    assert fingerprint.fingerprint({**config, "span_lengths": "harmonic"}, [], "t") != plain

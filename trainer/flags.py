@@ -86,6 +86,12 @@ def train_parser() -> CliParser:
         help="Re-mask every batch of masked shards, by tokens (RoBERTa style). Unmasked shards (mlmprep run "
         "--masking none) are always masked a batch at a time, by the flags below.",
     )
+    parser.add_argument(
+        "--nodynamic_masking",
+        dest="dynamic_masking",
+        action="store_false",
+        help="Train on the masks the shards hold (where a --recipe sets --dynamic_masking).",
+    )
     masking = parser.add_argument_group(
         "masking in training",
         "For unmasked shards (--masking none) or with --dynamic_masking; each defaults to the data's run.",
@@ -173,7 +179,7 @@ PARSERS = {"train": train_parser, "fill_mask": fill_mask_parser, "export": expor
 def parse(module: str, argv: list[str]):
     """The flags of a trainer command; ``train --recipe`` adds the recipe's flags the user did not give, and
     prints one line saying which."""
-    if module != "train":
+    if module != "train" or {"-h", "--help"} & set(argv):
         return PARSERS[module]().parse_args(argv)
     argv, applied = recipes.expand(argv, train_parser(), "train")
     if applied is not None:

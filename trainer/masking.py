@@ -50,7 +50,10 @@ def resolve(manifest: manifest_lib.Manifest, given: dict, dynamic: bool) -> Mask
     config = dataclasses.replace(data, **{"masking": "token" if unmasked else data.masking, **given})
     seq = manifest["config"]["max_seq_length"]
     # The run's cap (its default for its rate, or the one given) holds unless training asks another rate.
-    if "max_predictions_per_seq" not in given and "masked_lm_prob" in given:
+    if (
+        "max_predictions_per_seq" not in given
+        and given.get("masked_lm_prob", data.masked_lm_prob) != data.masked_lm_prob
+    ):
         config = dataclasses.replace(
             config, max_predictions_per_seq=default_predictions(seq, config.masked_lm_prob)
         )
