@@ -268,6 +268,11 @@ def _flag(name: str, value) -> str:
     return f"--{name}={value}"
 
 
+def flags_text(settings: dict) -> str:
+    """Settings as the flags that give them, as a user would type them."""
+    return " ".join(_flag(k, v) for k, v in settings.items())
+
+
 def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
     """The options ``argv`` gives, not their defaults, read the way ``parser`` reads them (abbreviations,
     ``--flag=value`` and ``--flag value`` alike). ``parser``: a fresh one, which this changes."""
@@ -287,9 +292,9 @@ class Applied:
     kept: dict  # the user's value of each setting of the recipe they gave
 
     def line(self) -> str:
-        set_ = " ".join(_flag(k, v) for k, v in self.set.items())
-        kept = "; yours kept: " + " ".join(_flag(k, v) for k, v in self.kept.items()) if self.kept else ""
-        return f"mlmprep {self.side}: --recipe {self.recipe.name} ({self.recipe.title}) set {set_}{kept}"
+        recipe = f"--recipe {self.recipe.name} ({self.recipe.title})"
+        kept = f"; yours kept: {flags_text(self.kept)}" if self.kept else ""
+        return f"mlmprep {self.side}: {recipe} set {flags_text(self.set)}{kept}"
 
     def record(self) -> dict:
         """The manifest's ``recipe`` entry."""

@@ -14,7 +14,7 @@ import datetime
 import html
 import io
 
-from mlmprep.pipeline import inspect, record_checks, summary, verify
+from mlmprep.pipeline import inspect, recipes, record_checks, summary, verify
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.transforms import decode, encode, profile
@@ -121,7 +121,7 @@ def _recipe(recipe: dict) -> str:
     rows = [[f"--{k}", v, "the recipe"] for k, v in recipe["set"].items()]
     rows += [[f"--{k}", v, "your flag"] for k, v in recipe["kept"].items()]
     differs = "".join(f"<li>{html.escape(d)}</li>" for d in recipe["differs"])
-    train = " ".join(f"--{k} {v}" for k, v in recipe["train"].items())
+    train = recipes.flags_text(recipe["train"])
     return (
         f"<h2>Recipe</h2><p><b>{html.escape(recipe['name'])}</b> ({html.escape(recipe['title'])}): "
         f"{html.escape(recipe['source'])}</p>"

@@ -1,6 +1,7 @@
 """The manifest's counts as a table, as ``mlmprep run`` and the demo print them, and the warnings they call
 for (also in ``mlmprep report``)."""
 
+from mlmprep.pipeline import recipes
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
 
 UNK_RATE_LIMIT = 0.01  # more [UNK] than this: the tokenizer does not fit the text
@@ -64,10 +65,8 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
     ]
     recipe = manifest.get("recipe")
     if recipe:
-        kept = " ".join(f"--{k}={v}" for k, v in recipe["kept"].items())
-        lines.insert(
-            1, f"  recipe {recipe['name']} ({recipe['title']})" + (f"; yours kept: {kept}" if kept else "")
-        )
+        kept = f"; yours kept: {recipes.flags_text(recipe['kept'])}" if recipe["kept"] else ""
+        lines.insert(1, f"  recipe {recipe['name']} ({recipe['title']}){kept}")
     for reason, n in sorted((r, n) for r, n in counts["documents_dropped"].items() if n):
         lines.append(f"  dropped: {reason:<10}{n:>12,}")
     for split, c in counts["splits"].items():

@@ -121,6 +121,20 @@ def test_modernbert_writes_unmasked_best_fit_rows_with_its_rate_for_training(tmp
         manifest, {n: getattr(args, n) for n in masking_lib.FIELDS}, args.dynamic_masking
     )
     assert (resolved.masked_lm_prob, resolved.mask_count, resolved.masking) == (0.3, "bernoulli", "token")
+    # Every command takes it: verify, inspect, and mlmprep train --recipe for real (a few steps).
+    assert verify.main([str(out)]) == 0
+    status, shown, _ = _cli("inspect", str(out), "-n", "1")
+    assert status == 0 and shown.strip()
+    done = subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "train", "--recipe=modernbert", f"--data={out}",
+         f"--output={tmp_path / 'model'}", "--steps=2", "--checkpoint_every=2", "--batch_size=4",
+         "--eval_batches=1"],
+        capture_output=True, text=True,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (
+        done.stdout.startswith("mlmprep train: --recipe modernbert (") and "step 2: val_loss" in done.stdout
+    )
 
 
 def test_training_by_a_recipe_refuses_data_of_another_length_or_pairs(tmp_path, real_data, bert_vocab):
@@ -230,3 +244,20 @@ def test_a_recipes_name_leaves_the_fingerprint_as_its_flags_typed():
         == plain
     )
     assert fingerprint.fingerprint({**config, "span_lengths": "harmonic"}, [], "t") != plain
+
+
+def test_albert_is_the_same_with_one_and_two_workers_and_verifies(tmp_path, real_data, bert_vocab):
+    """ALBERT's recipe (SOP pairs, harmonic n-grams of up to 3 words): byte-identical shards with one and
+    two workers, verify passes, and the n-grams are 1 to 3 words, the shorter the more."""
+    common = [
+        "--recipe=albert", f"--input={real_data / 'corpora' / 'small' / 'devils_dictionary.txt'}",
+        f"--tokenizer={bert_vocab}", "--dupe_factor=2", "--num_shards=2",
+    ]  # fmt: skip
+    assert _cli("run", *common, f"--output={tmp_path / 'one'}")[0] == 0
+    workers = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+    assert _cli("run", *common, *workers, f"--output={tmp_path / 'two'}")[0] == 0
+    manifests = [json.loads((tmp_path / d / "manifest.json").read_text()) for d in ("one", "two")]
+    assert [s["sha256"] for s in manifests[0]["shards"]] == [s["sha256"] for s in manifests[1]["shards"]]
+    assert verify.main([str(tmp_path / "one")]) == 0
+    words = manifests[0]["counts"]["spans"]["words"]
+    assert len(words) == 3 and words[0] > words[1] > words[2] > 0

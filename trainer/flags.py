@@ -7,6 +7,7 @@ fraction of a second.
 
 from mlmprep.pipeline import recipes
 from mlmprep.pipeline.errors import CliParser, UsageError
+from mlmprep.transforms.mask import SPAN_LENGTHS
 
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
 WARMUP_FRACTION = 0.1
@@ -125,7 +126,7 @@ def train_parser() -> CliParser:
     masking.add_argument(
         "--span_lengths",
         default=None,
-        choices=("geometric", "harmonic"),
+        choices=SPAN_LENGTHS,
         help="Span masking: geometric (SpanBERT) or harmonic, p(n) proportional to 1/n (ALBERT's n-grams).",
     )
     masking.add_argument(
