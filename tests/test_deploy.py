@@ -77,9 +77,11 @@ def test_the_workers_pins_and_the_container_are_the_tested_versions():
 
 
 def test_every_install_reads_the_constraints():
-    """The README's commands and CI install the tested versions, never whatever was released since."""
-    readme = (REPO / "README.md").read_text()
-    blocks = [b for b in re.findall(r"```bash\n(.*?)```", readme, re.S) if "pip freeze" not in b]  # moving on
+    """The commands of the README and docs/ and CI install the tested versions, never whatever was released
+    since."""
+    pages = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+    text = "\n".join(page.read_text() for page in pages)
+    blocks = [b for b in re.findall(r"```bash\n(.*?)```", text, re.S) if "pip freeze" not in b]  # moving on
     commands = [line for block in blocks for line in block.splitlines()]
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     installs = [line for line in commands + ci if re.search(r"pip install (?!(-q )?--upgrade pip)", line)]

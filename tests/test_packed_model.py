@@ -1,5 +1,5 @@
 """Consumers of packed rows honour their boundaries: the Keras model on best-fit rows gives each piece the
-logits it gets alone, the trainer trains at 1,024 tokens on them, and the README's PyTorch recipe feeds
+logits it gets alone, the trainer trains at 1,024 tokens on them, and docs/training.md's PyTorch recipe feeds
 the Parquet rows to the exported BertForMaskedLM with the same result on the eager and sdpa paths."""
 
 import re
@@ -115,18 +115,16 @@ def test_the_trainer_trains_at_the_datas_length_on_packed_rows(trained_packed, p
     assert type(model.backbone).__name__ == "PackedBertBackbone"
 
 
-def _readme_recipe() -> dict:
-    """The README's PyTorch recipe for packed rows, run as it is written there."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    (block,) = [
-        b for b in re.findall(r"```python\n(.*?)```", readme, re.S) if "def packed_attention_mask" in b
-    ]
+def _docs_recipe() -> dict:
+    """docs/training.md's PyTorch recipe for packed rows, run as it is written there."""
+    page = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "def packed_attention_mask" in b]
     namespace = {}
     exec(block.split("# --- usage ---")[0], namespace)
     return namespace
 
 
-def test_the_readme_recipe_feeds_packed_parquet_rows_to_transformers(trained_packed, packed_data, tmp_path):
+def test_the_docs_recipe_feeds_packed_parquet_rows_to_transformers(trained_packed, packed_data, tmp_path):
     torch = pytest.importorskip("torch", reason="PyTorch is not installed (the [hf] extra)")
     transformers = pytest.importorskip(
         "transformers", reason="transformers is not installed (the [hf] extra)"
@@ -137,7 +135,7 @@ def test_the_readme_recipe_feeds_packed_parquet_rows_to_transformers(trained_pac
     data_dir, _ = packed_data
     hf_dir = tmp_path / "hf"
     export.export(str(out), str(hf_dir))
-    packed_attention_mask = _readme_recipe()["packed_attention_mask"]
+    packed_attention_mask = _docs_recipe()["packed_attention_mask"]
     rows = {k: torch.tensor(v) for k, v in _rows(data_dir, 2).items()}
     for implementation in ("eager", "sdpa"):
         model = transformers.BertForMaskedLM.from_pretrained(

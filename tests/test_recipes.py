@@ -22,10 +22,10 @@ def _cli(*argv) -> tuple[int, str, str]:
     return status, out.getvalue(), err.getvalue()
 
 
-def test_the_readme_table_is_made_from_the_recipes():
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
+def test_the_table_in_docs_recipes_md_is_made_from_the_recipes():
+    page = (REPO / "docs" / "recipes.md").read_text(encoding="utf-8")
     start = "<!-- recipes: python -m mlmprep.pipeline.recipes -->\n"
-    table = readme[readme.index(start) + len(start) : readme.index("<!-- /recipes -->")]
+    table = page[page.index(start) + len(start) : page.index("<!-- /recipes -->")]
     assert table == recipes.markdown_table(), "regenerate it: python -m mlmprep.pipeline.recipes"
     for name in ("bert", "bert-512", "roberta", "albert", "spanbert", "electra", "modernbert"):
         assert f"| `{name}` (" in table
