@@ -9,6 +9,7 @@ masking) are packed alongside the ids, position for position.
 import bisect
 import dataclasses
 import math
+from typing import NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -30,6 +31,10 @@ class SequenceBatch:
     lengths: np.ndarray  # int32 [N]: real tokens, the frame's included
     keys: np.ndarray  # uint64 [N]
     splits: np.ndarray  # int8 [N]
+    # Where packing placed each row's pieces: their count, and every piece's length in row order
+    # (``records.MaskedBatch``'s fields of the same names, which take them to the writer).
+    pieces: np.ndarray  # int32 [N]
+    piece_lengths: np.ndarray  # int32 [sum(pieces)]
     word_starts: np.ndarray | None = None  # bool [N, max_seq_length]
     # Sentence pairs only: where segment B starts, and the pair's label (see ``pairs``).
     segment_starts: np.ndarray | None = None  # int32 [N]
@@ -37,7 +42,24 @@ class SequenceBatch:
 
     @property
     def nbytes(self) -> int:
-        return self.input_ids.nbytes + (0 if self.word_starts is None else self.word_starts.nbytes)
+        words = 0 if self.word_starts is None else self.word_starts.nbytes
+        return self.input_ids.nbytes + self.piece_lengths.nbytes + words
+
+    def pieces_of(self, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+        """(pieces, piece_lengths) of a slice of the rows."""
+        return records.piece_rows(self.pieces, self.piece_lengths, rows)
+
+
+class Packed(NamedTuple):
+    """Rows a packer closed: ``input_ids`` int32 [N, L], ``lengths`` int32 [N], ``word_starts`` bool [N, L]
+    or None, and where their pieces lie (``pieces`` int32 [N], ``piece_lengths`` int32 [P]; see
+    ``SequenceBatch``)."""
+
+    input_ids: np.ndarray
+    lengths: np.ndarray
+    word_starts: np.ndarray | None
+    pieces: np.ndarray
+    piece_lengths: np.ndarray
 
 
 def frame_rows(input_ids: np.ndarray, lengths: np.ndarray, frame: Frame) -> None:
@@ -106,8 +128,8 @@ class ConcatPacker:
         self._current = []  # the open sequence's body: (ids, starts, start, end) slices; ids None: a joiner
         self._filled = 0
 
-    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None):
-        """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of full sequences."""
+    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None) -> Packed:
+        """Packs more documents; returns the full sequences, one piece each (one frame)."""
         body = self._length - self._frame.specials
         bodies, current, filled = [], self._current, self._filled
         for i, ids in enumerate(token_ids):  # a loop over documents and their slices, not tokens
@@ -131,7 +153,7 @@ class ConcatPacker:
         self._current, self._filled = current, filled
         return self._rows(bodies, word_starts is not None)
 
-    def finish(self, word_starts: bool = False):
+    def finish(self, word_starts: bool = False) -> Packed:
         """The last sequence, if it holds anything."""
         bodies = [self._current] if self._filled else []
         self._current, self._filled = [], 0
@@ -153,7 +175,7 @@ class ConcatPacker:
                 col += end - start
             lengths[row] = col + self._frame.suffix.size
         frame_rows(input_ids, lengths, self._frame)
-        return input_ids, lengths, starts
+        return Packed(input_ids, lengths, starts, *records.one_piece_each(lengths))
 
 
 class BestFitPacker:
@@ -166,7 +188,8 @@ class BestFitPacker:
     Open sequences stay open across windows, so later short pieces fill their gaps; at most ``window``
     stay open (the fullest are closed first), and one with no room for the shortest possible piece is
     closed at once. Every choice is a function of the pieces and their order: the same input gives the
-    same sequences on any runner. What is held is a window of pieces and the open sequences.
+    same sequences on any runner. What is held is a window of pieces and the open sequences. The rows
+    returned say where each of their pieces lies (``Packed``), for the position ids written.
     """
 
     def __init__(self, *, max_seq_length: int, frame: Frame, pad_id: int, window: int = BEST_FIT_WINDOW):
@@ -177,8 +200,8 @@ class BestFitPacker:
         self._contents = {}  # serial -> [(ids, starts), ...]
         self._serial = 0
 
-    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None):
-        """Packs more documents; returns ``(input_ids [N, L], lengths [N], starts)`` of closed sequences."""
+    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None) -> Packed:
+        """Packs more documents; returns the sequences closed, with where each of their pieces lies."""
         closed = []
         for i, ids in enumerate(token_ids):  # a loop over documents and their pieces, not tokens
             starts = None if word_starts is None else word_starts[i]
@@ -193,7 +216,7 @@ class BestFitPacker:
                 self._pending = []
         return self._rows(closed, word_starts is not None)
 
-    def finish(self, word_starts: bool = False):
+    def finish(self, word_starts: bool = False) -> Packed:
         """Every sequence still open, after the last pieces are placed."""
         closed = self._place(self._pending) if self._pending else []
         self._pending = []
@@ -230,6 +253,8 @@ class BestFitPacker:
         input_ids = np.full((len(sequences), self._length), self._pad_id, dtype=np.int32)
         starts = np.zeros(input_ids.shape, dtype=bool) if with_starts else None
         lengths = np.zeros(len(sequences), dtype=np.int32)
+        counts = np.fromiter(map(len, sequences), dtype=np.int32, count=len(sequences))
+        piece_lengths = []
         for row, pieces in enumerate(sequences):
             col = 0
             for ids, word_starts in pieces:
@@ -241,8 +266,9 @@ class BestFitPacker:
                 col = body + ids.size
                 input_ids[row, col : col + suffix.size] = suffix
                 col += suffix.size
+                piece_lengths.append(prefix.size + ids.size + suffix.size)
             lengths[row] = col
-        return input_ids, lengths, starts
+        return Packed(input_ids, lengths, starts, counts, np.array(piece_lengths, dtype=np.int32))
 
 
 def pack_concat(

@@ -35,7 +35,7 @@ import dataclasses
 
 import numpy as np
 
-from mlmprep.transforms import keys
+from mlmprep.transforms import keys, records
 from mlmprep.transforms.frames import Frame
 
 MODES = ("none", "nsp", "sop")
@@ -100,6 +100,9 @@ class PairBatch:
     labels: np.ndarray  # int8 [N]
     word_starts: np.ndarray | None  # bool [N, L]
     without_other_document: int  # IsRandom pairs drawn where no other document was at hand (made IsNext)
+    # Where the rows' pieces lie (``pack.SequenceBatch``): a pair is one piece, its frame once.
+    pieces: np.ndarray  # int32 [N]
+    piece_lengths: np.ndarray  # int32 [N]
 
 
 def split_sentences(text: str, language: str) -> list[str]:
@@ -253,7 +256,9 @@ def _rows(pool: Documents, pairs, width: int, frame: Frame, pad_id, without_othe
             starts[row, b_at:end] = pool.word_starts[b_doc][b_start:b_end]
         lengths[row], segment_starts[row], labels[row] = end + suffix.size, b_at, label
     input_ids[:, :head] = prefix
-    return PairBatch(input_ids, lengths, segment_starts, labels, starts, without_other)
+    return PairBatch(
+        input_ids, lengths, segment_starts, labels, starts, without_other, *records.one_piece_each(lengths)
+    )
 
 
 def segment_ids(segment_starts: np.ndarray, lengths: np.ndarray, width: int, b_type: int = 1) -> np.ndarray:

@@ -27,18 +27,26 @@ class MaskedBatch:
     segment_starts: np.ndarray | None = None  # int32 [N]
     next_sentence_labels: np.ndarray | None = None  # int8 [N]
     b_type: int = 1  # segment B's type id in the tokenizer's pair frame (BERT's 1, RoBERTa's 0)
-    # The frame's first token ([CLS], <s>), where each piece starts: position ids restart there. None: a
-    # frame without one, whose sequences are one piece each.
-    piece_start_id: int | None = None
+    # Where each row's pieces (framed documents or parts of one; several to a row only with best-fit
+    # packing) lie, as packing placed them: pieces per row, then every piece's length, frame included, in
+    # row order; a row's pieces tile its real tokens. Position ids restart at each. None: one piece a row.
+    pieces: np.ndarray | None = None  # int32 [N]
+    piece_lengths: np.ndarray | None = None  # int32 [sum(pieces)]
     # Span masking: each span's words and tokens, int [S, 2] (what the manifest's histogram counts).
     spans: np.ndarray | None = None
     # Unmasked output (``--masking none``): where words start, bool [N, L]; the masked_lm_* are then
     # empty ([N, 0]) and the trainer masks on the fly.
     word_starts: np.ndarray | None = None
 
+    def piece_layout(self) -> tuple[np.ndarray, np.ndarray]:
+        """(pieces [N], piece_lengths [P]) of the rows (see the fields)."""
+        if self.piece_lengths is None:
+            return one_piece_each(self.lengths)
+        return self.pieces, self.piece_lengths
+
     @property
     def position_ids(self) -> np.ndarray:
-        return position_ids(self.input_ids, self.lengths, self.piece_start_id)
+        return piece_position_ids(self.piece_layout()[1], self.lengths, self.input_ids.shape[1])
 
     @property
     def unmasked(self) -> bool:
@@ -66,8 +74,34 @@ def unmasked(input_ids: np.ndarray, lengths: np.ndarray, word_starts: np.ndarray
 LABEL_IGNORE = -100  # Hugging Face's ignore index for positions not predicted
 
 
+def one_piece_each(lengths: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(pieces, piece_lengths) of rows that are one piece each (all packings but best fit)."""
+    lengths = np.asarray(lengths, dtype=np.int32)
+    return np.ones(len(lengths), dtype=np.int32), lengths.copy()
+
+
+def piece_rows(pieces: np.ndarray, piece_lengths: np.ndarray, rows: slice) -> tuple[np.ndarray, np.ndarray]:
+    """(pieces, piece_lengths) of a slice of rows (a step of one)."""
+    start, stop, _ = rows.indices(len(pieces))
+    first = int(pieces[:start].sum())
+    return pieces[rows], piece_lengths[first : first + int(pieces[start:stop].sum())]
+
+
+def piece_position_ids(piece_lengths: np.ndarray, lengths: np.ndarray, width: int) -> np.ndarray:
+    """int32 [N, width]: 0 at each piece's first token, counting up inside the piece, 0 on padding
+    (transformers' ``DataCollatorWithFlattening`` convention); ``piece_lengths`` tile the rows' real
+    tokens, in order."""
+    piece_lengths = np.asarray(piece_lengths, dtype=np.int64)
+    firsts = np.cumsum(piece_lengths) - piece_lengths  # each piece's first token, counted over all rows
+    within = np.arange(int(piece_lengths.sum())) - np.repeat(firsts, piece_lengths)
+    out = np.zeros((len(lengths), width), dtype=np.int32)
+    out[np.arange(width)[None, :] < lengths[:, None]] = within  # row-major: the pieces one after another
+    return out
+
+
 def piece_starts(input_ids: np.ndarray, lengths: np.ndarray, piece_start_id: int | None) -> np.ndarray:
-    """bool [N, L]: where a piece starts: position 0, and each later real position holding the frame's
+    """bool [N, L]: where a piece starts as the tokens alone tell it (what ``verify`` checks the written
+    position ids and piece counts against): position 0, and each later real position holding the frame's
     first token (text never holds it: packing put it there)."""
     cols = np.arange(input_ids.shape[1])[None, :]
     starts = cols == 0
@@ -77,8 +111,7 @@ def piece_starts(input_ids: np.ndarray, lengths: np.ndarray, piece_start_id: int
 
 
 def position_ids(input_ids: np.ndarray, lengths: np.ndarray, piece_start_id: int | None) -> np.ndarray:
-    """int32 [N, L]: 0 at each piece's first token, counting up inside the piece, 0 on padding
-    (transformers' ``DataCollatorWithFlattening`` convention)."""
+    """int32 [N, L]: the position ids of ``piece_starts``' pieces, as ``piece_position_ids`` numbers them."""
     width = input_ids.shape[1]
     cols = np.arange(width, dtype=np.int32)[None, :]
     starts = piece_starts(input_ids, lengths, piece_start_id)
@@ -105,7 +138,12 @@ def id_type(vocab_size: int, max_seq_length: int) -> pa.DataType:
 
 
 def schema(ids: pa.DataType, pairs: bool = False, unmasked: bool = False) -> pa.Schema:
-    fields = [("split", pa.uint8()), ("key", pa.uint64()), ("input_ids", pa.list_(ids))]
+    fields = [
+        ("split", pa.uint8()),
+        ("key", pa.uint64()),
+        ("input_ids", pa.list_(ids)),
+        ("piece_lengths", pa.list_(ids)),
+    ]
     if unmasked:
         fields.append(("word_starts", pa.list_(pa.bool_())))
     else:
@@ -124,12 +162,22 @@ def _ragged(matrix: np.ndarray, lengths: np.ndarray, value_type: pa.DataType) ->
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
 
 
+def _lists(counts: np.ndarray, values: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
+    """Consecutive runs of ``values``, ``counts[i]`` long, as a list array."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    values = values.astype(np.dtype(str(value_type)), copy=False)
+    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
+
+
 def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.DataType) -> pa.RecordBatch:
-    """Records as Arrow rows: split, record key, the unpadded masked sequence (and a pair's segments)."""
+    """Records as Arrow rows: split, record key, the unpadded masked sequence, its pieces' lengths (and a
+    pair's segments)."""
     columns = [
         pa.array(splits, pa.uint8()),
         pa.array(keys, pa.uint64()),
         _ragged(batch.input_ids, batch.lengths, ids),
+        _lists(*batch.piece_layout(), ids),
     ]
     if batch.unmasked:
         columns.append(_ragged(batch.word_starts, batch.lengths, pa.bool_()))
@@ -168,10 +216,10 @@ def to_masked(
     max_predictions_per_seq: int,
     pad_id: int,
     b_type: int = 1,
-    piece_start_id: int | None = None,
 ) -> MaskedBatch:
     """The padded batch of Arrow rows (a record batch or a table), in the same order."""
     ids, lengths = list_parts(rows.column("input_ids"))
+    piece_lengths, pieces = list_parts(rows.column("piece_lengths"))
     pairs = "segment_start" in rows.schema.names
     if "word_starts" in rows.schema.names:  # unmasked
         starts, _ = list_parts(rows.column("word_starts"))
@@ -195,7 +243,8 @@ def to_masked(
         segment_starts=_scalars(rows, "segment_start", np.int32) if pairs else None,
         next_sentence_labels=_scalars(rows, "next_sentence_label", np.int8) if pairs else None,
         b_type=b_type,
-        piece_start_id=piece_start_id,
+        pieces=pieces,
+        piece_lengths=piece_lengths.astype(np.int32),
     )
 
 
@@ -206,12 +255,12 @@ def _scalars(rows, name: str, dtype) -> np.ndarray:
 
 
 def content(rows, indices: np.ndarray) -> list[bytes]:
-    """Each given row's sequence and predictions as bytes: the order of records with equal keys."""
+    """Each given row's sequence, predictions and pieces as bytes: the order of records with equal keys."""
     taken = rows.take(indices)
     names = (
-        ("input_ids", "word_starts")
+        ("input_ids", "word_starts", "piece_lengths")
         if "word_starts" in taken.schema.names
-        else ("input_ids", "masked_lm_positions", "masked_lm_ids")
+        else ("input_ids", "masked_lm_positions", "masked_lm_ids", "piece_lengths")
     )
     parts = [list_parts(taken.column(c)) for c in names]
     columns = []

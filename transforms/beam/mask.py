@@ -52,6 +52,7 @@ class MaskSequences(CountingDoFn):
         # thousand sequences, and masking holds several float arrays per token.
         for start in range(0, len(batch.lengths), self._rows):
             rows = slice(start, start + self._rows)
+            pieces = batch.pieces_of(rows)  # where packing placed them: position ids restart at each
             for dupe in range(self._dupe_factor):
                 rng_keys = keys.record_keys(batch.keys[rows], seed=self._seed, dupe=dupe)
                 if self._config.masking == "none":  # the trainer masks: the words are kept instead
@@ -60,6 +61,7 @@ class MaskSequences(CountingDoFn):
                     )
                 else:
                     masked = self._mask(batch, rows, rng_keys)
+                masked.pieces, masked.piece_lengths = pieces
                 if batch.segment_starts is not None:
                     masked.segment_starts = batch.segment_starts[rows]
                     masked.next_sentence_labels = batch.pair_labels[rows]

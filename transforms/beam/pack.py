@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from mlmprep.transforms import records
 from mlmprep.transforms.beam.counting import CountingDoFn
 from mlmprep.transforms.beam.groups import Sorting
 from mlmprep.transforms.pack import (
@@ -9,6 +10,7 @@ from mlmprep.transforms.pack import (
     CONCAT_SLICE_DOCS,
     BestFitPacker,
     ConcatPacker,
+    Packed,
     SequenceBatch,
     concat_groups,
     document_content,
@@ -36,7 +38,16 @@ class PackDocuments(_Pack):
             batch.token_ids, max_seq_length=self._max_seq_length, word_starts=batch.word_starts, **self._ids
         )
         self.count("documents_over_several_sequences", int((np.bincount(doc) > 1).sum()))
-        yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), batch.splits[doc], starts)
+        pieces, piece_lengths = records.one_piece_each(lengths)  # one frame a sequence
+        yield SequenceBatch(
+            input_ids=input_ids,
+            lengths=lengths,
+            keys=sequence_keys(input_ids, lengths),
+            splits=batch.splits[doc],
+            pieces=pieces,
+            piece_lengths=piece_lengths,
+            word_starts=starts,
+        )
 
 
 # Concat packing's and sentence pairs' documents, grouped and in key order.
@@ -65,13 +76,20 @@ class PackConcat(_Pack):
         for rows in documents.slices(CONCAT_SLICE_DOCS):
             ids = [i.astype(np.int32) for i in ragged_rows(rows.column("ids"))]
             starts = ragged_rows(rows.column("starts")) if self._word_starts else None
-            yield from self._sequences(split, *packer.add(ids, starts))
-        yield from self._sequences(split, *packer.finish(self._word_starts))
+            yield from self._sequences(split, packer.add(ids, starts))
+        yield from self._sequences(split, packer.finish(self._word_starts))
 
-    def _sequences(self, split, input_ids, lengths, starts):
-        if len(lengths):
-            splits = np.full(len(lengths), split, dtype=np.int8)
-            yield SequenceBatch(input_ids, lengths, sequence_keys(input_ids, lengths), splits, starts)
+    def _sequences(self, split, packed: Packed):
+        if len(packed.lengths):
+            yield SequenceBatch(
+                input_ids=packed.input_ids,
+                lengths=packed.lengths,
+                keys=sequence_keys(packed.input_ids, packed.lengths),
+                splits=np.full(len(packed.lengths), split, dtype=np.int8),
+                pieces=packed.pieces,
+                piece_lengths=packed.piece_lengths,
+                word_starts=packed.word_starts,
+            )
 
 
 class PackBestFit(PackConcat):
@@ -122,12 +140,14 @@ class PackPairs(_Pack):
             keys = sequence_keys(pairs.input_ids, pairs.lengths, pairs.segment_starts, pairs.labels)
             splits = np.full(len(pairs.lengths), split, dtype=np.int8)
             yield SequenceBatch(
-                pairs.input_ids,
-                pairs.lengths,
-                keys,
-                splits,
-                pairs.word_starts,
-                pairs.segment_starts,
-                pairs.labels,
+                input_ids=pairs.input_ids,
+                lengths=pairs.lengths,
+                keys=keys,
+                splits=splits,
+                pieces=pairs.pieces,
+                piece_lengths=pairs.piece_lengths,
+                word_starts=pairs.word_starts,
+                segment_starts=pairs.segment_starts,
+                pair_labels=pairs.labels,
             )
             previous = current

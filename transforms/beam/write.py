@@ -61,9 +61,7 @@ class WriteShard(beam.DoFn):
             max_seq_length=max_seq_length,
             max_predictions_per_seq=max_predictions_per_seq,
             pad_id=pad_id,
-            # The tokenizer's frame says B's type id and where pieces start (position ids restart there).
-            b_type=1 if frame is None else frame.b_type,
-            piece_start_id=None if frame is None else frame.first_id,
+            b_type=1 if frame is None else frame.b_type,  # the tokenizer's pair frame's
         )
         self._progress = None
         self._parquet = None
@@ -141,7 +139,7 @@ def _write_in_slices(slices, *, shape, unk_id, pairs, tfrecord, parquet, parquet
             stats["predictions"] += int(batch.num_predictions.sum())
             stats["unk_tokens"] += profile.unk_tokens(batch, unk_id)
             stats["padding"] += profile.padding(batch)
-            stats["pieces"] += profile.pieces(batch, batch.piece_start_id)
+            stats["pieces"] += len(batch.piece_lengths)  # as packing placed them
             lengths += profile.length_buckets(batch.lengths, shape["max_seq_length"])
             if pairs:
                 labels += np.bincount(batch.next_sentence_labels, minlength=2)
