@@ -98,15 +98,50 @@ def _report(argv):
 
 
 def _trainer(module):
-    def command(argv):
-        import importlib
+    def import_quietly(name):
+        """Imports a trainer module, which loads TensorFlow, without TensorFlow's C++ start-up log.
 
+        TF_CPP_MIN_LOG_LEVEL=3 (unless the user set it) quiets what TensorFlow logs once running (a CPU
+        machine's failed cuInit among it); the lines its libraries log as they load ("Could not find cuda
+        drivers", oneDNN's notice) come before that setting is read (tensorflow/tensorflow#100442), so
+        stderr is held back while the module imports, and only those lines are dropped from it.
+        """
+        import importlib
+        import re
+        import tempfile
+
+        if "TF_CPP_MIN_LOG_LEVEL" in os.environ:  # the user's choice: TensorFlow's lines as they come
+            return importlib.import_module(name)
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+        startup_line = re.compile(  # absl's notice, and a log line in absl's format or TensorFlow's older one
+            r"WARNING: All log messages before absl::InitializeLog\(\)"
+            r"|[IWEF]\d{4} [\d:.]+ +\d+ \S+:\d+\]"
+            r"|\d{4}-\d\d-\d\d [\d:.]+: [IWEF] \S+:\d+\]"
+        )
+        sys.stderr.flush()
+        stderr = os.dup(2)
+        with tempfile.TemporaryFile("w+b") as held:
+            os.dup2(held.fileno(), 2)
+            try:
+                return importlib.import_module(name)
+            finally:
+                sys.stderr.flush()
+                os.dup2(stderr, 2)
+                os.close(stderr)
+                held.seek(0)
+                for line in held.read().decode("utf-8", "replace").splitlines(keepends=True):
+                    if not startup_line.match(line):
+                        sys.stderr.write(line)
+
+    def command(argv):
         from mlmprep.pipeline.errors import UsageError
-        from mlmprep.trainer import flags
+        from mlmprep.trainer import flags, model_dir
 
         args = flags.parse(module, argv)  # --help and usage mistakes end here, before TensorFlow
+        if module != "train":  # so does a --model folder without a model (train's --data: flags.parse)
+            model_dir.check_model_folder(args.model)
         try:
-            target = importlib.import_module(f"mlmprep.trainer.{module}")
+            target = import_quietly(f"mlmprep.trainer.{module}")
         except ImportError as e:
             raise UsageError(
                 f"the trainer needs TensorFlow and keras-hub: pip install 'mlmprep[trainer]' ({e})"

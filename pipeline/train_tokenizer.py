@@ -5,6 +5,10 @@ The files are streamed document by document into tokenizers' trainer, so the
 corpus is never held in memory as a whole. Beside ``tokenizer.json`` go
 ``tokenizer_config.json`` and ``special_tokens_map.json``, so that the folder
 loads in transformers' ``AutoTokenizer`` with the right mask token.
+``--output`` names either the tokenizer file (a name ending in ``.json``: the
+two config files go beside it) or a folder that holds all three (any other
+name, or an existing folder); ``mlmprep run --tokenizer`` takes either
+(``tokenizer_path``).
 """
 
 import os
@@ -36,6 +40,7 @@ FAMILY_SPECIALS = {
     "unigram": {"cls": "<s>", "pad": "<pad>", "sep": "</s>", "unk": "<unk>", "mask": "<mask>"},  # XLM-R
 }
 SPECIAL_TOKENS = tuple(FAMILY_SPECIALS["wordpiece"].values())
+TOKENIZER_FILE = "tokenizer.json"
 
 
 def _documents(paths, input_format):
@@ -120,6 +125,35 @@ def files(tokenizer: Tokenizer, roles: dict[str, str]) -> dict[str, str]:
     return tokenizer_files.transformers_files(tokenizer, vocab)
 
 
+def _dirname(path: str) -> str:
+    return posixpath.dirname(path) if "://" in path else os.path.dirname(path)
+
+
+def _is_folder(path: str) -> bool:
+    return path.endswith("/") or ("://" not in path and os.path.isdir(path))
+
+
+def output_file(output: str) -> str:
+    """Where ``--output`` puts tokenizer.json: ``output`` itself where it ends in ``.json`` (the config files
+    go beside it), else the ``tokenizer.json`` in the folder ``output`` (created if absent)."""
+    if output.endswith(".json") and not _is_folder(output):
+        return output
+    return FileSystems.join(output.rstrip("/") or "/", TOKENIZER_FILE)
+
+
+def tokenizer_path(path: str) -> str:
+    """The tokenizer file that ``--tokenizer PATH`` names: the ``tokenizer.json`` in PATH where PATH is a
+    folder (as ``train-tokenizer --output NAME`` writes), else PATH itself (a tokenizer.json or vocab.txt).
+    A remote PATH (``gs://``) is a folder where it ends in "/", or holds a tokenizer.json and names no
+    file of its own (no ``.json`` or ``.txt`` suffix)."""
+    inside = FileSystems.join(path.rstrip("/") or "/", TOKENIZER_FILE)
+    if _is_folder(path):
+        return inside
+    if "://" in path and not path.endswith((".json", ".txt")) and FileSystems.exists(inside):
+        return inside
+    return path
+
+
 def _special_tokens(text: str | None) -> dict[str, str]:
     try:
         return tokenize.parse_roles(text or "")
@@ -135,7 +169,8 @@ def main(argv):
     parser.add_argument(
         "--output",
         required=True,
-        help="Where to write tokenizer.json; tokenizer_config.json and special_tokens_map.json go beside it.",
+        help="A folder to write tokenizer.json, tokenizer_config.json and special_tokens_map.json in "
+        "(created if absent), or a file name ending in .json for the tokenizer, the other two beside it.",
     )
     parser.add_argument(
         "--model",
@@ -168,6 +203,11 @@ def main(argv):
     given = _special_tokens(args.special_tokens)
     if args.vocab_size < len(SPECIAL_TOKENS) + 1:
         raise UsageError(f"--vocab_size must be more than {len(SPECIAL_TOKENS)}, got {args.vocab_size}")
+    tokenizer_file = output_file(args.output)
+    if "://" not in args.output and os.path.isfile(args.output) and tokenizer_file != args.output:
+        raise UsageError(
+            f"--output {args.output} is a file: name the tokenizer file NAME.json, or a folder to write it in"
+        )
     paths = []
     for pattern in args.input:
         matched = [m.path for m in FileSystems.match([pattern])[0].metadata_list]
@@ -182,12 +222,18 @@ def main(argv):
         model=args.model,
         special_tokens=given,
     )
-    folder = posixpath.dirname(args.output) if "://" in args.output else os.path.dirname(args.output)
-    written = files(tokenizer, family_roles(args.model, given))
-    for name, text in written.items():
-        if name == "vocab.txt":
-            continue  # a WordPiece vocab.txt is the tokenizer again; tokenizer.json is the one written
-        path = args.output if name == "tokenizer.json" else FileSystems.join(folder or ".", name)
+    folder = _dirname(tokenizer_file)
+    if "://" not in folder:
+        os.makedirs(folder or ".", exist_ok=True)
+    texts = files(tokenizer, family_roles(args.model, given))
+    written = []
+    # A WordPiece vocab.txt is the tokenizer again: tokenizer.json is the one written.
+    for name in (TOKENIZER_FILE, "tokenizer_config.json", "special_tokens_map.json"):
+        path = tokenizer_file if name == TOKENIZER_FILE else FileSystems.join(folder or ".", name)
         with FileSystems.create(path) as f:
-            f.write(text.encode("utf-8"))
-    print(f"wrote {args.output} ({args.model}, {tokenizer.get_vocab_size()} tokens) and its two config files")
+            f.write(texts[name].encode("utf-8"))
+        written.append(path)
+    print(
+        f"wrote {written[0]} ({args.model}, {tokenizer.get_vocab_size():,} tokens), "
+        f"{' and '.join(written[1:])}; use it as mlmprep run --tokenizer {args.output}"
+    )

@@ -1,26 +1,22 @@
-"""What a training run keeps in its model folder: checkpoints with the optimizer state, history.json, and
-when early stopping ends the run.
+"""What a training run writes in its model folder as it goes: checkpoints with the optimizer state,
+history.json, and when early stopping ends the run.
 
 A rerun of ``mlmprep train`` resumes from the last checkpoint here, and
-``fill-mask`` and ``export`` find the model by these names.
+``fill-mask`` and ``export`` find the model by the names in ``model_dir``.
 """
 
 import collections
 import json
 import math
 import os
-import re
 import time
 
 import keras
 import numpy as np
 
 from mlmprep.trainer import model as model_lib
+from mlmprep.trainer.model_dir import CHECKPOINTS, HISTORY, checkpoints
 
-CHECKPOINTS = "checkpoints"
-HISTORY = "history.json"
-FINAL_MODEL = "model.keras"
-MODEL_CONFIG = "config.json"  # the BertBackbone arguments, to rebuild the model on resume
 KEEP_CHECKPOINTS = 3
 
 
@@ -40,19 +36,6 @@ def restore_checkpoint(model, path: str):
     """Loads a checkpoint into a model built and compiled the same way, optimizer state included."""
     model.optimizer.build(model.trainable_variables)  # so that load_weights fills its variables too
     model.load_weights(path)
-
-
-def checkpoints(output_dir: str) -> list[tuple[int, str]]:
-    """(step, path) of every complete checkpoint in a model folder, oldest first."""
-    folder = os.path.join(output_dir, CHECKPOINTS)
-    if not os.path.isdir(folder):
-        return []
-    found = [
-        (int(m.group(1)), os.path.join(folder, n))
-        for n in os.listdir(folder)
-        if (m := re.fullmatch(r"ckpt-(\d+)\.weights\.h5", n))
-    ]
-    return sorted(found)
 
 
 def history_entry(step: int, logs: dict, baseline: float, prefix: str = "val_") -> dict:

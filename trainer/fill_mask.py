@@ -11,8 +11,8 @@ import numpy as np
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import data, flags
 from mlmprep.trainer import model as model_lib
-from mlmprep.trainer.checkpoints import FINAL_MODEL, MODEL_CONFIG, checkpoints
 from mlmprep.trainer.electra import ElectraPretrainer
+from mlmprep.trainer.model_dir import FINAL_MODEL, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.tokenize import vocabulary
 
 # Inference needs no optimizer: Keras says it skips the saved optimizer state.

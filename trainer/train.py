@@ -22,17 +22,14 @@ from mlmprep.trainer import data, electra, flags
 from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.checkpoints import (
-    FINAL_MODEL,
-    HISTORY,
-    MODEL_CONFIG,
     CheckpointAndHistory,
     Throughput,
-    checkpoints,
     history_entry,
     restore_checkpoint,
     unigram_loss,
 )
 from mlmprep.trainer.flags import WARMUP_FRACTION
+from mlmprep.trainer.model_dir import FINAL_MODEL, HISTORY, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.mask import MaskingConfig
 
 # Without sentence pairs, BertBackbone's pooler feeds no output; Keras warns that it gets no gradient.
@@ -72,6 +69,8 @@ def device_setup():
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    # TensorFlow's own device log is off (the CLI's TF_CPP_MIN_LOG_LEVEL): this line says where training runs.
+    print(f"training on {len(gpus)} GPU(s), bfloat16 and XLA" if gpus else "training on the CPU (no GPU)")
     strategy = tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
     return strategy, bool(gpus)
 
@@ -276,6 +275,7 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
             steps_per_epoch=end - start,
             validation_data=eval_ds,
             validation_steps=eval_batches,
+            shuffle=False,  # the dataset is shuffled by its seed (Keras would warn that it ignores True)
             callbacks=all_callbacks,
             verbose=2 if os.environ.get("CI") else "auto",
         )
