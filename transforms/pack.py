@@ -268,6 +268,10 @@ class BestFitPacker:
                 col += suffix.size
                 piece_lengths.append(prefix.size + ids.size + suffix.size)
             lengths[row] = col
+        if self._frame.first_id is None:
+            # No token opens a piece, so readers of the shards (``verify``, ``records.piece_starts``) cannot
+            # tell the pieces apart: such rows are written as one piece each, as they always were.
+            return Packed(input_ids, lengths, starts, *records.one_piece_each(lengths))
         return Packed(input_ids, lengths, starts, counts, np.array(piece_lengths, dtype=np.int32))
 
 
