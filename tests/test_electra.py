@@ -99,7 +99,7 @@ def test_the_discriminator_learns_fast_against_a_generator_left_at_its_start(kjv
     config = model_lib.backbone_config("tiny", vocabulary_size=2000, max_sequence_length=64)
     model = model_lib.build({**config, "objective": "electra"})
     model.generator_head.trainable = False
-    for layer in model.generator_layers:
+    for layer in model.generator_encoder.transformer_layers:  # the embeddings are the discriminator's too
         layer.trainable = False
     model_lib.compile_for_pretraining(model, learning_rate=1e-3, warmup_steps=20, total_steps=100)
     train_ds = data_lib.make_dataset(str(kjv_data), "train", batch_size=32, objective="electra")

@@ -20,7 +20,7 @@ pytest.importorskip("keras_hub")
 from mlmprep.trainer import data as data_lib  # noqa: E402
 from mlmprep.trainer.checkpoints import checkpoints  # noqa: E402
 from mlmprep.trainer.fill_mask import fill_mask, load  # noqa: E402
-from mlmprep.trainer.masking import resolve  # noqa: E402
+from mlmprep.trainer.masking import MaskingError, resolve  # noqa: E402
 from mlmprep.trainer.train import TrainConfig, TrainError, intervals, train, train_dataset  # noqa: E402
 from mlmprep.transforms import decode  # noqa: E402
 
@@ -259,7 +259,7 @@ def test_data_the_trainer_cannot_use_is_refused(tmp_path, real_data, bert_vocab)
         )
     whole_words = tmp_path / "wwm"
     run_job(whole_words, f"--input={corpus}", f"--tokenizer={bert_vocab}", "--whole_word_masking")
-    with pytest.raises(TrainError, match="needs word starts, which masked shards do not keep"):
+    with pytest.raises(MaskingError, match="needs word starts, which masked shards do not keep"):
         train(
             TrainConfig(
                 data_dir=str(whole_words),
@@ -269,7 +269,7 @@ def test_data_the_trainer_cannot_use_is_refused(tmp_path, real_data, bert_vocab)
                 dynamic_masking=True,
             )
         )
-    with pytest.raises(TrainError, match="no manifest.json"):
+    with pytest.raises(data_lib.DataError, match="no manifest.json"):
         train(
             TrainConfig(
                 data_dir=str(tmp_path), output_dir=str(tmp_path / "m3"), steps=10, checkpoint_every=10

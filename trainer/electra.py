@@ -8,11 +8,11 @@ discriminator's. Both share the token, position and segment embeddings and
 their layer norm, as the paper's models do; each projects them to its own
 width where that differs.
 
-The layers are keras-hub's (ReversibleEmbedding, PositionEmbedding,
-TransformerEncoder, MaskedLMHead) with Hugging Face ELECTRA's activation
-(the exact GELU) and layer-norm epsilon (1e-12) throughout, so that
-``mlmprep export`` writes an ``ElectraForPreTraining`` and an
-``ElectraForMaskedLM`` computing these very logits.
+Each side is the trainer's one ``Encoder`` (keras-hub's layers) and a
+keras-hub ``MaskedLMHead`` or ELECTRA's discriminator head, with Hugging Face
+ELECTRA's activation (the exact GELU) and layer-norm epsilon (1e-12)
+throughout, so that ``mlmprep export`` writes an ``ElectraForPreTraining``
+and an ``ElectraForMaskedLM`` computing these very logits.
 """
 
 import math
@@ -21,7 +21,7 @@ import keras
 import keras_hub
 from keras import ops
 
-from mlmprep.trainer.packed import PieceAttentionMask
+from mlmprep.trainer.encoder import Encoder, initializer
 
 DISCRIMINATOR_WEIGHT = 50.0  # the paper's lambda
 GENERATOR_FRACTION = 0.25  # the generator's width over the discriminator's (the paper's 1/4 to 1/2)
@@ -30,14 +30,11 @@ ACTIVATION = "gelu"  # the exact GELU: Hugging Face ELECTRA's hidden_act and gen
 REPLACED_SHARE = 0.15  # the share of tokens replaced at BERT's masking rate: where the discriminator starts
 
 
-class ElectraConfigError(ValueError):
-    """A generator that cannot be built beside this discriminator."""
-
-
 def generator_config(config: dict, fraction: float) -> dict:
-    """The generator's widths: the discriminator's times ``fraction``, as many layers, whole heads."""
+    """The generator's widths: the discriminator's times ``fraction``, as many layers, whole heads.
+    (``mlmprep train`` checks ``--generator_fraction`` before TensorFlow loads.)"""
     if not 0 < fraction <= 1:
-        raise ElectraConfigError(
+        raise ValueError(
             f"--generator_fraction must be in (0, 1], got {fraction}: the generator is the smaller model "
             "(a generator as large as the discriminator or larger makes its task too hard to learn from)"
         )
@@ -51,16 +48,6 @@ def generator_config(config: dict, fraction: float) -> dict:
         "num_heads": heads,
         "intermediate_dim": max(1, round(config["intermediate_dim"] * fraction)),
     }
-
-
-def _initializer():
-    return keras.initializers.TruncatedNormal(stddev=0.02)  # BERT's and ELECTRA's
-
-
-def _inputs(with_positions: bool, packed: bool) -> dict:
-    names = ["token_ids", "segment_ids", "padding_mask", *(["position_ids"] if packed else [])]
-    names += ["mask_positions"] if with_positions else []
-    return {n: keras.Input(shape=(None,), dtype="int32", name=n) for n in names}
 
 
 @keras.saving.register_keras_serializable(package="mlmprep")
@@ -106,11 +93,14 @@ class ReplacedTokens(keras.layers.Layer):
 class ElectraPretrainer(keras.Model):
     """ELECTRA's generator and discriminator, trained together (``compute_loss``).
 
-    ``generator`` and ``discriminator`` are functional models over the same
-    embedding layers: each runs on its own (``mlmprep export`` writes each as
-    a Hugging Face model). Arguments are BertBackbone's (the discriminator's
-    shapes), the generator's width as a fraction of them, and the embeddings'
-    width (default: the discriminator's).
+    ``generator`` (a masked LM) and ``discriminator`` are functional models on
+    two ``Encoder``s that share the generator's embedding layers: each runs on
+    its own (``mlmprep export`` writes each as a Hugging Face model). Arguments
+    are the encoder's (the discriminator's shapes), the generator's width as a
+    fraction of them, and the embeddings' width (default: the
+    discriminator's). Its inputs are the generator's, with the masked
+    positions' original ids and weights; its outputs the generator's logits,
+    the discriminator's, and which tokens were replaced.
     """
 
     def __init__(
@@ -129,10 +119,10 @@ class ElectraPretrainer(keras.Model):
         packed=False,
         seed=None,
         replaced_share=REPLACED_SHARE,
+        dtype=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        self.arguments = dict(
+        shape = dict(
             vocabulary_size=vocabulary_size,
             num_layers=num_layers,
             num_heads=num_heads,
@@ -141,109 +131,66 @@ class ElectraPretrainer(keras.Model):
             dropout=dropout,
             max_sequence_length=max_sequence_length,
             num_segments=num_segments,
+        )
+        electra = dict(
             embedding_dim=embedding_dim or hidden_dim,
-            generator_fraction=generator_fraction,
-            discriminator_weight=discriminator_weight,
             packed=packed,
-            seed=seed,
-            replaced_share=replaced_share,
+            approximate_gelu=False,
+            layer_norm_epsilon=LAYER_NORM_EPSILON,
+            pooled=False,
+            dtype=dtype,
         )
-        self.generator_shape = generator_config(self.arguments, generator_fraction)
-        embedding_dim = self.arguments["embedding_dim"]
-        self.token_embedding = keras_hub.layers.ReversibleEmbedding(
-            vocabulary_size, embedding_dim, embeddings_initializer=_initializer(), name="token_embedding"
+        generator_encoder = Encoder(
+            **generator_config(shape, generator_fraction), **electra, name="generator_encoder"
         )
-        self.position_embedding = keras_hub.layers.PositionEmbedding(
-            max_sequence_length, initializer=_initializer(), name="position_embedding"
-        )
-        self.segment_embedding = keras.layers.Embedding(
-            num_segments, embedding_dim, embeddings_initializer=_initializer(), name="segment_embedding"
-        )
-        self.embeddings_layer_norm = keras.layers.LayerNormalization(
-            epsilon=LAYER_NORM_EPSILON, name="embeddings_layer_norm"
-        )
-        self.embeddings_dropout = keras.layers.Dropout(dropout, name="embeddings_dropout")
-        self.piece_attention_mask = PieceAttentionMask(name="piece_attention_mask") if packed else None
-
-        inputs = _inputs(with_positions=True, packed=packed)
-        sequence = self._encode("generator", self.generator_shape, inputs)
-        self.generator_head = keras_hub.layers.MaskedLMHead(
+        generator_head = keras_hub.layers.MaskedLMHead(
             vocabulary_size=vocabulary_size,
-            token_embedding=self.token_embedding,
+            token_embedding=generator_encoder.token_embedding,
             intermediate_activation=ACTIVATION,
             layer_norm_epsilon=LAYER_NORM_EPSILON,
-            kernel_initializer=_initializer(),
+            kernel_initializer=initializer(),
+            dtype=dtype,
             name="generator_head",
         )
-        self.generator = keras.Model(
-            inputs, self.generator_head(sequence, inputs["mask_positions"]), name="generator"
-        )
+        inputs = {
+            **generator_encoder.input,
+            "mask_positions": keras.Input(shape=(None,), dtype="int32", name="mask_positions"),
+        }
+        sequence = generator_encoder(generator_encoder.input)["sequence_output"]
+        generator = keras.Model(inputs, generator_head(sequence, inputs["mask_positions"]), name="generator")
 
-        inputs = _inputs(with_positions=False, packed=packed)
-        sequence = self._encode("discriminator", self.arguments, inputs)
-        self.discriminator_dense = keras.layers.Dense(
-            hidden_dim, activation=ACTIVATION, kernel_initializer=_initializer(), name="discriminator_dense"
+        discriminator_encoder = Encoder(
+            **shape, **electra, shared_embeddings=generator_encoder, name="discriminator_encoder"
+        )
+        discriminator_dense = keras.layers.Dense(
+            hidden_dim,
+            activation=ACTIVATION,
+            kernel_initializer=initializer(),
+            dtype=dtype,
+            name="discriminator_dense",
         )
         # The bias starts at the log-odds of a token being replaced, so that the discriminator starts at the
         # prior rather than reaching it through its hidden states, which collapses them (every position the
         # same logit) at a tiny model's learning rates.
-        self.discriminator_prediction = keras.layers.Dense(
+        discriminator_prediction = keras.layers.Dense(
             1,
-            kernel_initializer=_initializer(),
+            kernel_initializer=initializer(),
             bias_initializer=keras.initializers.Constant(math.log(replaced_share / (1 - replaced_share))),
+            dtype=dtype,
             name="discriminator_prediction",
         )
-        logits = ops.squeeze(self.discriminator_prediction(self.discriminator_dense(sequence)), -1)
-        self.discriminator = keras.Model(inputs, logits, name="discriminator")
-        self.replaced_tokens = ReplacedTokens(seed, name="replaced_tokens")
+        sequence = discriminator_encoder(discriminator_encoder.input)["sequence_output"]
+        logits = ops.squeeze(discriminator_prediction(discriminator_dense(sequence)), -1)
+        discriminator = keras.Model(discriminator_encoder.input, logits, name="discriminator")
 
-        self.generator_loss_tracker = keras.metrics.Mean(name="generator_loss")
-        self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
-        self.masked_accuracy = keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")
-        self.discriminator_accuracy = keras.metrics.BinaryAccuracy(name="discriminator_accuracy")
-        self.discriminator_auc = keras.metrics.AUC(name="discriminator_auc", from_logits=True)
-        self.built = True  # every layer is built with the two models above
-
-    def _encode(self, side: str, shape: dict, inputs: dict):
-        """The shared embeddings, projected to this side's width, then this side's encoder layers."""
-        tokens = self.token_embedding(inputs["token_ids"])
-        if "position_ids" in inputs:
-            positions = self.position_embedding(tokens, positions=inputs["position_ids"])
-        else:
-            positions = self.position_embedding(tokens)
-        x = tokens + positions + self.segment_embedding(inputs["segment_ids"])
-        x = self.embeddings_dropout(self.embeddings_layer_norm(x))
-        if shape["hidden_dim"] != self.arguments["embedding_dim"]:
-            projection = keras.layers.Dense(
-                shape["hidden_dim"], kernel_initializer=_initializer(), name=f"{side}_embeddings_projection"
-            )
-            setattr(self, f"{side}_embeddings_projection", projection)
-            x = projection(x)
-        attention_mask = None
-        if self.piece_attention_mask is not None:
-            attention_mask = self.piece_attention_mask(inputs["position_ids"], inputs["padding_mask"])
-        layers = [
-            keras_hub.layers.TransformerEncoder(
-                num_heads=shape["num_heads"],
-                intermediate_dim=shape["intermediate_dim"],
-                activation=ACTIVATION,
-                dropout=shape["dropout"],
-                layer_norm_epsilon=LAYER_NORM_EPSILON,
-                kernel_initializer=_initializer(),
-                name=f"{side}_transformer_layer_{i}",
-            )
-            for i in range(shape["num_layers"])
-        ]
-        setattr(self, f"{side}_layers", layers)
-        for layer in layers:
-            x = layer(x, padding_mask=inputs["padding_mask"], attention_mask=attention_mask)
-        return x
-
-    def call(self, inputs, training=False):
-        generator_logits = self.generator(
-            {k: v for k, v in inputs.items() if k in self.generator.input}, training=training
-        )
-        corrupted, replaced = self.replaced_tokens(
+        replaced_tokens = ReplacedTokens(seed, dtype=dtype, name="replaced_tokens")
+        inputs = {
+            **inputs,
+            "mask_ids": keras.Input(shape=(None,), dtype="int32", name="mask_ids"),
+            "mask_weights": keras.Input(shape=(None,), dtype="float32", name="mask_weights"),
+        }
+        generator_logits = generator({k: inputs[k] for k in generator.input})
+        corrupted, replaced = replaced_tokens(
             generator_logits,
             inputs["token_ids"],
             inputs["mask_positions"],
@@ -251,9 +198,36 @@ class ElectraPretrainer(keras.Model):
             inputs["mask_weights"],
             inputs["padding_mask"],
         )
-        features = {k: v for k, v in inputs.items() if k in self.discriminator.input}
-        discriminator_logits = self.discriminator({**features, "token_ids": corrupted}, training=training)
-        return {"generator": generator_logits, "discriminator": discriminator_logits, "replaced": replaced}
+        features = {k: inputs[k] for k in discriminator.input}
+        outputs = {
+            "generator": generator_logits,
+            "discriminator": discriminator({**features, "token_ids": corrupted}),
+            "replaced": replaced,
+        }
+        super().__init__(inputs=inputs, outputs=outputs, dtype=dtype, **kwargs)
+
+        self.arguments = dict(
+            **shape,
+            embedding_dim=embedding_dim,
+            generator_fraction=generator_fraction,
+            discriminator_weight=discriminator_weight,
+            packed=packed,
+            seed=seed,
+            replaced_share=replaced_share,
+        )
+        self.generator_encoder = generator_encoder
+        self.generator_head = generator_head
+        self.generator = generator
+        self.discriminator_encoder = discriminator_encoder
+        self.discriminator_dense = discriminator_dense
+        self.discriminator_prediction = discriminator_prediction
+        self.discriminator = discriminator
+        self.replaced_tokens = replaced_tokens
+        self.generator_loss_tracker = keras.metrics.Mean(name="generator_loss")
+        self.discriminator_loss_tracker = keras.metrics.Mean(name="discriminator_loss")
+        self.masked_accuracy = keras.metrics.SparseCategoricalAccuracy(name="masked_accuracy")
+        self.discriminator_accuracy = keras.metrics.BinaryAccuracy(name="discriminator_accuracy")
+        self.discriminator_auc = keras.metrics.AUC(name="discriminator_auc", from_logits=True)
 
     def _both_losses(self, x, y, y_pred, sample_weight):
         """(the generator's masked-LM loss, a mean over predictions; the discriminator's, a mean over real

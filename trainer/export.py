@@ -3,8 +3,9 @@ where the model has a sentence-pair head; an ELECTRA model as two folders, ``dis
 ``ElectraForPreTraining`` and ``generator/`` with ``ElectraForMaskedLM``, each loadable on its own).
 
 The weight mapping is keras-hub's own ``convert_bert.py`` run backwards (it
-ports Hugging Face BERT checkpoints into ``BertBackbone``), plus the masked-LM
-head, which that converter does not carry. The folder holds ``config.json``,
+ports Hugging Face BERT checkpoints into ``BertBackbone``, whose layers the
+trainer's ``Encoder`` has), plus the masked-LM head, which that converter
+does not carry. The folder holds ``config.json``,
 ``model.safetensors`` and the tokenizer files, so that
 ``transformers.pipeline("fill-mask", model=FOLDER)`` and
 ``BertForMaskedLM.from_pretrained(FOLDER)`` load it with neither TensorFlow
@@ -17,7 +18,7 @@ import os
 import numpy as np
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import electra, flags
+from mlmprep.trainer import electra
 from mlmprep.trainer import model as model_lib
 from mlmprep.transforms.tokenize import Vocabulary, vocabulary
 from mlmprep.transforms.tokenizer_files import transformers_files
@@ -58,14 +59,14 @@ def hf_config(backbone: dict, vocab: Vocabulary, pairs: bool = False) -> dict:
     }
 
 
-def electra_config(shape: dict, embedding_dim: int, vocab: Vocabulary, generator: bool) -> dict:
+def electra_config(shape: dict, vocab: Vocabulary, generator: bool) -> dict:
     """``config.json`` of an ``ElectraForMaskedLM`` (the generator) or ``ElectraForPreTraining`` (the
-    discriminator) of one side's shapes (``electra.generator_config`` for the generator's)."""
+    discriminator) of one side's ``Encoder`` arguments."""
     return {
         "architectures": ["ElectraForMaskedLM" if generator else "ElectraForPreTraining"],
         "model_type": "electra",
         "vocab_size": shape["vocabulary_size"],
-        "embedding_size": embedding_dim,
+        "embedding_size": shape["embedding_dim"],
         "hidden_size": shape["hidden_dim"],
         "num_hidden_layers": shape["num_layers"],
         "num_attention_heads": shape["num_heads"],
@@ -104,24 +105,27 @@ class _StateDict(dict):
         self[f"{prefix}.weight"] = _array(layer.gamma)
         self[f"{prefix}.bias"] = _array(layer.beta)
 
-    def embeddings(self, prefix: str, token, position, segment, layer_norm):
-        self[f"{prefix}.word_embeddings.weight"] = _array(token.embeddings)
-        self[f"{prefix}.position_embeddings.weight"] = _array(position.position_embeddings)
-        self[f"{prefix}.token_type_embeddings.weight"] = _array(segment.embeddings)
-        self.layer_norm(f"{prefix}.LayerNorm", layer_norm)
-
-    def encoder(self, prefix: str, layers, hidden: int):
-        """keras-hub TransformerEncoders, through the private attributes keras-hub's own converter reads
-        (the layer exposes no others)."""
-        for i, block in enumerate(layers):
-            attention, at = block._self_attention_layer, f"{prefix}.layer.{i}"
+    def encoder(self, prefix: str, encoder):
+        """An ``Encoder``: its embeddings, their projection where there is one, and its keras-hub
+        TransformerEncoders, through the private attributes keras-hub's own converter reads (the layer
+        exposes no others)."""
+        embeddings = f"{prefix}.embeddings"
+        self[f"{embeddings}.word_embeddings.weight"] = _array(encoder.token_embedding.embeddings)
+        positions = encoder.position_embedding.position_embeddings
+        self[f"{embeddings}.position_embeddings.weight"] = _array(positions)
+        self[f"{embeddings}.token_type_embeddings.weight"] = _array(encoder.segment_embedding.embeddings)
+        self.layer_norm(f"{embeddings}.LayerNorm", encoder.embeddings_layer_norm)
+        if encoder.embeddings_projection is not None:
+            self.dense(f"{prefix}.embeddings_project", encoder.embeddings_projection)
+        for i, block in enumerate(encoder.transformer_layers):
+            attention, at = block._self_attention_layer, f"{prefix}.encoder.layer.{i}"
             for name, dense in (
                 ("query", attention.query_dense),
                 ("key", attention.key_dense),
                 ("value", attention.value_dense),
             ):  # kernel (hidden, heads, head_dim) -> weight (heads * head_dim, hidden)
                 self[f"{at}.attention.self.{name}.weight"] = np.ascontiguousarray(
-                    _array(dense.kernel).reshape(hidden, -1).T
+                    _array(dense.kernel).reshape(encoder.hidden_dim, -1).T
                 )
                 self[f"{at}.attention.self.{name}.bias"] = _array(dense.bias).reshape(-1)
             self.dense(f"{at}.attention.output.dense", attention.output_dense)
@@ -141,20 +145,11 @@ def hf_weights(model) -> dict[str, np.ndarray]:
     """The state dict ``BertForMaskedLM.save_pretrained`` writes, from a keras-hub ``BertMaskedLM`` (or
     ``BertForPreTraining``'s, from a ``BertPretrainer``). The decoder is tied to the word embeddings in
     both, so it is not written."""
-    backbone = model.backbone
     out = _StateDict()
-    out.embeddings(
-        "bert.embeddings",
-        backbone.get_layer("token_embedding"),
-        backbone.get_layer("position_embedding"),
-        backbone.get_layer("segment_embedding"),
-        backbone.get_layer("embeddings_layer_norm"),
-    )
-    layers = [backbone.get_layer(f"transformer_layer_{i}") for i in range(backbone.num_layers)]
-    out.encoder("bert.encoder", layers, backbone.hidden_dim)
+    out.encoder("bert", model.backbone)
     out.masked_lm_head("cls.predictions.transform", model.masked_lm_head, "cls.predictions.bias")
     if isinstance(model, model_lib.BertPretrainer):  # BertForPreTraining's pooler and pair head
-        out.dense("bert.pooler.dense", backbone.get_layer("pooled_dense"))
+        out.dense("bert.pooler.dense", model.backbone.pooled_dense)
         out.dense("cls.seq_relationship", model.next_sentence_head)
     return dict(out)
 
@@ -163,21 +158,11 @@ def electra_weights(model: electra.ElectraPretrainer, side: str) -> dict[str, np
     """The state dict of ``ElectraForMaskedLM`` (``side`` "generator") or ``ElectraForPreTraining``
     ("discriminator"): the shared embeddings, the side's projection and encoder, and its head."""
     out = _StateDict()
-    out.embeddings(
-        "electra.embeddings",
-        model.token_embedding,
-        model.position_embedding,
-        model.segment_embedding,
-        model.embeddings_layer_norm,
-    )
-    projection = getattr(model, f"{side}_embeddings_projection", None)
-    if projection is not None:
-        out.dense("electra.embeddings_project", projection)
-    shape = model.generator_shape if side == "generator" else model.arguments
-    out.encoder("electra.encoder", getattr(model, f"{side}_layers"), shape["hidden_dim"])
     if side == "generator":
+        out.encoder("electra", model.generator_encoder)
         out.masked_lm_head("generator_predictions", model.generator_head, "generator_lm_head.bias")
     else:
+        out.encoder("electra", model.discriminator_encoder)
         out.dense("discriminator_predictions.dense", model.discriminator_dense)
         out.dense("discriminator_predictions.dense_prediction", model.discriminator_prediction)
     return dict(out)
@@ -197,19 +182,22 @@ def _write(output_dir: str, weights: dict, files: dict) -> list[str]:
 def export(model_dir: str, output_dir: str) -> list[str]:
     """Writes the Hugging Face folder (an ELECTRA model's two: ``discriminator/`` and ``generator/``);
     returns the names of the files written, relative to ``output_dir``."""
-    import safetensors  # noqa: F401  (fails early, before anything is written, where it is missing)
+    try:
+        import safetensors  # noqa: F401  (fails early, before anything is written, where it is missing)
+    except ImportError as e:
+        raise model_lib.TrainError(f"export needs safetensors: pip install safetensors ({e})") from None
 
     from mlmprep.trainer.fill_mask import load
 
     model, tokenizer, manifest = load(model_dir)
     vocab = vocabulary(tokenizer, manifest_lib.roles(manifest))
     # The tokenizer with its frame and special tokens, framing text as the shards do.
-    files = transformers_files(tokenizer, vocab, manifest["config"]["max_seq_length"])
+    files = transformers_files(tokenizer, vocab, manifest_lib.settings(manifest).packing.max_seq_length)
     if isinstance(model, electra.ElectraPretrainer):
         written = []
         for side in ("discriminator", "generator"):
-            shape = model.generator_shape if side == "generator" else model.arguments
-            config = electra_config(shape, model.arguments["embedding_dim"], vocab, side == "generator")
+            encoder = model.generator_encoder if side == "generator" else model.discriminator_encoder
+            config = electra_config(encoder.get_config(), vocab, side == "generator")
             names = _write(
                 os.path.join(output_dir, side),
                 electra_weights(model, side),
@@ -222,19 +210,7 @@ def export(model_dir: str, output_dir: str) -> list[str]:
     return _write(output_dir, hf_weights(model), files)
 
 
-def main(argv):
-    run(flags.export_parser().parse_args(argv))
-
-
 def run(args):
     """``mlmprep export`` with its parsed flags (``flags.export_parser``)."""
-    from mlmprep.pipeline.errors import UsageError
-    from mlmprep.trainer import data
-
-    try:
-        names = export(args.model, args.output)
-    except ImportError as e:
-        raise UsageError(f"export needs safetensors: pip install safetensors ({e})") from None
-    except (FileNotFoundError, data.DataError) as e:
-        raise UsageError(str(e)) from None
+    names = export(args.model, args.output)
     print(f"wrote {args.output}: {', '.join(names)}")

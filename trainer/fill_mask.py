@@ -9,7 +9,7 @@ import keras_hub  # noqa: F401  (registers the BERT classes for loading)
 import numpy as np
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import data, flags
+from mlmprep.trainer import data
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.electra import ElectraPretrainer
 from mlmprep.trainer.model_dir import FINAL_MODEL, MODEL_CONFIG, checkpoints
@@ -30,7 +30,7 @@ def load(model_dir: str):
     else:
         found = checkpoints(model_dir)
         if not found:
-            raise FileNotFoundError(f"{model_dir} holds no trained model")
+            raise model_lib.TrainError(f"{model_dir} holds no trained model")
         with open(os.path.join(model_dir, MODEL_CONFIG)) as f:
             config = json.load(f)
         model = model_lib.build(config, pairs=data.has_pairs(manifest), packed=data.is_packed(manifest))
@@ -50,7 +50,7 @@ def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: in
     ids = [*frame.prefix.tolist(), *ids, *frame.suffix.tolist()]
     positions = [i for i, t in enumerate(ids) if t == vocab.mask_id]
     if not positions:
-        raise ValueError(f"the text has no {tokenizer.id_to_token(vocab.mask_id)}")
+        raise model_lib.TrainError(f"the text has no {tokenizer.id_to_token(vocab.mask_id)}")
     token_ids = np.full((1, max_seq_length), vocab.pad_id, dtype=np.int32)
     token_ids[0, : len(ids)] = ids
     inputs = {
@@ -74,26 +74,17 @@ def fill_mask(model, tokenizer, text: str, *, top_k: int = 5, max_seq_length: in
     return results
 
 
-def main(argv):
-    run(flags.fill_mask_parser().parse_args(argv))
-
-
 def run(args):
     """``mlmprep fill-mask`` with its parsed flags (``flags.fill_mask_parser``)."""
-    from mlmprep.pipeline.errors import UsageError
-
-    try:
-        model, tokenizer, manifest = load(args.model)
-        results = fill_mask(
-            model,
-            tokenizer,
-            args.text,
-            top_k=args.top_k,
-            max_seq_length=manifest["config"]["max_seq_length"],
-            roles=manifest_lib.roles(manifest),
-        )
-    except (FileNotFoundError, data.DataError, ValueError) as e:
-        raise UsageError(str(e)) from None
+    model, tokenizer, manifest = load(args.model)
+    results = fill_mask(
+        model,
+        tokenizer,
+        args.text,
+        top_k=args.top_k,
+        max_seq_length=manifest_lib.settings(manifest).packing.max_seq_length,
+        roles=manifest_lib.roles(manifest),
+    )
     mask = tokenizer.id_to_token(manifest_lib.roles(manifest).get("mask", tokenizer.token_to_id("[MASK]")))
     for i, candidates in enumerate(results):
         print(f"{mask} {i + 1}:")

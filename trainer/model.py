@@ -1,10 +1,11 @@
-"""The BERT masked-LM model: keras-hub's BertBackbone with its tied MaskedLMHead.
+"""The models the trainer builds (``build``), on its one ``Encoder``: BERT's masked LM, with BERT's pair
+head on sentence pairs, or ELECTRA's generator and discriminator.
 
 keras-hub's ``BertMaskedLM`` is exactly the DESIGN's model (a transform of
 dense + GELU + layer norm, then a decoder tied to the token embeddings plus
 a bias, applied only at the masked positions), and its input names match the
-shards' features one to one. Data of sentence pairs adds BERT's pair head
-(``BertPretrainer``).
+shards' features one to one; it runs on an ``Encoder`` as on a BertBackbone.
+Data of sentence pairs adds BERT's pair head (``BertPretrainer``).
 """
 
 import json
@@ -12,8 +13,9 @@ import json
 import keras
 import keras_hub
 
+from mlmprep.pipeline.errors import UsageError
 from mlmprep.trainer.electra import ElectraPretrainer
-from mlmprep.trainer.packed import PackedBertBackbone
+from mlmprep.trainer.encoder import Encoder, gelu_tanh, initializer
 from mlmprep.trainer.schedule import WarmupLinearDecay
 
 # Standard BERT shapes (tiny/small as in Turc et al., 2019; base/large as in Devlin et al.).
@@ -25,8 +27,8 @@ SIZES = {
 }
 
 
-class ModelConfigError(ValueError):
-    """A model size or JSON config that cannot be built for this data."""
+class TrainError(UsageError):
+    """The model, its folder and the data do not belong together, or a flag is wrong: the user's one line."""
 
 
 def default_learning_rate(backbone: dict) -> float:
@@ -37,7 +39,7 @@ def default_learning_rate(backbone: dict) -> float:
 
 
 def backbone_config(model: str, *, vocabulary_size: int, max_sequence_length: int) -> dict:
-    """BertBackbone arguments for a size name or a JSON file of them."""
+    """The encoder's arguments (BertBackbone's) for a size name or a JSON file of them."""
     if model in SIZES:
         config = dict(SIZES[model])
     else:
@@ -45,15 +47,15 @@ def backbone_config(model: str, *, vocabulary_size: int, max_sequence_length: in
             with open(model, encoding="utf-8") as f:
                 config = json.load(f)
         except (OSError, json.JSONDecodeError) as e:
-            raise ModelConfigError(
+            raise TrainError(
                 f"--model is neither {'/'.join(SIZES)} nor a readable JSON config: {e}"
             ) from None
     if config.setdefault("vocabulary_size", vocabulary_size) != vocabulary_size:
-        raise ModelConfigError(
+        raise TrainError(
             f"model vocabulary_size {config['vocabulary_size']} != the data's vocabulary {vocabulary_size}"
         )
     if config.setdefault("max_sequence_length", max_sequence_length) < max_sequence_length:
-        raise ModelConfigError(
+        raise TrainError(
             f"model max_sequence_length {config['max_sequence_length']} < "
             f"the data's sequence length {max_sequence_length}"
         )
@@ -65,28 +67,22 @@ MLM_OUTPUT, PAIR_OUTPUT = "mlm", "next_sentence"
 
 
 def build(config: dict, *, dtype=None, pairs: bool = False, packed: bool = False) -> keras.Model:
-    """keras-hub's BertMaskedLM, or with ``pairs`` a BertPretrainer (its heads and BERT's pair head);
-    ``packed``: on a ``PackedBertBackbone``, for rows of several pieces (best-fit packing). A config whose
-    objective is "electra" builds an ``ElectraPretrainer`` of the config's (discriminator's) shapes."""
+    """keras-hub's BertMaskedLM on an ``Encoder`` of ``config``'s arguments, or with ``pairs`` a
+    ``BertPretrainer`` (its heads and BERT's pair head); ``packed``: for rows of several pieces (best-fit
+    packing). A config whose objective is "electra" builds an ``ElectraPretrainer`` of the config's
+    (discriminator's) shapes."""
     if config.get("objective") == "electra":  # its own generator and discriminator; no pair head
         arguments = {k: v for k, v in config.items() if k != "objective"}
         return ElectraPretrainer(**arguments, packed=packed, dtype=dtype)
-    backbone_cls = PackedBertBackbone if packed else keras_hub.models.BertBackbone
-    backbone = backbone_cls(**config, dtype=dtype)
+    backbone = Encoder(**config, packed=packed, dtype=dtype)
     if pairs:
         return BertPretrainer(backbone)
     return keras_hub.models.BertMaskedLM(backbone=backbone, preprocessor=None)
 
 
 @keras.saving.register_keras_serializable(package="mlmprep")
-def gelu_tanh(x):
-    """GELU's tanh approximation: Google's BERT's ``gelu``, in the encoder and in the masked-LM head."""
-    return keras.activations.gelu(x, approximate=True)
-
-
-@keras.saving.register_keras_serializable(package="mlmprep")
 class BertPretrainer(keras.Model):
-    """BERT's two pre-training heads on a BertBackbone, for sentence pairs (NSP or SOP).
+    """BERT's two pre-training heads on an ``Encoder``, for sentence pairs (NSP or SOP).
 
     The masked-LM head is keras-hub's ``MaskedLMHead`` as ``BertMaskedLM``
     builds it (transform, layer norm, decoder tied to the token embeddings),
@@ -98,18 +94,18 @@ class BertPretrainer(keras.Model):
     """
 
     def __init__(self, backbone, **kwargs):
-        initializer = keras.initializers.TruncatedNormal(stddev=0.02)  # BERT's
+        kernel_initializer = initializer()  # one for both heads
         masked_lm_head = keras_hub.layers.MaskedLMHead(
             vocabulary_size=backbone.vocabulary_size,
             token_embedding=backbone.token_embedding,
             intermediate_activation=gelu_tanh,
             layer_norm_epsilon=1e-12,  # the encoder's, as in Google's BERT (keras-hub's head: 1e-5)
-            kernel_initializer=initializer,
+            kernel_initializer=kernel_initializer,
             dtype=backbone.dtype_policy,
             name="mlm_head",
         )
         next_sentence_head = keras.layers.Dense(
-            2, kernel_initializer=initializer, dtype=backbone.dtype_policy, name="next_sentence_head"
+            2, kernel_initializer=kernel_initializer, dtype=backbone.dtype_policy, name="next_sentence_head"
         )
         inputs = {
             **backbone.input,

@@ -18,7 +18,7 @@ import keras
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.trainer import data, electra, flags
+from mlmprep.trainer import data, electra
 from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.checkpoints import (
@@ -29,15 +29,12 @@ from mlmprep.trainer.checkpoints import (
     unigram_loss,
 )
 from mlmprep.trainer.flags import WARMUP_FRACTION
+from mlmprep.trainer.model import TrainError
 from mlmprep.trainer.model_dir import FINAL_MODEL, HISTORY, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.mask import MaskingConfig
 
 # Without sentence pairs, BertBackbone's pooler feeds no output; Keras warns that it gets no gradient.
 warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables \['pooled_dense")
-
-
-class TrainError(ValueError):
-    """The model directory and the data do not belong together, or a flag is wrong."""
 
 
 @dataclasses.dataclass
@@ -104,24 +101,17 @@ def _check_data(config: TrainConfig) -> tuple[dict, MaskingConfig | None]:
         raise TrainError(
             f"--steps ({config.steps}) and --checkpoint_every ({config.checkpoint_every}) must be positive"
         )
-    try:
-        manifest = data.read_manifest(config.data_dir)
-    except data.DataError as e:
-        raise TrainError(str(e)) from None
+    manifest = data.read_manifest(config.data_dir)
     if not data.shard_paths(config.data_dir, manifest, "train"):
         raise TrainError(
             f"{config.data_dir} has no TFRecord train shards (the trainer reads TFRecord: "
             "run mlmprep with --formats tfrecord or tfrecord,parquet)"
         )
-    try:
-        masking = masking_lib.resolve(manifest, config.masking, config.dynamic_masking)
-    except masking_lib.MaskingError as e:
-        raise TrainError(str(e)) from None
-    return manifest, masking
+    return manifest, masking_lib.resolve(manifest, config.masking, config.dynamic_masking)
 
 
 def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
-    """The model's BertBackbone arguments: a resumed run's own, else from --model and the data."""
+    """The model's ``Encoder`` arguments: a resumed run's own, else from --model and the data."""
     if found:
         config_path = os.path.join(config.output_dir, MODEL_CONFIG)
         try:
@@ -139,17 +129,13 @@ def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
                 f"not {config.objective}"
             )
         return backbone
-    try:
-        backbone = model_lib.backbone_config(
-            config.model,
-            vocabulary_size=manifest["tokenizer"]["vocab_size"],
-            max_sequence_length=manifest["config"]["max_seq_length"],
-        )
-        if config.objective == "electra":
-            backbone.update(objective="electra", generator_fraction=config.generator_fraction)
-            electra.generator_config(backbone, config.generator_fraction)  # checks it can be built
-    except (model_lib.ModelConfigError, electra.ElectraConfigError) as e:
-        raise TrainError(str(e)) from None
+    backbone = model_lib.backbone_config(
+        config.model,
+        vocabulary_size=manifest["tokenizer"]["vocab_size"],
+        max_sequence_length=manifest_lib.settings(manifest).packing.max_seq_length,
+    )
+    if config.objective == "electra":
+        backbone.update(objective="electra", generator_fraction=config.generator_fraction)
     return backbone
 
 
@@ -292,14 +278,8 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     return history
 
 
-def main(argv):
-    run(flags.parse("train", argv))
-
-
 def run(args):
     """``mlmprep train`` with its parsed flags (``flags.train_parser``)."""
-    from mlmprep.pipeline.errors import UsageError
-
     config = TrainConfig(
         data_dir=args.data,
         output_dir=args.output,
@@ -321,10 +301,7 @@ def run(args):
         seed=args.seed,
         early_stopping_patience=args.early_stopping_patience,
     )
-    try:
-        history = train(config)
-    except TrainError as e:
-        raise UsageError(str(e)) from None
+    history = train(config)
     if history:
         last = history[-1]
         baseline = last.get("val_unigram_loss")
