@@ -28,6 +28,8 @@ REQUIRED = [
     "zstandard>=0.18",
     # Sentence splitting for --sentence_pairs (Wikimedia's, ~300 languages, in Rust).
     "sentencex>=1.0",
+    # mlmprep run --config: the build file (Beam depends on it too).
+    "pyyaml>=6",
 ]
 
 TRAINER = [

@@ -58,7 +58,7 @@ def main():
     if args.data:
         from mlmprep.trainer import data
 
-        config = data.read_manifest(args.data)["config"]
+        config = data.read_manifest(args.data)["settings"]
         args.seq_len, args.predictions = config["max_seq_length"], config["max_predictions_per_seq"]
 
     name = device_name()

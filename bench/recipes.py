@@ -58,7 +58,7 @@ def run(name: str, corpus: pathlib.Path, work: pathlib.Path) -> dict:
     if status:
         raise SystemExit(f"{name}: exit {status}\n{printed.getvalue()}")
     manifest = json.loads((out / "manifest.json").read_text())
-    config, train = manifest["config"], manifest["counts"]["splits"]["train"]
+    config, train = manifest["settings"], manifest["counts"]["splits"]["train"]
     slots = train["sequences"] * config["max_seq_length"]
     if config["masking"] == "none":
         predictions, tokens = _trainer_masked_share(out, manifest, name)

@@ -8,7 +8,6 @@ reads inputs through Beam's file systems) load Apache Beam, only ``train``,
 flags have parsed (``--help`` loads neither).
 """
 
-import argparse
 import logging
 import os
 import sys
@@ -39,19 +38,12 @@ def _run(argv):
     from mlmprep.pipeline import flags, job, manifest, summary
 
     if {"-h", "--help"} & set(argv):
-        parser = argparse.ArgumentParser(
-            prog="mlmprep run",
-            description="Raw text -> masked TFRecord/Parquet shards. Every Beam pipeline option "
-            "(--runner, --direct_num_workers, --project, ...) is accepted too.",
-        )
-        flags.MlmPrepOptions._add_argparse_args(parser)
-        parser.print_help()
+        print(flags.help_text(), end="")
         return
-    flags.check_flags(argv)
-    result = job.run(argv)
-    pipeline_options = PipelineOptions(argv)
-    out = pipeline_options.view_as(flags.MlmPrepOptions).output
-    if pipeline_options.view_as(TestOptions).dry_run:
+    command = flags.parse(argv)
+    result = job.run_command(command)
+    out = command.settings.output.output
+    if PipelineOptions(list(command.beam_argv)).view_as(TestOptions).dry_run:
         print(f"dry run: the job was built, not run ({len(job.step_names(result))} steps)")
     elif result.state == "DONE":
         print(summary.format_manifest(out, manifest.read(out)))

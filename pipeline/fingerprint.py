@@ -40,7 +40,9 @@ AS_BEFORE = {"span_lengths": "geometric"}
 
 
 def fingerprint(config: dict, files: list[InputFile], tokenizer_sha256: str) -> str:
-    """sha256 over the run's options (not where or how it runs), the tokenizer, and the input list."""
+    """sha256 over the run's settings (not where or how it runs), the tokenizer, and the input list."""
+    # Builds from before the settings were defined once recorded --whole_word_masking beside --masking.
+    config = {**config, "whole_word_masking": config.get("masking") == "word"}
     ignored = NOT_THE_BUILD + (PAIR_OPTIONS if config.get("sentence_pairs", "none") == "none" else ())
     options = {
         k: v for k, v in config.items() if k not in ignored and not (k in AS_BEFORE and v == AS_BEFORE[k])

@@ -48,7 +48,9 @@ def first_rows(
 ) -> list[dict]:
     """The first ``n`` records of a split, from Parquet when written, else TFRecord: only what they need
     is read; ``frame``, the tokenizer's (``Vocabulary.frame``), finds a pair's segments."""
-    seq, preds = manifest["config"]["max_seq_length"], manifest["config"]["max_predictions_per_seq"]
+    settings = manifest_lib.settings(manifest)
+    seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
+    pairs, unmasked = settings.pairs.enabled, settings.masking.unmasked
     shards = sorted(
         (s for s in manifest["shards"] if s["split"] == split and s["records"]),
         key=lambda s: (s["format"] != "parquet", s["file"]),
@@ -60,8 +62,6 @@ def first_rows(
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             read = decode.parquet_slices if parquet else decode.tfrecord_slices
-            pairs = manifest_lib.sentence_pairs(manifest) != "none"
-            unmasked = manifest["config"].get("masking") == "none"
             batch, _ = next(read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked))
         labels = records.labels(batch)
         for i, length in enumerate(batch.lengths.tolist()):
@@ -93,16 +93,13 @@ def main(argv):
     mask = tokenizer.id_to_token(vocab.mask_id)
     print(f"frame: {vocab.frames['single']}; pairs: {vocab.frames['pair']}")
     legend = f"[{_bare(mask)}→original]: replaced by {mask}; {{random→original}}: replaced at random"
-    if manifest["config"].get("masking") == "none":
+    settings = manifest_lib.settings(manifest)
+    if settings.masking.unmasked:
         print("unmasked (--masking none): the trainer masks every batch\n")
     else:
         print(f"{legend}; <token>: kept\n")
     for i, row in enumerate(rows):
         label = row.get("next_sentence_label")
-        pair = (
-            ""
-            if label is None
-            else f" (pair label {label}: {_PAIR_LABELS[manifest['config']['sentence_pairs']][label]})"
-        )
+        pair = "" if label is None else f" (pair label {label}: {_PAIR_LABELS[settings.pairs.mode][label]})"
         print(f"--- {args.split} example {i}{pair}")
         print(describe_example(tokenizer, row, vocab.mask_id) + "\n")

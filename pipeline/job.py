@@ -20,8 +20,8 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-from mlmprep.pipeline import commit, manifest, pins
-from mlmprep.pipeline.planning import JobPlan, is_in_memory, plan_command
+from mlmprep.pipeline import commit, flags, manifest, pins
+from mlmprep.pipeline.planning import JobPlan, is_in_memory, plan_parsed
 from mlmprep.transforms import records
 from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
 from mlmprep.transforms.beam.mask import MaskSequences
@@ -46,7 +46,7 @@ class _WriteManifest(beam.DoFn):
     def process(self, unused_trigger, shards, counts):
         job = self._job
         built = manifest.build(
-            config=job.config,
+            settings=job.config,
             tokenizer_json=job.tokenizer_json,
             vocab=job.vocab,
             shards=shards,
@@ -154,7 +154,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         temp_dir=job.temp_dir,
         generation=job.generation,
         pairs=job.pairs is not None,
-        unmasked=job.masking.masking == "none",
+        unmasked=job.settings.masking.unmasked,
         frame=job.vocab.frame,
     )
     counts = (
@@ -202,7 +202,8 @@ def local_runner(options: PipelineOptions, job: JobPlan, argv=()):
     is the DirectRunner's own engine, made here the way the DirectRunner makes it, so that a local run
     is the same with or without a network. ``--runner DirectRunner`` still lets Beam choose.
 
-    Worker flags given in ``argv`` are honoured as given; only without them is the count chosen here.
+    Worker flags given in ``argv`` (Beam's flags) are honoured as given; only without them is the count
+    chosen here.
     """
     if options.view_as(StandardOptions).runner is not None:
         return None
@@ -222,14 +223,19 @@ def local_runner(options: PipelineOptions, job: JobPlan, argv=()):
 
 
 def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResult:
-    """Runs the job to completion; returns the PipelineResult (its metrics are the counts)."""
+    """Runs a ``mlmprep run`` command line to completion; returns the PipelineResult (its metrics are the
+    counts)."""
     del save_main_session  # the job's code lives in the installed package
-    argv = sys.argv[1:] if argv is None else argv  # what PipelineOptions(None) reads
+    return run_command(flags.parse(sys.argv[1:] if argv is None else argv))
+
+
+def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult:
+    """Runs a command line read (``flags.parse``); waits for it unless Beam's options say not to."""
     exit_quickly()
-    options, job = plan_command(argv)
+    options, job = plan_parsed(command)
     if not is_in_memory(options.view_as(StandardOptions).runner):
         pins.warn_if_remote_differs(options)
-    runner = local_runner(options, job, argv)
+    runner = local_runner(options, job, command.beam_argv)
     p = beam.Pipeline(runner=runner, options=options)
     with _local_progress(runner is not None, job.input_bytes) as progress_dir:
         build_pipeline(p, job, progress_dir)

@@ -18,13 +18,15 @@ from typing import NotRequired, TypedDict
 
 import pyarrow.fs
 
+from mlmprep.pipeline.settings import SETTINGS, Settings
 from mlmprep.transforms import encode, profile
-from mlmprep.transforms.mask import MaskingConfig
 from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
 from mlmprep.transforms.tokenize import SPLITS, load_tokenizer
 from mlmprep.transforms.tokenize import vocabulary as tokenize_vocabulary
 
-FORMAT_VERSION = 1  # what this mlmprep writes and reads; a reader refuses any other
+FORMAT_VERSION = 2  # what this mlmprep writes
+# What it reads: 1 kept every run option as "config", a dict of flags; 2 keeps the resolved "settings".
+READS = (1, 2)
 
 
 class ShardEntry(TypedDict):
@@ -69,7 +71,7 @@ class Manifest(TypedDict):
     """manifest.json, the contract between the job and every tool that reads its output."""
 
     format_version: int
-    config: dict  # every run option
+    settings: dict  # every setting but --overwrite, by name (settings.Settings.flat); "config" in version 1
     generation: int
     tokenizer: dict  # file, sha256, vocab_size, special_ids
     versions: dict[str, str | None]
@@ -122,7 +124,7 @@ def versions() -> dict:
 
 def build(
     *,
-    config: dict,
+    settings: dict,
     tokenizer_json: str,
     vocab,
     shards: list[dict],
@@ -164,7 +166,7 @@ def build(
             splits[split]["next_sentence_labels"] = [sum(n[0] for n in labels), sum(n[1] for n in labels)]
     built = {
         "format_version": FORMAT_VERSION,
-        "config": config,
+        "settings": settings,
         "generation": generation,
         "tokenizer": {
             "file": tokenizer_file or tokenizer_name(generation),
@@ -269,29 +271,22 @@ def read(output_dir: str) -> Manifest:
     except ValueError as e:  # not JSON, or not UTF-8
         raise ManifestError(f"{join(output_dir, MANIFEST)} does not parse: {e}") from None
     version = manifest.get("format_version") if isinstance(manifest, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READS:
         raise ManifestError(
             f"{join(output_dir, MANIFEST)} has format_version {version!r}; this mlmprep reads "
-            f"{FORMAT_VERSION} (an output of another mlmprep version: read it with that one)"
+            f"{', '.join(map(str, READS))} (an output of another mlmprep version: read it with that one)"
         )
     return manifest
 
 
-def masking_config(manifest: Manifest) -> MaskingConfig:
-    """How the output was masked, from its config: what verify checks and dynamic masking repeats."""
-    config = manifest["config"]
-    return MaskingConfig(
-        masked_lm_prob=config["masked_lm_prob"],
-        max_predictions_per_seq=config["max_predictions_per_seq"],
-        mask_token_ratio=config["mask_token_ratio"],
-        random_token_ratio=config["random_token_ratio"],
-        # Outputs from before --masking say whole_word_masking alone.
-        masking=config.get("masking") or ("word" if config.get("whole_word_masking") else "token"),
-        mask_count=config.get("mask_count", "exact"),
-        span_p=config.get("span_p", 0.2),
-        max_span_words=config.get("max_span_words", 10),
-        span_lengths=config.get("span_lengths", "geometric"),
-    )
+def settings(manifest: Manifest) -> Settings:
+    """The settings that made an output, typed; an output from before a setting existed has its default."""
+    if "settings" in manifest:
+        return Settings.from_flat(manifest["settings"])
+    config = dict(manifest["config"])  # format_version 1: the run's options, --whole_word_masking among them
+    if config.get("masking") is None:
+        config["masking"] = "word" if config.get("whole_word_masking") else "token"
+    return Settings.from_flat({k: v for k, v in config.items() if k in SETTINGS})
 
 
 def roles(manifest: Manifest) -> dict[str, int]:
@@ -304,8 +299,3 @@ def vocabulary(manifest: Manifest, tokenizer_json_text: str):
     """(the tokenizer as the job ran it, its ``Vocabulary`` with the roles the job resolved)."""
     tokenizer = load_tokenizer(tokenizer_json_text)
     return tokenizer, tokenize_vocabulary(tokenizer, roles(manifest))
-
-
-def sentence_pairs(manifest: Manifest) -> str:
-    """The output's ``--sentence_pairs`` mode (``pairs.MODES``); outputs from before it have "none"."""
-    return manifest["config"].get("sentence_pairs", "none")

@@ -1,17 +1,17 @@
-"""Published pre-training recipes by name: the flags of ``mlmprep run`` and ``mlmprep train`` that make them.
+"""Published pre-training recipes by name: the settings of ``mlmprep run`` and ``mlmprep train`` for them.
 
-A recipe only sets flags, as if the user had typed them: a flag the user
-gives wins, and the job and the trainer check the result as they check any
-flags. Settings the bundled tools cannot follow are said in ``differs``, so
-that a recipe never silently claims more than the data and the trainer do.
-The README's recipe table is ``markdown_table()`` (a test keeps them equal).
+A recipe is a partial set of settings laid under the user's (``lay_under``):
+a setting the user gives, by flag or build file, wins, and the job and the
+trainer check the result as they check any settings. Settings the bundled
+tools cannot follow are said in ``differs``, so that a recipe never silently
+claims more than the data and the trainer do. docs/recipes.md's table is
+``markdown_table()`` (a test keeps them equal).
 """
 
-import argparse
 import dataclasses
-import re
 
 from mlmprep.pipeline.errors import UsageError
+from mlmprep.pipeline.settings import Settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -247,12 +247,9 @@ RECIPES = {
     )
 }
 
-# A recipe's setting also counts as given where the user gave a flag that decides it.
-# The cap is the recipe's at its length and rate: a length or rate given makes it the default for those.
-_DECIDED_BY = {
-    "masking": ("whole_word_masking",),
-    "max_predictions_per_seq": ("max_seq_length", "masked_lm_prob"),
-}
+# A recipe's setting also counts as given where the user gave a setting that decides it: the cap is the
+# recipe's at its length and rate, so a length or rate given makes it the default for those.
+DECIDED_BY = {"max_predictions_per_seq": ("max_seq_length", "masked_lm_prob")}
 
 
 def get(name: str) -> Recipe:
@@ -273,18 +270,9 @@ def flags_text(settings: dict) -> str:
     return " ".join(_flag(k, v) for k, v in settings.items())
 
 
-def given_options(parser: argparse.ArgumentParser, argv: list[str]) -> dict:
-    """The options ``argv`` gives, not their defaults, read the way ``parser`` reads them (abbreviations,
-    ``--flag=value`` and ``--flag value`` alike). ``parser``: a fresh one, which this changes."""
-    for action in parser._actions:  # argparse has no public way to list a parser's options
-        action.default, action.required = argparse.SUPPRESS, False
-    known, _ = parser.parse_known_args(argv)
-    return vars(known)
-
-
 @dataclasses.dataclass(frozen=True)
 class Applied:
-    """What a recipe set, and which of its settings the user's own flags replaced."""
+    """What a recipe set, and which of its settings the user's own values replaced."""
 
     recipe: Recipe
     side: str  # "run" or "train"
@@ -309,40 +297,37 @@ class Applied:
         }
 
     def explain(self, error: UsageError) -> UsageError:
-        """A failed check that names a flag the recipe set says so, and which setting it was."""
-        named = [k for k in self.set if re.search(rf"--{re.escape(k)}\b", str(error))]
+        """A failed check on settings the recipe set says so, and which settings they were."""
+        named = [k for k in getattr(error, "names", ()) if k in self.set]
         if not named:
             return error
         settings = ", ".join(_flag(k, self.set[k]).replace("=", " ", 1) for k in named)
         return UsageError(f"--recipe {self.recipe.name} sets {settings}, which this run cannot take: {error}")
 
 
-def expand(argv: list[str], parser: argparse.ArgumentParser, side: str) -> tuple[list[str], Applied | None]:
-    """``argv`` with the flags of its ``--recipe`` that the user did not give (before theirs), and what
-    was applied; ``argv`` itself where it names no recipe."""
-    given = given_options(parser, argv)
-    if given.get("recipe") is None:
-        return argv, None
-    recipe = get(given["recipe"])
-    settings = recipe.run if side == "run" else recipe.train
+def lay_under(name: str | None, given: dict, side: str) -> tuple[dict, Applied | None]:
+    """``given`` (values by setting name) over the settings of the recipe ``name`` on ``side`` ("run" or
+    "train"), and what the recipe set; ``given`` itself where there is no recipe."""
+    if name is None:
+        return given, None
+    recipe = get(name)
     ours, kept = {}, {}
-    for name, value in settings.items():
-        deciders = (name, *_DECIDED_BY.get(name, ()))
-        users = [d for d in deciders if d in given]
+    for setting, value in (recipe.run if side == "run" else recipe.train).items():
+        users = [d for d in (setting, *DECIDED_BY.get(setting, ())) if d in given]
         if users:
             kept.update({d: given[d] for d in users})
         else:
-            ours[name] = value
-    return [_flag(k, v) for k, v in ours.items()] + list(argv), Applied(recipe, side, ours, kept)
+            ours[setting] = value
+    return {**ours, **given}, Applied(recipe, side, ours, kept)
 
 
-def check_data(recipe: Recipe, manifest: dict, data_dir: str) -> None:
+def check_data(recipe: Recipe, data: Settings, made: dict | None, data_dir: str) -> None:
     """Training by a recipe needs data made for it: its sequence length and sentence pairs (not set here),
-    or the ones the user chose when making the data with the same recipe."""
-    config = manifest["config"]
-    made = manifest.get("recipe") or {}
+    or the ones the user chose when making the data with the same recipe (``made``: the data's manifest's
+    recipe entry)."""
+    made = made or {}
     chosen = made.get("kept", {}) if made.get("name") == recipe.name else {}
-    length = config["max_seq_length"]
+    length = data.packing.max_seq_length
     if length != recipe.max_seq_length and "max_seq_length" not in chosen:
         same = [r.name for r in RECIPES.values() if r.max_seq_length == length]
         hint = f" (--recipe {' or '.join(same)} trains on those)" if same else ""
@@ -350,7 +335,7 @@ def check_data(recipe: Recipe, manifest: dict, data_dir: str) -> None:
             f"--recipe {recipe.name} trains on {recipe.max_seq_length}-token sequences; --data {data_dir} "
             f"holds {length}-token ones{hint}"
         )
-    pairs, wanted = config.get("sentence_pairs", "none"), recipe.run.get("sentence_pairs", "none")
+    pairs, wanted = data.pairs.mode, recipe.run.get("sentence_pairs", "none")
     if pairs != wanted and "sentence_pairs" not in chosen:
         raise UsageError(
             f"--recipe {recipe.name} trains on --sentence_pairs {wanted} data; --data {data_dir} was made "

@@ -28,25 +28,25 @@ def observed_replacements(
     output_dir: str, manifest: dict, split: str, vocab
 ) -> tuple[collections.Counter, int]:
     """(mask/random/same counts, records read) over the first SAMPLE_RECORDS records of a split."""
-    config = manifest["config"]
-    seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
-    pairs = vocab.frame if manifest_lib.sentence_pairs(manifest) != "none" else None
-    formats = config.get("formats") or ["tfrecord"]
+    settings = manifest_lib.settings(manifest)
+    seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
+    pairs = vocab.frame if settings.pairs.enabled else None
+    first_format = settings.output.formats[0]
     shards = [
-        s for s in manifest["shards"] if s["split"] == split and s["format"] == formats[0] and s["records"]
+        s for s in manifest["shards"] if s["split"] == split and s["format"] == first_format and s["records"]
     ]
     report, read = verify.Report(), 0
-    masking = manifest_lib.masking_config(manifest)
+    masking = settings.masking.config()
     for shard in shards:
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             slices = (decode.parquet_slices if parquet else decode.tfrecord_slices)(
-                f, seq, preds, encode.slice_rows(seq), pairs, masking.masking == "none"
+                f, seq, preds, encode.slice_rows(seq), pairs, settings.masking.unmasked
             )
             for batch, extra in slices:
                 record_checks.check_batch(
                     batch, extra, vocab=vocab, masking=masking, report=report, where=shard["file"],
-                    several_pieces=config.get("packing") == "best_fit",
+                    several_pieces=settings.packing.best_fit,
                 )  # fmt: skip
                 read += len(batch.lengths)
                 if read >= SAMPLE_RECORDS:
@@ -131,16 +131,16 @@ def _recipe(recipe: dict) -> str:
     )
 
 
-def _pairs(config: dict) -> bool:
-    return config.get("sentence_pairs", "none") != "none"
-
-
 def build(output_dir: str) -> str:
     """The report's HTML."""
     manifest = manifest_lib.read(output_dir)
     with manifest_lib.open_file(output_dir, manifest["tokenizer"]["file"]) as f:
         tokenizer, vocab = manifest_lib.vocabulary(manifest, f.read().decode("utf-8"))
-    config, counts, splits = manifest["config"], manifest["counts"], manifest["counts"]["splits"]
+    settings, counts, splits = (
+        manifest_lib.settings(manifest),
+        manifest["counts"],
+        manifest["counts"]["splits"],
+    )
     sections = []
 
     warnings = summary.warnings(manifest)
@@ -187,19 +187,18 @@ def build(output_dir: str) -> str:
         n: [100 * summary.fill_ratio(s)] for n, s in splits.items() if "padding" in s and s["sequences"]
     }
     if utilization:
-        packing = config.get("packing", "document")
         uri = _bars(
             "Slot utilization: real tokens / slots (the rest is padding a step computes for nothing)",
             [
-                f"--packing {packing}"
-                + (f" --sentence_pairs {config['sentence_pairs']}" if _pairs(config) else "")
+                f"--packing {settings.packing.mode}"
+                + (f" --sentence_pairs {settings.pairs.mode}" if settings.pairs.enabled else "")
             ],
             utilization,
             "% of slots",
         )
         sections.append(f'<h2>Slot utilization</h2><img alt="slot utilization" src="{uri}">')
 
-    edges = profile.length_bucket_edges(config["max_seq_length"])
+    edges = profile.length_bucket_edges(settings.packing.max_seq_length)
     present = [i for i, (first, last) in enumerate(edges) if first <= last]
     lengths = {
         n: [_shares(s["sequence_lengths"])[i] for i in present] for n, s in splits.items() if "padding" in s
@@ -224,7 +223,7 @@ def build(output_dir: str) -> str:
         )
         sections.append(f'<h2>Document lengths</h2><img alt="document lengths" src="{uri}">')
 
-    expected = [config["mask_token_ratio"], config["random_token_ratio"]]
+    expected = [settings.masking.mask_token_ratio, settings.masking.random_token_ratio]
     observed, read = {}, {}
     for name in splits:
         outcomes, read[name] = observed_replacements(output_dir, manifest, name, vocab)
@@ -256,8 +255,8 @@ def build(output_dir: str) -> str:
         sections.append(
             f'<h2>Span lengths</h2><img alt="span lengths" src="{uri}"><p>{sum(spans["words"]):,} spans, '
             f"{means['words']:.2f} words and {means['tokens']:.2f} tokens on average (--span_p "
-            f"{config.get('span_p')}, --max_span_words {config.get('max_span_words')}, --span_lengths "
-            f"{config.get('span_lengths', 'geometric')})</p>"
+            f"{settings.masking.span_p}, --max_span_words {settings.masking.max_span_words}, --span_lengths "
+            f"{settings.masking.span_lengths})</p>"
         )
 
     examples = []
@@ -275,8 +274,9 @@ def build(output_dir: str) -> str:
         )
 
     tokenizer_file = manifest["tokenizer"]["file"]
+    flat = settings.flat()
     options = ", ".join(
-        f"{k} {config[k]}"
+        f"{k} {flat[k]}"
         for k in (
             "max_seq_length",
             "masking",
@@ -285,7 +285,6 @@ def build(output_dir: str) -> str:
             "packing",
             "sentence_pairs",
         )
-        if k in config
     )
     return PAGE.format(
         title=html.escape(f"mlmprep report: {output_dir}"),

@@ -1,6 +1,7 @@
 """The manifest's counts as a table, as ``mlmprep run`` and the demo print them, and the warnings they call
 for (also in ``mlmprep report``)."""
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline import recipes
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
 
@@ -26,7 +27,7 @@ def pieces_per_sequence(split: dict) -> float | None:
 def warnings(manifest: dict) -> list[str]:
     """What looks wrong in an output's numbers, in words, with what to do about it."""
     out = []
-    config = manifest["config"]
+    settings = manifest_lib.settings(manifest)
     for name, split in manifest["counts"]["splits"].items():
         if not split["sequences"]:
             continue
@@ -35,8 +36,9 @@ def warnings(manifest: dict) -> list[str]:
                 f"[UNK] is {unk_rate(split):.1%} of the {name} tokens (over {UNK_RATE_LIMIT:.0%}): "
                 "the tokenizer does not fit this text; train one on it with mlmprep train-tokenizer"
             )
-        pairs = config.get("sentence_pairs", "none") != "none"  # pairs are packed by BERT's rules, not concat
-        if fill_ratio(split) < FILL_RATIO_LIMIT and config.get("packing") == "document" and not pairs:
+        # Pairs are packed by BERT's rules, not concat.
+        by_document = settings.packing.mode == "document" and not settings.pairs.enabled
+        if fill_ratio(split) < FILL_RATIO_LIMIT and by_document:
             out.append(
                 f"the {name} sequences are {fill_ratio(split):.0%} full (under {FILL_RATIO_LIMIT:.0%}): "
                 f"{1 - fill_ratio(split):.0%} of every step would be padding; --packing best_fit fills them "

@@ -26,6 +26,7 @@ import pyarrow as pa
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.pipeline.record_checks import check_batch
+from mlmprep.pipeline.settings import Settings
 from mlmprep.transforms import decode, encode, profile
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
 
@@ -90,11 +91,11 @@ def _check_spans(manifest: dict, report: Report):
             )
 
 
-def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.ExitStack, vocab):
+def _shard_slices(output_dir: str, shard: dict, settings: Settings, stack: contextlib.ExitStack, vocab):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
-    seq, preds = config["max_seq_length"], config["max_predictions_per_seq"]
-    pairs = vocab.frame if pairs_mode(config) else None
-    unmasked = config.get("masking") == "none"
+    seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
+    pairs = vocab.frame if settings.pairs.enabled else None
+    unmasked = settings.masking.unmasked
     name = shard["file"]
     rows = encode.slice_rows(seq)
     if shard["format"] == "tfrecord":
@@ -106,14 +107,14 @@ def _shard_slices(output_dir: str, shard: dict, config: dict, stack: contextlib.
     return decode.parquet_slices(parquet, seq, preds, rows, pairs, unmasked), lambda: digest
 
 
-def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, report, totals):
+def _verify_shard(output_dir, files: list[dict], settings: Settings, *, vocab, masking, report, totals):
     """One shard's files (its TFRecord and Parquet twins), read side by side a slice at a time."""
     seen = {shard["file"]: collections.Counter() for shard in files}
     with contextlib.ExitStack() as stack:
         slices, hashes, failed, unequal = {}, {}, set(), False
         for shard in files:
             try:
-                parts = _shard_slices(output_dir, shard, config, stack, vocab)
+                parts = _shard_slices(output_dir, shard, settings, stack, vocab)
                 slices[shard["file"]], hashes[shard["file"]] = parts
             except Exception as e:
                 report.problem(shard["file"], f"cannot be read ({e.__class__.__name__})")
@@ -134,7 +135,7 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                 batch, extra = part
                 check_batch(
                     batch, extra, vocab=vocab, masking=masking, report=report, where=name,
-                    first=seen[name]["records"], several_pieces=config.get("packing") == "best_fit",
+                    first=seen[name]["records"], several_pieces=settings.packing.best_fit,
                 )  # fmt: skip
                 seen[name].update(
                     records=len(batch.lengths),
@@ -189,7 +190,7 @@ def _verify_shard(output_dir, files: list[dict], config, *, vocab, masking, repo
                     name, f"sequence_lengths {lengths}, the manifest says {shard['sequence_lengths']}"
                 )
             labels = [seen[name]["label_0"], seen[name]["label_1"]]
-            if pairs_mode(config) and labels != shard.get("next_sentence_labels"):
+            if settings.pairs.enabled and labels != shard.get("next_sentence_labels"):
                 report.problem(
                     name,
                     f"next_sentence_labels {labels}, the manifest says {shard.get('next_sentence_labels')}",
@@ -212,7 +213,8 @@ def check_counts(manifest: dict, totals: dict, report: Report):
     """The manifest's counts against what the shards hold, and against each other."""
     counts = manifest["counts"]
     splits = counts["splits"]
-    formats = manifest["config"].get("formats") or sorted({fmt for _, fmt in totals})
+    settings = manifest_lib.settings(manifest)
+    formats = settings.output.formats
     for split in sorted(set(splits) | {s for s, _ in totals}):
         listed = splits.get(split)
         if listed is None:
@@ -237,9 +239,9 @@ def check_counts(manifest: dict, totals: dict, report: Report):
                     f"{split} ({fmt})",
                     f"sequence_lengths {lengths}, the manifest says {listed['sequence_lengths']}",
                 )
-            if pairs_mode(manifest["config"]):
+            if settings.pairs.enabled:
                 forced = counts.get("counters", {}).get(f"{WITHOUT_OTHER_DOCUMENT}.{split}", 0)
-                copies = manifest["config"].get("dupe_factor", 1)
+                copies = settings.masking.dupe_factor
                 _check_labels(split, fmt, listed, [seen["label_0"], seen["label_1"]], copies, forced, report)
         if listed.get("sequences") and not listed.get("documents"):
             report.problem("manifest", f"{split} has {listed['sequences']} sequences from 0 documents")
@@ -250,10 +252,6 @@ def check_counts(manifest: dict, totals: dict, report: Report):
         report.problem("manifest", "documents_read != documents_written + documents dropped")
     if written == 0 and any(seen["sequences"] for seen in totals.values()):
         report.problem("manifest", "documents_written is 0, yet the shards hold sequences")
-
-
-def pairs_mode(config: dict) -> bool:
-    return config.get("sentence_pairs", "none") != "none"
 
 
 def _check_labels(
@@ -290,8 +288,8 @@ def verify(output_dir: str) -> Report:
     report = Report()
     try:
         manifest = manifest_lib.read(output_dir)
-        config = manifest["config"]
-        masking = manifest_lib.masking_config(manifest)
+        settings = manifest_lib.settings(manifest)
+        masking = settings.masking.config()
         with manifest_lib.open_file(output_dir, manifest["tokenizer"]["file"]) as f:
             tokenizer_data = f.read()
         _check_fields(manifest)
@@ -315,8 +313,8 @@ def verify(output_dir: str) -> Report:
         twins[shard["file"].rsplit(".", 1)[0]].append(shard)
     totals = collections.defaultdict(collections.Counter)
     for files in twins.values():
-        _verify_shard(output_dir, files, config, vocab=vocab, masking=masking, report=report, totals=totals)
-    first_format = (config.get("formats") or ["tfrecord"])[0]
+        _verify_shard(output_dir, files, settings, vocab=vocab, masking=masking, report=report, totals=totals)
+    first_format = settings.output.formats[0]
     report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)
     for label in (0, 1):
         report.pair_labels[label] = sum(

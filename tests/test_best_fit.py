@@ -82,7 +82,7 @@ def packed(tmp_path_factory, real_data, bert_vocab):
 
 
 def _batches(output, manifest, fmt):
-    seq, preds = manifest["config"]["max_seq_length"], manifest["config"]["max_predictions_per_seq"]
+    seq, preds = manifest["settings"]["max_seq_length"], manifest["settings"]["max_predictions_per_seq"]
     out = []
     for name in shard_files(output, fmt):
         with open(output / name, "rb") as f:
@@ -232,7 +232,7 @@ def test_the_prediction_cap_follows_the_length_and_a_cap_that_cuts_the_rate_is_a
     corpus = real_data / "corpora" / "tiny" / "kjv.txt"
     common = [f"--input={corpus}", f"--tokenizer={bert_vocab}", "--max_seq_length=512"]
     manifest = run_job(tmp_path / "default", *common)
-    assert manifest["config"]["max_predictions_per_seq"] == 77  # ceil(512 * 0.15)
+    assert manifest["settings"]["max_predictions_per_seq"] == 77  # ceil(512 * 0.15)
     split = manifest["counts"]["splits"]["train"]
     assert split["predictions"] / split["tokens"] == pytest.approx(0.15, abs=0.005)
     done = _run(*common, f"--output={tmp_path / 'capped'}", "--max_predictions_per_seq=20")
@@ -240,7 +240,7 @@ def test_the_prediction_cap_follows_the_length_and_a_cap_that_cuts_the_rate_is_a
     warned = [line for line in done.stderr.splitlines() if "--max_predictions_per_seq 20" in line]
     assert len(warned) == 1 and "masks at most 3.9% of a full sequence, not the 15%" in warned[0]
     assert (
-        json.loads((tmp_path / "capped" / "manifest.json").read_text())["config"]["max_predictions_per_seq"]
+        json.loads((tmp_path / "capped" / "manifest.json").read_text())["settings"]["max_predictions_per_seq"]
         == 20
     )
     done = _run(*common, f"--output={tmp_path / 'enough'}", "--max_predictions_per_seq=70")

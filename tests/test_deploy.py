@@ -16,8 +16,7 @@ import apache_beam
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import errors, fingerprint, flags, pins, planning, verify
-from mlmprep.pipeline.flags import MlmPrepOptions
+from mlmprep.pipeline import errors, fingerprint, flags, pins, planning, settings, verify
 
 from conftest import REPO, run_job
 
@@ -25,9 +24,7 @@ DEPLOY = REPO / "deploy"
 
 
 def _run_options() -> set[str]:
-    parser = argparse.ArgumentParser()
-    MlmPrepOptions._add_argparse_args(parser)
-    return {a.dest for a in parser._actions}
+    return {*settings.RUN_FLAGS, "config"}
 
 
 def _beam_flags() -> set[str]:
@@ -253,7 +250,9 @@ def test_airflow_builds_then_skips_an_unchanged_corpus_then_rebuilds_an_edited_o
     assert daily_run("2026-01-01") == built
     first = json.loads((builds / "20260101" / "manifest.json").read_text())
     assert verify.verify(str(builds / "20260101")).problems == []
-    assert first["config"]["max_seq_length"] == 64 and first["config"]["whole_word_masking"]
+    assert first["settings"]["max_seq_length"] == 64 and first["settings"]["masking"] == "word"
+    # The build ran from the build file beside it, which holds the DAG's settings.
+    assert "whole_word_masking: true" in (builds / "20260101" / "build.yaml").read_text()
     assert first["counts"]["splits"]["validation"]["sequences"]
 
     assert daily_run("2026-01-02") == {**built, "build_corpus": "skipped"}  # nothing changed
@@ -281,7 +280,7 @@ def test_fingerprint_changes_with_a_files_content_or_time_and_not_otherwise(tmp_
 
     def current():
         argv = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}", f"--output={tmp_path}/out"]
-        return planning.plan(PipelineOptions(argv), check_output=False).input_fingerprint
+        return planning.plan_command(argv, check_output=False)[1].input_fingerprint
 
     first = current()
     assert current() == first  # read again, nothing changed
@@ -356,7 +355,7 @@ def test_the_flag_check_accepts_the_flink_and_spark_scripts_flags(script, env, t
 @pytest.mark.parametrize("flag", ["--spark_master=spark://m:7077", "--flink_mastr=m:8081", "--num_worker=3"])
 def test_the_flag_check_refuses_a_misspelt_runner_flag(flag):
     with pytest.raises(errors.UsageError, match=f"unrecognized arguments: {flag.split('=')[0]}"):
-        flags.check_flags(["--input=x", flag])
+        flags.parse(["--input=x", "--tokenizer=t", "--output=o", flag])
 
 
 def _dataflow_argv(tmp_path) -> list[str]:
@@ -387,7 +386,7 @@ def _dataflow_argv(tmp_path) -> list[str]:
 
 def test_the_flag_check_accepts_dataflows_flags_as_the_template_passes_them(tmp_path):
     argv = _dataflow_argv(tmp_path)
-    flags.check_flags(argv)  # raises UsageError on any flag it does not know
+    flags.parse(argv)  # raises UsageError on any flag it does not know
     done = subprocess.run(
         [sys.executable, str(DEPLOY / "dataflow" / "main.py"), *argv],
         capture_output=True,

@@ -47,7 +47,7 @@ def family(request, corpus, tmp_path_factory):
 
 
 def _rows(output: pathlib.Path, manifest: dict, fmt: str, frame=None):
-    seq, preds = manifest["config"]["max_seq_length"], manifest["config"]["max_predictions_per_seq"]
+    seq, preds = manifest["settings"]["max_seq_length"], manifest["settings"]["max_predictions_per_seq"]
     batches = []
     for name in shard_files(output, fmt):
         with open(output / name, "rb") as f:

@@ -9,7 +9,6 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
-from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
 from mlmprep.pipeline import job, planning
@@ -112,8 +111,7 @@ def test_no_text_and_no_records_cross_a_shuffle_on_the_local_runner(tmp_path, co
     text_bytes = sum(p.stat().st_size for p in corpus.glob("*.txt"))
     argv = [f"--input={corpus}/*.txt", f"--output={tmp_path / 'out'}", f"--tokenizer={bert_vocab}"]
     argv += [f"--packing={packing}", "--validation_fraction=0.05", "--direct_num_workers=2"]
-    pipeline_options = PipelineOptions(argv)
-    plan = planning.plan(pipeline_options)
+    pipeline_options, plan = planning.plan_command(argv)
     assert plan.grouping == "run_files"
     p = beam.Pipeline(runner=job.local_runner(pipeline_options, plan, argv), options=pipeline_options)
     job.build_pipeline(p, plan)

@@ -101,7 +101,7 @@ def test_an_exported_model_fills_masks_in_transformers_as_it_does_in_keras(train
     text = "and god said , let there be [MASK] : and there was [MASK] ."
     fill = transformers.pipeline("fill-mask", model=str(hf_dir), top_k=5, device="cpu")
     keras_model, tokenizer, manifest = load(str(model_dir))
-    seq = manifest["config"]["max_seq_length"]
+    seq = manifest["settings"]["max_seq_length"]
     encoded = fill.tokenizer(text, return_tensors="pt")
     ids = encoded["input_ids"][0].tolist()
     # The exported tokenizer frames text as the shards do.
@@ -148,7 +148,7 @@ def test_a_model_with_the_pair_head_exports_as_bert_for_pretraining(pairs_traine
         hf = model.eval()(**encoded)
 
     keras_model, _, manifest = load(str(model_dir))
-    seq = manifest["config"]["max_seq_length"]
+    seq = manifest["settings"]["max_seq_length"]
     pad = lambda row: np.pad(np.array(row, np.int32), (0, seq - len(row)))[None]  # noqa: E731
     outputs = keras_model.predict(
         {
@@ -211,7 +211,7 @@ def test_a_roberta_style_model_trains_exports_and_fills_masks_in_transformers(tm
     assert len(positions) == 2
     with torch.no_grad():
         hf_logits = fill.model(**encoded).logits[0, positions].numpy()
-    seq = manifest["config"]["max_seq_length"]
+    seq = manifest["settings"]["max_seq_length"]
     keras_logits = _keras_logits(keras_model, ids, positions, seq, pad_id=tokenizer.token_to_id("<pad>"))
     difference = float(np.abs(hf_logits - keras_logits).max())
     print(

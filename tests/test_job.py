@@ -129,7 +129,7 @@ def test_parquet_rows_equal_tfrecord_rows(kjv):
 def test_manifest_counts_equal_what_the_shards_hold(kjv):
     _, out, manifest = kjv
     assert manifest["format_version"] == 1
-    assert manifest["config"]["max_seq_length"] == MAX_SEQ and manifest["config"]["random_seed"] == 12345
+    assert manifest["settings"]["max_seq_length"] == MAX_SEQ and manifest["settings"]["random_seed"] == 12345
     assert manifest["tokenizer"]["special_ids"] == {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
     assert manifest["tokenizer"]["vocab_size"] == 30522
     tok = (out / "tokenizer.json").read_bytes()

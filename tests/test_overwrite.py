@@ -7,8 +7,6 @@ import subprocess
 import sys
 import time
 
-from apache_beam.options.pipeline_options import PipelineOptions
-
 from mlmprep.pipeline import manifest, planning, verify
 
 from conftest import run_job
@@ -73,7 +71,7 @@ def test_a_rerun_killed_midway_leaves_the_previous_build_whole(tmp_path, real_da
 
 def _plan(out, tokenizer, *flags):
     argv = [f"--input={tokenizer}", f"--tokenizer={tokenizer}", f"--output={out}", "--overwrite", *flags]
-    return planning.plan(PipelineOptions(argv))
+    return planning.plan_command(argv)[1]
 
 
 def test_a_damaged_manifest_never_lets_a_build_write_over_the_files_there(tmp_path, bert_vocab):

@@ -111,7 +111,7 @@ def test_the_trainer_trains_at_the_datas_length_on_packed_rows(trained_packed, p
     assert history[-1]["step"] == 30 and np.isfinite(history[-1]["val_loss"])
     assert history[-1]["val_loss"] < history[-1]["val_unigram_loss"] + 2
     model, _, manifest = load(str(out))
-    assert manifest["config"]["max_seq_length"] == SEQ and "position_ids" in model.input
+    assert manifest["settings"]["max_seq_length"] == SEQ and "position_ids" in model.input
     assert type(model.backbone).__name__ == "Encoder" and model.backbone.packed
 
 

@@ -162,7 +162,7 @@ def test_nsp_pairs_of_a_real_corpus(tmp_path, real_data, bert_vocab, kjv_tokens)
         "--validation_fraction=0.05",
         "--num_shards=2",
     )
-    assert manifest["config"]["sentence_pairs"] == "nsp" and manifest["config"]["short_seq_prob"] == 0.1
+    assert manifest["settings"]["sentence_pairs"] == "nsp" and manifest["settings"]["short_seq_prob"] == 0.1
     found = _pairs_of(out)
     labels = np.array([label for _, _, label in found])
     counts = manifest["counts"]["splits"]

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mlmprep.pipeline import cli, flags, recipes, report, verify
+from mlmprep.pipeline import cli, flags, recipes, report, settings, verify
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.trainer import flags as train_flags
 
@@ -31,40 +31,34 @@ def test_the_table_in_docs_recipes_md_is_made_from_the_recipes():
         assert f"| `{name}` (" in table
 
 
+_WHERE = ["--input=corpus/*.txt", "--tokenizer=tok.json", "--output=out"]
+
+
 @pytest.mark.parametrize("name", list(recipes.RECIPES))
-def test_every_setting_of_a_recipe_is_a_flag_its_command_takes(name):
-    """The recipe's flags parse as the commands' own, to the recipe's values (a renamed flag or a choice
-    that no longer exists fails here, not in a user's job)."""
+def test_every_setting_of_a_recipe_is_a_setting_its_command_takes(name):
+    """The recipe's settings resolve as the commands' own, to the recipe's values (a renamed setting or a
+    choice that no longer exists fails here, not in a user's job)."""
     recipe = recipes.RECIPES[name]
-    argv, applied = recipes.expand([f"--recipe={name}"], flags.run_parser(), "run")
-    parsed = vars(flags.run_parser().parse_args(argv))
-    assert {k: parsed[k] for k in recipe.run} == recipe.run and applied.set == recipe.run
-    argv, applied = recipes.expand(
-        ["--recipe", name, "--data=d", "--output=o"], train_flags.train_parser(), "train"
-    )
-    parsed = vars(train_flags.train_parser().parse_args(argv))
-    assert {k: parsed[k] for k in recipe.train} == recipe.train and applied.set == recipe.train
+    command = flags.parse([f"--recipe={name}", *_WHERE])
+    resolved = command.settings.flat()
+    assert {k: resolved[k] for k in recipe.run} == recipe.run and command.recipe.set == recipe.run
+    args, applied = train_flags.parse_train(["--recipe", name, "--data=d", "--output=o"])
+    assert {k: getattr(args, k) for k in recipe.train} == recipe.train and applied.set == recipe.train
 
 
-def test_flags_given_win_over_the_recipe_however_they_are_spelt():
-    argv, applied = recipes.expand(
-        ["--recipe", "bert", "--dupe_factor", "2", "--whole_word_masking", "--max_seq_length=256"],
-        flags.run_parser(),
-        "run",
+def test_settings_given_win_over_the_recipe_however_they_are_spelt():
+    command = flags.parse(
+        ["--recipe", "bert", "--dupe_factor", "2", "--whole_word_masking", "--max_seq_length=256", *_WHERE]
     )
-    parsed = flags.run_parser().parse_args(argv)
-    assert (parsed.dupe_factor, parsed.masking, parsed.whole_word_masking, parsed.max_seq_length) == (
-        2, None, True, 256,
-    )  # fmt: skip
-    assert applied.kept == {"dupe_factor": 2, "whole_word_masking": True, "max_seq_length": 256}
-    assert "masking" not in applied.set and applied.set["sentence_pairs"] == "nsp"
+    s = command.settings
+    assert (s.masking.dupe_factor, s.masking.mode, s.packing.max_seq_length) == (2, "word", 256)
+    assert command.recipe.kept == {"dupe_factor": 2, "masking": "word", "max_seq_length": 256}
+    assert "masking" not in command.recipe.set and command.recipe.set["sentence_pairs"] == "nsp"
     # The trainer's parser takes abbreviations: one given so still wins.
-    argv, applied = recipes.expand(
-        ["--recipe=roberta", "--learning_r", "1e-3", "--data=d", "--output=o"],
-        train_flags.train_parser(),
-        "train",
+    args, applied = train_flags.parse_train(
+        ["--recipe=roberta", "--learning_r", "1e-3", "--data=d", "--output=o"]
     )
-    assert train_flags.train_parser().parse_args(argv).learning_rate == 1e-3
+    assert args.learning_rate == 1e-3
     assert "learning_rate" not in applied.set and applied.kept == {"learning_rate": 1e-3}
 
 
@@ -80,7 +74,7 @@ def test_a_run_by_recipe_records_it_and_the_report_shows_it(tmp_path, real_data,
     assert "--sentence_pairs=nsp" in line and line.endswith("yours kept: --dupe_factor=2")
     assert "recipe bert (BERT, phase 1); yours kept: --dupe_factor=2" in stdout  # the summary
     manifest = json.loads((out / "manifest.json").read_text())
-    config = manifest["config"]
+    config = manifest["settings"]
     assert config["recipe"] == "bert" and config["dupe_factor"] == 2
     assert {k: config[k] for k in recipes.RECIPES["bert"].run if k != "dupe_factor"} == {
         k: v for k, v in recipes.RECIPES["bert"].run.items() if k != "dupe_factor"
@@ -107,7 +101,7 @@ def test_modernbert_writes_unmasked_best_fit_rows_with_its_rate_for_training(tmp
     )  # fmt: skip
     assert status == 0
     manifest = json.loads((out / "manifest.json").read_text())
-    c = manifest["config"]
+    c = manifest["settings"]
     assert (c["max_seq_length"], c["packing"], c["masking"], c["masked_lm_prob"], c["mask_count"]) == (
         1024, "best_fit", "none", 0.3, "bernoulli",
     )  # fmt: skip
@@ -215,22 +209,17 @@ def test_a_recipe_is_only_its_flags_the_shards_are_those_of_the_flags_typed(tmp_
 def test_what_a_recipe_leaves_to_the_user_follows_their_flags(tmp_path, real_data, bert_vocab):
     """A length or rate given makes the cap the default for them (ELECTRA-Base's 512 tokens: 77, not 19),
     and training by the recipe takes the length the user chose when making the data with it."""
-    argv, applied = recipes.expand(["--recipe=electra", "--max_seq_length=512"], flags.run_parser(), "run")
-    assert "max_predictions_per_seq" not in applied.set
-    assert flags.run_parser().parse_args(argv).max_predictions_per_seq is None  # the default: 77 at 512
-    manifest = {
-        "config": {"max_seq_length": 512, "sentence_pairs": "none"},
-        "recipe": {"name": "electra", "kept": {"max_seq_length": 512}},
-    }
-    recipes.check_data(recipes.RECIPES["electra"], manifest, "d")  # the user's 512, with this recipe
+    command = flags.parse(["--recipe=electra", "--max_seq_length=512", *_WHERE])
+    assert "max_predictions_per_seq" not in command.recipe.set
+    assert command.settings.masking.max_predictions_per_seq == 77  # the default at 512
+    data = settings.Settings.from_flat({"max_seq_length": 512, "sentence_pairs": "none"})
+    made = {"name": "electra", "kept": {"max_seq_length": 512}}
+    recipes.check_data(recipes.RECIPES["electra"], data, made, "d")  # the user's 512, with this recipe
     with pytest.raises(UsageError, match="--recipe bert trains on 128-token sequences"):
-        recipes.check_data(
-            recipes.RECIPES["bert"],
-            {**manifest, "config": {**manifest["config"], "sentence_pairs": "nsp"}},
-            "d",
-        )
+        pairs = settings.Settings.from_flat({"max_seq_length": 512, "sentence_pairs": "nsp"})
+        recipes.check_data(recipes.RECIPES["bert"], pairs, made, "d")
     # A recipe's --dynamic_masking can be turned off.
-    args = train_flags.parse("train", ["--recipe=roberta", "--nodynamic_masking", "--data=d", "--output=o"])
+    args, _ = train_flags.parse_train(["--recipe=roberta", "--nodynamic_masking", "--data=d", "--output=o"])
     assert args.dynamic_masking is False
 
 

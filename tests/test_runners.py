@@ -11,7 +11,7 @@ import tempfile
 import time
 
 import pytest
-from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
+from apache_beam.options.pipeline_options import DirectOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from mlmprep.pipeline import job, planning
@@ -104,8 +104,8 @@ def test_worker_processes_from_32_mb_of_input(
         f"--tokenizer={bert_vocab}",
         *runner_flags,
     ]
-    pipeline_options = PipelineOptions(argv)
-    plan = dataclasses.replace(planning.plan(pipeline_options), input_bytes=input_mb << 20)
+    pipeline_options, plan = planning.plan_command(argv)
+    plan = dataclasses.replace(plan, input_bytes=input_mb << 20)
     runner = job.local_runner(pipeline_options, plan, argv)
     assert (runner is None) == ("--runner=DirectRunner" in runner_flags)
     assert runner is None or isinstance(runner, FnApiRunner)

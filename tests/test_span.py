@@ -179,7 +179,7 @@ def span_output(tmp_path_factory, real_data, bert_vocab):
 
 def test_a_span_masked_output_verifies_and_its_histogram_has_the_geometric_shape(span_output):
     out, manifest = span_output
-    assert manifest["config"]["masking"] == "span" and manifest["config"]["whole_word_masking"] is False
+    assert manifest["settings"]["masking"] == "span" and "whole_word_masking" not in manifest["settings"]
     spans = manifest["counts"]["spans"]
     words, tokens = np.array(spans["words"]), np.array(spans["tokens"])
     assert len(words) == 10  # 1..max_span_words
@@ -215,7 +215,7 @@ def test_verify_catches_scattered_predictions_posing_as_spans(tmp_path, real_dat
         out, f"--input={real_data / 'corpora' / 'tiny' / 'fortunes_en.txt'}", f"--tokenizer={bert_vocab}"
     )
     predictions = sum(s["predictions"] for s in manifest["counts"]["splits"].values())
-    manifest["config"]["masking"] = "span"
+    manifest["settings"]["masking"] = "span"
     manifest["counts"]["spans"] = {"words": [predictions // 4], "tokens": [0, 0, 0, predictions // 4]}
     manifest["counts"]["spans"]["tokens"][0] = predictions - 4 * (predictions // 4)
     (out / "manifest.json").write_text(json.dumps(manifest))

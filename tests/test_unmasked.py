@@ -39,7 +39,7 @@ def outputs(tmp_path_factory, real_data, bert_vocab):
 def _rows(out, split="train", fmt="tfrecord"):
     """The records of each shard of a split, one batch (records.MaskedBatch) per shard."""
     manifest = data_lib.read_manifest(str(out))
-    config = manifest["config"]
+    config = manifest["settings"]
     batches = []
     for name in shard_files(out, fmt):
         if not name.startswith(split):
@@ -56,7 +56,7 @@ def _rows(out, split="train", fmt="tfrecord"):
 
 def test_unmasked_shards_hold_the_inputs_and_word_starts_and_no_masks(outputs):
     out, manifest = outputs["none"]
-    assert manifest["config"]["masking"] == "none"
+    assert manifest["settings"]["masking"] == "none"
     assert all(s["predictions"] == 0 for s in manifest["counts"]["splits"].values())
     name = shard_files(out, "tfrecord")[0]
     example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(out / name)))).numpy())
@@ -122,7 +122,7 @@ def test_the_trainers_masking_is_the_jobs_for_the_same_key_and_seed(outputs, mod
 
 def test_the_trainer_masks_unmasked_shards_at_any_rate_and_ratios(outputs):
     out, manifest = outputs["none"]
-    seq = manifest["config"]["max_seq_length"]
+    seq = manifest["settings"]["max_seq_length"]
     # ModernBERT's 30%; NeoBERT's 20% all [MASK]; both with spans.
     for flags in (
         {"masked_lm_prob": 0.3, "masking": "span"},

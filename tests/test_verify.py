@@ -216,8 +216,26 @@ def test_a_manifest_missing_its_fields_is_a_usage_error(copy, damage):
 
 
 def test_an_unknown_format_version_is_a_clear_usage_error(copy):
-    _rewrite_manifest(copy, lambda m: m.update(format_version=2))
+    _rewrite_manifest(copy, lambda m: m.update(format_version=99))
     for command in ("verify", "inspect"):
         done = cli(command, str(copy))
         assert done.returncode == 2 and "Traceback" not in done.stderr, done.stderr
-        assert "format_version 2; this mlmprep reads 1" in done.stderr
+        assert "format_version 99; this mlmprep reads 1, 2" in done.stderr
+
+
+def test_an_output_written_before_the_settings_were_typed_still_reads(copy):
+    """format_version 1 kept the run's options as "config", with --whole_word_masking beside --masking:
+    verify and inspect read it into the same typed settings."""
+
+    def as_version_1(m):
+        config = m.pop("settings")
+        m.update(format_version=1, config={**config, "whole_word_masking": False})
+
+    _rewrite_manifest(copy, as_version_1)
+    from mlmprep.pipeline import manifest as manifest_lib
+
+    old = manifest_lib.settings(manifest_lib.read(str(copy)))
+    assert old.masking.mode == "token" and old.packing.max_seq_length > 0
+    for command in ("verify", "inspect"):
+        done = cli(command, str(copy))
+        assert done.returncode == 0, done.stderr

@@ -125,7 +125,7 @@ def test_whole_word_masking_job_verifies(tmp_path, trained, real_data):
         "--packing=concat",
         num_shards=2,
     )
-    assert manifest["config"]["whole_word_masking"] is True
+    assert manifest["settings"]["masking"] == "word"
     assert manifest["tokenizer"]["vocab_size"] == 2000
     done = subprocess.run(
         [sys.executable, "-m", "mlmprep.pipeline.cli", "verify", str(out)], capture_output=True, text=True

@@ -60,7 +60,7 @@ def shard_paths(data_dir: str, manifest: dict, split: str) -> list[str]:
 
 def is_unmasked(manifest: manifest_lib.Manifest) -> bool:
     """Whether the output was written without masks (``--masking none``): the trainer masks every batch."""
-    return manifest["config"].get("masking") == "none"
+    return manifest_lib.settings(manifest).masking.unmasked
 
 
 class DynamicMasker:
@@ -163,12 +163,12 @@ def to_model_inputs(features, pairs: bool = False, electra: bool = False):
 
 def is_packed(manifest: manifest_lib.Manifest) -> bool:
     """Whether rows hold several pieces (best-fit packing): the model then attends inside each only."""
-    return manifest["config"].get("packing") == "best_fit"
+    return manifest_lib.settings(manifest).packing.best_fit
 
 
 def has_pairs(manifest: manifest_lib.Manifest) -> bool:
     """Whether the data is sentence pairs, which the model learns with a pair head beside the MLM head."""
-    return manifest_lib.sentence_pairs(manifest) != "none"
+    return manifest_lib.settings(manifest).pairs.enabled
 
 
 def make_dataset(
@@ -193,12 +193,15 @@ def make_dataset(
     paths = shard_paths(data_dir, manifest, split)
     if not paths:
         raise DataError(f"{data_dir} has no TFRecord records in split {split!r}")
-    config = manifest["config"]
-    unmasked = is_unmasked(manifest)
+    settings = manifest_lib.settings(manifest)
+    unmasked = settings.masking.unmasked
     if unmasked and masking is None:
         raise DataError(f"{data_dir} is unmasked (--masking none): the trainer must mask it (masking=...)")
     spec = feature_spec(
-        config["max_seq_length"], config["max_predictions_per_seq"], is_packed(manifest), unmasked
+        settings.packing.max_seq_length,
+        settings.masking.max_predictions_per_seq,
+        settings.packing.best_fit,
+        unmasked,
     )
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:

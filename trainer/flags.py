@@ -5,14 +5,29 @@ mistake print their lines and no TensorFlow start-up log, and cost a
 fraction of a second.
 """
 
+import argparse
+
 from mlmprep.pipeline import recipes
+from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms.mask import SPAN_LENGTHS
 
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
 WARMUP_FRACTION = 0.1
 EXPORT_FORMATS = ("transformers",)
 OBJECTIVES = ("mlm", "electra")
+MASKINGS = ("token", "word", "span")  # what the trainer masks by (unmasked shards are the data's "none")
+# The defaults of the settings a recipe may set: each flag's default is None, so that what was given is
+# what is not None, and the recipe lies between these and the flags.
+TRAIN_DEFAULTS = {
+    "objective": "mlm",
+    "learning_rate": None,
+    "warmup_fraction": WARMUP_FRACTION,
+    "weight_decay": 0.01,
+    "adam_beta2": 0.999,
+    "adam_epsilon": 1e-6,
+    "generator_fraction": 0.25,
+    "dynamic_masking": False,
+}
 
 
 def train_parser() -> CliParser:
@@ -54,12 +69,13 @@ def train_parser() -> CliParser:
     parser.add_argument(
         "--warmup_fraction",
         type=float,
-        default=WARMUP_FRACTION,
-        help="Without --warmup_steps, the share of --steps that warms up (a recipe's schedule shape).",
+        default=None,
+        help="Without --warmup_steps, the share of --steps that warms up (a recipe's schedule shape; "
+        "default 0.1).",
     )
-    parser.add_argument("--weight_decay", type=float, default=0.01, help="AdamW decoupled weight decay.")
-    parser.add_argument("--adam_beta2", type=float, default=0.999, help="AdamW's beta_2 (RoBERTa's: 0.98).")
-    parser.add_argument("--adam_epsilon", type=float, default=1e-6, help="AdamW's epsilon (BERT's 1e-6).")
+    parser.add_argument("--weight_decay", type=float, help="AdamW decoupled weight decay (default 0.01).")
+    parser.add_argument("--adam_beta2", type=float, help="AdamW's beta_2 (default 0.999; RoBERTa's: 0.98).")
+    parser.add_argument("--adam_epsilon", type=float, help="AdamW's epsilon (default BERT's 1e-6).")
     parser.add_argument(
         "--checkpoint_every", type=int, default=500, help="Evaluate and checkpoint every N steps."
     )
@@ -68,22 +84,22 @@ def train_parser() -> CliParser:
     )
     parser.add_argument(
         "--objective",
-        default="mlm",
         choices=OBJECTIVES,
-        help="mlm: BERT's masked LM (and, on sentence pairs, its pair head); electra: ELECTRA's "
+        help="(default: mlm) mlm: BERT's masked LM (and, on sentence pairs, its pair head); electra: "
+        "ELECTRA's "
         "replaced-token detection, a generator masked LM filling the masked positions and the model (the "
         "discriminator) telling replaced tokens from originals at every position.",
     )
     parser.add_argument(
         "--generator_fraction",
         type=float,
-        default=0.25,
         help="ELECTRA: the generator's width (hidden size, heads, feed-forward) as a fraction of the "
-        "discriminator's, in (0, 1] (the paper's 1/4 to 1/2).",
+        "discriminator's, in (0, 1] (default 0.25; the paper's 1/4 to 1/2).",
     )
     parser.add_argument(
         "--dynamic_masking",
         action="store_true",
+        default=None,
         help="Re-mask every batch of masked shards, by tokens (RoBERTa style). Unmasked shards (mlmprep run "
         "--masking none) are always masked a batch at a time, by the flags below.",
     )
@@ -91,47 +107,15 @@ def train_parser() -> CliParser:
         "--nodynamic_masking",
         dest="dynamic_masking",
         action="store_false",
+        default=None,
         help="Train on the masks the shards hold (where a --recipe sets --dynamic_masking).",
     )
     masking = parser.add_argument_group(
         "masking in training",
-        "For unmasked shards (--masking none) or with --dynamic_masking; each defaults to the data's run.",
+        "For unmasked shards (--masking none) or with --dynamic_masking; each defaults to the data's run "
+        "(the job's own masking settings: docs/reference.md).",
     )
-    masking.add_argument(
-        "--masking",
-        default=None,
-        choices=("token", "word", "span"),
-        help="token: tokens one by one; word: whole words; span: spans of whole words (SpanBERT). Words "
-        "and spans need unmasked shards, which keep the word starts. Default: the data's (token for "
-        "unmasked shards).",
-    )
-    masking.add_argument("--masked_lm_prob", type=float, default=None, help="Share of tokens predicted.")
-    masking.add_argument(
-        "--mask_token_ratio", type=float, default=None, help="Of the selected, the share made the mask token."
-    )
-    masking.add_argument(
-        "--random_token_ratio",
-        type=float,
-        default=None,
-        help="Of the selected, the share made a random token.",
-    )
-    masking.add_argument(
-        "--max_predictions_per_seq",
-        type=int,
-        default=None,
-        help="Cap on predictions per sequence (default: the data's run's; with another --masked_lm_prob, "
-        "max(20, ceil(max_seq_length * masked_lm_prob))).",
-    )
-    masking.add_argument("--span_p", type=float, default=None, help="Span masking: the geometric's p (0.2).")
-    masking.add_argument(
-        "--span_lengths",
-        default=None,
-        choices=SPAN_LENGTHS,
-        help="Span masking: geometric (SpanBERT) or harmonic, p(n) proportional to 1/n (ALBERT's n-grams).",
-    )
-    masking.add_argument(
-        "--max_span_words", type=int, default=None, help="Span masking: the longest span in words (10)."
-    )
+    settings_lib.add_arguments(masking, settings_lib.TRAIN_MASKING, defaults=False, masking=MASKINGS)
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the initial weights, shuffling and dynamic masking."
     )
@@ -178,30 +162,41 @@ PARSERS = {"train": train_parser, "fill_mask": fill_mask_parser, "export": expor
 
 
 def parse(module: str, argv: list[str]):
-    """The flags of a trainer command; ``train --recipe`` adds the recipe's flags the user did not give, and
-    prints one line saying which."""
-    if module != "train" or {"-h", "--help"} & set(argv):
+    """The flags of a trainer command; ``train``'s ``--recipe`` lies under the flags given (one line says
+    what it set), and its data is checked before TensorFlow loads."""
+    if module != "train":
         return PARSERS[module]().parse_args(argv)
-    argv, applied = recipes.expand(argv, train_parser(), "train")
+    args, applied = parse_train(argv)
     if applied is not None:
         print(applied.line())
-    args = train_parser().parse_args(argv)
-    _check_train(args)
-    if applied is not None:
-        _check_recipe_data(applied.recipe, args.data)
+    _check_data(args.data, applied.recipe if applied else None)
     return args
 
 
-def _check_recipe_data(recipe: recipes.Recipe, data_dir: str) -> None:
-    """Data that is not the recipe's is refused before TensorFlow loads; data without a readable manifest
-    is left for the trainer to refuse, with its own reason."""
+def parse_train(argv: list[str]) -> tuple[argparse.Namespace, recipes.Applied | None]:
+    """``mlmprep train``'s flags over its ``--recipe``'s settings over the defaults, their values checked;
+    and what the recipe set."""
+    args = train_parser().parse_args(argv)
+    given = {k: v for k, v in vars(args).items() if v is not None and k in TRAIN_DEFAULTS}
+    values, applied = recipes.lay_under(args.recipe, given, "train")
+    for name, default in TRAIN_DEFAULTS.items():
+        setattr(args, name, values.get(name, default))
+    _check_train(args)
+    return args, applied
+
+
+def _check_data(data_dir: str, recipe: recipes.Recipe | None) -> None:
+    """Data that is not an output, or not the recipe's, is one line before TensorFlow loads."""
     from mlmprep.pipeline import manifest as manifest_lib
 
     try:
         manifest = manifest_lib.read(data_dir)
-    except (manifest_lib.ManifestError, OSError):
-        return
-    recipes.check_data(recipe, manifest, data_dir)
+    except manifest_lib.ManifestError as e:
+        raise UsageError(f"--data: {e}") from None
+    except OSError as e:
+        raise UsageError(f"cannot read --data {data_dir}: {e}") from None
+    if recipe is not None:
+        recipes.check_data(recipe, manifest_lib.settings(manifest), manifest.get("recipe"), data_dir)
 
 
 def _check_train(args) -> None:

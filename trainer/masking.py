@@ -10,23 +10,16 @@ TensorFlow: the checks run before it is loaded.
 import dataclasses
 
 from mlmprep.pipeline import manifest as manifest_lib
-from mlmprep.transforms.mask import SPAN_LENGTHS, MaskingConfig, default_predictions
+from mlmprep.pipeline import settings as settings_lib
+from mlmprep.pipeline.errors import UsageError
+from mlmprep.transforms.mask import MaskingConfig, default_predictions
 
-# The flags of ``mlmprep train`` that change the masking, as MaskingConfig's fields.
-FIELDS = (
-    "masking",
-    "masked_lm_prob",
-    "mask_token_ratio",
-    "random_token_ratio",
-    "max_predictions_per_seq",
-    "span_p",
-    "max_span_words",
-    "span_lengths",
-)
+# The flags of ``mlmprep train`` that change the masking: the job's own masking settings.
+FIELDS = settings_lib.TRAIN_MASKING
 MASKINGS = ("token", "word", "span")  # what the trainer masks by
 
 
-class MaskingError(ValueError):
+class MaskingError(UsageError):
     """The flags ask for masking the data cannot give."""
 
 
@@ -36,8 +29,9 @@ def resolve(manifest: manifest_lib.Manifest, given: dict, dynamic: bool) -> Mask
     ``given``: the flags' values by ``FIELDS`` name (None: not given).
     ``dynamic``: ``--dynamic_masking``.
     """
-    given = {k: v for k, v in given.items() if v is not None}
-    unmasked = manifest["config"].get("masking") == "none"
+    given = {k: settings_lib.coerce(k, v) for k, v in given.items() if v is not None}
+    data = manifest_lib.settings(manifest)
+    unmasked, seq = data.masking.unmasked, data.packing.max_seq_length
     if not unmasked and not dynamic:
         if given:
             raise MaskingError(
@@ -45,53 +39,23 @@ def resolve(manifest: manifest_lib.Manifest, given: dict, dynamic: bool) -> Mask
                 "every batch, or write the data with --masking none"
             )
         return None
-    data = manifest_lib.masking_config(manifest)
     # An unmasked output's run still says the rate and ratios it was made for (a recipe's, or the defaults).
-    config = dataclasses.replace(data, **{"masking": "token" if unmasked else data.masking, **given})
-    seq = manifest["config"]["max_seq_length"]
+    base = dataclasses.replace(data.masking, mode="token") if unmasked else data.masking
+    fields = {settings_lib.SETTINGS[name][1].name: value for name, value in given.items()}
+    masking = dataclasses.replace(base, **fields)
     # The run's cap (its default for its rate, or the one given) holds unless training asks another rate.
-    if (
-        "max_predictions_per_seq" not in given
-        and given.get("masked_lm_prob", data.masked_lm_prob) != data.masked_lm_prob
-    ):
-        config = dataclasses.replace(
-            config, max_predictions_per_seq=default_predictions(seq, config.masked_lm_prob)
-        )
-    _check(config, seq)
-    if config.by_words and not unmasked:
+    if "max_predictions_per_seq" not in given and masking.masked_lm_prob != base.masked_lm_prob:
+        cap = default_predictions(seq, masking.masked_lm_prob)
+        masking = dataclasses.replace(masking, max_predictions_per_seq=cap)
+    settings_lib.check_masking(masking, seq, MASKINGS)
+    if masking.by_words and not unmasked:
         raise MaskingError(
-            f"--masking {config.masking} needs word starts, which masked shards do not keep: write the "
+            f"--masking {masking.mode} needs word starts, which masked shards do not keep: write the "
             "data with --masking none to mask words or spans in training"
         )
-    if config.by_words and manifest["tokenizer"].get("word_starts", "words") is None:
+    if masking.by_words and manifest["tokenizer"].get("word_starts", "words") is None:
         raise MaskingError(
-            f"--masking {config.masking}: the data's tokenizer marks no words (its word_starts mark every "
+            f"--masking {masking.mode}: the data's tokenizer marks no words (its word_starts mark every "
             "token); mask by tokens"
         )
-    return config
-
-
-def _check(config: MaskingConfig, seq: int) -> None:
-    problems = [
-        (config.masking not in MASKINGS, f"--masking must be one of {', '.join(MASKINGS)}"),
-        (
-            not 0 < config.masked_lm_prob <= 1,
-            f"--masked_lm_prob must be in (0, 1], got {config.masked_lm_prob}",
-        ),
-        (
-            not 1 <= config.max_predictions_per_seq <= seq - 2,
-            f"--max_predictions_per_seq must be in [1, {seq - 2}], got {config.max_predictions_per_seq}",
-        ),
-        (
-            not (0 <= config.mask_token_ratio and 0 <= config.random_token_ratio)
-            or config.mask_token_ratio + config.random_token_ratio > 1,
-            "--mask_token_ratio and --random_token_ratio must be at least 0 and add up to at most 1, got "
-            f"{config.mask_token_ratio} and {config.random_token_ratio}",
-        ),
-        (not 0 < config.span_p <= 1, f"--span_p must be in (0, 1], got {config.span_p}"),
-        (config.max_span_words < 1, f"--max_span_words must be at least 1, got {config.max_span_words}"),
-        (config.span_lengths not in SPAN_LENGTHS, f"--span_lengths must be one of {', '.join(SPAN_LENGTHS)}"),
-    ]
-    for bad, message in problems:
-        if bad:
-            raise MaskingError(message)
+    return masking.config()

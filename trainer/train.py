@@ -74,7 +74,7 @@ def device_setup():
 
 def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | None):
     vocab = manifest["tokenizer"]["vocab_size"]
-    seq = manifest["config"]["max_seq_length"]
+    seq = manifest_lib.settings(manifest).packing.max_seq_length
     if backbone["vocabulary_size"] != vocab:
         raise TrainError(
             f"the model's vocabulary has {backbone['vocabulary_size']} tokens, the data's {vocab}"
@@ -88,9 +88,10 @@ def _check_model_matches(backbone: dict, manifest: dict, saved_manifest: dict | 
     if saved_manifest and data.is_packed(saved_manifest) != data.is_packed(manifest):
         raise TrainError("the model was trained on best-fit packed data and this data is not, or the reverse")
     if saved_manifest and data.has_pairs(saved_manifest) != data.has_pairs(manifest):
+        before = manifest_lib.settings(saved_manifest).pairs.mode
+        now = manifest_lib.settings(manifest).pairs.mode
         raise TrainError(
-            f"the model was trained on --sentence_pairs {manifest_lib.sentence_pairs(saved_manifest)} data, "
-            f"this data is --sentence_pairs {manifest_lib.sentence_pairs(manifest)}"
+            f"the model was trained on --sentence_pairs {before} data, this data is --sentence_pairs {now}"
         )
 
 

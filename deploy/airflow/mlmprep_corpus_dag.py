@@ -10,7 +10,8 @@ mlmprep[gcp] installed where the tasks run: the build runs in the same Python.
 Settings are Airflow Variables, with the defaults below: ``mlmprep_inputs``
 (comma-separated patterns), ``mlmprep_tokenizer``, ``mlmprep_output_base``,
 ``mlmprep_runner`` (DataflowRunner; FnApiRunner runs on the Airflow worker
-itself) and ``mlmprep_options`` (a JSON object of ``mlmprep run`` options).
+itself) and ``mlmprep_options`` (a JSON object of ``mlmprep run`` settings). A build
+runs from one build file (``mlmprep run --config``), written into its output folder.
 """
 
 import json
@@ -19,7 +20,6 @@ import re
 import sys
 
 import pendulum
-from airflow.providers.apache.beam.hooks.beam import beam_options_to_args
 from airflow.providers.apache.beam.operators.beam import BeamRunPythonPipelineOperator
 from airflow.providers.standard.operators.python import ShortCircuitOperator
 from airflow.sdk import DAG, Variable
@@ -28,6 +28,7 @@ MAIN = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dataflow"
 SETUP = os.path.join(os.path.dirname(MAIN), "..", "..", "setup.py")
 OPTIONS = {"max_seq_length": 128, "validation_fraction": 0.01, "target_shard_mb": 128}
 DATED = re.compile(r"\d{8}")
+BUILD_FILE = "build.yaml"
 
 
 def _settings() -> dict:
@@ -41,25 +42,32 @@ def _settings() -> dict:
 
 
 def plan_build(ds_nodash: str, ti) -> bool:
-    """The build's options for ``build_corpus`` (an XCom); False (skip it) when the newest finished build
-    has this build's fingerprint."""
+    """Writes the build's build file into its output folder and hands its path to ``build_corpus`` (an
+    XCom); False (skip it, writing nothing) when the newest finished build has this build's fingerprint."""
+    import tempfile
+
     from apache_beam.io.filesystems import FileSystems
 
-    from mlmprep.pipeline import fingerprint, manifest, planning
+    from mlmprep.pipeline import build_file, fingerprint, manifest, planning
 
     settings = _settings()
-    pipeline_options = {
+    output = FileSystems.join(settings["output_base"], ds_nodash)
+    values = {
         "input": settings["inputs"],
-        "output": FileSystems.join(settings["output_base"], ds_nodash),
+        "output": output,
         "tokenizer": settings["tokenizer"],
         **settings["options"],
         # A retried or re-triggered run replaces what an earlier attempt left in its folder; a
         # finished build there stays whole until the new one is complete.
         "overwrite": True,
     }
-    # The command line exactly as the operator passes it (booleans as bare flags, lists repeated).
-    argv = beam_options_to_args(pipeline_options)
-    current = planning.plan_command(argv, check_output=False)[1].input_fingerprint
+    # Dataflow's workers install mlmprep from setup.py; the operator gives the runner and the job's name.
+    beam = {"setup_file": SETUP} if settings["runner"] == "DataflowRunner" else {}
+    text = build_file.to_yaml(values, beam)
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as local:
+        local.write(text)
+        local.flush()
+        current = planning.plan_command([f"--config={local.name}"], check_output=False)[1].input_fingerprint
     pattern = FileSystems.join(settings["output_base"], "*", manifest.MANIFEST)
     finished = sorted(
         folder
@@ -67,10 +75,13 @@ def plan_build(ds_nodash: str, ti) -> bool:
         if DATED.fullmatch(FileSystems.split(folder)[1])
     )
     previous = manifest.read(finished[-1]) if finished else None
-    if settings["runner"] == "DataflowRunner":
-        pipeline_options["setup_file"] = SETUP  # Dataflow's workers install mlmprep from it
-    ti.xcom_push(key="pipeline_options", value=pipeline_options)
-    return fingerprint.needs_rebuild(previous, current)
+    if not fingerprint.needs_rebuild(previous, current):
+        return False
+    path = FileSystems.join(output, BUILD_FILE)  # kept beside the build: what made it, in one file
+    with FileSystems.create(path) as f:
+        f.write(text.encode("utf-8"))
+    ti.xcom_push(key="pipeline_options", value={"config": path})
+    return True
 
 
 # Settings are read when the tasks run (Variables at parse time would cost the

@@ -1,0 +1,644 @@
+"""Every data-side setting of ``mlmprep run``, defined once.
+
+A setting has a name (the flag's, and the build file's key), a type, a
+default, its choices, its help and its checks; the settings are grouped in
+frozen dataclasses by what they decide (input, tokenizer, packing, pairs,
+masking, split, output). Everything else is made from these definitions:
+``mlmprep run``'s flags and the trainer's masking flags (``add_arguments``),
+the build file's keys and how its values parse (``coerce``), a recipe (a
+partial set of values laid under the user's), the manifest's settings
+section (``Settings.flat`` and ``Settings.from_flat``) and docs/reference.md
+(``reference_markdown``). No Beam here: the trainer and the output readers
+use it too.
+"""
+
+import dataclasses
+import logging
+import math
+import types
+import typing
+from collections.abc import Callable, Iterator
+
+from mlmprep.pipeline.errors import UsageError
+from mlmprep.transforms import documents, pack, pairs, shards, sources
+from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS, SPAN_LENGTHS, MaskingConfig, default_predictions
+
+MAX_SEQ_LENGTH = 8192  # long-context encoders train at up to this length
+GROUPINGS = ("shuffle", "run_files")  # transforms.beam.groups.MODES, without Beam
+
+
+class SettingError(UsageError):
+    """A value no run can take; ``names`` are the settings it concerns (a recipe's are said to be)."""
+
+    def __init__(self, message: str, names: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.names = names
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """What a setting is beyond its type and default."""
+
+    help: str
+    name: str | None = None  # the flag's name where it is not the field's
+    choices: tuple = ()
+    check: Callable[[typing.Any], str | None] | None = None  # the value alone: what is wrong, or None
+    default_text: str | None = None  # the reference's words for a default derived from other settings
+    parse: Callable[[str], typing.Any] | None = None  # a flag's text, where the type alone does not say
+    required: bool = False
+
+
+def setting(default, help: str, **spec) -> typing.Any:
+    return dataclasses.field(default=default, metadata={"spec": Spec(help, **spec)})
+
+
+def _range(low=None, high=None, *, open_low=False, open_high=False, what=None) -> Callable:
+    """A check that the value lies between low and high (either may be None: unbounded)."""
+
+    def check(value):
+        if value is None:
+            return None
+        below = low is not None and (value <= low if open_low else value < low)
+        above = high is not None and (value >= high if open_high else value > high)
+        if not (below or above):
+            return None
+        if what:
+            return f"must be {what}, got {value}"
+        if high is None:
+            return f"must be {'positive' if open_low and low == 0 else f'at least {low}'}, got {value}"
+        brackets = ("(" if open_low else "[", ")" if open_high else "]")
+        return f"must be in {brackets[0]}{low}, {high}{brackets[1]}, got {value}"
+
+    return check
+
+
+def _formats(text: str) -> tuple[str, ...]:
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+@dataclasses.dataclass(frozen=True)
+class Input:
+    input: tuple[str, ...] = setting(
+        (), "Input file pattern (local, gs://, ...); repeat for more. .gz, .bz2 and .zst are "
+        "decompressed by suffix.", required=True
+    )  # fmt: skip
+    input_format: str = setting(
+        "auto",
+        "text: documents separated by blank lines; lines: one document per line; jsonl, parquet: text in "
+        "--text_field. auto: by file suffix (.jsonl, .ndjson, .json, .parquet, else text).",
+        choices=("auto", *documents.FORMATS),
+    )
+    text_field: str = setting("text", "JSONL key or Parquet column of the text.")
+    split_input_mb: float = setting(
+        sources.RANGE_BYTES / (1 << 20),
+        "Uncompressed text, JSONL and Parquet files larger than this are read as byte ranges of about this "
+        "size, spread over the workers (Parquet: the row groups that start in the range). It does not "
+        "change the output.",
+        check=_range(0, open_low=True),
+    )
+    dedup: bool = setting(
+        True, "Drop exact duplicate documents (whitespace-normalized); --nodedup keeps them."
+    )
+    min_doc_tokens: int = setting(0, "Drop (and count) documents with fewer tokens.", check=_range(0))
+
+
+@dataclasses.dataclass(frozen=True)
+class Tokenizer:
+    tokenizer: str = setting(
+        None, "A tokenizers tokenizer.json (or a folder holding one) or a WordPiece vocab.txt.", required=True
+    )
+    special_tokens: str | None = setting(
+        None,
+        "The tokenizer's special tokens by role, where it does not say them itself: "
+        "mask=<mask>,pad=<pad>,cls=<s>,sep=</s>,unk=<unk> (any of them). Otherwise taken from a "
+        "tokenizer_config.json or special_tokens_map.json beside the tokenizer, its model's unk and "
+        "padding's pad, then the common names ([MASK] or <mask>, ...) among its special tokens.",
+        default_text="from the tokenizer",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Packing:
+    max_seq_length: int = setting(
+        128,
+        f"Tokens per sequence, the frame's ([CLS] and [SEP]) included; up to {MAX_SEQ_LENGTH:,}.",
+        check=_range(3, MAX_SEQ_LENGTH),
+    )
+    mode: str = setting(
+        "document",
+        "document: sequences never cross documents (a document's tail pads); concat: documents joined by "
+        "the separator fill every sequence, attention crossing them; best_fit: each document (or piece of "
+        "a long one) framed on its own, several to a sequence by best fit, position_ids restarting at "
+        "each so that attention need not cross them.",
+        name="packing",
+        choices=pack.PACKINGS,
+    )
+
+    @property
+    def best_fit(self) -> bool:
+        """Whether a sequence holds several framed pieces (position_ids restart at each)."""
+        return self.mode == "best_fit"
+
+
+@dataclasses.dataclass(frozen=True)
+class Pairs:
+    mode: str = setting(
+        "none",
+        "none: single segments (RoBERTa); nsp: [CLS] A [SEP] B [SEP] with B the next sentences or, half "
+        "the time, another document's (BERT); sop: A and B consecutive, swapped half the time (ALBERT). "
+        "Sentences are lines, split further by sentencex.",
+        name="sentence_pairs",
+        choices=pairs.MODES,
+    )
+    short_seq_prob: float = setting(
+        0.1,
+        "With sentence pairs: the share of documents whose pairs aim at a random shorter length (BERT's).",
+        check=_range(0, 1),
+    )
+    sentence_language: str = setting(
+        "en",
+        "With sentence pairs: the language code whose rules sentencex splits lines by (its fallbacks cover "
+        "~300 languages; CJK and other scripts' terminators are split in any).",
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return self.mode != "none"
+
+
+@dataclasses.dataclass(frozen=True)
+class Masking:
+    mode: str = setting(
+        "token",
+        "token: tokens one by one (BERT); word: all pieces of a word together, one replacement decision "
+        "per word; span: spans of whole words, their lengths from a truncated geometric distribution "
+        "(SpanBERT), one decision per span; none: no masks written, the word starts kept, for trainers "
+        "that mask each batch (mlmprep train, transformers' collators). --whole_word_masking is --masking "
+        "word.",
+        name="masking",
+        choices=MASKINGS,
+    )
+    masked_lm_prob: float = setting(
+        0.15, "Fraction of tokens selected for prediction.", check=_range(0, 1, open_low=True)
+    )
+    max_predictions_per_seq: int | None = setting(
+        None,
+        "Cap on masked positions per sequence. Default: max(20, ceil(max_seq_length * masked_lm_prob)) "
+        "(BERT's 20 at 128 tokens, 77 at 512), at most max_seq_length - 2; a cap that holds the masked "
+        "share under nine tenths of the asked rate is one warning line.",
+        default_text="from the length and rate",
+        check=_range(1),
+    )
+    mask_token_ratio: float = setting(
+        0.8, "Of the selected, the share replaced by the mask token.", check=_range(0, 1)
+    )
+    random_token_ratio: float = setting(
+        0.1, "Of the selected, the share replaced by a random token.", check=_range(0, 1)
+    )
+    mask_count: str = setting(
+        "exact",
+        "exact: min(max_predictions_per_seq, max(1, round(n * p))) per sequence (BERT); bernoulli: each "
+        "token (word) selected with probability p, capped (Hugging Face).",
+        choices=MASK_COUNTS,
+    )
+    span_p: float = setting(
+        0.2,
+        "Span masking: p of the geometric distribution of span lengths in words (SpanBERT's 0.2).",
+        check=_range(0, 1, open_low=True),
+    )
+    span_lengths: str = setting(
+        "geometric",
+        "Span masking: span lengths in words. geometric: Geometric(--span_p) truncated to "
+        "1..--max_span_words (SpanBERT); harmonic: p(n) proportional to 1/n up to --max_span_words "
+        "(ALBERT's n-grams, with 3).",
+        choices=SPAN_LENGTHS,
+    )
+    max_span_words: int = setting(
+        10,
+        "Span masking: the longest span, in words; lengths are truncated to 1..this and renormalised "
+        "(mean 3.8 words with p 0.2).",
+        check=_range(1),
+    )
+    dupe_factor: int = setting(1, "Differently masked copies of each sequence.", check=_range(1))
+    random_seed: int = setting(
+        12345,
+        "Seed of all masking and of the shard order.",
+        check=_range(0, 2**63, open_high=True, what="in [0, 2**63)"),
+    )
+
+    @property
+    def unmasked(self) -> bool:
+        """Whether the output holds no masks: the trainer masks each batch."""
+        return self.mode == "none"
+
+    @property
+    def by_words(self) -> bool:
+        return self.mode in ("word", "span")
+
+    def config(self) -> MaskingConfig:
+        """The mask step's parameters."""
+        return MaskingConfig(
+            masked_lm_prob=self.masked_lm_prob,
+            max_predictions_per_seq=self.max_predictions_per_seq,
+            mask_token_ratio=self.mask_token_ratio,
+            random_token_ratio=self.random_token_ratio,
+            masking=self.mode,
+            mask_count=self.mask_count,
+            span_p=self.span_p,
+            max_span_words=self.max_span_words,
+            span_lengths=self.span_lengths,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    validation_fraction: float = setting(
+        0.0,
+        "Share of documents, by a hash of their text, in the validation split.",
+        check=_range(0, 1, open_high=True),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Output:
+    output: str = setting(
+        None, "Output directory for shards, tokenizer.json and manifest.json.", required=True
+    )
+    formats: tuple[str, ...] = setting(
+        shards.FORMATS, "Comma-separated: tfrecord,parquet.", choices=shards.FORMATS, parse=_formats
+    )
+    num_shards: int | None = setting(
+        None,
+        "Shards of the train split (validation: ceil(num_shards * validation_fraction)). Default: from "
+        "--target_shard_mb.",
+        default_text="from the size",
+        check=_range(1),
+    )
+    target_shard_mb: float = setting(
+        128,
+        "Without --num_shards, each split gets as many shards as make TFRecord shards of about this size.",
+        check=_range(0, open_low=True),
+    )
+    overwrite: bool = setting(
+        False,
+        "Replace an existing non-empty output: the build there stays whole until the new one is complete, "
+        "then its files are removed.",
+    )
+    grouping: str = setting(
+        "auto",
+        "How records reach their shards (and documents their concat groups): shuffle, the runner's "
+        "GroupByKey (distributed runners spill it to disk); run_files, key-sorted run files under the "
+        "output's temporary folder, merged per shard (bounded memory on the in-memory local runner); auto: "
+        "run_files on the local runner, shuffle elsewhere. The output is the same.",
+        choices=("auto", *GROUPINGS),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Build:
+    recipe: str | None = setting(
+        None,
+        "A published recipe's data settings (bert, bert-512, roberta, albert, spanbert, electra, "
+        "modernbert, modernbert-8192); every setting given wins. docs/recipes.md says what each sets.",
+        default_text="none",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Every setting of a run, resolved: what the job, the manifest and every reader of an output use."""
+
+    input: Input = Input()
+    tokenizer: Tokenizer = Tokenizer()
+    packing: Packing = Packing()
+    pairs: Pairs = Pairs()
+    masking: Masking = Masking()
+    split: Split = Split()
+    output: Output = Output()
+    build: Build = Build()
+
+    def flat(self) -> dict:
+        """Every setting by name, as the build file and the manifest write them."""
+        values = {}
+        for group, field in _fields():
+            value = getattr(getattr(self, group), field.name)
+            values[_name(field)] = list(value) if isinstance(value, tuple) else value
+        return values
+
+    @classmethod
+    def from_flat(cls, values: dict) -> "Settings":
+        """Settings from values by name (each already of its type), the others at their defaults;
+        unchecked: ``resolve`` checks and derives."""
+        groups = {}
+        for group, field in _fields():
+            name = _name(field)
+            if name in values:
+                value = values[name]
+                groups.setdefault(group, {})[field.name] = tuple(value) if isinstance(value, list) else value
+        return cls(**{g: dataclasses.replace(getattr(cls(), g), **v) for g, v in groups.items()})
+
+
+# Flags that stand for a value of another setting.
+ALIASES = {"whole_word_masking": ("masking", "word")}
+ALIAS_HELP = {"whole_word_masking": "The same as --masking word."}
+
+
+def _fields() -> Iterator[tuple[str, dataclasses.Field]]:
+    for group in dataclasses.fields(Settings):
+        for field in dataclasses.fields(group.type):
+            yield group.name, field
+
+
+def _name(field: dataclasses.Field) -> str:
+    return field.metadata["spec"].name or field.name
+
+
+def spec(name: str) -> Spec:
+    return SETTINGS[name][1].metadata["spec"]
+
+
+# Every setting by name: (its group, its dataclass field).
+SETTINGS: dict[str, tuple[str, dataclasses.Field]] = {_name(f): (g, f) for g, f in _fields()}
+
+
+def kind(name: str) -> tuple[type, bool]:
+    """(the setting's scalar type: str, int, float, bool or tuple; whether it may be None)."""
+    annotation = SETTINGS[name][1].type
+    optional = False
+    if isinstance(annotation, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        annotation, optional = args[0], True
+    if typing.get_origin(annotation) is tuple:
+        return tuple, optional
+    return annotation, optional
+
+
+def _expected(scalar: type) -> str:
+    return {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a list"}[scalar]
+
+
+def coerce(name: str, value, label: str | None = None):
+    """A setting's value from a flag's text or a build file's value, parsed by the setting's type as the
+    flag's text would be; a value of another type is a SettingError naming the setting (as ``label``:
+    the flag by default)."""
+    scalar, optional = kind(name)
+    parse = spec(name).parse
+
+    def wrong():
+        return SettingError(f"{label or '--' + name} must be {_expected(scalar)}, got {value!r}", (name,))
+
+    if value is None:
+        if optional:
+            return None
+        raise wrong()
+    if scalar is bool:
+        if not isinstance(value, bool):
+            raise wrong()
+        return value
+    if isinstance(value, bool):  # YAML's true for a number or text: say so rather than read it as 1
+        raise wrong()
+    if scalar is tuple:
+        if isinstance(value, str):
+            items = parse(value) if parse else (value,)
+        elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            items = tuple(value)
+        else:
+            raise wrong()
+        return tuple(dict.fromkeys(items))
+    if scalar is str:
+        if not isinstance(value, str):
+            raise wrong()
+        return value
+    if isinstance(value, str):
+        # A whole number stays one, for a float setting too: "128" is what 128 is in a build file, and in
+        # a default, so that every way of giving a setting records it alike.
+        for parse_number in (int, scalar):
+            try:
+                value = parse_number(value.strip())
+                break
+            except ValueError:
+                continue
+        else:
+            raise wrong()
+    if scalar is int and not isinstance(value, int):
+        raise wrong()
+    if scalar is float and not (isinstance(value, (int, float)) and math.isfinite(value)):
+        raise wrong()
+    return value
+
+
+def _check_value(name: str, value) -> None:
+    s = spec(name)
+    items = value if isinstance(value, tuple) else (value,)
+    if s.choices and value is not None:
+        bad = [v for v in items if v not in s.choices]
+        if bad or not items:
+            shown = bad[0] if bad else repr(value)
+            raise SettingError(f"--{name} must be one of {', '.join(s.choices)}, got {shown}", (name,))
+    problem = s.check(value) if s.check else None
+    if problem:
+        raise SettingError(f"--{name} {problem}", (name,))
+
+
+def _require(condition: bool, message: str, *names: str) -> None:
+    if not condition:
+        raise SettingError(message, names)
+
+
+def resolve(values: dict, *, warn: bool = True) -> Settings:
+    """Checked settings from values by name (parsed, see ``coerce``), with the values derived from others.
+
+    ``values`` need not hold every setting: the others take their defaults. A value no run can take is a
+    SettingError naming the settings it concerns.
+    """
+    values = {name: coerce(name, value) for name, value in values.items()}
+    for name, value in values.items():
+        _check_value(name, value)
+    for name in SETTINGS:
+        if spec(name).required and not values.get(name):
+            raise SettingError(f"--{name} is required", (name,))
+    s = Settings.from_flat(values)
+    length, m = s.packing.max_seq_length, s.masking
+    _require(
+        m.mask_token_ratio + m.random_token_ratio <= 1,
+        "--mask_token_ratio + --random_token_ratio must be at most 1, "
+        f"got {m.mask_token_ratio + m.random_token_ratio}",
+        "mask_token_ratio",
+        "random_token_ratio",
+    )
+    _require(
+        not m.unmasked or m.dupe_factor == 1,
+        f"--dupe_factor {m.dupe_factor} with --masking none writes identical copies: the trainer masks every "
+        "epoch anew (leave --dupe_factor at 1)",
+        "dupe_factor",
+        "masking",
+    )
+    _require(
+        not s.pairs.enabled or s.packing.mode == "document",
+        f"--packing {s.packing.mode} packs documents into single segments; --sentence_pairs packs pairs in "
+        "their own frame by BERT's rules",
+        "packing",
+        "sentence_pairs",
+    )
+    if m.max_predictions_per_seq is None:
+        cap = default_predictions(length, m.masked_lm_prob)
+        return dataclasses.replace(s, masking=dataclasses.replace(m, max_predictions_per_seq=cap))
+    _require(
+        m.max_predictions_per_seq <= length - 2,
+        f"--max_predictions_per_seq must be in [1, {length - 2}] at --max_seq_length {length}, got "
+        f"{m.max_predictions_per_seq}",
+        "max_predictions_per_seq",
+        "max_seq_length",
+    )
+    share = m.max_predictions_per_seq / length
+    if warn and share < 0.9 * m.masked_lm_prob:
+        logging.warning(
+            "mlmprep: --max_predictions_per_seq %d at --max_seq_length %d masks at most %.1f%% of a full "
+            "sequence, not the %g%% --masked_lm_prob asks for (without the flag the cap follows the length)",
+            m.max_predictions_per_seq,
+            length,
+            100 * share,
+            100 * m.masked_lm_prob,
+        )
+    return s
+
+
+def unalias(given: dict) -> dict:
+    """Values by name with the alias flags (``--whole_word_masking``) made the values they stand for; an
+    alias that contradicts its setting's own value is a SettingError."""
+    given = dict(given)
+    for alias, (name, value) in ALIASES.items():
+        if not given.pop(alias, False):
+            continue
+        _require(
+            given.get(name, value) == value,
+            f"--{alias} is --{name} {value}; it contradicts --{name} {given.get(name)}",
+            alias,
+            name,
+        )
+        given[name] = value
+    return given
+
+
+def check_masking(m: Masking, max_seq_length: int, choices: tuple[str, ...] = MASKINGS) -> None:
+    """The masking settings on their own at a sequence length (the trainer's masking in training)."""
+    values = {_name(f): getattr(m, f.name) for f in dataclasses.fields(Masking)}
+    _require(m.mode in choices, f"--masking must be one of {', '.join(choices)}, got {m.mode}", "masking")
+    resolve({**values, "max_seq_length": max_seq_length, "input": ("-",), "tokenizer": "-", "output": "-"},
+            warn=False)  # fmt: skip
+
+
+def add_arguments(parser, names, *, defaults: bool = True, **choices) -> None:
+    """Adds the settings ``names`` to an argparse parser (or group) as flags. ``defaults=False`` leaves
+    every default None (the caller lays defaults and recipes under what was given); ``choices`` narrows
+    a setting's choices by name."""
+    for name in names:
+        if name in ALIASES:
+            parser.add_argument(f"--{name}", action="store_true", default=None, help=ALIAS_HELP[name])
+            continue
+        s, (scalar, _) = spec(name), kind(name)
+        shown = s.default_text or _text(SETTINGS[name][1].default)
+        help_text = f"{s.help} (default: {shown})" if defaults and shown else s.help
+        common = dict(help=help_text.replace("%", "%%"), default=None)
+        if scalar is bool:
+            parser.add_argument(f"--{name}", action="store_true", **common)
+            parser.add_argument(f"--no{name}", dest=name, action="store_false", help=f"Not --{name}.",
+                                default=None)  # fmt: skip
+        elif scalar is tuple and s.parse is None:
+            parser.add_argument(f"--{name}", action="append", metavar="PATTERN", **common)
+        else:
+            narrowed = choices.get(name, s.choices)
+            parser.add_argument(
+                f"--{name}",
+                type=str,
+                metavar="{" + ",".join(narrowed) + "}" if narrowed and scalar is str else name.upper(),
+                **common,
+            )
+
+
+def given(namespace, names) -> dict:
+    """The settings a parsed namespace gives (not None), parsed by their types; an alias stays as given."""
+    values = {}
+    for name in names:
+        value = getattr(namespace, name, None)
+        if value is None:
+            continue
+        values[name] = value if name in ALIASES else coerce(name, value)
+    return values
+
+
+def _text(value) -> str:
+    if isinstance(value, tuple):
+        return ",".join(value)
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return "" if value is None else str(value)
+
+
+# The settings of ``mlmprep run``'s command line, in the order of the reference; the flags are these and
+# the aliases.
+RUN_FLAGS = (*SETTINGS, *ALIASES)
+# The masking settings the trainer takes for masking in training (each defaults to the data's).
+TRAIN_MASKING = (
+    "masking",
+    "masked_lm_prob",
+    "mask_token_ratio",
+    "random_token_ratio",
+    "max_predictions_per_seq",
+    "span_p",
+    "span_lengths",
+    "max_span_words",
+)
+
+
+def reference_markdown() -> str:
+    """docs/reference.md: every setting of ``mlmprep run``, from the definitions (a test keeps them equal)."""
+    titles = {
+        "input": "Input",
+        "tokenizer": "Tokenizer",
+        "packing": "Packing",
+        "pairs": "Sentence pairs",
+        "masking": "Masking",
+        "split": "Splits",
+        "output": "Output",
+        "build": "Recipe",
+    }
+    lines = [
+        "# Settings reference",
+        "",
+        "<!-- Made by `python -m mlmprep.pipeline.settings` from pipeline/settings.py; a test keeps "
+        "them equal. -->",
+        "",
+        "Every setting of `mlmprep run`. Each is a flag (`--max_seq_length 512`) and a key of the build "
+        "file (`max_seq_length: 512` in the file given to `--config`); flags win over the file, and a "
+        "`--recipe` lies under both. A switch is written `--dedup` / `--nodedup` as a flag and "
+        "`dedup: false` in the file. Every Beam pipeline option passes through as a flag, or under "
+        "`pipeline_options:` in the file. See [the build file](build-file.md).",
+        "",
+    ]
+    for group in dataclasses.fields(Settings):
+        lines += [
+            f"## {titles[group.name]}",
+            "",
+            "| setting | type | default | meaning |",
+            "|---|---|---|---|",
+        ]
+        for field in dataclasses.fields(group.type):
+            name, s = _name(field), field.metadata["spec"]
+            scalar, optional = kind(name)
+            type_text = {tuple: "list", bool: "switch"}.get(scalar, scalar.__name__)
+            if s.choices:
+                type_text = " \\| ".join(f"`{c}`" for c in s.choices) + (
+                    " (a list)" if scalar is tuple else ""
+                )
+            default = "required" if s.required else (s.default_text or f"`{_text(field.default)}`")
+            meaning = s.help.replace("|", "\\|")
+            lines.append(f"| `{name}` | {type_text} | {default} | {meaning} |")
+        if group.name == "masking":
+            lines.append("| `whole_word_masking` | switch | off | " + ALIAS_HELP["whole_word_masking"] + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    print(reference_markdown(), end="")
