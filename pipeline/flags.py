@@ -14,7 +14,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import build_file, recipes
+from mlmprep.pipeline import build_file, recipes, settings_text
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 
@@ -43,7 +43,7 @@ def run_parser() -> CliParser:
         help="A build file (YAML; or a manifest.json, whose settings remake its output): every setting by "
         "name, Beam's options under pipeline_options. Flags win over it.",
     )
-    settings_lib.add_arguments(parser, settings_lib.RUN_FLAGS)
+    settings_text.add_arguments(parser, settings_lib.RUN_FLAGS)
     return parser
 
 
@@ -75,7 +75,7 @@ def parse(argv: list[str]) -> RunCommand:
     says so."""
     namespace, beam_argv = run_parser().parse_known_args(argv)
     check_flags(beam_argv)
-    flagged = settings_lib.unalias(settings_lib.given(namespace, settings_lib.RUN_FLAGS))
+    flagged = settings_lib.unalias(settings_text.given(namespace, settings_lib.RUN_FLAGS))
     file = build_file.BuildFile({}, {})
     if namespace.config:
         file = build_file.parse(namespace.config, _read_text(namespace.config), beam_options())

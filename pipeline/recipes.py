@@ -348,7 +348,7 @@ def _cell(settings: dict) -> str:
 
 
 def markdown_table() -> str:
-    """The README's table of recipes, made from the definitions above."""
+    """docs/recipes.md's table of recipes, made from the definitions above."""
     rows = [
         "| Recipe | `mlmprep run` sets | `mlmprep train` sets | Where these tools differ | Source |",
         "|---|---|---|---|---|",

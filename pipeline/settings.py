@@ -4,12 +4,11 @@ A setting has a name (the flag's, and the build file's key), a type, a
 default, its choices, its help and its checks; the settings are grouped in
 frozen dataclasses by what they decide (input, tokenizer, packing, pairs,
 masking, split, output). Everything else is made from these definitions:
-``mlmprep run``'s flags and the trainer's masking flags (``add_arguments``),
-the build file's keys and how its values parse (``coerce``), a recipe (a
-partial set of values laid under the user's), the manifest's settings
-section (``Settings.flat`` and ``Settings.from_flat``) and docs/reference.md
-(``reference_markdown``). No Beam here: the trainer and the output readers
-use it too.
+``mlmprep run``'s flags, the trainer's masking flags and docs/reference.md
+(``settings_text``), the build file's keys and how its values parse
+(``coerce``), a recipe (a partial set of values laid under the user's) and
+the manifest's settings section (``Settings.flat`` and ``Settings.from_flat``).
+No Beam here: the trainer and the output readers use it too.
 """
 
 import dataclasses
@@ -17,59 +16,14 @@ import logging
 import math
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
-from mlmprep.pipeline.errors import UsageError
+from mlmprep.pipeline.setting_spec import SettingError, Spec, in_range, setting
 from mlmprep.transforms import documents, pack, pairs, shards, sources
 from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS, SPAN_LENGTHS, MaskingConfig, default_predictions
 
 MAX_SEQ_LENGTH = 8192  # long-context encoders train at up to this length
 GROUPINGS = ("shuffle", "run_files")  # transforms.beam.groups.MODES, without Beam
-
-
-class SettingError(UsageError):
-    """A value no run can take; ``names`` are the settings it concerns (a recipe's are said to be)."""
-
-    def __init__(self, message: str, names: tuple[str, ...] = ()):
-        super().__init__(message)
-        self.names = names
-
-
-@dataclasses.dataclass(frozen=True)
-class Spec:
-    """What a setting is beyond its type and default."""
-
-    help: str
-    name: str | None = None  # the flag's name where it is not the field's
-    choices: tuple = ()
-    check: Callable[[typing.Any], str | None] | None = None  # the value alone: what is wrong, or None
-    default_text: str | None = None  # the reference's words for a default derived from other settings
-    parse: Callable[[str], typing.Any] | None = None  # a flag's text, where the type alone does not say
-    required: bool = False
-
-
-def setting(default, help: str, **spec) -> typing.Any:
-    return dataclasses.field(default=default, metadata={"spec": Spec(help, **spec)})
-
-
-def _range(low=None, high=None, *, open_low=False, open_high=False, what=None) -> Callable:
-    """A check that the value lies between low and high (either may be None: unbounded)."""
-
-    def check(value):
-        if value is None:
-            return None
-        below = low is not None and (value <= low if open_low else value < low)
-        above = high is not None and (value >= high if open_high else value > high)
-        if not (below or above):
-            return None
-        if what:
-            return f"must be {what}, got {value}"
-        if high is None:
-            return f"must be {'positive' if open_low and low == 0 else f'at least {low}'}, got {value}"
-        brackets = ("(" if open_low else "[", ")" if open_high else "]")
-        return f"must be in {brackets[0]}{low}, {high}{brackets[1]}, got {value}"
-
-    return check
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -94,12 +48,12 @@ class Input:
         "Uncompressed text, JSONL and Parquet files larger than this are read as byte ranges of about this "
         "size, spread over the workers (Parquet: the row groups that start in the range). It does not "
         "change the output.",
-        check=_range(0, open_low=True),
+        check=in_range(0, open_low=True),
     )
     dedup: bool = setting(
         True, "Drop exact duplicate documents (whitespace-normalized); --nodedup keeps them."
     )
-    min_doc_tokens: int = setting(0, "Drop (and count) documents with fewer tokens.", check=_range(0))
+    min_doc_tokens: int = setting(0, "Drop (and count) documents with fewer tokens.", check=in_range(0))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,7 +76,7 @@ class Packing:
     max_seq_length: int = setting(
         128,
         f"Tokens per sequence, the frame's ([CLS] and [SEP]) included; up to {MAX_SEQ_LENGTH:,}.",
-        check=_range(3, MAX_SEQ_LENGTH),
+        check=in_range(3, MAX_SEQ_LENGTH),
     )
     mode: str = setting(
         "document",
@@ -153,7 +107,7 @@ class Pairs:
     short_seq_prob: float = setting(
         0.1,
         "With sentence pairs: the share of documents whose pairs aim at a random shorter length (BERT's).",
-        check=_range(0, 1),
+        check=in_range(0, 1),
     )
     sentence_language: str = setting(
         "en",
@@ -179,7 +133,7 @@ class Masking:
         choices=MASKINGS,
     )
     masked_lm_prob: float = setting(
-        0.15, "Fraction of tokens selected for prediction.", check=_range(0, 1, open_low=True)
+        0.15, "Fraction of tokens selected for prediction.", check=in_range(0, 1, open_low=True)
     )
     max_predictions_per_seq: int | None = setting(
         None,
@@ -187,13 +141,13 @@ class Masking:
         "(BERT's 20 at 128 tokens, 77 at 512), at most max_seq_length - 2; a cap that holds the masked "
         "share under nine tenths of the asked rate is one warning line.",
         default_text="from the length and rate",
-        check=_range(1),
+        check=in_range(1),
     )
     mask_token_ratio: float = setting(
-        0.8, "Of the selected, the share replaced by the mask token.", check=_range(0, 1)
+        0.8, "Of the selected, the share replaced by the mask token.", check=in_range(0, 1)
     )
     random_token_ratio: float = setting(
-        0.1, "Of the selected, the share replaced by a random token.", check=_range(0, 1)
+        0.1, "Of the selected, the share replaced by a random token.", check=in_range(0, 1)
     )
     mask_count: str = setting(
         "exact",
@@ -204,7 +158,7 @@ class Masking:
     span_p: float = setting(
         0.2,
         "Span masking: p of the geometric distribution of span lengths in words (SpanBERT's 0.2).",
-        check=_range(0, 1, open_low=True),
+        check=in_range(0, 1, open_low=True),
     )
     span_lengths: str = setting(
         "geometric",
@@ -217,13 +171,13 @@ class Masking:
         10,
         "Span masking: the longest span, in words; lengths are truncated to 1..this and renormalised "
         "(mean 3.8 words with p 0.2).",
-        check=_range(1),
+        check=in_range(1),
     )
-    dupe_factor: int = setting(1, "Differently masked copies of each sequence.", check=_range(1))
+    dupe_factor: int = setting(1, "Differently masked copies of each sequence.", check=in_range(1))
     random_seed: int = setting(
         12345,
         "Seed of all masking and of the shard order.",
-        check=_range(0, 2**63, open_high=True, what="in [0, 2**63)"),
+        check=in_range(0, 2**63, open_high=True, what="in [0, 2**63)"),
     )
 
     @property
@@ -255,7 +209,7 @@ class Split:
     validation_fraction: float = setting(
         0.0,
         "Share of documents, by a hash of their text, in the validation split.",
-        check=_range(0, 1, open_high=True),
+        check=in_range(0, 1, open_high=True),
     )
 
 
@@ -272,12 +226,12 @@ class Output:
         "Shards of the train split (validation: ceil(num_shards * validation_fraction)). Default: from "
         "--target_shard_mb.",
         default_text="from the size",
-        check=_range(1),
+        check=in_range(1),
     )
     target_shard_mb: float = setting(
         128,
         "Without --num_shards, each split gets as many shards as make TFRecord shards of about this size.",
-        check=_range(0, open_low=True),
+        check=in_range(0, open_low=True),
     )
     overwrite: bool = setting(
         False,
@@ -322,7 +276,7 @@ class Settings:
         values = {}
         for group, field in _fields():
             value = getattr(getattr(self, group), field.name)
-            values[_name(field)] = list(value) if isinstance(value, tuple) else value
+            values[flag_name(field)] = list(value) if isinstance(value, tuple) else value
         return values
 
     @classmethod
@@ -331,7 +285,7 @@ class Settings:
         unchecked: ``resolve`` checks and derives."""
         groups = {}
         for group, field in _fields():
-            name = _name(field)
+            name = flag_name(field)
             if name in values:
                 value = values[name]
                 groups.setdefault(group, {})[field.name] = tuple(value) if isinstance(value, list) else value
@@ -340,7 +294,6 @@ class Settings:
 
 # Flags that stand for a value of another setting.
 ALIASES = {"whole_word_masking": ("masking", "word")}
-ALIAS_HELP = {"whole_word_masking": "The same as --masking word."}
 
 
 def _fields() -> Iterator[tuple[str, dataclasses.Field]]:
@@ -349,7 +302,8 @@ def _fields() -> Iterator[tuple[str, dataclasses.Field]]:
             yield group.name, field
 
 
-def _name(field: dataclasses.Field) -> str:
+def flag_name(field: dataclasses.Field) -> str:
+    """The setting's name: its flag's and its build-file key's."""
     return field.metadata["spec"].name or field.name
 
 
@@ -358,7 +312,7 @@ def spec(name: str) -> Spec:
 
 
 # Every setting by name: (its group, its dataclass field).
-SETTINGS: dict[str, tuple[str, dataclasses.Field]] = {_name(f): (g, f) for g, f in _fields()}
+SETTINGS: dict[str, tuple[str, dataclasses.Field]] = {flag_name(f): (g, f) for g, f in _fields()}
 
 
 def kind(name: str) -> tuple[type, bool]:
@@ -522,57 +476,10 @@ def unalias(given: dict) -> dict:
 
 def check_masking(m: Masking, max_seq_length: int, choices: tuple[str, ...] = MASKINGS) -> None:
     """The masking settings on their own at a sequence length (the trainer's masking in training)."""
-    values = {_name(f): getattr(m, f.name) for f in dataclasses.fields(Masking)}
+    values = {flag_name(f): getattr(m, f.name) for f in dataclasses.fields(Masking)}
     _require(m.mode in choices, f"--masking must be one of {', '.join(choices)}, got {m.mode}", "masking")
     resolve({**values, "max_seq_length": max_seq_length, "input": ("-",), "tokenizer": "-", "output": "-"},
             warn=False)  # fmt: skip
-
-
-def add_arguments(parser, names, *, defaults: bool = True, **choices) -> None:
-    """Adds the settings ``names`` to an argparse parser (or group) as flags. ``defaults=False`` leaves
-    every default None (the caller lays defaults and recipes under what was given); ``choices`` narrows
-    a setting's choices by name."""
-    for name in names:
-        if name in ALIASES:
-            parser.add_argument(f"--{name}", action="store_true", default=None, help=ALIAS_HELP[name])
-            continue
-        s, (scalar, _) = spec(name), kind(name)
-        shown = s.default_text or _text(SETTINGS[name][1].default)
-        help_text = f"{s.help} (default: {shown})" if defaults and shown else s.help
-        common = dict(help=help_text.replace("%", "%%"), default=None)
-        if scalar is bool:
-            parser.add_argument(f"--{name}", action="store_true", **common)
-            parser.add_argument(f"--no{name}", dest=name, action="store_false", help=f"Not --{name}.",
-                                default=None)  # fmt: skip
-        elif scalar is tuple and s.parse is None:
-            parser.add_argument(f"--{name}", action="append", metavar="PATTERN", **common)
-        else:
-            narrowed = choices.get(name, s.choices)
-            parser.add_argument(
-                f"--{name}",
-                type=str,
-                metavar="{" + ",".join(narrowed) + "}" if narrowed and scalar is str else name.upper(),
-                **common,
-            )
-
-
-def given(namespace, names) -> dict:
-    """The settings a parsed namespace gives (not None), parsed by their types; an alias stays as given."""
-    values = {}
-    for name in names:
-        value = getattr(namespace, name, None)
-        if value is None:
-            continue
-        values[name] = value if name in ALIASES else coerce(name, value)
-    return values
-
-
-def _text(value) -> str:
-    if isinstance(value, tuple):
-        return ",".join(value)
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return "" if value is None else str(value)
 
 
 # The settings of ``mlmprep run``'s command line, in the order of the reference; the flags are these and
@@ -589,56 +496,3 @@ TRAIN_MASKING = (
     "span_lengths",
     "max_span_words",
 )
-
-
-def reference_markdown() -> str:
-    """docs/reference.md: every setting of ``mlmprep run``, from the definitions (a test keeps them equal)."""
-    titles = {
-        "input": "Input",
-        "tokenizer": "Tokenizer",
-        "packing": "Packing",
-        "pairs": "Sentence pairs",
-        "masking": "Masking",
-        "split": "Splits",
-        "output": "Output",
-        "build": "Recipe",
-    }
-    lines = [
-        "# Settings reference",
-        "",
-        "<!-- Made by `python -m mlmprep.pipeline.settings` from pipeline/settings.py; a test keeps "
-        "them equal. -->",
-        "",
-        "Every setting of `mlmprep run`. Each is a flag (`--max_seq_length 512`) and a key of the build "
-        "file (`max_seq_length: 512` in the file given to `--config`); flags win over the file, and a "
-        "`--recipe` lies under both. A switch is written `--dedup` / `--nodedup` as a flag and "
-        "`dedup: false` in the file. Every Beam pipeline option passes through as a flag, or under "
-        "`pipeline_options:` in the file. See [the build file](build-file.md).",
-        "",
-    ]
-    for group in dataclasses.fields(Settings):
-        lines += [
-            f"## {titles[group.name]}",
-            "",
-            "| setting | type | default | meaning |",
-            "|---|---|---|---|",
-        ]
-        for field in dataclasses.fields(group.type):
-            name, s = _name(field), field.metadata["spec"]
-            scalar, optional = kind(name)
-            type_text = {tuple: "list", bool: "switch"}.get(scalar, scalar.__name__)
-            if s.choices:
-                type_text = " \\| ".join(f"`{c}`" for c in s.choices) + (
-                    " (a list)" if scalar is tuple else ""
-                )
-            default = "required" if s.required else (s.default_text or f"`{_text(field.default)}`")
-            meaning = s.help.replace("|", "\\|")
-            lines.append(f"| `{name}` | {type_text} | {default} | {meaning} |")
-        if group.name == "masking":
-            lines.append("| `whole_word_masking` | switch | off | " + ALIAS_HELP["whole_word_masking"] + " |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    print(reference_markdown(), end="")

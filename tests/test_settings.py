@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from mlmprep.pipeline import flags, settings
+from mlmprep.pipeline import flags, settings, settings_text
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.trainer import flags as train_flags
 
@@ -61,9 +61,8 @@ def test_the_trainers_masking_flags_are_the_jobs_settings():
 
 def test_the_reference_is_made_from_the_definitions():
     page = (REPO / "docs" / "reference.md").read_text(encoding="utf-8")
-    assert page == settings.reference_markdown(), (
-        "regenerate it: python -m mlmprep.pipeline.settings > docs/reference.md"
-    )
+    regenerate = "regenerate it: python -m mlmprep.pipeline.settings_text > docs/reference.md"
+    assert page == settings_text.reference_markdown(), regenerate
     for name in settings.SETTINGS:
         assert f"| `{name}` |" in page, name
 

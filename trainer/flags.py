@@ -7,7 +7,7 @@ fraction of a second.
 
 import argparse
 
-from mlmprep.pipeline import recipes
+from mlmprep.pipeline import recipes, settings_text
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 
@@ -115,7 +115,7 @@ def train_parser() -> CliParser:
         "For unmasked shards (--masking none) or with --dynamic_masking; each defaults to the data's run "
         "(the job's own masking settings: docs/reference.md).",
     )
-    settings_lib.add_arguments(masking, settings_lib.TRAIN_MASKING, defaults=False, masking=MASKINGS)
+    settings_text.add_arguments(masking, settings_lib.TRAIN_MASKING, defaults=False, masking=MASKINGS)
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the initial weights, shuffling and dynamic masking."
     )
