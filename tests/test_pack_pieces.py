@@ -197,3 +197,25 @@ def test_masking_hands_each_slice_of_rows_its_own_pieces(bert_vocab, masking):
     expected = records.piece_position_ids(piece_lengths, lengths, 48)[order]
     np.testing.assert_array_equal(back.position_ids, expected)
     np.testing.assert_array_equal(back.pieces, pieces[order])
+
+
+def test_the_trainer_reads_position_ids_alike_for_every_packing():
+    """One feature spec for every packing; records written before position_ids were read as one piece a
+    row; the model inputs hold them for a model that takes them."""
+    tf = pytest.importorskip("tensorflow")
+    from mlmprep.trainer import data
+    from mlmprep.transforms import encode
+
+    batch = _masked(30, FRAMES["bert"])  # best-fit rows of several pieces
+    serialized = encode.tf_examples(batch).to_pylist()
+    spec = data.feature_spec(48, 2)
+    parsed = tf.io.parse_example(serialized, spec)
+    np.testing.assert_array_equal(parsed["position_ids"].numpy(), batch.position_ids)
+    example = tf.train.Example.FromString(serialized[0])
+    del example.features.feature["position_ids"]
+    old = tf.io.parse_example([example.SerializeToString()], spec)
+    assert old["position_ids"].numpy().tolist() == [list(range(48))]
+    x, _, _ = data.to_model_inputs(parsed)
+    assert "position_ids" not in x  # a model of one piece a row takes none
+    x, _, _ = data.to_model_inputs(parsed, positions=True)
+    np.testing.assert_array_equal(x["position_ids"].numpy(), batch.position_ids)

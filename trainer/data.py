@@ -26,15 +26,17 @@ def read_manifest(data_dir: str) -> manifest_lib.Manifest:
         raise DataError(str(e)) from None
 
 
-def feature_spec(
-    max_seq_length: int, max_predictions_per_seq: int, packed: bool = False, unmasked: bool = False
-) -> dict:
-    """The feature spec of the original BERT run_pretraining.py; ``packed``: with ``position_ids``;
-    ``unmasked`` (``--masking none``): word starts in place of the masked_lm_*, which masking adds."""
+def feature_spec(max_seq_length: int, max_predictions_per_seq: int, *, unmasked: bool = False) -> dict:
+    """The feature spec of the original BERT run_pretraining.py, and ``position_ids``: where each row's
+    pieces lie, read alike for every packing (0 at each piece's first token; one piece a row but with
+    best-fit packing). ``unmasked`` (``--masking none``): word starts in place of the masked_lm_*, which
+    masking adds."""
     seq = tf.io.FixedLenFeature([max_seq_length], tf.int64)
     pred = tf.io.FixedLenFeature([max_predictions_per_seq], tf.int64)
+    # Data written before position_ids were holds one piece a row: positions counting from 0.
+    positions = tf.io.FixedLenFeature([max_seq_length], tf.int64, default_value=list(range(max_seq_length)))
     spec = {
-        **({"position_ids": seq} if packed else {}),
+        "position_ids": positions,
         "input_ids": seq,
         "input_mask": seq,
         "segment_ids": seq,
@@ -135,18 +137,20 @@ class DynamicMasker:
         return features
 
 
-def to_model_inputs(features, pairs: bool = False, electra: bool = False):
-    """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names (and ``position_ids``
-    where the rows are packed); with ``pairs``, y and sample_weight are dicts by output
-    (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``). ``electra``: x also holds the masked positions' original
-    ids and weights, from which the model knows what its generator replaced (pairs' labels are unused)."""
+def to_model_inputs(features, pairs: bool = False, electra: bool = False, positions: bool = False):
+    """BERT features -> (x, y, sample_weight) in keras-hub BertMaskedLM's names; with ``pairs``, y and
+    sample_weight are dicts by output (``model.MLM_OUTPUT``, ``model.PAIR_OUTPUT``). ``electra``: x also
+    holds the masked positions' original ids and weights, from which the model knows what its generator
+    replaced (pairs' labels are unused). ``positions``: x also holds ``position_ids``, for a model that
+    takes them (one built to attend inside each piece): a Keras model given an input it does not take
+    matches its inputs by position, not by name."""
     x = {
         "token_ids": tf.cast(features["input_ids"], tf.int32),
         "padding_mask": tf.cast(features["input_mask"], tf.int32),
         "segment_ids": tf.cast(features["segment_ids"], tf.int32),
         "mask_positions": tf.cast(features["masked_lm_positions"], tf.int32),
     }
-    if "position_ids" in features:
+    if positions:
         x["position_ids"] = tf.cast(features["position_ids"], tf.int32)
     labels, weights = tf.cast(features["masked_lm_ids"], tf.int32), features["masked_lm_weights"]
     if electra:
@@ -198,10 +202,7 @@ def make_dataset(
     if unmasked and masking is None:
         raise DataError(f"{data_dir} is unmasked (--masking none): the trainer must mask it (masking=...)")
     spec = feature_spec(
-        settings.packing.max_seq_length,
-        settings.masking.max_predictions_per_seq,
-        settings.packing.best_fit,
-        unmasked,
+        settings.packing.max_seq_length, settings.masking.max_predictions_per_seq, unmasked=unmasked
     )
     files = tf.data.Dataset.from_tensor_slices(paths)
     if training:
@@ -221,9 +222,9 @@ def make_dataset(
         masker = DynamicMasker(data_dir, manifest, seed, masking)
         batches = batches.enumerate().map(masker.tf_map, num_parallel_calls=tf.data.AUTOTUNE)
     if model_inputs:
-        pairs = has_pairs(manifest)
-        electra = objective == "electra"
+        pairs, electra = has_pairs(manifest), objective == "electra"
+        positions = settings.packing.best_fit  # the model built for such data takes them (model.build)
         batches = batches.map(
-            lambda f: to_model_inputs(f, pairs, electra), num_parallel_calls=tf.data.AUTOTUNE
+            lambda f: to_model_inputs(f, pairs, electra, positions), num_parallel_calls=tf.data.AUTOTUNE
         )
     return batches.prefetch(tf.data.AUTOTUNE)
