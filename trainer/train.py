@@ -281,27 +281,11 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
 
 def run(args):
     """``mlmprep train`` with its parsed flags (``flags.train_parser``)."""
-    config = TrainConfig(
-        data_dir=args.data,
-        output_dir=args.output,
-        model=args.model,
-        steps=args.steps,
-        batch_size=args.batch_size,
-        learning_rate=args.learning_rate,
-        warmup_steps=args.warmup_steps,
-        warmup_fraction=args.warmup_fraction,
-        weight_decay=args.weight_decay,
-        adam_beta2=args.adam_beta2,
-        adam_epsilon=args.adam_epsilon,
-        checkpoint_every=args.checkpoint_every,
-        eval_batches=args.eval_batches,
-        dynamic_masking=args.dynamic_masking,
-        masking={name: getattr(args, name) for name in masking_lib.FIELDS},
-        objective=args.objective,
-        generator_fraction=args.generator_fraction,
-        seed=args.seed,
-        early_stopping_patience=args.early_stopping_patience,
-    )
+    given = vars(args)
+    # The flags are TrainConfig's fields by name, but for the folders' and the masking's (one dict).
+    named = {f.name: given[f.name] for f in dataclasses.fields(TrainConfig) if f.name in given}
+    named["masking"] = {name: given[name] for name in masking_lib.FIELDS}
+    config = TrainConfig(**named, data_dir=args.data, output_dir=args.output)
     history = train(config)
     if history:
         last = history[-1]
