@@ -236,7 +236,7 @@ def test_pairs_are_byte_identical_with_one_and_two_workers(tmp_path, real_data, 
             "--max_seq_length of at least 6",
         ),
         (["--sentence_pairs=nsp", "--short_seq_prob=1.5"], "--short_seq_prob must be in [0, 1]"),
-        (["--sentence_pairs=pairs"], "invalid choice: 'pairs'"),
+        (["--sentence_pairs=pairs"], "--sentence_pairs must be one of none, nsp, sop, got pairs"),
     ],
 )
 def test_pair_flags_that_cannot_work_are_one_line_and_exit_2(tmp_path, real_data, bert_vocab, flags, message):

@@ -278,7 +278,7 @@ def test_bad_span_flags_are_one_line_each(tmp_path, real_data, bert_vocab):
         ("--masking=span", "--max_span_words=0"): "--max_span_words must be at least 1",
         ("--masking=span", "--whole_word_masking"): "contradicts --masking span",
         ("--masking=none", "--dupe_factor=2"): "writes identical copies",
-        ("--masking=chunks",): "invalid choice: 'chunks'",
+        ("--masking=chunks",): "--masking must be one of token, word, span, none, got chunks",
     }
     for i, (flags, message) in enumerate(cases.items()):
         done = _cli("run", *common, f"--output={tmp_path / str(i)}", *flags)

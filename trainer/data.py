@@ -10,13 +10,14 @@ import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline.errors import UsageError
 from mlmprep.trainer.model import MLM_OUTPUT, PAIR_OUTPUT
 from mlmprep.transforms import keys, pack
 from mlmprep.transforms.mask import MaskingConfig, mask_batch
 
 
-class DataError(ValueError):
-    """The data directory cannot feed this model (no manifest, wrong shapes, ...)."""
+class DataError(UsageError):
+    """The data directory cannot feed this model (no manifest, wrong shapes, ...): the user's one line."""
 
 
 def read_manifest(data_dir: str) -> manifest_lib.Manifest:
