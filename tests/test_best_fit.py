@@ -91,6 +91,7 @@ def _batches(output, manifest, fmt):
     return out
 
 
+@pytest.mark.slow
 def test_best_fit_fills_sequences_and_verify_checks_each_piece(packed):
     _, runs = packed
     utilization = {}
@@ -116,6 +117,7 @@ def test_best_fit_fills_sequences_and_verify_checks_each_piece(packed):
             )
 
 
+@pytest.mark.slow
 def test_best_fit_position_ids_in_both_formats_mark_every_document(packed, bert_vocab):
     corpus, runs = packed
     output, manifest = runs["best_fit"]
@@ -147,6 +149,7 @@ def test_best_fit_position_ids_in_both_formats_mark_every_document(packed, bert_
     assert seen == collections.Counter(map(tuple, pieces))  # every document in pieces, none lost or invented
 
 
+@pytest.mark.slow
 def test_best_fit_is_byte_identical_with_one_and_two_workers(tmp_path, real_data, bert_vocab):
     args = (
         f"--input={real_data / 'corpora' / 'tiny' / '*.txt'}", f"--tokenizer={bert_vocab}",
@@ -158,6 +161,7 @@ def test_best_fit_is_byte_identical_with_one_and_two_workers(tmp_path, real_data
     assert one["counts"]["splits"]["train"]["pieces"] > 2 * one["counts"]["splits"]["train"]["sequences"]
 
 
+@pytest.mark.slow
 def test_verify_finds_broken_position_ids_and_unframed_pieces(packed, tmp_path):
     _, runs = packed
     output, manifest = runs["best_fit"]
@@ -192,6 +196,7 @@ def _run(*args):
     )
 
 
+@pytest.mark.slow
 def test_packing_flags_that_cannot_work_are_one_line_and_exit_2(tmp_path, real_data, bert_vocab):
     common = [f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}", f"--tokenizer={bert_vocab}"]
     for flags, message in (
@@ -226,6 +231,7 @@ def test_a_frame_longer_than_the_sequence_allows_is_refused(tmp_path, real_data)
     assert done.returncode == 2 and "--max_seq_length must be at least 5" in done.stderr, done.stderr
 
 
+@pytest.mark.slow
 def test_the_prediction_cap_follows_the_length_and_a_cap_that_cuts_the_rate_is_a_warning(
     tmp_path, real_data, bert_vocab
 ):

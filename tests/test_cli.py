@@ -52,6 +52,7 @@ def _one_line_error(done, *words):
         ({"--tokenizer": "/nonexistent/vocab.txt"}, ["--tokenizer"]),
     ],
 )
+@pytest.mark.slow
 def test_bad_flag_values(good, change, words, tmp_path):
     args = [a for a in good if a.split("=")[0] not in change]
     args += [f"{k}={v}" for k, v in change.items()]
@@ -75,6 +76,7 @@ def test_missing_required_flag(good):
     _one_line_error(mlmprep("run", *[a for a in good if not a.startswith("--output")]), "--output")
 
 
+@pytest.mark.slow
 def test_existing_output_refused_then_replaced_with_overwrite(good, tmp_path):
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "train-00000-of-00001.tfrecord").write_text("stale")
@@ -96,6 +98,7 @@ def test_unknown_command():
     _one_line_error(done, "frobnicate")
 
 
+@pytest.mark.slow
 def test_worker_processes_run_without_warnings(good):
     """The DirectRunner's worker processes start with two harmless warnings each; users see none."""
     done = mlmprep("run", *good, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
@@ -108,6 +111,7 @@ BEAM_COMMANDS = {"run", "demo", "train-tokenizer"}  # the job, and train-tokeniz
 
 
 @pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.slow
 def test_every_commands_help_prints_only_its_help(command):
     from mlmprep.pipeline import cli
 
@@ -140,6 +144,7 @@ def test_a_trainer_usage_mistake_is_one_line_before_tensorflow_loads(command):
     assert "tensorflow" not in done.stderr.lower() and "cuda" not in done.stderr.lower()
 
 
+@pytest.mark.slow
 def test_train_tokenizer_writes_a_folder_for_a_name_without_json(corpus, tmp_path):
     from mlmprep.pipeline.train_tokenizer import tokenizer_path
 
@@ -162,6 +167,7 @@ def test_train_tokenizer_writes_a_folder_for_a_name_without_json(corpus, tmp_pat
     )
 
 
+@pytest.mark.slow
 def test_run_takes_the_folder_train_tokenizer_wrote(corpus, tmp_path):
     done = mlmprep("train-tokenizer", f"--input={corpus}", "--output=tok", "--vocab_size=120", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
@@ -188,6 +194,7 @@ def test_a_model_folder_without_a_model_is_one_line(command, tmp_path):
     _one_line_error(mlmprep(command, f"--model={tmp_path}", *rest), "holds no trained model")
 
 
+@pytest.mark.slow
 def test_training_and_exporting_print_no_library_warnings(kjv_data, tmp_path):
     """A normal run's stderr is empty: no Keras UserWarning, no TensorFlow C++ start-up log."""
     pytest.importorskip("keras_hub")

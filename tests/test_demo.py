@@ -1,6 +1,11 @@
 import subprocess
 import sys
 
+import pytest
+
+# Every test here runs the job or trains a model: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 
 def test_demo_runs_on_what_python_ships(tmp_path):
     done = subprocess.run(

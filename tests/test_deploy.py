@@ -104,6 +104,7 @@ def _warnings(stderr: str) -> list[str]:
     return [line for line in stderr.splitlines() if "differ from this environment" in line]
 
 
+@pytest.mark.slow
 def test_a_remote_job_whose_workers_pins_differ_says_so_in_one_line(tmp_path, bert_vocab):
     pytest.importorskip("apache_beam.runners.dataflow.internal.apiclient", reason="needs apache-beam[gcp]")
     text = (DEPLOY / "requirements.txt").read_text()
@@ -144,6 +145,7 @@ def _dockerfile_copies() -> list[tuple[list[str], str]]:
     return copies
 
 
+@pytest.mark.slow
 def test_the_image_installs_from_exactly_what_the_dockerfile_copies(tmp_path):
     context = tmp_path / "workdir"
     context.mkdir()
@@ -213,6 +215,7 @@ def _airflow(home, *args) -> str:
 
 
 @needs_airflow
+@pytest.mark.slow
 def test_airflow_loads_the_dag_without_import_errors(tmp_path):
     loaded = json.loads(_airflow(tmp_path, "-c", _LOAD_DAGS, str(DAG_FILE.parent)))
     assert loaded == {
@@ -223,6 +226,7 @@ def test_airflow_loads_the_dag_without_import_errors(tmp_path):
 
 
 @needs_airflow
+@pytest.mark.slow
 def test_airflow_builds_then_skips_an_unchanged_corpus_then_rebuilds_an_edited_one(
     tmp_path, real_data, bert_vocab
 ):
@@ -298,6 +302,7 @@ def test_fingerprint_changes_with_a_files_content_or_time_and_not_otherwise(tmp_
     assert current() == edited  # the same content and time: the same build
 
 
+@pytest.mark.slow
 def test_fingerprint_skips_unchanged_builds_and_rebuilds_changed_ones(tmp_path, bert_vocab):
     corpus = tmp_path / "corpus"
     corpus.mkdir()

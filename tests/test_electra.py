@@ -54,6 +54,7 @@ def test_the_generator_is_a_fraction_of_the_discriminator():
     )
 
 
+@pytest.mark.slow
 def test_a_tiny_electra_learns_to_tell_replaced_tokens(electra_trained):
     out, history = electra_trained
     start, end = history[0], history[-1]
@@ -87,6 +88,7 @@ def test_a_tiny_electra_learns_to_tell_replaced_tokens(electra_trained):
     assert (out / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_the_discriminator_learns_fast_against_a_generator_left_at_its_start(kjv_data):
     """With the generator frozen at initialization (replacements near uniform over the vocabulary), the
     discriminator's AUC passes 0.7 within 100 steps (0.75 here): the machinery learns; only the task gets
@@ -113,6 +115,7 @@ def test_the_discriminator_learns_fast_against_a_generator_left_at_its_start(kjv
     assert before < 0.6 and after > 0.7
 
 
+@pytest.mark.slow
 def test_an_exported_electra_is_two_transformers_models_with_the_keras_logits(
     electra_trained, tmp_path, kjv_data
 ):
@@ -171,6 +174,7 @@ def test_an_exported_electra_is_two_transformers_models_with_the_keras_logits(
     assert len(fill("and god said let there be [MASK]")) == 5
 
 
+@pytest.mark.slow
 def test_electra_trains_from_unmasked_shards_masking_on_the_fly(tmp_path, real_data, kjv_data):
     out = tmp_path / "none"
     run_job(
@@ -190,6 +194,7 @@ def test_electra_trains_from_unmasked_shards_masking_on_the_fly(tmp_path, real_d
     assert history[-1]["step"] == 3 and "val_discriminator_auc" in history[-1]
 
 
+@pytest.mark.slow
 def test_bad_electra_flags_are_one_line_each(kjv_data, tmp_path, electra_trained):
     for fraction in ("1.5", "0"):
         done = _cli("train", f"--data={kjv_data}", f"--output={tmp_path / fraction}", "--objective=electra",

@@ -56,6 +56,7 @@ def _rows(output: pathlib.Path, manifest: dict, fmt: str, frame=None):
     return batches
 
 
+@pytest.mark.slow
 def test_the_manifest_names_the_familys_roles_and_frames(family):
     name, _, (_, manifest), (_, pairs) = family
     entry = manifest["tokenizer"]
@@ -67,6 +68,7 @@ def test_the_manifest_names_the_familys_roles_and_frames(family):
     assert pairs["tokenizer"] == entry
 
 
+@pytest.mark.slow
 def test_verify_passes_with_exact_counts_and_80_10_10(family):
     for output, manifest in family[2:]:
         report = verify.verify(str(output))
@@ -78,6 +80,7 @@ def test_verify_passes_with_exact_counts_and_80_10_10(family):
         assert abs(shares[0] - 0.8) < 0.03 and abs(shares[1] - 0.1) < 0.02 and abs(shares[2] - 0.1) < 0.02
 
 
+@pytest.mark.slow
 def test_no_token_is_lost_invented_or_special_and_parquet_equals_tfrecord(family, corpus):
     name, path, (output, manifest), _ = family
     text = path.read_text(encoding="utf-8")
@@ -121,6 +124,7 @@ def _own_pair_frame(tokenizer) -> list:
     return frame
 
 
+@pytest.mark.slow
 def test_sop_pairs_are_framed_as_the_tokenizer_frames_pairs(family):
     _, path, _, (output, manifest) = family
     tokenizer = tokenize.load_tokenizer(path.read_text(encoding="utf-8"))
@@ -147,6 +151,7 @@ def test_sop_pairs_are_framed_as_the_tokenizer_frames_pairs(family):
         assert types[:n].tolist() == expected_types and not types[n:].any()
 
 
+@pytest.mark.slow
 def test_whole_words_follow_the_tokenizers_own_pre_tokenization(family, corpus):
     """A word is a run of tokens with one ``Encoding.word_ids`` value (``##`` pieces, byte-level ``Ġ`` or
     Metaspace ``▁`` alike): its tokens are selected together with one 80/10/10 decision; blank tokens
@@ -217,6 +222,7 @@ def family_paths(corpus, tmp_path_factory):
     return paths
 
 
+@pytest.mark.slow
 def test_unusable_tokenizers_are_one_line_naming_what_is_missing(tmp_path, corpus, family_paths):
     run = ["run", f"--input={corpus[0]}", f"--output={tmp_path / 'out'}"]
     not_json = tmp_path / "notes.json"

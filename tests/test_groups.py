@@ -44,6 +44,7 @@ def _shards(manifest, output):
     ],
     ids=["document", "concat"],
 )
+@pytest.mark.slow
 def test_shuffle_and_run_files_write_the_same_bytes(tmp_path, corpus, bert_vocab, flags):
     args = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}", *flags]
     shuffled = run_job(tmp_path / "shuffle", *args, "--grouping=shuffle")
@@ -55,6 +56,7 @@ def test_shuffle_and_run_files_write_the_same_bytes(tmp_path, corpus, bert_vocab
         assert not (tmp_path / output / planning.TEMP_DIR).exists()
 
 
+@pytest.mark.slow
 def test_retried_bundles_leave_no_trace(tmp_path, corpus, bert_vocab):
     args = [f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}", "--num_shards=3", "--grouping=run_files"]
     plain = run_job(tmp_path / "plain", *args)
@@ -107,6 +109,7 @@ def _measure_shuffles(p, out_file):
 
 
 @pytest.mark.parametrize("packing", ["document", "concat"])
+@pytest.mark.slow
 def test_no_text_and_no_records_cross_a_shuffle_on_the_local_runner(tmp_path, corpus, bert_vocab, packing):
     text_bytes = sum(p.stat().st_size for p in corpus.glob("*.txt"))
     argv = [f"--input={corpus}/*.txt", f"--output={tmp_path / 'out'}", f"--tokenizer={bert_vocab}"]

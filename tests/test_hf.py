@@ -10,6 +10,9 @@ import pytest
 
 from conftest import run_job
 
+# Every test here runs the job or trains a model: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 torch = pytest.importorskip("torch", reason="PyTorch is not installed (the [hf] extra)")
 transformers = pytest.importorskip("transformers", reason="transformers is not installed (the [hf] extra)")
 datasets = pytest.importorskip("datasets", reason="datasets is not installed (the [hf] extra)")

@@ -32,6 +32,7 @@ def _hashes(manifest):
     return sorted(s["sha256"] for s in manifest["shards"])
 
 
+@pytest.mark.slow
 def test_every_format_and_compression_reads_the_same_documents(tmp_path, real_data, bert_vocab):
     docs = _tiny_documents(real_data)
     text = "\n\n".join(docs) + "\n"
@@ -118,6 +119,7 @@ def test_documents_are_cut_into_bounded_pieces_at_whitespace():
     assert all(p.startswith((" ", "\n")) for p in pieces[1:]), "cut at whitespace, never inside a word"
 
 
+@pytest.mark.slow
 def test_deduplication_exact_and_deterministic(tmp_path, bert_vocab):
     docs = ["the quick brown fox", "the  quick brown\nfox", "a different one", "the quick brown fox"]
     (tmp_path / "a.txt").write_text("\n\n".join(docs) + "\n")
@@ -171,6 +173,7 @@ def test_split_is_stable_when_the_corpus_grows(tmp_path, real_data, bert_vocab):
     assert len(before) > 60 and moved == []
 
 
+@pytest.mark.slow
 def test_fifty_megabyte_line_completes_in_bounded_memory(tmp_path, bert_vocab):
     words = ("lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod " * 8).encode()
     with open(tmp_path / "line.txt", "wb") as f:
@@ -322,6 +325,7 @@ def test_an_io_error_in_a_parquet_range_fails_the_read_for_a_retry(tmp_path, rea
             list(DocumentSource(FileSystems.open, text_field="body").batches(r))
 
 
+@pytest.mark.slow
 def test_a_parquet_file_of_row_groups_read_by_two_workers_gives_the_same_shards(
     tmp_path, real_data, bert_vocab
 ):

@@ -12,6 +12,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.transforms.text_input import iter_documents
 from mlmprep.transforms.tokenize import encode_batch, load_tokenizer, tokenizer_json
 
@@ -74,6 +75,7 @@ def kjv(tmp_path_factory, real_data, bert_vocab):
     return corpus, out, manifest
 
 
+@pytest.mark.slow
 def test_tfrecords_parse_with_bert_spec_and_unmask_to_the_documents(kjv, bert_vocab):
     corpus, out, manifest = kjv
     chunks = _document_chunks(corpus, bert_vocab)
@@ -90,6 +92,7 @@ def test_tfrecords_parse_with_bert_spec_and_unmask_to_the_documents(kjv, bert_vo
     assert manifest["counts"]["documents_read"] == len(chunks) == 1189
 
 
+@pytest.mark.slow
 def test_every_sequence_is_cls_body_sep_padding_with_valid_masks(kjv):
     _, out, manifest = kjv
     special = set(manifest["tokenizer"]["special_ids"].values())
@@ -104,6 +107,7 @@ def test_every_sequence_is_cls_body_sep_padding_with_valid_masks(kjv):
         assert np.all(row["masked_lm_positions"][:k] < n - 1) and np.all(row["masked_lm_positions"][:k] > 0)
 
 
+@pytest.mark.slow
 def test_parquet_rows_equal_tfrecord_rows(kjv):
     _, out, _ = kjv
     for split in ("train", "validation"):
@@ -126,9 +130,10 @@ def test_parquet_rows_equal_tfrecord_rows(kjv):
             assert np.sum(labels != -100) == k
 
 
+@pytest.mark.slow
 def test_manifest_counts_equal_what_the_shards_hold(kjv):
     _, out, manifest = kjv
-    assert manifest["format_version"] == 1
+    assert manifest["format_version"] == manifest_lib.FORMAT_VERSION == 2
     assert manifest["settings"]["max_seq_length"] == MAX_SEQ and manifest["settings"]["random_seed"] == 12345
     assert manifest["tokenizer"]["special_ids"] == {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
     assert manifest["tokenizer"]["vocab_size"] == 30522
@@ -161,6 +166,7 @@ def test_manifest_counts_equal_what_the_shards_hold(kjv):
         assert c["tokens"] == sum(s["tokens"] for s in files)
 
 
+@pytest.mark.slow
 def test_tokenizer_json_gives_the_same_shards_as_vocab_txt(kjv, tmp_path, bert_tokenizer_json):
     corpus, out, manifest = kjv
     again = run_job(
@@ -199,6 +205,7 @@ def test_byte_identical_across_runs_and_worker_counts(tmp_path, tiny, bert_vocab
     assert set(_shard_hashes(other_seed).values()).isdisjoint(_shard_hashes(one).values())
 
 
+@pytest.mark.slow
 def test_dupe_factor_writes_differently_masked_copies(tmp_path, tiny, bert_vocab):
     args = (f"--input={tiny}", f"--tokenizer={bert_vocab}")
     single = run_job(tmp_path / "one", *args, num_shards=2)
@@ -247,6 +254,7 @@ def test_concat_packing_keeps_every_token_and_fills_sequences(tmp_path, tiny, be
     assert got == expected
 
 
+@pytest.mark.slow
 def test_workers_never_import_tensorflow(tmp_path, tiny, bert_vocab):
     script = (
         "import sys\n"
@@ -344,6 +352,7 @@ def test_every_shard_is_written_when_records_are_fewer_or_none(tmp_path, bert_vo
     assert max(s["records"] for s in manifest["shards"]) == min(records, 1)  # balanced: one record at most
 
 
+@pytest.mark.slow
 def test_shard_count_from_target_size(tmp_path, tiny, bert_vocab):
     small = run_job(tmp_path / "a", f"--input={tiny}", f"--tokenizer={bert_vocab}", target_shard_mb=0.1)
     files = [s for s in small["shards"] if s["format"] == "tfrecord"]

@@ -36,6 +36,7 @@ BEAM_FREE = [
 ]
 
 
+@pytest.mark.slow
 def test_the_core_and_the_output_readers_never_import_beam():
     """One fresh interpreter imports them one by one (TensorFlow loads once): the first to bring Beam in
     is named."""
@@ -86,6 +87,7 @@ def _loaded(argv: list[str]) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow
 def test_the_commands_that_read_an_output_or_train_never_load_beam(tmp_path, real_data, bert_vocab):
     """Only run, demo and train-tokenizer need Apache Beam; the rest run without it, for real."""
     pytest.importorskip("tensorflow")

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from mlmprep.pipeline import manifest, planning, verify
 
 from conftest import run_job
@@ -16,6 +18,7 @@ def _files(out) -> dict[str, bytes]:
     return {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
 
 
+@pytest.mark.slow
 def test_a_rerun_killed_midway_leaves_the_previous_build_whole(tmp_path, real_data, bert_vocab):
     out = tmp_path / "out"
     small = real_data / "corpora" / "small"
@@ -119,6 +122,7 @@ def test_stale_files_are_other_builds_and_never_the_users():
     assert "tokenizer.json" not in manifest.stale_files(names, keep - {"tokenizer.json"}, None)
 
 
+@pytest.mark.slow
 def test_the_outputs_own_tokenizer_can_build_over_it_again_and_again(tmp_path, real_data, bert_vocab):
     out = tmp_path / "out"
     inputs = f"--input={real_data / 'corpora' / 'tiny' / 'kjv.txt'}"

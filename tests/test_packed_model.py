@@ -10,6 +10,9 @@ import pytest
 
 from conftest import REPO, run_job, shard_files
 
+# Every test here runs the job or trains a model: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 keras = pytest.importorskip("keras")
 pytest.importorskip("keras_hub")
 

@@ -152,6 +152,7 @@ def _sample(items, n=1500):
     return [items[i] for i in rng.choice(len(items), min(n, len(items)), replace=False)]
 
 
+@pytest.mark.slow
 def test_nsp_pairs_of_a_real_corpus(tmp_path, real_data, bert_vocab, kjv_tokens):
     out = tmp_path / "nsp"
     manifest = run_job(
@@ -183,6 +184,7 @@ def test_nsp_pairs_of_a_real_corpus(tmp_path, real_data, bert_vocab, kjv_tokens)
     assert verify.verify(str(out)).problems == []
 
 
+@pytest.mark.slow
 def test_sop_pairs_are_consecutive_and_swapped_half_the_time(tmp_path, real_data, bert_vocab, kjv_tokens):
     out = tmp_path / "sop"
     run_job(
@@ -207,6 +209,7 @@ def test_sop_pairs_are_consecutive_and_swapped_half_the_time(tmp_path, real_data
     assert report.problems == [] and report.pair_labels == np.bincount(labels).tolist()
 
 
+@pytest.mark.slow
 def test_pairs_are_byte_identical_with_one_and_two_workers(tmp_path, real_data, bert_vocab):
     args = [
         f"--input={real_data / 'corpora' / 'tiny' / '*.txt'}",
@@ -249,6 +252,7 @@ def test_pair_flags_that_cannot_work_are_one_line_and_exit_2(tmp_path, real_data
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_verify_finds_broken_pairs(tmp_path, real_data, bert_vocab):
     out = tmp_path / "nsp"
     run_job(

@@ -87,6 +87,7 @@ def _run(tmp_path, *args):
     return done.stdout
 
 
+@pytest.mark.slow
 def test_the_summary_warns_of_unk_padding_and_empty_shards(tmp_path, real_data, bert_vocab):
     tiny = real_data / "corpora" / "tiny"
     # Chinese fortunes with an English vocabulary: half [UNK], short documents: half padding.

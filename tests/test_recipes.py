@@ -92,6 +92,7 @@ def test_a_run_by_recipe_records_it_and_the_report_shows_it(tmp_path, real_data,
     assert "<td>--sentence_pairs</td><td>nsp</td><td>the recipe</td>" in page
 
 
+@pytest.mark.slow
 def test_modernbert_writes_unmasked_best_fit_rows_with_its_rate_for_training(tmp_path, real_data, bert_vocab):
     """ModernBERT's data: 1,024-token best-fit rows, no masks, and its 30% (Bernoulli) for the trainer."""
     out = tmp_path / "mb"
@@ -235,6 +236,7 @@ def test_a_recipes_name_leaves_the_fingerprint_as_its_flags_typed():
     assert fingerprint.fingerprint({**config, "span_lengths": "harmonic"}, [], "t") != plain
 
 
+@pytest.mark.slow
 def test_albert_is_the_same_with_one_and_two_workers_and_verifies(tmp_path, real_data, bert_vocab):
     """ALBERT's recipe (SOP pairs, harmonic n-grams of up to 3 words): byte-identical shards with one and
     two workers, verify passes, and the n-grams are 1 to 3 words, the shorter the more."""

@@ -71,6 +71,7 @@ def reported(tmp_path_factory, real_data, bert_vocab):
     return root / "out", manifest, page
 
 
+@pytest.mark.slow
 def test_the_page_holds_the_counts_plots_warnings_and_examples(reported):
     out, manifest, page = reported
     parsed = _Page()
@@ -102,6 +103,7 @@ def test_the_page_holds_the_counts_plots_warnings_and_examples(reported):
 
 
 @pytest.mark.skipif(shutil.which("chromium") is None, reason="no Chromium (apt-get install chromium)")
+@pytest.mark.slow
 def test_the_plots_render_in_a_headless_browser(reported, tmp_path):
     _, _, page = reported
     shot = tmp_path / "page.png"

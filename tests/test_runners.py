@@ -129,6 +129,7 @@ def test_exit_freezes_the_heap_once_asked_and_importing_asks_nothing():
         assert done.stdout.splitlines() == ["last registered False", f"before {frozen}"]
 
 
+@pytest.mark.slow
 def test_portable_runner_with_external_workers_gives_identical_shards(
     tmp_path, worker_pool, real_data, bert_vocab
 ):

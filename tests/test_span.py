@@ -177,6 +177,7 @@ def span_output(tmp_path_factory, real_data, bert_vocab):
     return out, manifest
 
 
+@pytest.mark.slow
 def test_a_span_masked_output_verifies_and_its_histogram_has_the_geometric_shape(span_output):
     out, manifest = span_output
     assert manifest["settings"]["masking"] == "span" and "whole_word_masking" not in manifest["settings"]
@@ -225,6 +226,7 @@ def test_verify_catches_scattered_predictions_posing_as_spans(tmp_path, real_dat
     assert "runs of consecutive predictions" in problems and "not contiguous" in problems
 
 
+@pytest.mark.slow
 def test_span_masking_is_the_same_with_one_and_two_workers(tmp_path, real_data, bert_vocab):
     common = [
         f"--input={real_data / 'corpora' / 'small' / 'jargon.txt'}",
@@ -263,6 +265,7 @@ def _cli(*args):
     )
 
 
+@pytest.mark.slow
 def test_bad_span_flags_are_one_line_each(tmp_path, real_data, bert_vocab):
     corpus = real_data / "corpora" / "tiny" / "fortunes_en.txt"
     common = [f"--input={corpus}", f"--tokenizer={bert_vocab}"]

@@ -43,6 +43,7 @@ def unigram_cross_entropy(data_dir) -> float:
     return float(-np.mean(np.log(counts[val_ids] / counts.sum())))
 
 
+@pytest.mark.slow
 def test_validation_loss_falls_well_below_start_and_unigram_baseline(trained, kjv_data):
     out, history = trained
     assert [h["step"] for h in history] == [0, 100, 200, 300, 400]
@@ -68,6 +69,7 @@ def test_validation_loss_falls_well_below_start_and_unigram_baseline(trained, kj
     assert list((out / "logs").rglob("events.out.tfevents.*")), "TensorBoard logs"
 
 
+@pytest.mark.slow
 def test_fill_mask_top_k(trained):
     out, _ = trained
     model, tokenizer, manifest = load(str(out))
@@ -125,6 +127,7 @@ class _Record(keras.callbacks.Callback):
         self.last = [np.array(v) for v in self.model.optimizer.variables]
 
 
+@pytest.mark.slow
 def test_resume_continues_from_the_last_checkpoint_with_its_optimizer_state(kjv_data, tmp_path):
     config = TrainConfig(
         data_dir=str(kjv_data), output_dir=str(tmp_path / "m"), steps=40, checkpoint_every=20, warmup_steps=5
@@ -144,6 +147,7 @@ def test_resume_continues_from_the_last_checkpoint_with_its_optimizer_state(kjv_
     assert (tmp_path / "m" / "model.keras").exists()
 
 
+@pytest.mark.slow
 def test_any_number_of_steps_evaluates_at_the_last_and_a_resumed_run_sees_the_same_batches(
     kjv_data, tmp_path
 ):
@@ -171,6 +175,7 @@ def test_any_number_of_steps_evaluates_at_the_last_and_a_resumed_run_sees_the_sa
     assert not np.array_equal(first_batch(20)[0], first_batch(40)[0])
 
 
+@pytest.mark.slow
 def test_data_that_does_not_match_the_model_is_refused(kjv_data, trained, tmp_path, real_data, bert_vocab):
     other = tmp_path / "other"
     run_job(
@@ -208,6 +213,7 @@ def test_data_that_does_not_match_the_model_is_refused(kjv_data, trained, tmp_pa
     assert "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_dynamic_masking_keeps_the_pipeline_invariants(kjv_data):
     special = {0, 1, 2, 3, 4}  # the trained tokenizer's [PAD] [UNK] [CLS] [SEP] [MASK]
     stored = data_lib.make_dataset(str(kjv_data), "train", batch_size=256, training=False, model_inputs=False)
@@ -277,6 +283,7 @@ def test_data_the_trainer_cannot_use_is_refused(tmp_path, real_data, bert_vocab)
         )
 
 
+@pytest.mark.slow
 def test_on_sentence_pairs_the_pair_head_learns_beside_the_masked_lm(pairs_trained):
     out, history = pairs_trained
     assert [h["step"] for h in history] == [0, 100, 200]
@@ -294,6 +301,7 @@ def test_on_sentence_pairs_the_pair_head_learns_beside_the_masked_lm(pairs_train
     assert len(candidates) == 3
 
 
+@pytest.mark.slow
 def test_early_stopping_keeps_the_best_checkpoint_of_a_run_made_to_overfit(tmp_path, real_data):
     """A tiny model on 30 KJV chapters with a high learning rate overfits within a few hundred steps."""
     import keras

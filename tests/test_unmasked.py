@@ -7,6 +7,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from mlmprep.pipeline.errors import UsageError
 from mlmprep.transforms import decode
 
 from conftest import run_job, shard_files
@@ -15,6 +16,9 @@ tf = pytest.importorskip("tensorflow")
 
 from mlmprep.trainer import data as data_lib  # noqa: E402
 from mlmprep.trainer.masking import MaskingError, resolve  # noqa: E402
+
+# Every test here runs the job or trains a model: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
 
 SEED = 7
 
@@ -168,10 +172,11 @@ def test_unmasked_data_needs_the_trainer_to_mask_and_masked_data_refuses_word_ma
     for flags, message in (
         ({"span_p": 0.0}, "--span_p must be in (0, 1]"),
         ({"max_span_words": 0}, "--max_span_words must be at least 1"),
-        ({"mask_token_ratio": 0.9, "random_token_ratio": 0.2}, "add up to at most 1"),
+        ({"mask_token_ratio": 0.9, "random_token_ratio": 0.2}, "--random_token_ratio must be at most 1"),
         ({"masked_lm_prob": 1.5}, "--masked_lm_prob must be in (0, 1]"),
     ):
-        with pytest.raises(MaskingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        # The job's own checks of its masking settings: a UsageError, the user's one line.
+        with pytest.raises(UsageError, match=message.replace("(", r"\(").replace(")", r"\)")):
             resolve(none_manifest, flags, dynamic=False)
     with pytest.raises(data_lib.DataError, match="unmasked"):
         data_lib.make_dataset(str(outputs["none"][0]), "train", batch_size=8)

@@ -54,6 +54,7 @@ def _refresh_sha(out, name):
     )
 
 
+@pytest.mark.slow
 def test_good_output_passes(good):
     done = cli("verify", str(good))
     assert done.returncode == 0, done.stdout
@@ -64,6 +65,7 @@ def test_good_output_passes(good):
     assert abs(float(fractions["mask"]) - 0.8) < 0.05
 
 
+@pytest.mark.slow
 def test_flipped_byte_fails(copy):
     name = "train-00000-of-00002.tfrecord"
     data = bytearray((copy / name).read_bytes())
@@ -77,24 +79,28 @@ def test_flipped_byte_fails(copy):
     assert done.returncode == 1 and "CRC mismatch" in done.stdout
 
 
+@pytest.mark.slow
 def test_manifest_record_count_wrong_fails(copy):
     _rewrite_manifest(copy, lambda m: m["shards"][0].update(records=m["shards"][0]["records"] + 1))
     done = cli("verify", str(copy))
     assert done.returncode == 1 and "records, the manifest says" in done.stdout
 
 
+@pytest.mark.slow
 def test_manifest_split_counts_wrong_fails(copy):
     _rewrite_manifest(copy, lambda m: m["counts"]["splits"]["train"].update(tokens=1))
     done = cli("verify", str(copy))
     assert done.returncode == 1 and "tokens" in done.stdout
 
 
+@pytest.mark.slow
 def test_missing_shard_fails(copy):
     (copy / "validation-00000-of-00001.parquet").unlink()
     done = cli("verify", str(copy))
     assert done.returncode == 1 and "validation-00000-of-00001.parquet: cannot be read" in done.stdout
 
 
+@pytest.mark.slow
 def test_special_token_selected_fails(copy):
     name = "train-00001-of-00002.tfrecord"
     with open(copy / name, "rb") as f:
@@ -110,6 +116,7 @@ def test_special_token_selected_fails(copy):
     assert "hold different rows" in done.stdout  # the Parquet twin was left alone
 
 
+@pytest.mark.slow
 def test_parquet_row_changed_fails(copy):
     name = "train-00000-of-00002.parquet"
     table = pq.read_table(copy / name)
@@ -126,6 +133,7 @@ def test_verify_of_a_directory_without_manifest_is_a_usage_error(tmp_path):
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_inspect_shows_masked_examples(good):
     done = cli("inspect", str(good), "-n", "2")
     assert done.returncode == 0, done.stderr
@@ -133,12 +141,14 @@ def test_inspect_shows_masked_examples(good):
     assert "[MASK→" in done.stdout and "[CLS]" in done.stdout
 
 
+@pytest.mark.slow
 def test_verify_without_tokenizer_is_a_usage_error(copy):
     (copy / "tokenizer.json").unlink()
     done = cli("verify", str(copy))
     assert done.returncode == 2 and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_parquet_row_groups_of_any_size_are_compared_slice_by_slice(copy):
     name = "train-00000-of-00002.parquet"
     table = pq.read_table(copy / name)
@@ -149,6 +159,7 @@ def test_parquet_row_groups_of_any_size_are_compared_slice_by_slice(copy):
     assert done.returncode == 0, done.stdout
 
 
+@pytest.mark.slow
 def test_a_parquet_twin_missing_its_last_rows_fails(copy):
     name = "train-00000-of-00002.parquet"
     table = pq.read_table(copy / name)
@@ -170,6 +181,7 @@ def _zero_documents(manifest):
         split["documents"] = 0
 
 
+@pytest.mark.slow
 def test_a_manifest_of_sequences_from_no_documents_fails(copy):
     # What a runner that drops a DoFn's finish_bundle outputs (where counts are emitted) would leave:
     # every count adds up, but nothing was read.
@@ -194,6 +206,7 @@ def test_a_manifest_of_sequences_from_no_documents_fails(copy):
         (lambda m: m["counts"]["splits"].pop("validation"), "shards of split validation, which its counts"),
     ],
 )  # fmt: skip
+@pytest.mark.slow
 def test_manifest_counts_that_disagree_with_each_other_fail(copy, change, message):
     _rewrite_manifest(copy, change)
     done = cli("verify", str(copy))
@@ -209,12 +222,14 @@ def test_manifest_counts_that_disagree_with_each_other_fail(copy, change, messag
         lambda m: m.pop("shards"),
     ],
 )
+@pytest.mark.slow
 def test_a_manifest_missing_its_fields_is_a_usage_error(copy, damage):
     _rewrite_manifest(copy, damage)
     done = cli("verify", str(copy))
     assert done.returncode == 2 and "Traceback" not in done.stderr and "no usable manifest" in done.stderr
 
 
+@pytest.mark.slow
 def test_an_unknown_format_version_is_a_clear_usage_error(copy):
     _rewrite_manifest(copy, lambda m: m.update(format_version=99))
     for command in ("verify", "inspect"):
@@ -223,6 +238,7 @@ def test_an_unknown_format_version_is_a_clear_usage_error(copy):
         assert "format_version 99; this mlmprep reads 1, 2" in done.stderr
 
 
+@pytest.mark.slow
 def test_an_output_written_before_the_settings_were_typed_still_reads(copy):
     """format_version 1 kept the run's options as "config", with --whole_word_masking beside --masking:
     verify and inspect read it into the same typed settings."""

@@ -14,6 +14,9 @@ from mlmprep.transforms.tokenize import encode_with_word_starts, load_tokenizer,
 
 from conftest import run_job
 
+# Every test here runs the job or trains a model: the quick loop (-m 'not slow') leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory, real_data):
