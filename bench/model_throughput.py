@@ -56,10 +56,10 @@ def main():
     parser.add_argument("--data", help="An mlmprep output: also time the steps fed by the tf.data reader.")
     args = parser.parse_args()
     if args.data:
-        from mlmprep.trainer import data
+        from mlmprep.pipeline import manifest as manifest_lib
 
-        config = data.read_manifest(args.data)["settings"]
-        args.seq_len, args.predictions = config["max_seq_length"], config["max_predictions_per_seq"]
+        made = manifest_lib.settings(manifest_lib.read(args.data))
+        args.seq_len, args.predictions = made.packing.max_seq_length, made.masking.max_predictions_per_seq
 
     name = device_name()
     on_accelerator = "CPU" not in name.upper() and name != "cpu"

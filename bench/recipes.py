@@ -22,6 +22,8 @@ import corpora  # this folder is on the path of a script run from it
 import numpy as np
 import pyarrow.parquet as pq
 
+from mlmprep.pipeline import manifest as manifest_lib
+
 
 def _trainer_masked_share(out: pathlib.Path, manifest: dict, name: str) -> tuple[int, int]:
     """(predictions, real tokens) of the train split's rows as the trainer masks them, batch 0."""
@@ -58,20 +60,20 @@ def run(name: str, corpus: pathlib.Path, work: pathlib.Path) -> dict:
     if status:
         raise SystemExit(f"{name}: exit {status}\n{printed.getvalue()}")
     manifest = json.loads((out / "manifest.json").read_text())
-    config, train = manifest["settings"], manifest["counts"]["splits"]["train"]
-    slots = train["sequences"] * config["max_seq_length"]
-    if config["masking"] == "none":
+    made, train = manifest_lib.settings(manifest), manifest["counts"]["splits"]["train"]
+    slots = train["sequences"] * made.packing.max_seq_length
+    if made.masking.unmasked:
         predictions, tokens = _trainer_masked_share(out, manifest, name)
         where = "in training"
     else:
         predictions, tokens = train["predictions"], train["tokens"]
-        where = f"in the data (x{config['dupe_factor']})"
+        where = f"in the data (x{made.masking.dupe_factor})"
     return {
         "recipe": name,
-        "length": config["max_seq_length"],
-        "packing": config["packing"],
-        "pairs": config["sentence_pairs"],
-        "masking": config["masking"],
+        "length": made.packing.max_seq_length,
+        "packing": made.packing.mode,
+        "pairs": made.pairs.mode,
+        "masking": made.masking.mode,
         "sequences": train["sequences"],
         "utilization": train["tokens"] / slots,
         "masked": predictions / tokens,

@@ -4,7 +4,7 @@ Its keys are the settings' names, flat (``max_seq_length: 512``), and Beam's
 pipeline options sit under one key of their own (``pipeline_options:
 {runner: ..., direct_num_workers: 2}``). Each value parses by its setting's
 type, as the flag's text would (``settings.coerce``). A manifest.json
-(read as JSON) is a build file too: its settings section remakes the output.
+(read as JSON) is a build file too: its settings remake the output.
 No Beam here: the caller reads the file (from any file system) and says which
 Beam options exist.
 """
@@ -17,6 +17,7 @@ from typing import NamedTuple
 
 import yaml
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import UsageError
 
@@ -29,12 +30,14 @@ class BuildFile(NamedTuple):
 
 
 class _Loader(yaml.SafeLoader):
-    """YAML 1.2's booleans (true, false) only: 1.1's yes/no/on/off are text here, so that
-    ``sentence_language: no`` is Norwegian; a key given twice is an error, not the last one silently."""
+    """A scalar is its text, as a flag's is: the setting parses it by its type (``settings.coerce``), so
+    YAML 1.1's guesses never decide a value (``no`` is Norwegian, ``012345`` is 12345, not octal 5349,
+    ``1e-06`` is a number). Only true, false and null are read as such; a key given twice is an error,
+    not the last one silently."""
 
 
 _Loader.yaml_implicit_resolvers = {
-    first: [(tag, regexp) for tag, regexp in resolvers if tag != "tag:yaml.org,2002:bool"]
+    first: [(tag, regexp) for tag, regexp in resolvers if tag == "tag:yaml.org,2002:null"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 _Loader.add_implicit_resolver(
@@ -47,6 +50,10 @@ def _mapping(loader: _Loader, node: yaml.MappingNode):
     seen = set()
     for key_node, _ in node.value:
         key = loader.construct_object(key_node, deep=True)
+        if not isinstance(key, str):
+            raise yaml.constructor.ConstructorError(
+                None, None, f"a key must be a name, got {key!r}", key_node.start_mark
+            )
         if key in seen:
             raise yaml.constructor.ConstructorError(
                 None, None, f"the key {key!r} is given twice", key_node.start_mark
@@ -72,16 +79,29 @@ def _nearest(name: str, known) -> str:
     return f"; did you mean {close[0]}?" if close else ""
 
 
+def _unique(pairs: list[tuple]) -> dict:
+    keys = [k for k, _ in pairs]
+    twice = next((k for k in keys if keys.count(k) > 1), None)
+    if twice is not None:
+        raise ValueError(f"the key {twice!r} is given twice")
+    return dict(pairs)
+
+
 def _load(path: str, text: str) -> dict:
     if path.endswith(".json"):
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_unique)
         except ValueError as e:
             raise UsageError(f"--config {path} does not parse as JSON: {e}") from None
         if isinstance(data, dict) and "format_version" in data:  # a manifest: the settings that made it
-            data = data.get("settings", data.get("config"))
-            if isinstance(data, dict):
-                data = {k: v for k, v in data.items() if k in settings_lib.SETTINGS}
+            if data["format_version"] not in manifest_lib.READS:
+                raise UsageError(
+                    f"--config {path} has format_version {data['format_version']!r}; this mlmprep reads "
+                    f"{', '.join(map(str, manifest_lib.READS))}"
+                )
+            # Every setting, resolved (an older manifest's as well); its recipe's are among them, so the
+            # recipe's name would only say it set nothing.
+            data = {k: v for k, v in manifest_lib.settings(data).flat().items() if k != "recipe"}
     else:
         try:
             data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
@@ -101,7 +121,7 @@ def parse(path: str, text: str, beam_options: Collection[str]) -> BuildFile:
     data = _load(path, text)
     values = {}
     for key, value in data.items():
-        if key == PIPELINE_OPTIONS:
+        if key == PIPELINE_OPTIONS or value is None:  # null: not given, as a flag not typed
             continue
         if not isinstance(key, str) or key not in settings_lib.RUN_FLAGS:
             known = (*settings_lib.RUN_FLAGS, PIPELINE_OPTIONS)
@@ -128,20 +148,6 @@ def parse(path: str, text: str, beam_options: Collection[str]) -> BuildFile:
                 + _nearest(str(key), beam_options)
             )
     return BuildFile(values, options)
-
-
-def beam_args(options: dict) -> list[str]:
-    """Beam's options as flags, the way Airflow's Beam operator writes them: true as the bare flag, false
-    and null left out, a list as the flag repeated."""
-    args = []
-    for key, value in options.items():
-        if value is True:
-            args.append(f"--{key}")
-        elif isinstance(value, list):
-            args += [f"--{key}={v}" for v in value]
-        elif value is not None and value is not False:
-            args.append(f"--{key}={json.dumps(value) if isinstance(value, dict) else value}")
-    return args
 
 
 def to_yaml(values: dict, pipeline_options: dict | None = None) -> str:

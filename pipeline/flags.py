@@ -9,6 +9,7 @@ as an explicit list, never read again from ``sys.argv``.
 
 import dataclasses
 import functools
+import json
 
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
@@ -79,17 +80,46 @@ def parse(argv: list[str]) -> RunCommand:
     file = build_file.BuildFile({}, {})
     if namespace.config:
         file = build_file.parse(namespace.config, _read_text(namespace.config), beam_options())
-    given = {**settings_lib.unalias(file.settings), **flagged}
+    from_file = settings_lib.unalias(file.settings)
+    given = {**from_file, **flagged}
     values, applied = recipes.lay_under(given.get("recipe"), given, "run")
     if applied is not None:
         print(applied.line())
     try:
         resolved = settings_lib.resolve(values)
     except settings_lib.SettingError as e:
-        raise applied.explain(e) if applied else e from None
-    beam_argv = build_file.beam_args(file.pipeline_options) + beam_argv
-    check_flags(beam_argv)
+        if applied is not None and set(e.names) & set(applied.set):
+            raise applied.explain(e) from None
+        if e.names and set(e.names) <= set(from_file) - set(flagged):  # the build file's values alone
+            raise UsageError(f"--config {namespace.config}: {e}") from None
+        raise
+    if file.pipeline_options:
+        try:
+            check_flags(file_args := beam_args(file.pipeline_options))
+        except UsageError as e:
+            raise UsageError(f"--config {namespace.config}: {build_file.PIPELINE_OPTIONS}: {e}") from None
+        beam_argv = file_args + beam_argv  # the flags' come last: Beam takes the last of a flag given twice
     return RunCommand(resolved, tuple(beam_argv), applied)
+
+
+def beam_args(options: dict) -> list[str]:
+    """A build file's Beam options as Beam's flags: true as the bare flag, false as its negative
+    (``use_public_ips: false`` is ``--no_use_public_ips``; one Beam has not is a UsageError), null left
+    out, a list as the flag repeated."""
+    args = []
+    for key, value in options.items():
+        if value is True:
+            args.append(f"--{key}")
+        elif value is False:
+            negative = f"--no_{key}"
+            if _beam_parser().parse_known_args([negative])[1]:
+                raise UsageError(f"{key}: false has no flag of Beam's ({negative} is none); leave it out")
+            args.append(negative)
+        elif isinstance(value, list):
+            args += [f"--{key}={v}" for v in value]
+        elif value is not None:
+            args.append(f"--{key}={json.dumps(value) if isinstance(value, dict) else value}")
+    return args
 
 
 def _read_text(path: str) -> str:

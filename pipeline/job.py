@@ -194,27 +194,31 @@ def _given(argv, flag: str) -> bool:
     return any(arg == flag or arg.startswith(flag + "=") for arg in argv or ())
 
 
-def local_runner(options: PipelineOptions, job: JobPlan, argv=()):
-    """Beam's FnApiRunner when no --runner is given, with a worker process per two cores for big inputs.
+def local_worker_flags(options: PipelineOptions, job: JobPlan, argv=()) -> list[str]:
+    """The worker flags the local runner gets where the user gave none: a worker process per two cores
+    for a big input (``worker_mode``); processes where a count alone was given (the in-memory mode would
+    run one worker whatever the count). Worker flags given in ``argv`` (Beam's) are honoured as given."""
+    if options.view_as(StandardOptions).runner is not None:
+        return []
+    workers, mode = _given(argv, "--direct_num_workers"), _given(argv, "--direct_running_mode")
+    if not (workers or mode):
+        mode, count = worker_mode(job.input_bytes, available_cores())
+        return [f"--direct_running_mode={mode}", f"--direct_num_workers={count}"]
+    if workers and not mode and options.view_as(DirectOptions).direct_num_workers != 1:
+        return ["--direct_running_mode=multi_processing"]
+    return []
+
+
+def local_runner(options: PipelineOptions):
+    """Beam's FnApiRunner when no --runner is given (None otherwise).
 
     The DirectRunner of recent Beam first tries Prism, a runner it downloads at run time; where that
     works, the job runs in one Python process whatever ``--direct_num_workers`` says. The FnApiRunner
     is the DirectRunner's own engine, made here the way the DirectRunner makes it, so that a local run
     is the same with or without a network. ``--runner DirectRunner`` still lets Beam choose.
-
-    Worker flags given in ``argv`` (Beam's flags) are honoured as given; only without them is the count
-    chosen here.
     """
     if options.view_as(StandardOptions).runner is not None:
         return None
-    direct = options.view_as(DirectOptions)
-    workers, mode = _given(argv, "--direct_num_workers"), _given(argv, "--direct_running_mode")
-    if not (workers or mode):
-        mode_and_count = worker_mode(job.input_bytes, available_cores())
-        direct.direct_running_mode, direct.direct_num_workers = mode_and_count
-    elif workers and not mode and direct.direct_num_workers != 1:
-        # The in-memory mode would run one worker whatever the count: processes, as asked.
-        direct.direct_running_mode = "multi_processing"
     # Worker processes read their options (the pickler, for one) from the provision info.
     encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
     info = beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
@@ -235,7 +239,10 @@ def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult
     options, job = plan_parsed(command)
     if not is_in_memory(options.view_as(StandardOptions).runner):
         pins.warn_if_remote_differs(options)
-    runner = local_runner(options, job, command.beam_argv)
+    workers = local_worker_flags(options, job, command.beam_argv)
+    if workers:  # Beam's options are made from flags, not changed after: the chosen worker flags join them
+        options = PipelineOptions([*command.beam_argv, *workers])
+    runner = local_runner(options)
     p = beam.Pipeline(runner=runner, options=options)
     with _local_progress(runner is not None, job.input_bytes) as progress_dir:
         build_pipeline(p, job, progress_dir)

@@ -252,8 +252,8 @@ class Output:
 class Build:
     recipe: str | None = setting(
         None,
-        "A published recipe's data settings (bert, bert-512, roberta, albert, spanbert, electra, "
-        "modernbert, modernbert-8192); every setting given wins. docs/recipes.md says what each sets.",
+        "A published recipe's data settings, by name (docs/recipes.md lists them and what each sets); "
+        "every setting given wins.",
         default_text="none",
     )
 
@@ -364,24 +364,26 @@ def coerce(name: str, value, label: str | None = None):
             raise wrong()
         return value
     if isinstance(value, str):
-        # A whole number stays one, for a float setting too: "128" is what 128 is in a build file, and in
-        # a default, so that every way of giving a setting records it alike.
-        for parse_number in (int, scalar):
-            try:
-                value = parse_number(value.strip())
-                break
-            except ValueError:
-                continue
-        else:
-            raise wrong()
+        try:
+            value = scalar(value.strip())
+        except ValueError:
+            raise wrong() from None
     if scalar is int and not isinstance(value, int):
         raise wrong()
-    if scalar is float and not (isinstance(value, (int, float)) and math.isfinite(value)):
-        raise wrong()
+    if scalar is float:
+        # A number given is a float, as argparse's type=float made it (so a fingerprint stays the same);
+        # a default is as written.
+        try:
+            value = float(value)
+        except (TypeError, OverflowError):
+            raise wrong() from None
+        if not math.isfinite(value):
+            raise wrong()
     return value
 
 
-def _check_value(name: str, value) -> None:
+def check_value(name: str, value) -> None:
+    """A setting's value on its own: its choices and its check."""
     s = spec(name)
     items = value if isinstance(value, tuple) else (value,)
     if s.choices and value is not None:
@@ -407,7 +409,7 @@ def resolve(values: dict, *, warn: bool = True) -> Settings:
     """
     values = {name: coerce(name, value) for name, value in values.items()}
     for name, value in values.items():
-        _check_value(name, value)
+        check_value(name, value)
     for name in SETTINGS:
         if spec(name).required and not values.get(name):
             raise SettingError(f"--{name} is required", (name,))

@@ -61,10 +61,15 @@ def test_flags_win_over_the_file_and_a_recipe_lies_under_both(tmp_path):
     [
         ("max_seq_lenght: 64\n", "unknown key 'max_seq_lenght'; did you mean max_seq_length?"),
         ("runner: FnApiRunner\n", "unknown key 'runner'; Beam's options go under pipeline_options:"),
-        ("max_seq_length: 64.5\n", "max_seq_length must be an integer, got 64.5"),
+        ("max_seq_length: 64.5\n", "max_seq_length must be an integer, got '64.5'"),
+        ("random_seed: 0x80\n", "random_seed must be an integer, got '0x80'"),  # YAML 1.1 would say 128
         ("max_seq_length: true\n", "max_seq_length must be an integer, got True"),
         ("dedup: no\n", "dedup must be true or false, got 'no'"),
-        ("sentence_language: 7\n", "sentence_language must be text, got 7"),
+        ("input: [[a]]\n", "input must be a list, got [['a']]"),
+        ("? [a, b]\n: 1\n", "a key must be a name"),
+        ("pipeline_options: {direct_num_workers: two}\n", "pipeline_options: argument --direct_num_workers"),
+        ("pipeline_options: {no_such_flag_either: false}\n", "unknown key 'no_such_flag_either'"),
+        ("pipeline_options: {streaming: false}\n", "streaming: false has no flag of Beam's"),
         ("max_seq_length: 64\nmax_seq_length: 128\n", "line 2: the key 'max_seq_length' is given twice"),
         ("input: *.txt\n", "must be quoted: '*.txt'"),
         ("max_seq_length: [64\n", "line 2"),
@@ -79,16 +84,50 @@ def test_a_mistake_in_the_build_file_names_the_key(tmp_path, text, message):
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
-def test_a_value_out_of_range_in_the_file_is_the_settings_check(tmp_path):
+def test_a_value_out_of_range_in_the_file_is_the_settings_check_and_says_the_file(tmp_path):
     path = _file(tmp_path, "input: [x]\ntokenizer: t\noutput: o\nmax_seq_length: 100000\n")
-    with pytest.raises(UsageError, match=r"--max_seq_length must be in \[3, 8192\], got 100000"):
+    message = rf"^--config {path}: --max_seq_length must be in \[3, 8192\], got 100000"
+    with pytest.raises(UsageError, match=message):
         flags.parse([f"--config={path}"])
+    # Given as a flag too, the value is the flag's: the error is the flag's own.
+    with pytest.raises(UsageError, match=r"^--max_seq_length must be in \[3, 8192\], got 2"):
+        flags.parse([f"--config={path}", "--max_seq_length=2"])
 
 
-def test_yaml_11_booleans_are_text(tmp_path):
-    """``sentence_language: no`` is Norwegian: only true and false are booleans in a build file."""
-    path = _file(tmp_path, "input: [x]\ntokenizer: t\noutput: o\nsentence_language: no\n")
-    assert flags.parse([f"--config={path}"]).settings.pairs.sentence_language == "no"
+def test_a_value_is_its_text_parsed_by_the_setting_not_yaml_11s_guess(tmp_path):
+    """``no`` is Norwegian, ``012345`` is 12345 (YAML 1.1: octal 5349), ``2020`` may be a text field's
+    name: only true, false and null are read as YAML's own."""
+    text = (
+        "input: [x]\ntokenizer: t\noutput: o\nsentence_language: no\nrandom_seed: 012345\ntext_field: 2020\n"
+    )
+    s = flags.parse([f"--config={_file(tmp_path, text)}"]).settings
+    assert (s.pairs.sentence_language, s.masking.random_seed, s.input.text_field) == ("no", 12345, "2020")
+
+
+def test_null_is_not_given_and_false_is_beams_negative_flag(tmp_path):
+    text = (
+        "input: [x]\ntokenizer: t\noutput: o\nrecipe: bert-512\nmax_predictions_per_seq: null\n"
+        "pipeline_options: {use_public_ips: false, save_main_session: true, region: null}\n"
+    )
+    command = flags.parse([f"--config={_file(tmp_path, text)}"])
+    assert command.settings.masking.max_predictions_per_seq == 80  # the recipe's, as if the key were absent
+    assert "max_predictions_per_seq" not in command.recipe.kept
+    assert command.beam_argv == ("--no_use_public_ips", "--save_main_session")
+
+
+def test_a_manifest_from_before_the_settings_were_typed_remakes_its_masking(tmp_path):
+    """A format_version 1 manifest kept --whole_word_masking beside its options: given as the build file,
+    it is word masking still; a manifest of a version this mlmprep does not read is refused."""
+    config = {"input": ["x"], "tokenizer": "t", "output": "o", "whole_word_masking": True, "recipe": "bert"}
+    path = _file(tmp_path, json.dumps({"format_version": 1, "config": config}), "manifest.json")
+    command = flags.parse([f"--config={path}"])
+    assert command.settings.masking.mode == "word" and command.recipe is None
+    later = _file(tmp_path, json.dumps({"format_version": 99, "settings": config}), "later.json")
+    with pytest.raises(UsageError, match="format_version 99; this mlmprep reads 1, 2"):
+        flags.parse([f"--config={later}"])
+    twice = _file(tmp_path, '{"max_seq_length": 128, "max_seq_length": 512}', "twice.json")
+    with pytest.raises(UsageError, match="the key 'max_seq_length' is given twice"):
+        flags.parse([f"--config={twice}"])
 
 
 def test_a_mistake_in_the_build_file_is_one_line_and_exit_2_before_any_work(tmp_path):
@@ -120,11 +159,9 @@ def test_the_same_settings_as_a_file_or_as_flags_write_the_same_shards_and_a_man
         return [(s["file"], s["sha256"]) for s in manifest["shards"]]
 
     assert shards(by_flags) == shards(by_file) == shards(remade) and by_flags["shards"][0]["records"]
+    where = ("output", "recipe")  # where it went; a manifest remakes by its settings, not its recipe's name
     for manifest in (by_file, remade):
-        assert {k: v for k, v in manifest["settings"].items() if k != "output"} == {
-            k: v for k, v in by_flags["settings"].items() if k != "output"
+        assert {k: v for k, v in manifest["settings"].items() if k not in where} == {
+            k: v for k, v in by_flags["settings"].items() if k not in where
         }
-    assert (
-        json.loads((tmp_path / "remade" / "manifest.json").read_text())["input_fingerprint"]
-        == (by_flags["input_fingerprint"])
-    )
+    assert by_file["input_fingerprint"] == by_flags["input_fingerprint"]

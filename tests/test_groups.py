@@ -9,6 +9,7 @@ import apache_beam as beam
 import numpy as np
 import pyarrow as pa
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.pipeline import PipelineVisitor
 
 from mlmprep.pipeline import job, planning
@@ -116,7 +117,9 @@ def test_no_text_and_no_records_cross_a_shuffle_on_the_local_runner(tmp_path, co
     argv += [f"--packing={packing}", "--validation_fraction=0.05", "--direct_num_workers=2"]
     pipeline_options, plan = planning.plan_command(argv)
     assert plan.grouping == "run_files"
-    p = beam.Pipeline(runner=job.local_runner(pipeline_options, plan, argv), options=pipeline_options)
+    beam_flags = ["--direct_num_workers=2", *job.local_worker_flags(pipeline_options, plan, argv)]
+    pipeline_options = PipelineOptions(beam_flags)
+    p = beam.Pipeline(runner=job.local_runner(pipeline_options), options=pipeline_options)
     job.build_pipeline(p, plan)
     _measure_shuffles(p, tmp_path / "sizes.json")
     p.run().wait_until_finish()

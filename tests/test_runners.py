@@ -11,7 +11,7 @@ import tempfile
 import time
 
 import pytest
-from apache_beam.options.pipeline_options import DirectOptions
+from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions
 from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
 from mlmprep.pipeline import job, planning
@@ -106,7 +106,9 @@ def test_worker_processes_from_32_mb_of_input(
     ]
     pipeline_options, plan = planning.plan_command(argv)
     plan = dataclasses.replace(plan, input_bytes=input_mb << 20)
-    runner = job.local_runner(pipeline_options, plan, argv)
+    chosen = job.local_worker_flags(pipeline_options, plan, runner_flags)
+    pipeline_options = PipelineOptions([*runner_flags, *chosen])
+    runner = job.local_runner(pipeline_options)
     assert (runner is None) == ("--runner=DirectRunner" in runner_flags)
     assert runner is None or isinstance(runner, FnApiRunner)
     direct = pipeline_options.view_as(DirectOptions)

@@ -8,6 +8,7 @@ import pytest
 from mlmprep.pipeline import flags, settings, settings_text
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.trainer import flags as train_flags
+from mlmprep.trainer import masking as masking_lib
 
 from conftest import REPO
 
@@ -29,7 +30,7 @@ def test_every_setting_has_help_and_a_default_that_passes_its_own_checks():
             continue
         scalar, optional = settings.kind(name)
         assert value is None and optional or settings.coerce(name, value) == value, name
-        settings._check_value(name, value)  # raises on a default the setting itself refuses
+        settings.check_value(name, value)  # raises on a default the setting itself refuses
 
 
 def test_the_run_flags_are_the_settings():
@@ -51,10 +52,14 @@ def test_the_trainers_masking_flags_are_the_jobs_settings():
     for name in settings.TRAIN_MASKING:
         assert f"--{name}" in help_text and _words(settings.spec(name).help)[:60] in help_text, name
     args, _ = train_flags.parse_train(["--data=d", "--output=o", "--masked_lm_prob=0.3", "--masking=span"])
-    assert args.masked_lm_prob == "0.3" and args.masking == "span"  # typed when resolved against the data
+    assert args.masked_lm_prob == 0.3 and args.masking == "span"  # typed and checked before TensorFlow loads
+    with pytest.raises(UsageError, match=r"--masked_lm_prob must be a number, got 'abc'"):
+        train_flags.parse_train(["--data=d", "--output=o", "--masked_lm_prob=abc"])
+    with pytest.raises(UsageError, match="--masking must be one of token, word, span, got none"):
+        train_flags.parse_train(["--data=d", "--output=o", "--masking=none"])
     with pytest.raises(UsageError, match="--masking must be one of token, word, span"):
         masking = settings.Masking(mode="none")
-        settings.check_masking(masking, 128, train_flags.MASKINGS)
+        settings.check_masking(masking, 128, masking_lib.MASKINGS)
     with pytest.raises(UsageError, match=r"--masked_lm_prob must be in \(0, 1\], got 1.5"):
         settings.check_masking(settings.Masking(masked_lm_prob=1.5), 128)
 

@@ -10,12 +10,12 @@ import argparse
 from mlmprep.pipeline import recipes, settings_text
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
+from mlmprep.trainer import masking as masking_lib
 
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
 WARMUP_FRACTION = 0.1
 EXPORT_FORMATS = ("transformers",)
 OBJECTIVES = ("mlm", "electra")
-MASKINGS = ("token", "word", "span")  # what the trainer masks by (unmasked shards are the data's "none")
 # The defaults of the settings a recipe may set: each flag's default is None, so that what was given is
 # what is not None, and the recipe lies between these and the flags.
 TRAIN_DEFAULTS = {
@@ -115,7 +115,7 @@ def train_parser() -> CliParser:
         "For unmasked shards (--masking none) or with --dynamic_masking; each defaults to the data's run "
         "(the job's own masking settings: docs/reference.md).",
     )
-    settings_text.add_arguments(masking, settings_lib.TRAIN_MASKING, defaults=False, masking=MASKINGS)
+    settings_text.add_arguments(masking, masking_lib.FIELDS, defaults=False, masking=masking_lib.MASKINGS)
     parser.add_argument(
         "--seed", type=int, default=0, help="Seed of the initial weights, shuffling and dynamic masking."
     )
@@ -169,7 +169,9 @@ def parse(module: str, argv: list[str]):
     args, applied = parse_train(argv)
     if applied is not None:
         print(applied.line())
-    _check_data(args.data, applied.recipe if applied else None)
+    manifest = _check_data(args.data, applied.recipe if applied else None)
+    # The masking flags against the data (words need unmasked shards, ...), before TensorFlow loads too.
+    masking_lib.resolve(manifest, {n: getattr(args, n) for n in masking_lib.FIELDS}, args.dynamic_masking)
     return args
 
 
@@ -181,12 +183,19 @@ def parse_train(argv: list[str]) -> tuple[argparse.Namespace, recipes.Applied | 
     values, applied = recipes.lay_under(args.recipe, given, "train")
     for name, default in TRAIN_DEFAULTS.items():
         setattr(args, name, values.get(name, default))
+    for name in masking_lib.FIELDS:  # typed and checked on their own now; against the data in ``parse``
+        if getattr(args, name) is not None:
+            setattr(args, name, settings_lib.coerce(name, getattr(args, name)))
+            settings_lib.check_value(name, getattr(args, name))
+    if args.masking is not None and args.masking not in masking_lib.MASKINGS:
+        raise UsageError(f"--masking must be one of {', '.join(masking_lib.MASKINGS)}, got {args.masking}")
     _check_train(args)
     return args, applied
 
 
-def _check_data(data_dir: str, recipe: recipes.Recipe | None) -> None:
-    """Data that is not an output, or not the recipe's, is one line before TensorFlow loads."""
+def _check_data(data_dir: str, recipe: recipes.Recipe | None) -> dict:
+    """The data's manifest; data that is not an output, or not the recipe's, is one line before TensorFlow
+    loads."""
     from mlmprep.pipeline import manifest as manifest_lib
 
     try:
@@ -197,6 +206,7 @@ def _check_data(data_dir: str, recipe: recipes.Recipe | None) -> None:
         raise UsageError(f"cannot read --data {data_dir}: {e}") from None
     if recipe is not None:
         recipes.check_data(recipe, manifest_lib.settings(manifest), manifest.get("recipe"), data_dir)
+    return manifest
 
 
 def _check_train(args) -> None:

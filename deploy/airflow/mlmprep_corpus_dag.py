@@ -10,7 +10,7 @@ mlmprep[gcp] installed where the tasks run: the build runs in the same Python.
 Settings are Airflow Variables, with the defaults below: ``mlmprep_inputs``
 (comma-separated patterns), ``mlmprep_tokenizer``, ``mlmprep_output_base``,
 ``mlmprep_runner`` (DataflowRunner; FnApiRunner runs on the Airflow worker
-itself) and ``mlmprep_options`` (a JSON object of ``mlmprep run`` settings). A build
+itself) and ``mlmprep_options`` (a JSON object of ``mlmprep run`` settings and Beam options). A build
 runs from one build file (``mlmprep run --config``), written into its output folder.
 """
 
@@ -48,22 +48,27 @@ def plan_build(ds_nodash: str, ti) -> bool:
 
     from apache_beam.io.filesystems import FileSystems
 
-    from mlmprep.pipeline import build_file, fingerprint, manifest, planning
+    from mlmprep.pipeline import build_file, fingerprint, flags, manifest, planning
 
     settings = _settings()
     output = FileSystems.join(settings["output_base"], ds_nodash)
+    # mlmprep_options holds mlmprep's settings and Beam's options alike (temp_location, machine_type, ...),
+    # flat or under pipeline_options; the build file keeps Beam's apart.
+    options = dict(settings["options"])
+    beam = dict(options.pop(build_file.PIPELINE_OPTIONS, None) or {})
+    beam.update({k: options.pop(k) for k in list(options) if k in flags.beam_options()})
+    if settings["runner"] == "DataflowRunner":
+        beam["setup_file"] = SETUP  # Dataflow's workers install mlmprep from it
     values = {
         "input": settings["inputs"],
         "output": output,
         "tokenizer": settings["tokenizer"],
-        **settings["options"],
+        **options,
         # A retried or re-triggered run replaces what an earlier attempt left in its folder; a
         # finished build there stays whole until the new one is complete.
         "overwrite": True,
     }
-    # Dataflow's workers install mlmprep from setup.py; the operator gives the runner and the job's name.
-    beam = {"setup_file": SETUP} if settings["runner"] == "DataflowRunner" else {}
-    text = build_file.to_yaml(values, beam)
+    text = build_file.to_yaml(values, beam)  # the operator adds the runner and the job's name
     with tempfile.NamedTemporaryFile("w", suffix=".yaml") as local:
         local.write(text)
         local.flush()
