@@ -23,7 +23,6 @@ from mlmprep.transforms import documents, pack, pairs, shards, sources
 from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS, SPAN_LENGTHS, MaskingConfig, default_predictions
 
 MAX_SEQ_LENGTH = 8192  # long-context encoders train at up to this length
-GROUPINGS = ("shuffle", "run_files")  # transforms.beam.groups.MODES, without Beam
 
 
 def _formats(text: str) -> tuple[str, ...]:
@@ -244,7 +243,7 @@ class Output:
         "GroupByKey (distributed runners spill it to disk); run_files, key-sorted run files under the "
         "output's temporary folder, merged per shard (bounded memory on the in-memory local runner); auto: "
         "run_files on the local runner, shuffle elsewhere. The output is the same.",
-        choices=("auto", *GROUPINGS),
+        choices=("auto", *shards.GROUPINGS),
     )
 
 
@@ -415,13 +414,7 @@ def resolve(values: dict, *, warn: bool = True) -> Settings:
             raise SettingError(f"--{name} is required", (name,))
     s = Settings.from_flat(values)
     length, m = s.packing.max_seq_length, s.masking
-    _require(
-        m.mask_token_ratio + m.random_token_ratio <= 1,
-        "--mask_token_ratio + --random_token_ratio must be at most 1, "
-        f"got {m.mask_token_ratio + m.random_token_ratio}",
-        "mask_token_ratio",
-        "random_token_ratio",
-    )
+    _check_masking(m, length)
     _require(
         not m.unmasked or m.dupe_factor == 1,
         f"--dupe_factor {m.dupe_factor} with --masking none writes identical copies: the trainer masks every "
@@ -439,13 +432,6 @@ def resolve(values: dict, *, warn: bool = True) -> Settings:
     if m.max_predictions_per_seq is None:
         cap = default_predictions(length, m.masked_lm_prob)
         return dataclasses.replace(s, masking=dataclasses.replace(m, max_predictions_per_seq=cap))
-    _require(
-        m.max_predictions_per_seq <= length - 2,
-        f"--max_predictions_per_seq must be in [1, {length - 2}] at --max_seq_length {length}, got "
-        f"{m.max_predictions_per_seq}",
-        "max_predictions_per_seq",
-        "max_seq_length",
-    )
     share = m.max_predictions_per_seq / length
     if warn and share < 0.9 * m.masked_lm_prob:
         logging.warning(
@@ -476,12 +462,30 @@ def unalias(given: dict) -> dict:
     return given
 
 
+def _check_masking(m: Masking, length: int) -> None:
+    """What the masking settings must hold together, at a sequence length."""
+    _require(
+        m.mask_token_ratio + m.random_token_ratio <= 1,
+        "--mask_token_ratio + --random_token_ratio must be at most 1, "
+        f"got {m.mask_token_ratio + m.random_token_ratio}",
+        "mask_token_ratio",
+        "random_token_ratio",
+    )
+    _require(
+        m.max_predictions_per_seq is None or m.max_predictions_per_seq <= length - 2,
+        f"--max_predictions_per_seq must be in [1, {length - 2}] at --max_seq_length {length}, got "
+        f"{m.max_predictions_per_seq}",
+        "max_predictions_per_seq",
+        "max_seq_length",
+    )
+
+
 def check_masking(m: Masking, max_seq_length: int, choices: tuple[str, ...] = MASKINGS) -> None:
     """The masking settings on their own at a sequence length (the trainer's masking in training)."""
-    values = {flag_name(f): getattr(m, f.name) for f in dataclasses.fields(Masking)}
     _require(m.mode in choices, f"--masking must be one of {', '.join(choices)}, got {m.mode}", "masking")
-    resolve({**values, "max_seq_length": max_seq_length, "input": ("-",), "tokenizer": "-", "output": "-"},
-            warn=False)  # fmt: skip
+    for field in dataclasses.fields(Masking):
+        check_value(flag_name(field), getattr(m, field.name))
+    _check_masking(m, max_seq_length)
 
 
 # The settings of ``mlmprep run``'s command line, in the order of the reference; the flags are these and

@@ -21,6 +21,8 @@ import numpy as np
 from mlmprep.transforms.tokenize import SPLITS
 
 FORMATS = ("tfrecord", "parquet")
+# How records reach their shards: the runner's shuffle, or run files (transforms/beam/groups.py).
+GROUPINGS = ("shuffle", "run_files")
 TEMP_SUFFIX = ".incomplete"
 _KEY_BITS = 63
 RECORDS_PER_BUCKET = 50_000  # a bucket's keys are sorted in one worker's memory: a few MB

@@ -40,9 +40,10 @@ import pyarrow as pa
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from mlmprep.transforms import shards
 from mlmprep.transforms.beam.counting import in_global_window
 
-MODES = ("shuffle", "run_files")
+MODES = shards.GROUPINGS
 RUN_BYTES = 32 << 20  # rows a worker sorts at once, before they leave it (Arrow buffer bytes)
 RUN_BATCH_ROWS = 4096  # rows per record batch in a run file: the unit read back
 _TEMP_SUFFIX = ".incomplete"
