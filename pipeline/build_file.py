@@ -17,16 +17,20 @@ from typing import NamedTuple
 
 import yaml
 
+from mlmprep.pipeline import build_spec
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import UsageError
 
 PIPELINE_OPTIONS = "pipeline_options"
+LISTS = (PIPELINE_OPTIONS, build_spec.SOURCES, build_spec.PHASES)  # keys that are not settings
 
 
 class BuildFile(NamedTuple):
     settings: dict  # by name, parsed by type, aliases resolved
     pipeline_options: dict  # Beam's, by name, as written
+    sources: list | None = None  # the sources list as written (build_spec reads it); None: not given
+    phases: list | None = None  # the phases list as written (build_spec reads it); None: not given
 
 
 class _Loader(yaml.SafeLoader):
@@ -121,10 +125,10 @@ def parse(path: str, text: str, beam_options: Collection[str]) -> BuildFile:
     data = _load(path, text)
     values = {}
     for key, value in data.items():
-        if key == PIPELINE_OPTIONS or value is None:  # null: not given, as a flag not typed
+        if key in LISTS or value is None:  # null: not given, as a flag not typed
             continue
         if not isinstance(key, str) or key not in settings_lib.RUN_FLAGS:
-            known = (*settings_lib.RUN_FLAGS, PIPELINE_OPTIONS)
+            known = (*settings_lib.RUN_FLAGS, *LISTS)
             hint = _nearest(str(key), known)
             if isinstance(key, str) and key in beam_options:
                 hint = f"; Beam's options go under {PIPELINE_OPTIONS}:"
@@ -147,7 +151,7 @@ def parse(path: str, text: str, beam_options: Collection[str]) -> BuildFile:
                 f"--config {path}: {PIPELINE_OPTIONS} has an unknown key {key!r}"
                 + _nearest(str(key), beam_options)
             )
-    return BuildFile(values, options)
+    return BuildFile(values, options, data.get(build_spec.SOURCES), data.get(build_spec.PHASES))
 
 
 def to_yaml(values: dict, pipeline_options: dict | None = None) -> str:

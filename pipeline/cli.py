@@ -46,7 +46,7 @@ def _run(argv):
     if PipelineOptions(list(command.beam_argv)).view_as(TestOptions).dry_run:
         print(f"dry run: the job was built, not run ({len(job.step_names(result))} steps)")
     elif result.state == "DONE":
-        print(summary.format_manifest(out, manifest.read(out)))
+        print(summary.format_manifest(out, manifest.read(out, build_index=True)))
     else:  # a remote runner without waiting (--no_wait_until_finish)
         print(f"job submitted ({result.state}); manifest.json appears in {out} when it finishes")
 

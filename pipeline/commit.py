@@ -18,7 +18,7 @@ from mlmprep.transforms import encode
 from mlmprep.transforms.shards import TEMP_SUFFIX
 
 
-def _write_whole(path: str, data: bytes):
+def write_whole(path: str, data: bytes):
     """Writes a file under a temporary name and renames it: it is replaced in one step, never half written."""
     temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
     with FileSystems.create(temp) as f:
@@ -38,8 +38,8 @@ def _delete(paths: list[str]):
 
 def commit(output_dir: str, manifest: manifest_lib.Manifest, tokenizer_json: str, replaces=None):
     """Writes the tokenizer, then manifest.json in one step; then removes ``manifest.stale_files``."""
-    _write_whole(FileSystems.join(output_dir, manifest["tokenizer"]["file"]), tokenizer_json.encode("utf-8"))
-    _write_whole(
+    write_whole(FileSystems.join(output_dir, manifest["tokenizer"]["file"]), tokenizer_json.encode("utf-8"))
+    write_whole(
         FileSystems.join(output_dir, manifest_lib.MANIFEST), manifest_lib.to_json(manifest).encode("utf-8")
     )
     keep = {s["file"] for s in manifest["shards"]} | {manifest["tokenizer"]["file"], manifest_lib.MANIFEST}

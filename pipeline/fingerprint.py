@@ -36,7 +36,10 @@ NOT_THE_BUILD = ("output", "overwrite", "split_input_mb", "grouping", "recipe")
 # Options that change nothing without sentence pairs: a build from before they existed keeps its fingerprint.
 PAIR_OPTIONS = ("sentence_pairs", "short_seq_prob", "sentence_language")
 # Options added later, at the value builds from before them had: left out, so those keep their fingerprint.
-AS_BEFORE = {"span_lengths": "geometric"}
+AS_BEFORE = {
+    "span_lengths": "geometric",
+    **dict.fromkeys(("tokens", "temperature", "weights", "max_repeats", "max_doc_tokens")),
+}
 
 
 def fingerprint(config: dict, files: list[InputFile], tokenizer_sha256: str) -> str:

@@ -15,7 +15,7 @@ from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from mlmprep.pipeline import build_file, recipes, settings_text
+from mlmprep.pipeline import build_file, build_spec, recipes, settings_text
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 
@@ -33,6 +33,7 @@ class RunCommand:
     settings: settings_lib.Settings
     beam_argv: tuple[str, ...]  # Beam's options: the build file's pipeline_options, then the flags'
     recipe: recipes.Applied | None = None
+    build: build_spec.BuildSpec | None = None  # a build of sources and phases; None: one output from --input
 
 
 def run_parser() -> CliParser:
@@ -86,20 +87,25 @@ def parse(argv: list[str]) -> RunCommand:
     if applied is not None:
         print(applied.line())
     try:
-        resolved = settings_lib.resolve(values)
+        if build_spec.given(values, file.sources, file.phases):
+            resolved, build = build_spec.make(values, file.sources, file.phases)
+        else:
+            resolved, build = settings_lib.resolve(values), None
     except settings_lib.SettingError as e:
         if applied is not None and set(e.names) & set(applied.set):
             raise applied.explain(e) from None
         if e.names and set(e.names) <= set(from_file) - set(flagged):  # the build file's values alone
             raise UsageError(f"--config {namespace.config}: {e}") from None
         raise
+    except UsageError as e:  # a sources or phases entry of the build file
+        raise UsageError(f"--config {namespace.config}: {e}" if namespace.config else str(e)) from None
     if file.pipeline_options:
         try:
             check_flags(file_args := beam_args(file.pipeline_options))
         except UsageError as e:
             raise UsageError(f"--config {namespace.config}: {build_file.PIPELINE_OPTIONS}: {e}") from None
         beam_argv = file_args + beam_argv  # the flags' come last: Beam takes the last of a flag given twice
-    return RunCommand(resolved, tuple(beam_argv), applied)
+    return RunCommand(resolved, tuple(beam_argv), applied, build)
 
 
 def beam_args(options: dict) -> list[str]:

@@ -10,27 +10,31 @@ A full command line, as run by ``mlmprep run``::
 
 import contextlib
 import os
+import re
 import sys
 import tempfile
 
 import apache_beam as beam
 import pyarrow as pa
+from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 from mlmprep.pipeline import commit, flags, manifest, pins
-from mlmprep.pipeline.planning import JobPlan, is_in_memory, plan_parsed
-from mlmprep.transforms import records
+from mlmprep.pipeline.errors import UsageError
+from mlmprep.pipeline.planning import BuildPlan, JobPlan, is_in_memory, plan_build, plan_parsed
+from mlmprep.transforms import mixture, phases, profile, records
 from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
+from mlmprep.transforms.beam import mixture as beam_mixture
 from mlmprep.transforms.beam.mask import MaskSequences
 from mlmprep.transforms.beam.progress import ProgressMonitor
 from mlmprep.transforms.beam.tokenize import TokenizeDocuments
 from mlmprep.transforms.beam.write import WriteShards
 from mlmprep.transforms.pack import SequenceBatch, concat_rows
 from mlmprep.transforms.pairs import MIN_DOC_TOKENS
-from mlmprep.transforms.tokenize import ID_WORD_SOURCES, TokenizedBatch
+from mlmprep.transforms.tokenize import ID_WORD_SOURCES, SPLITS, TokenizedBatch
 
 # Below this much input, extra worker processes cost more to start than they save.
 MULTIPROCESS_MIN_BYTES = 32 << 20
@@ -40,11 +44,18 @@ CORES_PER_WORKER = 2
 
 
 class _WriteManifest(beam.DoFn):
-    def __init__(self, job: JobPlan):
-        self._job = job
+    """Commits an output once its shards are written; ``phase``: which phase of a build (``BuildPlan``) it
+    is, whose own counts and sources table it records."""
 
-    def process(self, unused_trigger, shards, counts):
+    def __init__(self, job: JobPlan, build: BuildPlan | None = None, phase: int = 0):
+        self._job = job
+        self._build = build
+        self._phase = phase
+
+    def process(self, unused_trigger, shards, counts, plans=None):
         job = self._job
+        if self._build is not None:
+            counts = phase_counts(counts, self._phase)
         built = manifest.build(
             settings=job.config,
             tokenizer_json=job.tokenizer_json,
@@ -58,10 +69,36 @@ class _WriteManifest(beam.DoFn):
             tokenizer_file=job.tokenizer_file,
             recipe=job.recipe,
         )
+        if self._build is not None:
+            built.update(build_entries(self._build, self._phase, plans, counts))
         commit.commit(job.output_dir, built, job.tokenizer_json, job.replaces)
         if job.grouping == "run_files":
             groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
         yield built
+
+
+def phase_counts(counts: dict, phase: int) -> dict:
+    """A phase's counts: the build's reading and dropping, the phase's own documents and sequences."""
+    prefix = phases.counts_prefix(phase)
+    own = {k[len(prefix) :]: v for k, v in counts.items() if k.startswith(prefix)}
+    shared = {
+        k: v
+        for k, v in counts.items()
+        if not k.startswith(("phase.", "documents.", f"{profile.DOCUMENT_TOKENS}."))
+    }
+    kept = sum(v for k, v in counts.items() if k.startswith("documents.") and k.count(".") == 1)
+    return {**shared, **own, "documents_kept": kept}
+
+
+def build_entries(build: BuildPlan, phase: int, plans, counts: dict) -> dict:
+    """What a phase's manifest says of its build: the phase, the sources its source_ids index, and the
+    sources table (natural, target and achieved tokens per source and split)."""
+    names = [s.name for s in build.sources]
+    return {
+        "build": {"phase": build.names[phase], "phases": list(build.names), "index": phase},
+        "sources": build.source_entries(),
+        "mixture": mixture.table(plans[phase], names, counts, "sources."),
+    }
 
 
 def _carries_words(job: JobPlan) -> bool:
@@ -107,11 +144,10 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
     coders.register()
     documents = (
         p
-        | "InputPatterns" >> beam.Create(job.inputs)
+        | "InputPatterns" >> beam.Create([(0, pattern) for pattern in job.inputs])
         | "ReadDocuments"
         >> read.ReadDocuments(
-            input_format=job.input_format,
-            text_field=job.text_field,
+            readers=((job.input_format, job.text_field),),
             range_bytes=job.split_input_bytes,
             dedup=job.dedup,
             with_keys=job.validation_fraction > 0 or job.packing != "document" or job.pairs is not None,
@@ -141,7 +177,136 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
             word_source=None if _carries_words(job) else job.word_source,
         )
     ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
-    shards = masked.records | "WriteShards" >> WriteShards(
+    shards = masked.records | "WriteShards" >> _write_shards(job)
+    counts = (
+        [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
+    )
+    return (
+        p
+        | "ManifestTrigger" >> beam.Create([None])
+        | "WriteManifest"
+        >> beam.ParDo(
+            _WriteManifest(job), shards=beam.pvalue.AsList(shards), counts=beam.pvalue.AsSingleton(counts)
+        )
+    )
+
+
+class _WriteBuildManifest(beam.DoFn):
+    """A build of phases commits last: OUTPUT/manifest.json lists its phases once each has committed."""
+
+    def __init__(self, build: BuildPlan):
+        self._build = build
+
+    def process(self, unused_trigger, phase_manifests):
+        build = self._build
+        by_name = {m["build"]["phase"]: m for m in phase_manifests}
+        built = manifest.build_index(
+            settings=build.reading.config,
+            sources=build.source_entries(),
+            phases=[by_name[name] for name in build.names],
+            input_fingerprint=build.reading.input_fingerprint,
+        )
+        commit.write_whole(FileSystems.join(build.reading.output_dir, manifest.MANIFEST), manifest.to_json(built).encode("utf-8"))
+        if build.reading.grouping == "run_files":
+            groups.delete_temp(build.reading.temp_dir)
+        yield built
+
+
+def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = None) -> beam.PCollection:
+    """Adds a build of sources and phases to ``p``: the documents read and tokenized once, then each
+    phase's sequences selected, packed, masked and written to its own output; returns the PCollection of
+    the build's manifest (a single phase's, without a phases list)."""
+    coders.register()
+    job, sources = build.reading, build.sources
+    documents = (
+        p
+        | "InputPatterns" >> beam.Create([(i, pattern) for i, s in enumerate(sources) for pattern in s.input])
+        | "ReadDocuments"
+        >> read.ReadDocuments(
+            readers=tuple((s.input_format, s.text_field) for s in sources),
+            range_bytes=job.split_input_bytes,
+            dedup=job.dedup,
+            with_keys=True,
+            dedup_bits=job.dedup_bits,
+            progress_dir=progress_dir,
+        )
+    )
+    carried = [ph for ph in build.phases if _carries_words(ph)]
+    tokenize = TokenizeDocuments(
+        job.tokenizer_json,
+        job.validation_fraction,
+        word_starts=carried[0].word_source if carried else None,
+        min_doc_tokens=job.min_doc_tokens,
+    )
+    tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
+        TokenizedBatch
+    ).with_outputs(counting.COUNTS, main="batches")
+    shape = (len(build.phases), len(sources), len(SPLITS), build.groups, 2)
+    plans = (
+        tokenized.batches
+        | "Histogram" >> beam.ParDo(beam_mixture.Histogram(build.filters, len(sources), build.groups))
+        | "SumHistograms" >> beam.CombineGlobally(beam_mixture.SumHistograms(shape))
+        | "PlanMixtures"
+        >> beam.Map(beam_mixture.plan_phases, build.mixes, [s.name for s in sources], list(build.names))
+    )
+    shapes = [
+        phases.PhaseShape(ph.packing, ph.max_seq_length, build.filters[i], word_starts=_carries_words(ph))
+        for i, ph in enumerate(build.phases)
+    ]
+    tags = [str(i) for i in range(len(build.phases))]
+    ids = records.id_type(job.vocab.size, 1)
+    packed = (
+        tokenized.batches
+        | "DocumentRows" >> beam.Map(concat_rows, build.groups, ids, True).with_output_types(pa.RecordBatch)
+        | "GroupDocuments" >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
+        | "PackPhases"
+        >> beam.ParDo(pack.PackPhases(phases=shapes, vocab=job.vocab), plans=beam.pvalue.AsSingleton(plans))
+        .with_outputs(counting.COUNTS, *tags)
+    )
+    all_counts, written = [documents[counting.COUNTS], tokenized[counting.COUNTS], packed[counting.COUNTS]], []
+    for i, (name, ph) in enumerate(zip(build.names, build.phases)):
+        label = f"[{name}]" if name else ""
+        masked = packed[tags[i]] | f"Mask{label}" >> beam.ParDo(
+            MaskSequences(
+                config=ph.masking,
+                vocab=ph.vocab,
+                seed=ph.seed,
+                dupe_factor=ph.dupe_factor,
+                max_seq_length=ph.max_seq_length,
+                word_source=None if shapes[i].word_starts else ph.word_source,
+            )
+        ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
+        all_counts.append(masked[counting.COUNTS])
+        written.append(masked.records | f"WriteShards{label}" >> _write_shards(ph, sources=True))
+    counts = all_counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
+    manifests = []
+    for i, (name, ph, shards) in enumerate(zip(build.names, build.phases, written)):
+        label = f"[{name}]" if name else ""
+        manifests.append(
+            p
+            | f"ManifestTrigger{label}" >> beam.Create([None])
+            | f"WriteManifest{label}"
+            >> beam.ParDo(
+                _WriteManifest(ph, build, i),
+                shards=beam.pvalue.AsList(shards),
+                counts=beam.pvalue.AsSingleton(counts),
+                plans=beam.pvalue.AsSingleton(plans),
+            )
+        )
+    if not build.layered:
+        return manifests[0]
+    return (
+        p
+        | "BuildManifestTrigger" >> beam.Create([None])
+        | "WriteBuildManifest"
+        >> beam.ParDo(_WriteBuildManifest(build), phase_manifests=beam.pvalue.AsList(manifests | beam.Flatten()))
+    )
+
+
+def _write_shards(job: JobPlan, sources: bool = False) -> WriteShards:
+    return WriteShards(
         output_dir=job.output_dir,
         formats=job.formats,
         plan=job.shard_plan,
@@ -156,19 +321,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         pairs=job.pairs is not None,
         unmasked=job.settings.masking.unmasked,
         frame=job.vocab.frame,
-    )
-    counts = (
-        [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]
-        | "FlattenCounts" >> beam.Flatten()
-        | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
-    )
-    return (
-        p
-        | "ManifestTrigger" >> beam.Create([None])
-        | "WriteManifest"
-        >> beam.ParDo(
-            _WriteManifest(job), shards=beam.pvalue.AsList(shards), counts=beam.pvalue.AsSingleton(counts)
-        )
+        sources=sources,
     )
 
 
@@ -237,6 +390,7 @@ def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult
     """Runs a command line read (``flags.parse``); waits for it unless Beam's options say not to."""
     exit_quickly()
     options, job = plan_parsed(command)
+    build = plan_build(command, options) if command.build is not None else None
     if not is_in_memory(options.view_as(StandardOptions).runner):
         pins.warn_if_remote_differs(options)
     workers = local_worker_flags(options, job, command.beam_argv)
@@ -245,10 +399,19 @@ def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult
     runner = local_runner(options)
     p = beam.Pipeline(runner=runner, options=options)
     with _local_progress(runner is not None, job.input_bytes) as progress_dir:
-        build_pipeline(p, job, progress_dir)
-        result = p.run()
-        if not options.view_as(StandardOptions).no_wait_until_finish:
-            result.wait_until_finish()
+        if build is None:
+            build_pipeline(p, job, progress_dir)
+        else:
+            build_phases(p, build, progress_dir)
+        try:
+            result = p.run()
+            if not options.view_as(StandardOptions).no_wait_until_finish:
+                result.wait_until_finish()
+        except Exception as e:  # a mixture the sources cannot give: the user's one line, not a traceback
+            found = re.search(rf"{mixture.MixtureError.__name__}: (.+)", str(e))
+            if found is None:
+                raise
+            raise UsageError(found.group(1)) from None
     return result
 
 

@@ -193,6 +193,37 @@ def build(
     return built
 
 
+def build_index(*, settings: dict, sources: list[dict], phases: list[dict], input_fingerprint: str | None) -> dict:
+    """The manifest of a build of phases (OUTPUT/manifest.json): its sources and, per phase, its folder,
+    what it holds and its sources table; each phase's folder is an output with a manifest of its own."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "kind": "build",
+        "settings": settings,
+        "versions": versions(),
+        "input_fingerprint": input_fingerprint,
+        "sources": sources,
+        "phases": [
+            {
+                "name": m["build"]["phase"],
+                "folder": m["build"]["phase"],
+                "input_fingerprint": m["input_fingerprint"],
+                "splits": {
+                    split: {k: c[k] for k in ("documents", "sequences", "tokens")}
+                    for split, c in m["counts"]["splits"].items()
+                },
+                "mixture": m["mixture"],
+            }
+            for m in phases
+        ],
+    }
+
+
+def is_build_index(m: dict) -> bool:
+    """Whether a manifest lists a build's phases (each phase's folder holds the output)."""
+    return m.get("kind") == "build"
+
+
 def span_histogram(counts: dict) -> dict | None:
     """Span masking: {"words": [...], "tokens": [...]}, spans of 1, 2, ... words and tokens (every split
     and copy), from the mask step's counters; None without spans."""
@@ -261,8 +292,9 @@ def open_file(output_dir: str, name: str, *, seekable: bool = False):
     return filesystem.open_input_stream(path, buffer_size=1 << 20)
 
 
-def read(output_dir: str) -> Manifest:
-    """The manifest of an output; ManifestError where there is none this mlmprep can read."""
+def read(output_dir: str, build_index: bool = False) -> Manifest:
+    """The manifest of an output; ManifestError where there is none this mlmprep can read. ``build_index``:
+    a build of phases' own manifest is welcome too (else its phases' folders are the outputs)."""
     try:
         with open_file(output_dir, MANIFEST) as f:
             manifest = json.loads(f.read())
@@ -275,6 +307,12 @@ def read(output_dir: str) -> Manifest:
         raise ManifestError(
             f"{join(output_dir, MANIFEST)} has format_version {version!r}; this mlmprep reads "
             f"{', '.join(map(str, READS))} (an output of another mlmprep version: read it with that one)"
+        )
+    if is_build_index(manifest) and not build_index:
+        phases = [p["folder"] for p in manifest["phases"]]
+        raise ManifestError(
+            f"{output_dir} is a build of phases ({', '.join(phases)}); each phase's folder is an output: give "
+            f"one, such as {join(output_dir, phases[0])}"
         )
     return manifest
 

@@ -21,7 +21,7 @@ from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.settings import SettingError, Settings
 from mlmprep.pipeline.train_tokenizer import tokenizer_path
-from mlmprep.transforms import pack, pairs, shards, tokenize
+from mlmprep.transforms import mixture, pack, pairs, shards, tokenize
 from mlmprep.transforms.beam import read
 from mlmprep.transforms.mask import MaskingConfig
 from mlmprep.transforms.pairs import PairConfig
@@ -300,3 +300,86 @@ def _grouping(grouping: str, runner) -> str:
 
 def _is_local(path: str) -> bool:
     return "://" not in path
+
+
+@dataclasses.dataclass(frozen=True)
+class BuildPlan:
+    """A build of sources and phases: its reading (the top's settings) and each phase's plan."""
+
+    reading: JobPlan  # reading, cleaning, deduplication, tokenizing: once for every phase
+    phases: tuple[JobPlan, ...]
+    names: tuple[str, ...]  # the phases' ("" for the one phase of a build without a phases list)
+    sources: tuple  # build_spec.Source
+    layered: bool  # phases listed: each in OUTPUT/PHASE, the build's manifest at OUTPUT
+    groups: int  # key-range groups of documents (``mixture.range_groups``)
+    mixes: tuple[mixture.Mix, ...]
+    filters: tuple[mixture.PhaseFilter, ...]
+
+    def source_entries(self) -> list[dict]:
+        """The sources as manifests list them (``source_ids`` index this list)."""
+        return [dataclasses.asdict(s) | {"input": list(s.input)} for s in self.sources]
+
+
+def _mix(s: Settings, sources) -> mixture.Mix:
+    m = s.mixture
+    return mixture.Mix(
+        tokens=m.tokens,
+        temperature=1.0 if m.temperature is None else m.temperature,
+        weights=None if m.weights is None else tuple(m.weights.get(src.name, 0.0) for src in sources),
+        source_weights=tuple(src.weight for src in sources),
+        max_repeats=tuple(m.max_repeats if src.max_repeats is None else src.max_repeats for src in sources),
+    )
+
+
+def _source_files(sources, dry_run: bool) -> None:
+    """Each source's files: a pattern that matches none, or a file two sources match, is a mistake."""
+    owner = {}
+    for source in sources:
+        try:
+            files = _input_files(source.input, dry_run)
+        except UsageError as e:
+            raise UsageError(f"sources[{source.name}]: {e}") from None
+        for f in files:
+            if owner.setdefault(f.path, source.name) != source.name:
+                raise UsageError(
+                    f"{f.path} is in sources {owner[f.path]!r} and {source.name!r}: a file belongs to one source"
+                )
+
+
+def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output: bool = True) -> BuildPlan:
+    """Beam-free checks and plans of a build of sources and phases (``build_spec``)."""
+    build = command.build
+    _source_files(build.sources, options.view_as(TestOptions).dry_run)
+    reading = plan(command.settings, options, check_output)
+    phases = []
+    for phase in build.phases:
+        job = plan(phase.settings, options, check_output)
+        if job.settings.packing.best_fit and job.vocab.frame.first_id is None:
+            raise UsageError(
+                f"phases[{phase.name}]: --packing best_fit in a build of sources needs a tokenizer whose frame "
+                "opens with a token (each piece's source is told by where it starts)"
+            )
+        config = {**job.config, "sources": [dataclasses.asdict(s) for s in build.sources], "phase": phase.name}
+        fingerprint = None
+        if reading.input_fingerprint is not None:
+            tokenizer_sha256 = hashlib.sha256(job.tokenizer_json.encode("utf-8")).hexdigest()
+            files = fingerprint_lib.list_inputs(command.settings.input.input)
+            fingerprint = fingerprint_lib.fingerprint(config, files, tokenizer_sha256)
+        phases.append(dataclasses.replace(job, input_fingerprint=fingerprint))
+    return BuildPlan(
+        reading=reading,
+        phases=tuple(phases),
+        names=tuple(p.name for p in build.phases),
+        sources=build.sources,
+        layered=build.layered,
+        groups=pack.concat_group_count(reading.input_bytes),
+        mixes=tuple(_mix(p.settings, build.sources) for p in build.phases),
+        filters=tuple(
+            mixture.PhaseFilter(
+                sources=tuple(m.weights is None or m.weights[i] > 0 for i in range(len(build.sources))),
+                min_tokens=p.settings.input.min_doc_tokens,
+                max_tokens=p.settings.mixture.max_doc_tokens,
+            )
+            for p, m in zip(build.phases, (_mix(p.settings, build.sources) for p in build.phases))
+        ),
+    )

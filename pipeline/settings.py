@@ -247,6 +247,74 @@ class Output:
     )
 
 
+def _weights(text: str) -> dict:
+    """``web=1,books=3`` as a flag gives it: source name -> weight."""
+    pairs = [item.split("=", 1) for item in text.split(",") if item.strip()]
+    if any(len(p) != 2 for p in pairs):
+        raise ValueError(text)
+    return {name.strip(): value.strip() for name, value in pairs}
+
+
+def _check_weights(weights: dict | None) -> str | None:
+    if weights is None:
+        return None
+    if any(w < 0 for w in weights.values()):
+        bad = next(name for name, w in weights.items() if w < 0)
+        return f"must not be negative, got {bad}: {weights[bad]}"
+    if not any(weights.values()):
+        return "must give some source a weight above 0"
+    return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Mixture:
+    """A phase's sources, shares and budget (a build file's ``sources`` and ``phases``; docs/mixtures.md).
+    At the top of a build file they are every phase's unless the phase gives its own."""
+
+    tokens: int | None = setting(
+        None,
+        "The phase's token budget: tokens of its documents in the train split (the frame's special tokens "
+        "and padding not counted), shared among its sources; sources below their share are repeated, "
+        "those above it cut. Default: every document once.",
+        default_text="every document once",
+        check=in_range(1),
+    )
+    temperature: float | None = setting(
+        None,
+        "Each source's share of --tokens proportional to its weight times its natural tokens to this power "
+        "(XLM-R's 0.3, mBERT's 0.7); 1 is the natural mix.",
+        default_text="1",
+        check=in_range(0),
+    )
+    weights: dict | None = setting(
+        None,
+        "Each source's share of --tokens proportional to its weight here (web=1,books=3; a mapping in the "
+        "build file); a source not named is not in the phase. Not with --temperature.",
+        default_text="by temperature",
+        parse=_weights,
+        check=_check_weights,
+    )
+    max_repeats: float | None = setting(
+        None,
+        "The most epochs of any source (a source's own max_repeats wins): a share that needs more is an "
+        "error naming the source.",
+        default_text="no limit",
+        check=in_range(0, open_low=True),
+    )
+    max_doc_tokens: int | None = setting(
+        None,
+        "The phase uses only documents of at most this many tokens (with --min_doc_tokens, at least); the "
+        "others stay in the build for its other phases.",
+        default_text="no limit",
+        check=in_range(1),
+    )
+
+    @property
+    def natural(self) -> bool:
+        """Whether the mix is the sources' own (every document once, unless a budget says otherwise)."""
+        return self.weights is None and self.temperature in (None, 1.0)
+
+
 @dataclasses.dataclass(frozen=True)
 class Build:
     recipe: str | None = setting(
@@ -268,6 +336,7 @@ class Settings:
     masking: Masking = Masking()
     split: Split = Split()
     output: Output = Output()
+    mixture: Mixture = Mixture()
     build: Build = Build()
 
     def flat(self) -> dict:
@@ -276,6 +345,8 @@ class Settings:
         for group, field in _fields():
             value = getattr(getattr(self, group), field.name)
             values[flag_name(field)] = list(value) if isinstance(value, tuple) else value
+            if isinstance(value, dict):
+                values[flag_name(field)] = dict(value)
         return values
 
     @classmethod
@@ -321,13 +392,20 @@ def kind(name: str) -> tuple[type, bool]:
     if isinstance(annotation, types.UnionType):
         args = [a for a in typing.get_args(annotation) if a is not type(None)]
         annotation, optional = args[0], True
-    if typing.get_origin(annotation) is tuple:
-        return tuple, optional
+    if typing.get_origin(annotation) in (tuple, dict) or annotation is dict:
+        return typing.get_origin(annotation) or annotation, optional
     return annotation, optional
 
 
 def _expected(scalar: type) -> str:
-    return {bool: "true or false", int: "an integer", float: "a number", str: "text", tuple: "a list"}[scalar]
+    return {
+        bool: "true or false",
+        int: "an integer",
+        float: "a number",
+        str: "text",
+        tuple: "a list",
+        dict: "a mapping of names to numbers",
+    }[scalar]
 
 
 def coerce(name: str, value, label: str | None = None):
@@ -350,6 +428,21 @@ def coerce(name: str, value, label: str | None = None):
         return value
     if isinstance(value, bool):  # YAML's true for a number or text: say so rather than read it as 1
         raise wrong()
+    if scalar is dict:  # names -> non-negative numbers (a phase's weights)
+        if isinstance(value, str):
+            try:
+                value = parse(value)
+            except ValueError:
+                raise wrong() from None
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise wrong()
+        try:
+            parsed = {k: float(v.strip() if isinstance(v, str) else v) for k, v in value.items()}
+        except (TypeError, ValueError):
+            raise wrong() from None
+        if any(isinstance(v, bool) or not math.isfinite(w) for v, w in zip(value.values(), parsed.values())):
+            raise wrong()
+        return parsed
     if scalar is tuple:
         if isinstance(value, str):
             items = parse(value) if parse else (value,)
@@ -384,7 +477,7 @@ def coerce(name: str, value, label: str | None = None):
 def check_value(name: str, value) -> None:
     """A setting's value on its own: its choices and its check."""
     s = spec(name)
-    items = value if isinstance(value, tuple) else (value,)
+    items = value if isinstance(value, (tuple, dict)) else (value,)
     if s.choices and value is not None:
         bad = [v for v in items if v not in s.choices]
         if bad or not items:
@@ -421,6 +514,19 @@ def resolve(values: dict, *, warn: bool = True) -> Settings:
         "epoch anew (leave --dupe_factor at 1)",
         "dupe_factor",
         "masking",
+    )
+    _require(
+        s.mixture.weights is None or s.mixture.temperature is None,
+        "--weights and --temperature each decide the mixture: give one",
+        "weights",
+        "temperature",
+    )
+    _require(
+        s.mixture.max_doc_tokens is None or s.mixture.max_doc_tokens >= s.input.min_doc_tokens,
+        f"--max_doc_tokens {s.mixture.max_doc_tokens} is below --min_doc_tokens {s.input.min_doc_tokens}: "
+        "no document is both",
+        "max_doc_tokens",
+        "min_doc_tokens",
     )
     _require(
         not s.pairs.enabled or s.packing.mode == "document",

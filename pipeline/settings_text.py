@@ -65,6 +65,7 @@ def reference_markdown() -> str:
         "masking": "Masking",
         "split": "Splits",
         "output": "Output",
+        "mixture": "Mixtures and phases",
         "build": "Recipe",
     }
     lines = [
@@ -90,7 +91,7 @@ def reference_markdown() -> str:
         for field in dataclasses.fields(group.type):
             name, s = flag_name(field), field.metadata["spec"]
             scalar, optional = kind(name)
-            type_text = {tuple: "list", bool: "switch"}.get(scalar, scalar.__name__)
+            type_text = {tuple: "list", bool: "switch", dict: "mapping"}.get(scalar, scalar.__name__)
             if s.choices:
                 type_text = " \\| ".join(f"`{c}`" for c in s.choices) + (
                     " (a list)" if scalar is tuple else ""

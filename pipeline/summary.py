@@ -58,7 +58,32 @@ def warnings(manifest: dict) -> list[str]:
     return out
 
 
+def format_sources(table: list[dict]) -> list[str]:
+    """A phase's sources table: per source and split, natural, target and achieved tokens and epochs."""
+    lines = [
+        f"  {'source':<14}{'split':<11}{'natural':>14}{'target':>14}{'achieved':>14}{'epochs':>8}{'error':>8}"
+    ]
+    for row in table:
+        error = abs(row["achieved_tokens"] - row["target_tokens"]) / max(1, row["target_tokens"])
+        lines.append(
+            f"  {row['source']:<14}{row['split']:<11}{row['natural_tokens']:>14,}{row['target_tokens']:>14,}"
+            f"{row['achieved_tokens']:>14,}{row['epochs']:>8.2f}{error:>8.2%}"
+        )
+    return lines
+
+
+def format_build(output_dir: str, index: dict) -> str:
+    """A build of phases: each phase's folder, sequences and sources table."""
+    lines = [f"built {len(index['phases'])} phases in {output_dir}"]
+    for phase in index["phases"]:
+        splits = ", ".join(f"{c['sequences']:,} {split} sequences" for split, c in phase["splits"].items())
+        lines += [f"phase {phase['name']} ({phase['folder']}/): {splits}", *format_sources(phase["mixture"])]
+    return "\n".join(lines)
+
+
 def format_manifest(output_dir: str, manifest: dict) -> str:
+    if manifest_lib.is_build_index(manifest):
+        return format_build(output_dir, manifest)
     counts = manifest["counts"]
     lines = [
         f"wrote {len(manifest['shards'])} shard files to {output_dir}",
@@ -86,5 +111,7 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
             zero, one = c["next_sentence_labels"]
             share = one / max(1, zero + one)
             lines.append(f"  {'':<11} pair labels: {zero:,} of 0, {one:,} of 1 ({share:.1%} of 1)")
+    if "mixture" in manifest:
+        lines += format_sources(manifest["mixture"])
     lines += [f"WARNING: {warning}" for warning in warnings(manifest)]
     return "\n".join(lines)

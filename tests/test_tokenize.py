@@ -89,10 +89,10 @@ def test_batches_of_documents_are_bounded_by_their_text(real_data):
             assert chars < BATCH_CHARS + BLOCK_BYTES
         assert min(len(texts) for texts, _ in batches) > 16  # small documents do share batches
 
-    options = dict(input_format="text", text_field="text", range_bytes=1 << 20, dedup=False)
+    options = dict(readers=(("text", "text"),), range_bytes=1 << 20, dedup=False)
     with TestPipeline() as p:
         batches = (
-            p | beam.Create(paths) | ReadDocuments(**options, with_keys=False, dedup_bits=0)
+            p | beam.Create([(0, path) for path in paths]) | ReadDocuments(**options, with_keys=False, dedup_bits=0)
         ).batches | beam.Map(
             lambda b: (["".join(d) for d in b.docs], sum(len(piece) for d in b.docs for piece in d))
         )

@@ -207,6 +207,7 @@ class DocumentBatch:
 
     docs: list[list[str]]  # each document's pieces
     keys: np.ndarray | None = None  # uint64 document keys, where the job needs them (split, concat)
+    source: int = 0  # the build's source they were read from (a batch is one range's)
 
     @property
     def nbytes(self) -> int:

@@ -37,8 +37,23 @@ UNMASKED_TFRECORD_FEATURES = tuple(f for f in TFRECORD_FEATURES if not f[0].star
 )
 
 
-def tfrecord_features(unmasked: bool) -> tuple:
-    return UNMASKED_TFRECORD_FEATURES if unmasked else TFRECORD_FEATURES
+# A build of sources: each piece's source, a list as long as the row's pieces (not padded).
+SOURCE_IDS = "source_ids"
+
+
+def tfrecord_features(unmasked: bool, sources: bool = False) -> tuple:
+    features = UNMASKED_TFRECORD_FEATURES if unmasked else TFRECORD_FEATURES
+    return tuple(sorted((*features, (SOURCE_IDS, False)))) if sources else features
+
+
+def _ragged_bytes(counts: np.ndarray, values: np.ndarray) -> "Cells":
+    """Rows of ``counts[i]`` one-byte values each (``values`` < 128, consecutive), as cells: a packed varint
+    list of one byte per value, without padding."""
+    width = int(counts.max(initial=0))
+    present = np.arange(width)[None, :] < counts[:, None]
+    matrix = np.zeros(present.shape, dtype=np.uint8)
+    matrix[present] = values
+    return Cells(matrix, present, counts.astype(np.int64))
 
 
 _LEN = 2  # protobuf wire type of a length-delimited field
@@ -178,7 +193,13 @@ def _example_cells(batch: MaskedBatch) -> list[Cells]:
     """An Example's fields in order, as cells: its header, then each feature's prefix and payload."""
     columns = tf_feature_columns(batch)
     fields = []
-    for name, is_float in tfrecord_features(batch.unmasked):
+    sources = batch.piece_sources is not None
+    for name, is_float in tfrecord_features(batch.unmasked, sources):
+        if name == SOURCE_IDS:
+            payload, kind = _ragged_bytes(batch.piece_layout()[0], batch.piece_sources), 3
+            prefix = functools.partial(_feature_prefix, _delimited(1, name.encode()), kind)
+            fields += [_per_length(payload.lengths, prefix), payload]
+            continue
         values = columns[name]
         if is_float:
             payload, kind = _fixed(values.astype("<f4").view(np.uint8)), 2  # Feature.float_list
@@ -288,9 +309,13 @@ UNMASKED_PARQUET_SCHEMA = pa.schema(
 _PAIR_LABEL = pa.field("next_sentence_label", pa.int32(), nullable=False)
 
 
-def parquet_schema(pairs: bool, unmasked: bool = False) -> pa.Schema:
+_SOURCE_IDS = pa.field(SOURCE_IDS, _list(pa.int32()), nullable=False)
+
+
+def parquet_schema(pairs: bool, unmasked: bool = False, sources: bool = False) -> pa.Schema:
     schema = UNMASKED_PARQUET_SCHEMA if unmasked else PARQUET_SCHEMA
-    return schema.append(_PAIR_LABEL) if pairs else schema
+    schema = schema.append(_PAIR_LABEL) if pairs else schema
+    return schema.append(_SOURCE_IDS) if sources else schema
 
 
 def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
@@ -318,10 +343,17 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
             masked_lm_weights=columns["masked_lm_weights"],
         )
     pairs = batch.next_sentence_labels is not None
-    schema = parquet_schema(pairs, batch.unmasked)
+    sources = batch.piece_sources is not None
+    schema = parquet_schema(pairs, batch.unmasked, sources)
     table = [_list_column(arrays[f.name], f.type) for f in schema if f.name in arrays]
     if pairs:
         table.append(pa.array(batch.next_sentence_labels.astype(np.int32), pa.int32()))
+    if sources:
+        counts = batch.piece_layout()[0]
+        offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+        np.cumsum(counts, out=offsets[1:])
+        values = pa.array(batch.piece_sources.astype(np.int32), pa.int32())
+        table.append(pa.ListArray.from_arrays(pa.array(offsets), values, type=_SOURCE_IDS.type))
     return pa.Table.from_arrays(table, schema=schema)
 
 
@@ -329,14 +361,14 @@ class ParquetShard:
     """A Parquet file written into ``sink`` (any object with ``write``) as it is built, one row group per
     batch added: what it holds is a row group, not the file."""
 
-    def __init__(self, sink, pairs: bool = False, unmasked: bool = False):
+    def __init__(self, sink, pairs: bool = False, unmasked: bool = False, sources: bool = False):
         # zstd: smaller and faster to write than the default snappy here; every
         # Parquet reader of the field (pyarrow, datasets, polars, Spark) reads it.
         # Dictionaries and statistics suit neither token ids nor masks: without
         # them a shard is written a third faster and is under 10% larger.
         self._writer = pq.ParquetWriter(
             pa.PythonFile(sink, mode="w"),
-            parquet_schema(pairs, unmasked),
+            parquet_schema(pairs, unmasked, sources),
             compression="zstd",
             use_dictionary=False,
             write_statistics=False,

@@ -14,7 +14,7 @@ from typing import NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from mlmprep.transforms import keys, records
+from mlmprep.transforms import keys, mixture, records
 from mlmprep.transforms.frames import Frame
 
 PACKINGS = ("document", "concat", "best_fit")
@@ -36,6 +36,7 @@ class SequenceBatch:
     pieces: np.ndarray  # int32 [N]
     piece_lengths: np.ndarray  # int32 [sum(pieces)]
     word_starts: np.ndarray | None = None  # bool [N, max_seq_length]
+    piece_sources: np.ndarray | None = None  # uint8 [sum(pieces)]: each piece's source (a build of sources)
     # Sentence pairs only: where segment B starts, and the pair's label (see ``pairs``).
     segment_starts: np.ndarray | None = None  # int32 [N]
     pair_labels: np.ndarray | None = None  # int8 [N]
@@ -49,6 +50,12 @@ class SequenceBatch:
         """(pieces, piece_lengths) of a slice of the rows."""
         return records.piece_rows(self.pieces, self.piece_lengths, rows)
 
+    def piece_sources_of(self, rows: slice) -> np.ndarray | None:
+        """``piece_sources`` of a slice of the rows."""
+        if self.piece_sources is None:
+            return None
+        return records.piece_rows(self.pieces, self.piece_sources, rows)[1]
+
 
 class Packed(NamedTuple):
     """Rows a packer closed: ``input_ids`` int32 [N, L], ``lengths`` int32 [N], ``word_starts`` bool [N, L]
@@ -60,6 +67,7 @@ class Packed(NamedTuple):
     word_starts: np.ndarray | None
     pieces: np.ndarray
     piece_lengths: np.ndarray
+    piece_sources: np.ndarray | None = None  # each piece's source, where the documents said theirs
 
 
 def frame_rows(input_ids: np.ndarray, lengths: np.ndarray, frame: Frame) -> None:
@@ -197,20 +205,26 @@ class BestFitPacker:
         self._body = max_seq_length - frame.specials
         self._pending = []  # (ids, starts) of pieces not placed yet
         self._open = []  # sorted [(room, serial)]: the open sequences by their room left
-        self._contents = {}  # serial -> [(ids, starts), ...]
+        self._contents = {}  # serial -> [(ids, starts, source), ...]
         self._serial = 0
+        self._sources = False  # whether the pieces came with their sources
 
-    def add(self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None) -> Packed:
-        """Packs more documents; returns the sequences closed, with where each of their pieces lies."""
+    def add(
+        self, token_ids: list[np.ndarray], word_starts: list[np.ndarray] | None = None, sources=None
+    ) -> Packed:
+        """Packs more documents; returns the sequences closed, with where each of their pieces lies.
+        ``sources``: each document's source, which its pieces keep (``Packed.piece_sources``)."""
         closed = []
+        self._sources = self._sources or sources is not None
         for i, ids in enumerate(token_ids):  # a loop over documents and their pieces, not tokens
             starts = None if word_starts is None else word_starts[i]
+            source = 0 if sources is None else int(sources[i])
             for start in range(0, ids.size, self._body):
                 end = start + self._body
                 # Copies: a piece may wait in an open sequence long after the batch it came in, whose
                 # buffer a view would keep whole.
                 piece_starts = None if starts is None else starts[start:end].copy()
-                self._pending.append((ids[start:end].copy(), piece_starts))
+                self._pending.append((ids[start:end].copy(), piece_starts, source))
             if len(self._pending) >= self._window:
                 closed += self._place(self._pending)
                 self._pending = []
@@ -254,10 +268,10 @@ class BestFitPacker:
         starts = np.zeros(input_ids.shape, dtype=bool) if with_starts else None
         lengths = np.zeros(len(sequences), dtype=np.int32)
         counts = np.fromiter(map(len, sequences), dtype=np.int32, count=len(sequences))
-        piece_lengths = []
+        piece_lengths, piece_sources = [], []
         for row, pieces in enumerate(sequences):
             col = 0
-            for ids, word_starts in pieces:
+            for ids, word_starts, source in pieces:
                 body = col + prefix.size
                 input_ids[row, col:body] = prefix
                 input_ids[row, body : body + ids.size] = ids
@@ -267,12 +281,14 @@ class BestFitPacker:
                 input_ids[row, col : col + suffix.size] = suffix
                 col += suffix.size
                 piece_lengths.append(prefix.size + ids.size + suffix.size)
+                piece_sources.append(source)
             lengths[row] = col
         if self._frame.first_id is None:
             # No token opens a piece, so readers of the shards (``verify``, ``records.piece_starts``) cannot
             # tell the pieces apart: such rows are written as one piece each, as they always were.
             return Packed(input_ids, lengths, starts, *records.one_piece_each(lengths))
-        return Packed(input_ids, lengths, starts, counts, np.array(piece_lengths, dtype=np.int32))
+        sources = np.array(piece_sources, dtype=np.uint8) if self._sources else None
+        return Packed(input_ids, lengths, starts, counts, np.array(piece_lengths, dtype=np.int32), sources)
 
 
 def pack_concat(
@@ -325,21 +341,26 @@ def _list_array(arrays: list[np.ndarray], value_type: pa.DataType) -> pa.ListArr
     return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, value_type))
 
 
-def concat_rows(batch, groups: int, ids: pa.DataType) -> pa.RecordBatch:
-    """TokenizedBatch -> rows of (split, group, document key, ids, word starts[, sentence ends]) for
-    SortedGroups: the documents concat packing joins, or sentence pairs are made of, in groups.
+def concat_rows(batch, groups: int, ids: pa.DataType, by_range: bool = False) -> pa.RecordBatch:
+    """TokenizedBatch -> rows of (split, group, document key, ids, word starts[, sentence ends][, source])
+    for SortedGroups: the documents concat packing joins, or sentence pairs are made of, in groups.
 
-    Without whole-word masking every document's word starts are empty.
+    Without whole-word masking every document's word starts are empty. ``by_range``: a build of sources,
+    whose groups are key ranges (``mixture.range_groups``) and whose documents keep their source.
     """
     starts = batch.word_starts or [np.zeros(0, bool)] * len(batch.token_ids)
+    group = mixture.range_groups(batch.keys, groups) if by_range else (batch.keys % np.uint64(groups))
     columns = [
         pa.array(batch.splits.astype(np.uint8)),
-        pa.array((batch.keys % np.uint64(groups)).astype(np.uint32)),
+        pa.array(group.astype(np.uint32)),
         pa.array(batch.keys, pa.uint64()),
         _list_array(batch.token_ids, ids),
         _list_array(starts, pa.bool_()),
     ]
     names = ["split", "group", "doc_key", "ids", "starts"]
+    if by_range:
+        columns.append(pa.array(np.full(len(batch.token_ids), batch.source, np.uint8)))
+        names.append("source")
     if batch.sentence_ends is not None:
         columns.append(_list_array(batch.sentence_ends, pa.int32()))
         names.append("sentence_ends")

@@ -32,6 +32,8 @@ class MaskedBatch:
     # row order; a row's pieces tile its real tokens. Position ids restart at each. None: one piece a row.
     pieces: np.ndarray | None = None  # int32 [N]
     piece_lengths: np.ndarray | None = None  # int32 [sum(pieces)]
+    # A build of sources: each piece's source, an index into the manifest's sources, in piece order.
+    piece_sources: np.ndarray | None = None  # uint8 [sum(pieces)]
     # Span masking: each span's words and tokens, int [S, 2] (what the manifest's histogram counts).
     spans: np.ndarray | None = None
     # Unmasked output (``--masking none``): where words start, bool [N, L]; the masked_lm_* are then
@@ -137,13 +139,15 @@ def id_type(vocab_size: int, max_seq_length: int) -> pa.DataType:
     return pa.uint16() if max(vocab_size, max_seq_length) <= 1 << 16 else pa.int32()
 
 
-def schema(ids: pa.DataType, pairs: bool = False, unmasked: bool = False) -> pa.Schema:
+def schema(ids: pa.DataType, pairs: bool = False, unmasked: bool = False, sources: bool = False) -> pa.Schema:
     fields = [
         ("split", pa.uint8()),
         ("key", pa.uint64()),
         ("input_ids", pa.list_(ids)),
         ("piece_lengths", pa.list_(ids)),
     ]
+    if sources:
+        fields.append(("source_ids", pa.list_(pa.uint8())))
     if unmasked:
         fields.append(("word_starts", pa.list_(pa.bool_())))
     else:
@@ -179,6 +183,9 @@ def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.Da
         _ragged(batch.input_ids, batch.lengths, ids),
         _lists(*batch.piece_layout(), ids),
     ]
+    sources = batch.piece_sources is not None
+    if sources:
+        columns.append(_lists(batch.piece_layout()[0], batch.piece_sources, pa.uint8()))
     if batch.unmasked:
         columns.append(_ragged(batch.word_starts, batch.lengths, pa.bool_()))
     else:
@@ -192,7 +199,7 @@ def to_rows(splits: np.ndarray, keys: np.ndarray, batch: MaskedBatch, ids: pa.Da
             pa.array(batch.segment_starts.astype(np.dtype(str(ids))), ids),
             pa.array(batch.next_sentence_labels.astype(np.uint8), pa.uint8()),
         ]
-    return pa.RecordBatch.from_arrays(columns, schema=schema(ids, pairs, batch.unmasked))
+    return pa.RecordBatch.from_arrays(columns, schema=schema(ids, pairs, batch.unmasked, sources))
 
 
 def list_parts(column) -> tuple[np.ndarray, np.ndarray]:
@@ -245,6 +252,7 @@ def to_masked(
         b_type=b_type,
         pieces=pieces,
         piece_lengths=piece_lengths.astype(np.int32),
+        piece_sources=list_parts(rows.column("source_ids"))[0] if "source_ids" in rows.schema.names else None,
     )
 
 
@@ -262,6 +270,8 @@ def content(rows, indices: np.ndarray) -> list[bytes]:
         if "word_starts" in taken.schema.names
         else ("input_ids", "masked_lm_positions", "masked_lm_ids", "piece_lengths")
     )
+    if "source_ids" in taken.schema.names:
+        names += ("source_ids",)
     parts = [list_parts(taken.column(c)) for c in names]
     columns = []
     for values, lengths in parts:

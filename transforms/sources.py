@@ -70,6 +70,7 @@ class FileRange(NamedTuple):
     start: int = 0
     stop: int | None = None
     size: int = 0  # the file's, where known: how much of the input the range is
+    source: int = 0  # the build's source the file belongs to (a file belongs to one)
 
     @property
     def nbytes(self) -> int:
@@ -92,6 +93,7 @@ def file_ranges(
     range_bytes: int = RANGE_BYTES,
     *,
     compressed: bool = False,
+    source: int = 0,
 ) -> Iterator[FileRange]:
     """A file as ranges to read apart: large uncompressed text, JSONL and Parquet in near-equal parts.
 
@@ -105,7 +107,7 @@ def file_ranges(
     parts = max(1, -(-size // range_bytes)) if splittable else 1
     bounds = [size * i // parts for i in range(parts)]
     for start, stop in zip(bounds, [*bounds[1:], None]):
-        yield FileRange(path, start, stop, size)
+        yield FileRange(path, start, stop, size, source)
 
 
 @dataclasses.dataclass

@@ -395,6 +395,7 @@ class TokenizedBatch:
     token_ids: list[np.ndarray]
     word_starts: list[np.ndarray] | None = None
     sentence_ends: list[np.ndarray] | None = None  # int32, where each sentence's tokens end (sentence pairs)
+    source: int = 0  # the build's source the documents were read from
 
     @property
     def nbytes(self) -> int:

@@ -62,6 +62,7 @@ class MaskSequences(CountingDoFn):
                 else:
                     masked = self._mask(batch, rows, rng_keys)
                 masked.pieces, masked.piece_lengths = pieces
+                masked.piece_sources = batch.piece_sources_of(rows)
                 if batch.segment_starts is not None:
                     masked.segment_starts = batch.segment_starts[rows]
                     masked.next_sentence_labels = batch.pair_labels[rows]

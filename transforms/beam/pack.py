@@ -1,5 +1,6 @@
 """The packing steps on Beam: token ids to fixed-length sequences, by document, concatenated, or best fit."""
 
+import apache_beam as beam
 import numpy as np
 
 from mlmprep.transforms import records
@@ -18,6 +19,7 @@ from mlmprep.transforms.pack import (
     ragged_rows,
     sequence_keys,
 )
+from mlmprep.transforms.phases import GroupPacker
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT, Documents, PairConfig, make_pairs
 from mlmprep.transforms.tokenize import SPLITS
 
@@ -151,3 +153,29 @@ class PackPairs(_Pack):
                 pair_labels=pairs.labels,
             )
             previous = current
+
+
+class PackPhases(CountingDoFn):
+    """(split << 32 | group, its documents from SortedGroups) -> SequenceBatch of every phase of a build,
+    on the output tagged with the phase's index (``phases.GroupPacker``); ``plans``: the side input of each
+    phase's ``mixture.plan``."""
+
+    def __init__(self, *, phases, vocab):
+        super().__init__()
+        self._phases = phases
+        self._vocab = vocab
+        self._word_starts = any(phase.word_starts for phase in phases)
+
+    def process(self, element, plans):
+        group, documents = element
+        packer = GroupPacker(self._phases, plans, self._vocab, group & 0xFFFFFFFF, group >> 32)
+        for rows in documents.slices(CONCAT_SLICE_DOCS):
+            ids = [i.astype(np.int32) for i in ragged_rows(rows.column("ids"))]
+            starts = ragged_rows(rows.column("starts")) if self._word_starts else None
+            sources = rows.column("source").to_numpy()
+            for phase, batch in packer.add(ids, starts, sources):
+                yield beam.pvalue.TaggedOutput(str(phase), batch)
+        for phase, batch in packer.finish():
+            yield beam.pvalue.TaggedOutput(str(phase), batch)
+        for name, n in packer.counts.items():
+            self.count(name, n)

@@ -17,7 +17,6 @@ import math
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.io import fileio
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
@@ -43,8 +42,8 @@ def dedup_bits(input_bytes: int | None) -> int:
 class _ReadDigests(beam.DoFn):
     """(range key, FileRange) -> (bucket, digests) of its documents: the first pass, which counts nothing."""
 
-    def __init__(self, input_format: str, text_field: str, bits: int, progress_dir: str | None = None):
-        self._source_args = dict(input_format=input_format, text_field=text_field)
+    def __init__(self, readers: tuple, bits: int, progress_dir: str | None = None):
+        self._readers = readers
         self._bits = bits
         self._progress_dir = progress_dir
         self._input = None
@@ -59,7 +58,7 @@ class _ReadDigests(beam.DoFn):
 
     def process(self, element):
         range_key, file_range = element
-        source = DocumentSource(FileSystems.open, **self._source_args)
+        source = _document_source(self._readers, file_range)
         keys, copies = [], []
         for batch in source.batches(file_range):
             batch_keys, batch_copies = document_keys(batch)
@@ -84,9 +83,9 @@ def _losers(element):
 class _ReadBatches(CountingDoFn):
     """(range key, {"range": [FileRange], "losers": [indices]}) -> DocumentBatch, losers skipped."""
 
-    def __init__(self, input_format: str, text_field: str, with_keys: bool, progress_dir: str | None = None):
+    def __init__(self, readers: tuple, with_keys: bool, progress_dir: str | None = None):
         super().__init__()
-        self._source_args = dict(input_format=input_format, text_field=text_field)
+        self._readers = readers
         self._with_keys = with_keys
         self._progress_dir = progress_dir
         self._progress = self._input = None
@@ -100,7 +99,7 @@ class _ReadBatches(CountingDoFn):
         _, grouped = element
         (file_range,) = grouped["range"]
         losers = np.unique(np.frombuffer(b"".join(grouped["losers"]), dedup.INDEX)).tolist()
-        source = DocumentSource(FileSystems.open, **self._source_args)
+        source = _document_source(self._readers, file_range)
         pending, pending_since, next_loser, read, skipped = [], 0, 0, 0, 0
         for batch in source.batches(file_range):
             if next_loser < len(losers) and losers[next_loser] < read + len(batch):
@@ -117,10 +116,10 @@ class _ReadBatches(CountingDoFn):
                 read += len(batch)
             pending += batch
             if source.counts["characters_read"] - pending_since >= BATCH_CHARS:
-                yield self._batch(pending)
+                yield self._batch(pending, file_range.source)
                 pending, pending_since = [], source.counts["characters_read"]
         if pending:
-            yield self._batch(pending)
+            yield self._batch(pending, file_range.source)
         first_pass = grouped.get(DOCUMENTS)
         if skipped != len(losers) or (first_pass and first_pass[0] != read):
             # A file edited during the job, or a read cut short (an I/O error on a compressed
@@ -137,39 +136,60 @@ class _ReadBatches(CountingDoFn):
         self._progress.update(documents=read, characters=source.counts["characters_read"])
         self._input.add(file_range.nbytes)
 
-    def _batch(self, docs):
-        return DocumentBatch(docs, document_keys(docs)[0] if self._with_keys else None)
+    def _batch(self, docs, source: int):
+        return DocumentBatch(docs, document_keys(docs)[0] if self._with_keys else None, source)
 
 
-def split_file(path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES):
+def _document_source(readers: tuple, file_range) -> DocumentSource:
+    input_format, text_field = readers[file_range.source]
+    return DocumentSource(FileSystems.open, input_format=input_format, text_field=text_field)
+
+
+def split_file(path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES, source: int = 0):
     """``sources.file_ranges``, compressed files (by Beam's reading of their suffix) read whole."""
     compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
-    return file_ranges(path, size, input_format, range_bytes, compressed=compressed)
+    return file_ranges(path, size, input_format, range_bytes, compressed=compressed, source=source)
+
+
+def _split(file, formats: list[str], range_bytes: int):
+    source, path, size = file
+    return split_file(path, size, formats[source], range_bytes, source)
+
+
+def _matches(source: int, pattern: str):
+    """(source, path, size) of each file a pattern matches (``fileio.MatchAll``'s match, with the source
+    the pattern is of)."""
+    for m in FileSystems.match([pattern])[0].metadata_list:
+        if not m.path.endswith("/"):
+            yield source, m.path, m.size_in_bytes
 
 
 class ReadDocuments(beam.PTransform):
-    """File patterns -> DocumentBatch of about BATCH_CHARS, every document read once (deduplicated)."""
+    """(source, file pattern) -> DocumentBatch of about BATCH_CHARS, every document read once (deduplicated
+    across every source).
 
-    def __init__(self, *, input_format: str, text_field: str, range_bytes: int, dedup: bool, with_keys: bool,
-                 dedup_bits: int, progress_dir: str | None = None):  # fmt: skip
+    ``readers``: each source's (input format, text field), by source index.
+    """
+
+    def __init__(self, *, readers: tuple, range_bytes: int, dedup: bool, with_keys: bool, dedup_bits: int,
+                 progress_dir: str | None = None):  # fmt: skip
         super().__init__()
         self._progress_dir = (
             progress_dir  # a local folder the readers note their progress in (ProgressMonitor)
         )
-        self._source_args = (input_format, text_field)
+        self._readers = tuple(readers)
         self._range_bytes = range_bytes
         self._dedup = dedup
         self._with_keys = with_keys
         self._bits = dedup_bits
 
     def expand(self, patterns):
-        input_format, _ = self._source_args
+        formats = [input_format for input_format, _ in self._readers]
         ranges = (
             patterns
-            | "MatchFiles" >> fileio.MatchAll()
-            | "Paths" >> beam.Map(lambda m: (m.path, m.size_in_bytes))
+            | "MatchFiles" >> beam.FlatMapTuple(_matches)
             | "OncePerFile" >> beam.Distinct()  # a file two patterns match is still one file
-            | "SplitFiles" >> beam.FlatMapTuple(split_file, input_format, self._range_bytes)
+            | "SplitFiles" >> beam.FlatMap(_split, formats, self._range_bytes)
             | "KeyRanges" >> beam.Map(lambda r: (r.key(), r))
         )
         if self._dedup:
@@ -177,7 +197,7 @@ class ReadDocuments(beam.PTransform):
                 ranges
                 | "SpreadRanges" >> beam.Reshuffle()
                 | "ReadDigests"
-                >> beam.ParDo(_ReadDigests(*self._source_args, self._bits, self._progress_dir)).with_outputs(
+                >> beam.ParDo(_ReadDigests(self._readers, self._bits, self._progress_dir)).with_outputs(
                     DOCUMENTS, main="digests"
                 )
             )
@@ -195,6 +215,6 @@ class ReadDocuments(beam.PTransform):
                 | "SpreadRanges" >> beam.Reshuffle()
                 | "NoLosers" >> beam.MapTuple(lambda key, r: (key, {"range": [r], "losers": []}))
             )
-        read = _ReadBatches(*self._source_args, self._with_keys, self._progress_dir)
+        read = _ReadBatches(self._readers, self._with_keys, self._progress_dir)
         read = beam.ParDo(read).with_output_types(DocumentBatch)
         return work | "ReadBatches" >> read.with_outputs(COUNTS, main="batches")

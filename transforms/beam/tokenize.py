@@ -193,4 +193,5 @@ class TokenizeDocuments(CountingDoFn):
                 token_ids=[t for t, k in zip(token_ids, kept) if k],
                 word_starts=None if starts is None else [s for s, k in zip(starts, kept) if k],
                 sentence_ends=None if ends is None else [e for e, k in zip(ends, kept) if k],
+                source=batch.source,
             )

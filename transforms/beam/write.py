@@ -50,8 +50,10 @@ class WriteShard(beam.DoFn):
         pairs=False,
         unmasked=False,
         frame=None,
+        sources=False,
     ):
         self._output_dir = output_dir
+        self._sources = sources
         self._formats = formats
         self._generation = generation
         self._pairs = pairs
@@ -91,7 +93,7 @@ class WriteShard(beam.DoFn):
                 files[fmt] = _AtomicFile(path)
             tfrecord = files.get("tfrecord")
             parquet = (
-                encode.ParquetShard(files["parquet"], self._pairs, self._unmasked)
+                encode.ParquetShard(files["parquet"], self._pairs, self._unmasked, self._sources)
                 if "parquet" in files
                 else None
             )
@@ -231,6 +233,7 @@ class WriteShards(beam.PTransform):
         pairs: bool = False,
         unmasked: bool = False,
         frame=None,
+        sources: bool = False,
     ):
         super().__init__()
         self._plan = plan
@@ -248,6 +251,7 @@ class WriteShards(beam.PTransform):
             pairs=pairs,
             unmasked=unmasked,
             frame=frame,
+            sources=sources,
         )
 
     def expand(self, rows):
