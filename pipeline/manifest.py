@@ -65,6 +65,7 @@ class Counts(TypedDict):
     splits: dict[str, SplitCounts]
     counters: dict[str, int]  # every Beam counter's total
     spans: NotRequired[dict[str, list[int]]]  # span masking: spans by words and by tokens (span_histogram)
+    documents_kept: NotRequired[int]  # a phase of a build: the build's documents, read less dropped
 
 
 class Manifest(TypedDict):
@@ -185,6 +186,8 @@ def build(
         },
         "shards": sorted(shards, key=lambda s: s["file"]),
     }
+    if "documents_kept" in counts:  # a phase of a build: what the build kept, of which the phase chose
+        built["counts"]["documents_kept"] = counts["documents_kept"]
     spans = span_histogram(counts)
     if spans is not None:
         built["counts"]["spans"] = spans

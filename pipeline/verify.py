@@ -27,7 +27,7 @@ from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.pipeline.record_checks import check_batch
 from mlmprep.pipeline.settings import Settings
-from mlmprep.transforms import decode, encode, profile
+from mlmprep.transforms import decode, encode, profile, records
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
 
 MAX_REPORTED = 20
@@ -91,30 +91,61 @@ def _check_spans(manifest: dict, report: Report):
             )
 
 
-def _shard_slices(output_dir: str, shard: dict, settings: Settings, stack: contextlib.ExitStack, vocab):
+def _shard_slices(
+    output_dir: str, shard: dict, settings: Settings, stack: contextlib.ExitStack, vocab, sources: bool = False
+):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
     seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
     pairs = vocab.frame if settings.pairs.enabled else None
-    unmasked = settings.masking.unmasked
+    unmasked = (settings.masking.unmasked, sources)
     name = shard["file"]
     rows = encode.slice_rows(seq)
     if shard["format"] == "tfrecord":
         stream = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name)))
-        return decode.tfrecord_slices(stream, seq, preds, rows, pairs, unmasked), stream.sha256
+        return decode.tfrecord_slices(stream, seq, preds, rows, pairs, *unmasked), stream.sha256
     # Parquet is read from its footer: the hash takes a pass of its own.
     digest = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name))).sha256()
     parquet = stack.enter_context(manifest_lib.open_file(output_dir, name, seekable=True))
-    return decode.parquet_slices(parquet, seq, preds, rows, pairs, unmasked), lambda: digest
+    return decode.parquet_slices(parquet, seq, preds, rows, pairs, *unmasked), lambda: digest
 
 
-def _verify_shard(output_dir, files: list[dict], settings: Settings, *, vocab, masking, report, totals):
+def source_tokens(batch, settings: Settings, vocab, num_sources: int) -> np.ndarray:
+    """int64 [sources]: the document tokens each source's pieces hold in a batch (what the mixture counted:
+    a piece's tokens but its frame's, and concat packing's joiners). A row's source_ids must be one per
+    piece, and name a source; a CorruptRecordError says where not."""
+    starts = records.piece_starts(batch.input_ids, batch.lengths, vocab.frame.first_id)
+    if not settings.packing.best_fit:  # one piece a row: only position 0 starts one
+        starts = starts & (np.arange(starts.shape[1])[None, :] == 0)
+    counts = starts.sum(axis=1)
+    values = np.asarray(batch.piece_sources, dtype=np.int64)
+    if values.size != counts.sum():
+        raise decode.CorruptRecordError(f"{values.size} source_ids for {int(counts.sum())} pieces")
+    if values.size and (values.min() < 0 or values.max() >= num_sources):
+        raise decode.CorruptRecordError(f"a source_id outside the manifest's {num_sources} sources")
+    rows, cols = np.nonzero(starts)
+    ends = np.r_[cols[1:], 0]
+    last = np.r_[rows[1:] != rows[:-1], True]
+    ends[last] = batch.lengths[rows[last]]
+    tokens = (ends - cols - vocab.frame.specials).astype(np.int64)
+    if settings.packing.mode == "concat":  # the joiners between documents are the frame's, not theirs
+        body = np.arange(batch.input_ids.shape[1])[None, :]
+        inside = (body >= vocab.frame.prefix.size) & (body < batch.lengths[:, None] - vocab.frame.suffix.size)
+        tokens -= ((batch.input_ids == vocab.joiner_id) & inside).sum(axis=1)[rows]
+    out = np.zeros(num_sources, dtype=np.int64)
+    np.add.at(out, values, tokens)
+    return out
+
+
+def _verify_shard(
+    output_dir, files: list[dict], settings: Settings, *, vocab, masking, report, totals, sources: int = 0
+):
     """One shard's files (its TFRecord and Parquet twins), read side by side a slice at a time."""
     seen = {shard["file"]: collections.Counter() for shard in files}
     with contextlib.ExitStack() as stack:
         slices, hashes, failed, unequal = {}, {}, set(), False
         for shard in files:
             try:
-                parts = _shard_slices(output_dir, shard, settings, stack, vocab)
+                parts = _shard_slices(output_dir, shard, settings, stack, vocab, sources > 0)
                 slices[shard["file"]], hashes[shard["file"]] = parts
             except Exception as e:
                 report.problem(shard["file"], f"cannot be read ({e.__class__.__name__})")
@@ -147,6 +178,13 @@ def _verify_shard(output_dir, files: list[dict], settings: Settings, *, vocab, m
                 )
                 lengths = profile.length_buckets(batch.lengths, batch.input_ids.shape[1]).tolist()
                 seen[name].update({f"length_{i}": n for i, n in enumerate(lengths)})
+                if sources:
+                    try:
+                        per_source = source_tokens(batch, settings, vocab, sources)
+                    except decode.CorruptRecordError as e:
+                        report.problem(name, f"source_ids: {e}")
+                        per_source = np.zeros(sources, np.int64)
+                    seen[name].update({f"source_{i}": int(n) for i, n in enumerate(per_source)})
                 if batch.next_sentence_labels is not None:
                     seen[name].update(
                         label_0=int(np.sum(batch.next_sentence_labels == 0)),
@@ -206,6 +244,7 @@ def _verify_shard(output_dir, files: list[dict], settings: Settings, *, vocab, m
                 padding=seen[name]["padding"],
                 pieces=seen[name]["pieces"],
                 **{f"length_{i}": n for i, n in enumerate(lengths)},
+                **{f"source_{i}": seen[name][f"source_{i}"] for i in range(sources)},
             )
 
 
@@ -248,10 +287,38 @@ def check_counts(manifest: dict, totals: dict, report: Report):
     written = counts["documents_written"]
     if written != sum(s.get("documents", 0) for s in splits.values()):
         report.problem("manifest", "documents_written is not the sum of the splits' documents")
-    if counts["documents_read"] != written + sum(counts["documents_dropped"].values()):
-        report.problem("manifest", "documents_read != documents_written + documents dropped")
+    # A phase of a build writes the documents its mixture chose (copies counted) of those the build kept.
+    kept = counts.get("documents_kept", written)
+    if counts["documents_read"] != kept + sum(counts["documents_dropped"].values()):
+        report.problem("manifest", "documents_read != documents kept + documents dropped")
+    if "mixture" in manifest:
+        _check_mixture(manifest, totals, report)
     if written == 0 and any(seen["sequences"] for seen in totals.values()):
         report.problem("manifest", "documents_written is 0, yet the shards hold sequences")
+
+
+def _check_mixture(manifest: dict, totals: dict, report: Report):
+    """The sources table against the shards: each source's achieved tokens recounted per split and format
+    (each of --dupe_factor copies holds them again), and the budget's rule for each target."""
+    settings = manifest_lib.settings(manifest)
+    names = [s["name"] for s in manifest["sources"]]
+    copies = settings.masking.dupe_factor
+    for row in manifest["mixture"]:
+        i = names.index(row["source"])
+        for fmt in settings.output.formats:
+            seen = totals.get((row["split"], fmt), collections.Counter())[f"source_{i}"]
+            if seen != copies * row["achieved_tokens"]:
+                report.problem(
+                    f"{row['split']} ({fmt})",
+                    f"source {row['source']!r} holds {seen:,} tokens, the sources table says "
+                    f"{copies} x {row['achieved_tokens']:,}",
+                )
+        if row["split"] == "train" and row["achieved_tokens"] != row["target_tokens"]:
+            report.problem(
+                manifest_lib.MANIFEST,
+                f"source {row['source']!r} took {row['achieved_tokens']:,} train tokens for a target of "
+                f"{row['target_tokens']:,}",
+            )
 
 
 def _check_labels(
@@ -312,8 +379,11 @@ def verify(output_dir: str) -> Report:
     for shard in manifest["shards"]:
         twins[shard["file"].rsplit(".", 1)[0]].append(shard)
     totals = collections.defaultdict(collections.Counter)
+    sources = len(manifest.get("sources", ()))
     for files in twins.values():
-        _verify_shard(output_dir, files, settings, vocab=vocab, masking=masking, report=report, totals=totals)
+        _verify_shard(
+            output_dir, files, settings, vocab=vocab, masking=masking, report=report, totals=totals, sources=sources
+        )
     first_format = settings.output.formats[0]
     report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)
     for label in (0, 1):

@@ -154,9 +154,19 @@ def _masked_batch(columns: dict, frame=None, labels=None) -> MaskedBatch:
     )
 
 
+def _source_ids(lists: list[np.ndarray], first: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) of each row's source_ids: one per piece, so 1 to ``seq`` of them."""
+    counts = np.fromiter(map(len, lists), dtype=np.int32, count=len(lists))
+    bad = np.flatnonzero((counts < 1) | (counts > seq))
+    if bad.size:
+        raise CorruptRecordError(f"record {first + int(bad[0])}: {counts[bad[0]]} source_ids")
+    return np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64), counts
+
+
 def _tfrecord_batch(
-    records: list[bytes], first: int, seq: int, preds: int, pair_frame=None, unmasked: bool = False
-) -> tuple[MaskedBatch, dict]:
+    records: list[bytes], first: int, seq: int, preds: int, pair_frame=None, unmasked: bool = False,
+    sources: bool = False,
+) -> tuple[MaskedBatch, dict]:  # fmt: skip
     examples = [parse_example(r) for r in records]
     expected = {
         name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
@@ -165,25 +175,31 @@ def _tfrecord_batch(
     if examples and "position_ids" not in examples[0]:  # written before position_ids were
         del expected["position_ids"]
     for i, example in enumerate(examples, first):
-        shapes = {k: v.size for k, v in example.items()}
+        shapes = {k: v.size for k, v in example.items() if k != encode.SOURCE_IDS}
         if shapes != expected:
             raise CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
+        if (encode.SOURCE_IDS in example) != sources:
+            raise CorruptRecordError(f"record {i}: {encode.SOURCE_IDS} {'missing' if sources else 'unexpected'}")
         if not unmasked and example["masked_lm_weights"].dtype != np.float32:
             raise CorruptRecordError(f"record {i}: masked_lm_weights is not float")
     stack = {k: np.stack([e[k] for e in examples]) for k in expected}
     labels = stack["next_sentence_labels"] if pair_frame is not None else None
-    return _masked_batch(stack, pair_frame, labels), stack
+    batch = _masked_batch(stack, pair_frame, labels)
+    if sources:
+        stack[encode.SOURCE_IDS] = _source_ids([e[encode.SOURCE_IDS] for e in examples], first, seq)
+        batch.piece_sources = stack[encode.SOURCE_IDS][0]
+    return batch, stack
 
 
 def tfrecord_slices(
-    stream, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False
+    stream, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False, sources: bool = False
 ) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of ``rows`` records at a time from a TFRecord stream, read in order;
     ``pair_frame``: the records are sentence pairs in this ``frames.Frame``; ``unmasked``: written by
-    ``--masking none``."""
+    ``--masking none``; ``sources``: by a build of sources (``source_ids`` as (values, counts))."""
     records, first = iter_tfrecords(stream), 0
     while chunk := list(itertools.islice(records, rows)):
-        yield _tfrecord_batch(chunk, first, seq, preds, pair_frame, unmasked)
+        yield _tfrecord_batch(chunk, first, seq, preds, pair_frame, unmasked, sources)
         first += len(chunk)
 
 
@@ -204,7 +220,7 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[M
             table.column(name), preds if name.startswith("masked_lm") else seq, name
         )
         for name in table.column_names
-        if name != "next_sentence_label"
+        if name not in ("next_sentence_label", encode.SOURCE_IDS)
     }
     pairs = "next_sentence_label" in table.column_names
     labels = table.column("next_sentence_label").to_numpy()[:, None] if pairs else None
@@ -212,17 +228,25 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[M
     extra = {k: v for k, v in columns.items() if k != "input_ids"}
     if pairs:
         extra["next_sentence_labels"] = labels
+    if encode.SOURCE_IDS in table.column_names:
+        lists = table.column(encode.SOURCE_IDS).combine_chunks()
+        offsets = lists.offsets.to_numpy()
+        values = lists.values.to_numpy(zero_copy_only=False)
+        extra[encode.SOURCE_IDS] = _source_ids(
+            [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])], 0, seq
+        )
+        batch.piece_sources = extra[encode.SOURCE_IDS][0]
     return batch, extra
 
 
 def parquet_slices(
-    f, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False
+    f, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False, sources: bool = False
 ) -> Iterator[tuple[MaskedBatch, dict]]:
     """(batch, raw columns) of exactly ``rows`` rows (the last one fewer) from a seekable Parquet file,
     whatever its row groups; ``pair_frame``: the rows are sentence pairs in this ``frames.Frame``;
     ``unmasked``: written by ``--masking none``."""
     parquet = pq.ParquetFile(f)
-    schema = encode.parquet_schema(pair_frame is not None, unmasked)
+    schema = encode.parquet_schema(pair_frame is not None, unmasked, sources)
     if parquet.schema_arrow != schema:
         before = schema.remove(schema.get_field_index("position_ids"))  # written before position_ids were
         if parquet.schema_arrow != before:
