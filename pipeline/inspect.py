@@ -51,6 +51,7 @@ def first_rows(
     settings = manifest_lib.settings(manifest)
     seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
     pairs, unmasked = settings.pairs.enabled, settings.masking.unmasked
+    sources = "sources" in manifest
     shards = sorted(
         (s for s in manifest["shards"] if s["split"] == split and s["records"]),
         key=lambda s: (s["format"] != "parquet", s["file"]),
@@ -62,11 +63,16 @@ def first_rows(
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             read = decode.parquet_slices if parquet else decode.tfrecord_slices
-            batch, _ = next(read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked))
+            batch, extra = next(read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked, sources))
         labels = records.labels(batch)
+        if sources:
+            values, counts = extra["source_ids"]
+            per_row = np.split(values, np.cumsum(counts)[:-1])
         for i, length in enumerate(batch.lengths.tolist()):
             mask = (np.arange(seq) < length).astype(np.int64)
             rows.append({"input_ids": batch.input_ids[i], "attention_mask": mask, "labels": labels[i]})
+            if sources:
+                rows[-1]["source_ids"] = per_row[i].tolist()
             if pairs:
                 rows[-1]["next_sentence_label"] = int(batch.next_sentence_labels[i])
     return rows
@@ -101,5 +107,10 @@ def main(argv):
     for i, row in enumerate(rows):
         label = row.get("next_sentence_label")
         pair = "" if label is None else f" (pair label {label}: {_PAIR_LABELS[settings.pairs.mode][label]})"
-        print(f"--- {args.split} example {i}{pair}")
+        names = [s["name"] for s in manifest.get("sources", ())]
+        shown = ""
+        if "source_ids" in row:  # the source of each piece, in the order the pieces stand
+            shown = f" (source{'s' if len(row['source_ids']) > 1 else ''}: "
+            shown += ", ".join(names[i] for i in row["source_ids"]) + ")"
+        print(f"--- {args.split} example {i}{pair}{shown}")
         print(describe_example(tokenizer, row, vocab.mask_id) + "\n")

@@ -17,7 +17,7 @@ import io
 from mlmprep.pipeline import inspect, recipes, record_checks, summary, verify
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import decode, encode, profile
+from mlmprep.transforms import decode, encode, mixture, profile
 
 SAMPLE_RECORDS = 20_000  # per split: what the observed replacement shares are counted on
 EXAMPLES = 3
@@ -41,7 +41,7 @@ def observed_replacements(
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             slices = (decode.parquet_slices if parquet else decode.tfrecord_slices)(
-                f, seq, preds, encode.slice_rows(seq), pairs, settings.masking.unmasked
+                f, seq, preds, encode.slice_rows(seq), pairs, settings.masking.unmasked, "sources" in manifest
             )
             for batch, extra in slices:
                 record_checks.check_batch(
@@ -222,6 +222,28 @@ def build(output_dir: str) -> str:
             "% of documents",
         )
         sections.append(f'<h2>Document lengths</h2><img alt="document lengths" src="{uri}">')
+
+    mix = [row for row in manifest.get("mixture", ()) if row["split"] == "train"]
+    if mix:
+        uri = _bars(
+            "Train tokens per source: the mixture's target and what the phase took",
+            [row["source"] for row in mix],
+            {
+                "natural": [row["natural_tokens"] for row in mix],
+                "target": [row["target_tokens"] for row in mix],
+                "achieved": [row["achieved_tokens"] for row in mix],
+            },
+            "tokens",
+        )
+        rows = [
+            [r["source"], f"{r['natural_tokens']:,}", f"{r['target_tokens']:,}", f"{r['achieved_tokens']:,}",
+             f"{r['epochs']:.2f}", f"{mixture.share_error(r):.2%}"]
+            for r in mix
+        ]  # fmt: skip
+        sections.append(
+            f'<h2>Sources</h2><img alt="sources" src="{uri}">'
+            + _table(["source", "natural", "target", "achieved", "epochs", "error"], rows)
+        )
 
     expected = [settings.masking.mask_token_ratio, settings.masking.random_token_ratio]
     observed, read = {}, {}
