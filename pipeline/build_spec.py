@@ -227,7 +227,11 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
         except SettingError as e:
             if not name:
                 raise
-            raise UsageError(f"{where}: {e}") from None
+            message = str(e)
+            for key in e.names:  # the phase's own keys by their place in the file
+                if key in phase_values:
+                    message = re.sub(rf"--{key}\b", f"{where}.{key}", message)
+            raise UsageError(message if message != str(e) else f"{where}: {e}") from None
         phase = Phase(name or "", resolved)
         _check_phase(phase, built_sources, where if name else "")
         built.append(phase)
