@@ -408,11 +408,20 @@ def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult
             if not options.view_as(StandardOptions).no_wait_until_finish:
                 result.wait_until_finish()
         except Exception as e:  # a mixture the sources cannot give: the user's one line, not a traceback
-            found = re.search(rf"{mixture.MixtureError.__name__}: (.+)", str(e))
-            if found is None:
+            line = _mixture_error(e)
+            if line is None:
                 raise
-            raise UsageError(found.group(1)) from None
+            raise UsageError(line) from None
     return result
+
+
+def _mixture_error(e: Exception) -> str | None:
+    """The line of a MixtureError that failed the job, raised here or relayed by a worker as text."""
+    text = str(e) if isinstance(e, mixture.MixtureError) else None
+    if text is None:
+        found = re.search(rf"{mixture.MixtureError.__name__}: (.+)", str(e))
+        text = found.group(1) if found else None
+    return None if text is None else re.sub(r" \[while running '[^']*'\]$", "", text.strip())
 
 
 @contextlib.contextmanager
