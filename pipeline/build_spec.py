@@ -51,6 +51,13 @@ class Source:
 class Phase:
     name: str
     settings: Settings  # resolved; its output is the phase's folder (the build's output for a single phase)
+    sources: tuple[str, ...] | None = None  # the sources it uses, where it names them (else all, or weights')
+
+    def uses(self, source: str) -> bool:
+        weights = self.settings.mixture.weights
+        if weights is not None:
+            return weights.get(source, 0) > 0
+        return self.sources is None or source in self.sources
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,15 +143,20 @@ def _sources(values: dict, raw) -> tuple[Source, ...]:
     return sources
 
 
-def _phase_values(raw, index: int) -> tuple[str | None, dict]:
+def _phase_values(raw, index: int) -> tuple[str | None, dict, tuple[str, ...] | None]:
     where = f"{PHASES}[{index}]"
     if not isinstance(raw, dict):
         raise UsageError(f"{where} must be a mapping (name: ..., max_seq_length: ...), got {raw!r}")
     name = _name(raw.get("name"), f"{where}.name")
     where = f"{PHASES}[{name}]"
     values = {}
+    chosen = raw.get(SOURCES)
+    if chosen is not None and (
+        not isinstance(chosen, list) or not chosen or not all(isinstance(c, str) for c in chosen)
+    ):
+        raise UsageError(f"{where}.{SOURCES} must be a list of source names, got {chosen!r}")
     for key, value in raw.items():
-        if key == "name" or value is None:
+        if key in ("name", SOURCES) or value is None:
             continue
         if key not in PHASE_SETTINGS:
             known = key in settings_lib.RUN_FLAGS
@@ -156,7 +168,7 @@ def _phase_values(raw, index: int) -> tuple[str | None, dict]:
             values[key] = value if key in settings_lib.ALIASES else settings_lib.coerce(key, value, f"{where}.{key}")
         except SettingError as e:
             raise UsageError(str(e)) from None
-    return name, settings_lib.unalias(values)
+    return name, settings_lib.unalias(values), None if chosen is None else tuple(chosen)
 
 
 def _laid_over(top: dict, phase: dict) -> dict:
@@ -178,18 +190,21 @@ def _check_phase(phase: Phase, sources: tuple[Source, ...], where: str) -> None:
 
     m = phase.settings.mixture
     names = [s.name for s in sources]
-    unknown = [n for n in (m.weights or {}) if n not in names]
-    if unknown:
-        raise UsageError(f"{key('weights')} names {unknown[0]!r}, which is not a source ({', '.join(names)})")
-    chosen = [s for s in sources if m.weights is None or m.weights.get(s.name, 0) > 0]
+    for listed, what in ((m.weights or {}, "weights"), (phase.sources or (), SOURCES)):
+        unknown = [n for n in listed if n not in names]
+        if unknown:
+            raise UsageError(f"{key(what)} names {unknown[0]!r}, which is not a source ({', '.join(names)})")
+    if m.weights is not None and phase.sources is not None:
+        raise UsageError(f"{key('weights')} and {key(SOURCES)} each say the phase's sources: give one")
+    chosen = [s for s in sources if phase.uses(s.name)]
     if m.tokens is None and not (m.natural and all(s.weight == 1.0 for s in chosen)):
         raise UsageError(
             f"{key('tokens')} is required: a mixture by "
             + ("weights" if m.weights is not None else "temperature" if not m.natural else "source weights")
             + " sets shares of a budget"
         )
-    if m.weights is None and not any(s.weight > 0 for s in sources):
-        raise UsageError(f"{where or SOURCES}: every source has weight 0")
+    if m.weights is None and not any(s.weight > 0 for s in chosen):
+        raise UsageError(f"{where or SOURCES}: every source of the phase has weight 0")
     if phase.settings.pairs.enabled:
         raise UsageError(
             f"{key('sentence_pairs')}: a build of sources or phases makes single segments only (sentence pairs "
@@ -211,13 +226,13 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
     top_settings = settings_lib.resolve(top)
     if phases is not None and (not isinstance(phases, list) or not phases):
         raise UsageError(f"{PHASES} must be a list of phases (- name: ..., max_seq_length: ...), got {phases!r}")
-    entries = [_phase_values(p, i) for i, p in enumerate(phases)] if phases is not None else [(None, {})]
-    names = [n for n, _ in entries]
+    entries = [_phase_values(p, i) for i, p in enumerate(phases)] if phases is not None else [(None, {}, None)]
+    names = [n for n, _, _ in entries]
     twice = next((n for n in names if n is not None and names.count(n) > 1), None)
     if twice:
         raise UsageError(f"{PHASES}: two phases are named {twice!r}")
     built = []
-    for name, phase_values in entries:
+    for name, phase_values, chosen in entries:
         where = f"{PHASES}[{name}]" if name else "the build"
         merged = _laid_over(top, phase_values)
         if name:
@@ -232,7 +247,7 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
                 if key in phase_values:
                     message = re.sub(rf"--{key}\b", f"{where}.{key}", message)
             raise UsageError(message if message != str(e) else f"{where}: {e}") from None
-        phase = Phase(name or "", resolved)
+        phase = Phase(name or "", resolved, chosen)
         _check_phase(phase, built_sources, where if name else "")
         built.append(phase)
     return top_settings, BuildSpec(built_sources, tuple(built), layered=phases is not None)

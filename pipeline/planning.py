@@ -320,14 +320,15 @@ class BuildPlan:
         return [dataclasses.asdict(s) | {"input": list(s.input)} for s in self.sources]
 
 
-def _mix(s: Settings, sources) -> mixture.Mix:
-    m = s.mixture
+def _mix(phase, sources) -> mixture.Mix:
+    m = phase.settings.mixture
     return mixture.Mix(
         tokens=m.tokens,
         temperature=1.0 if m.temperature is None else m.temperature,
         weights=None if m.weights is None else tuple(m.weights.get(src.name, 0.0) for src in sources),
-        source_weights=tuple(src.weight for src in sources),
+        source_weights=tuple(src.weight if phase.uses(src.name) else 0.0 for src in sources),
         max_repeats=tuple(m.max_repeats if src.max_repeats is None else src.max_repeats for src in sources),
+        uses=tuple(phase.uses(src.name) for src in sources),
     )
 
 
@@ -373,13 +374,13 @@ def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output
         sources=build.sources,
         layered=build.layered,
         groups=pack.concat_group_count(reading.input_bytes),
-        mixes=tuple(_mix(p.settings, build.sources) for p in build.phases),
+        mixes=tuple(_mix(p, build.sources) for p in build.phases),
         filters=tuple(
             mixture.PhaseFilter(
-                sources=tuple(m.weights is None or m.weights[i] > 0 for i in range(len(build.sources))),
+                sources=tuple(p.uses(s.name) for s in build.sources),
                 min_tokens=p.settings.input.min_doc_tokens,
                 max_tokens=p.settings.mixture.max_doc_tokens,
             )
-            for p, m in zip(build.phases, (_mix(p.settings, build.sources) for p in build.phases))
+            for p in build.phases
         ),
     )

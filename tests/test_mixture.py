@@ -136,6 +136,11 @@ sources:
         ("phases:\n  - {name: p, tokens: 10}\n  - {name: p, tokens: 10}\n", "two phases are named 'p'"),
         ("phases:\n  - {name: p, tokens: 10, tokenizer: x.json}\n", r"phases\[p\]: 'tokenizer' is the build's"),
         ("input: [x.txt]\n", "input is given beside sources"),
+        ("phases:\n  - {name: p, sources: [web, news]}\n", r"phases\[p\].sources names 'news'"),
+        (
+            "phases:\n  - {name: p, tokens: 9, sources: [web], weights: {web: 1}}\n",
+            r"phases\[p\].weights and phases\[p\].sources each say the phase's sources",
+        ),
     ],
 )
 def test_a_mistake_in_sources_or_phases_is_one_line_naming_the_key(tmp_path, body, message):
@@ -167,3 +172,6 @@ def test_a_phase_is_the_top_with_its_own_settings_laid_over(tmp_path):
     assert two.settings.mixture.weights == {"web": 1.0} and two.settings.mixture.temperature is None
     assert two.settings.input.min_doc_tokens == 64 and two.settings.mixture.max_doc_tokens == 900
     assert command.settings.input.input == ("web.txt", "books.txt")  # the build reads every source
+    assert one.uses("books") and not two.uses("books")
+    widened = flags.parse(_build(tmp_path, SOURCES + "phases:\n  - {name: a, tokens: 9, sources: [web]}\n"))
+    assert [widened.build.phases[0].uses(s) for s in ("web", "books")] == [True, False]

@@ -73,8 +73,9 @@ class Mix:
     tokens: int | None  # the budget; None: every document once
     temperature: float  # 1: the natural mix
     weights: tuple[float, ...] | None  # by source index, the phase's own weights; None: by temperature
-    source_weights: tuple[float, ...]  # each source's own weight
+    source_weights: tuple[float, ...]  # each source's own weight (0 for a source the phase does not use)
     max_repeats: tuple[float | None, ...]  # by source index
+    uses: tuple[bool, ...] | None = None  # the sources the phase uses (None: every one)
 
 
 def targets(natural: np.ndarray, mix: Mix) -> np.ndarray:
@@ -123,7 +124,7 @@ def plan(hist: np.ndarray, mix: Mix, names: list[str], phase: str) -> tuple[Sour
     out = []
     where = f"phase {phase!r}: " if phase else ""
     for s, name in enumerate(names):
-        in_phase = mix.weights is None or mix.weights[s] > 0
+        in_phase = mix.weights[s] > 0 if mix.weights is not None else mix.uses is None or mix.uses[s]
         if not in_phase:
             out.append(None)
             continue
