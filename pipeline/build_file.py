@@ -91,6 +91,26 @@ def _unique(pairs: list[tuple]) -> dict:
     return dict(pairs)
 
 
+SOURCE_ENTRY = ("name", "input", "input_format", "text_field", "weight", "max_repeats")
+
+
+def _remake(manifest: dict) -> dict:
+    """A manifest as a build file that makes its output again: every setting, resolved (an older
+    manifest's as well; its recipe's are among them, so the recipe's name would only say it set nothing).
+    A build of sources keeps its sources; the build's own manifest its phases too, each as it was given;
+    a phase's manifest makes that phase alone (in OUTPUT/PHASE), which selects and packs the same."""
+    values = {k: v for k, v in manifest_lib.settings(manifest).flat().items() if k != "recipe"}
+    if "sources" not in manifest:
+        return values
+    values.pop("input")
+    values[build_spec.SOURCES] = [{k: s[k] for k in SOURCE_ENTRY if k in s} for s in manifest["sources"]]
+    if manifest_lib.is_build_index(manifest):
+        values[build_spec.PHASES] = [{"name": p["name"], **p["given"]} for p in manifest["phases"]]
+    elif manifest.get("build", {}).get("phase"):  # one phase of several: a build of it alone, in OUTPUT/PHASE
+        values[build_spec.PHASES] = [{"name": manifest["build"]["phase"], **manifest["build"]["given"]}]
+    return values
+
+
 def _load(path: str, text: str) -> dict:
     if path.endswith(".json"):
         try:
@@ -103,9 +123,7 @@ def _load(path: str, text: str) -> dict:
                     f"--config {path} has format_version {data['format_version']!r}; this mlmprep reads "
                     f"{', '.join(map(str, manifest_lib.READS))}"
                 )
-            # Every setting, resolved (an older manifest's as well); its recipe's are among them, so the
-            # recipe's name would only say it set nothing.
-            data = {k: v for k, v in manifest_lib.settings(data).flat().items() if k != "recipe"}
+            data = _remake(data)
     else:
         try:
             data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)

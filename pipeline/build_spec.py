@@ -52,6 +52,9 @@ class Phase:
     name: str
     settings: Settings  # resolved; its output is the phase's folder (the build's output for a single phase)
     sources: tuple[str, ...] | None = None  # the sources it uses, where it names them (else all, or weights')
+    given: dict = dataclasses.field(
+        default_factory=dict, compare=False
+    )  # its own values, as the file gave them
 
     def uses(self, source: str) -> bool:
         weights = self.settings.mixture.weights
@@ -84,7 +87,9 @@ def _number(value, what: str, *, positive: bool) -> float:
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not math.isfinite(number) or number < 0 or (positive and number == 0):
-        raise UsageError(f"{what} must be a {'positive' if positive else 'non-negative'} number, got {value!r}")
+        raise UsageError(
+            f"{what} must be a {'positive' if positive else 'non-negative'} number, got {value!r}"
+        )
     return number
 
 
@@ -106,7 +111,8 @@ def parse_source(raw, index: int, defaults: dict) -> Source:
                 values[key] = settings_lib.coerce(key, value, label=f"{where}.{key}")
                 settings_lib.check_value(key, values[key])
     except SettingError as e:
-        raise UsageError(str(e).replace(f"--{e.names[0]}", f"{where}.{e.names[0]}", 1) if e.names else str(e))
+        message = str(e).replace(f"--{e.names[0]}", f"{where}.{e.names[0]}", 1) if e.names else str(e)
+        raise UsageError(message) from None
     if not values.get("input"):
         raise UsageError(f"{where}.input is required: the file patterns of the source")
     return Source(
@@ -165,7 +171,9 @@ def _phase_values(raw, index: int) -> tuple[str | None, dict, tuple[str, ...] | 
                 + ("the build's, the same for every phase: give it at the top" if known else "not a setting")
             )
         try:
-            values[key] = value if key in settings_lib.ALIASES else settings_lib.coerce(key, value, f"{where}.{key}")
+            values[key] = (
+                value if key in settings_lib.ALIASES else settings_lib.coerce(key, value, f"{where}.{key}")
+            )
         except SettingError as e:
             raise UsageError(str(e)) from None
     return name, settings_lib.unalias(values), None if chosen is None else tuple(chosen)
@@ -207,8 +215,8 @@ def _check_phase(phase: Phase, sources: tuple[Source, ...], where: str) -> None:
         raise UsageError(f"{where or SOURCES}: every source of the phase has weight 0")
     if phase.settings.pairs.enabled:
         raise UsageError(
-            f"{key('sentence_pairs')}: a build of sources or phases makes single segments only (sentence pairs "
-            "need a build of their own, without sources or phases)"
+            f"{key('sentence_pairs')}: a build of sources or phases makes single segments only "
+            "(sentence pairs need a build of their own, without sources or phases)"
         )
 
 
@@ -225,8 +233,12 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
     top = {**values, "input": tuple(p for s in built_sources for p in s.input)}
     top_settings = settings_lib.resolve(top)
     if phases is not None and (not isinstance(phases, list) or not phases):
-        raise UsageError(f"{PHASES} must be a list of phases (- name: ..., max_seq_length: ...), got {phases!r}")
-    entries = [_phase_values(p, i) for i, p in enumerate(phases)] if phases is not None else [(None, {}, None)]
+        raise UsageError(
+            f"{PHASES} must be a list of phases (- name: ..., max_seq_length: ...), got {phases!r}"
+        )
+    entries = (
+        [_phase_values(p, i) for i, p in enumerate(phases)] if phases is not None else [(None, {}, None)]
+    )
     names = [n for n, _, _ in entries]
     twice = next((n for n in names if n is not None and names.count(n) > 1), None)
     if twice:
@@ -247,7 +259,10 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
                 if key in phase_values:
                     message = re.sub(rf"--{key}\b", f"{where}.{key}", message)
             raise UsageError(message if message != str(e) else f"{where}: {e}") from None
-        phase = Phase(name or "", resolved, chosen)
+        given = {k: list(v) if isinstance(v, tuple) else v for k, v in phase_values.items()}
+        if chosen is not None:
+            given[SOURCES] = list(chosen)
+        phase = Phase(name or "", resolved, chosen, given)
         _check_phase(phase, built_sources, where if name else "")
         built.append(phase)
     return top_settings, BuildSpec(built_sources, tuple(built), layered=phases is not None)

@@ -63,7 +63,9 @@ def first_rows(
         parquet = shard["format"] == "parquet"
         with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
             read = decode.parquet_slices if parquet else decode.tfrecord_slices
-            batch, extra = next(read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked, sources))
+            batch, extra = next(
+                read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked, sources)
+            )
         labels = records.labels(batch)
         if sources:
             values, counts = extra["source_ids"]

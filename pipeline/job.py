@@ -95,7 +95,12 @@ def build_entries(build: BuildPlan, phase: int, plans, counts: dict) -> dict:
     sources table (natural, target and achieved tokens per source and split)."""
     names = [s.name for s in build.sources]
     return {
-        "build": {"phase": build.names[phase], "phases": list(build.names), "index": phase},
+        "build": {
+            "phase": build.names[phase],
+            "phases": list(build.names),
+            "index": phase,
+            "given": build.given[phase],  # its own settings as the build file gave them
+        },
         "sources": build.source_entries(),
         "mixture": mixture.table(plans[phase], names, counts, "sources."),
     }
@@ -206,9 +211,13 @@ class _WriteBuildManifest(beam.DoFn):
             settings=build.reading.config,
             sources=build.source_entries(),
             phases=[by_name[name] for name in build.names],
+            given=list(build.given),
             input_fingerprint=build.reading.input_fingerprint,
         )
-        commit.write_whole(FileSystems.join(build.reading.output_dir, manifest.MANIFEST), manifest.to_json(built).encode("utf-8"))
+        commit.write_whole(
+            FileSystems.join(build.reading.output_dir, manifest.MANIFEST),
+            manifest.to_json(built).encode("utf-8"),
+        )
         if build.reading.grouping == "run_files":
             groups.delete_temp(build.reading.temp_dir)
         yield built
@@ -262,10 +271,14 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
         | "DocumentRows" >> beam.Map(concat_rows, build.groups, ids, True).with_output_types(pa.RecordBatch)
         | "GroupDocuments" >> groups.SortedGroups(pack.CONCAT_ORDER, mode=job.grouping, temp_dir=job.temp_dir)
         | "PackPhases"
-        >> beam.ParDo(pack.PackPhases(phases=shapes, vocab=job.vocab), plans=beam.pvalue.AsSingleton(plans))
-        .with_outputs(counting.COUNTS, *tags)
+        >> beam.ParDo(
+            pack.PackPhases(phases=shapes, vocab=job.vocab), plans=beam.pvalue.AsSingleton(plans)
+        ).with_outputs(counting.COUNTS, *tags)
     )
-    all_counts, written = [documents[counting.COUNTS], tokenized[counting.COUNTS], packed[counting.COUNTS]], []
+    all_counts, written = (
+        [documents[counting.COUNTS], tokenized[counting.COUNTS], packed[counting.COUNTS]],
+        [],
+    )
     for i, (name, ph) in enumerate(zip(build.names, build.phases)):
         label = f"[{name}]" if name else ""
         masked = packed[tags[i]] | f"Mask{label}" >> beam.ParDo(
@@ -280,7 +293,11 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
         ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
         all_counts.append(masked[counting.COUNTS])
         written.append(masked.records | f"WriteShards{label}" >> _write_shards(ph, sources=True))
-    counts = all_counts | "FlattenCounts" >> beam.Flatten() | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
+    counts = (
+        all_counts
+        | "FlattenCounts" >> beam.Flatten()
+        | "SumCounts" >> beam.CombineGlobally(counting.SumCounts())
+    )
     manifests = []
     for i, (name, ph, shards) in enumerate(zip(build.names, build.phases, written)):
         label = f"[{name}]" if name else ""
@@ -301,7 +318,9 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
         p
         | "BuildManifestTrigger" >> beam.Create([None])
         | "WriteBuildManifest"
-        >> beam.ParDo(_WriteBuildManifest(build), phase_manifests=beam.pvalue.AsList(manifests | beam.Flatten()))
+        >> beam.ParDo(
+            _WriteBuildManifest(build), phase_manifests=beam.pvalue.AsList(manifests | beam.Flatten())
+        )
     )
 
 

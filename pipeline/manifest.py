@@ -196,7 +196,14 @@ def build(
     return built
 
 
-def build_index(*, settings: dict, sources: list[dict], phases: list[dict], input_fingerprint: str | None) -> dict:
+def build_index(
+    *,
+    settings: dict,
+    sources: list[dict],
+    phases: list[dict],
+    given: list[dict],
+    input_fingerprint: str | None,
+) -> dict:
     """The manifest of a build of phases (OUTPUT/manifest.json): its sources and, per phase, its folder,
     what it holds and its sources table; each phase's folder is an output with a manifest of its own."""
     return {
@@ -216,8 +223,9 @@ def build_index(*, settings: dict, sources: list[dict], phases: list[dict], inpu
                     for split, c in m["counts"]["splits"].items()
                 },
                 "mixture": m["mixture"],
+                "given": own,  # its own settings, as the build file gave them
             }
-            for m in phases
+            for m, own in zip(phases, given)
         ],
     }
 
@@ -314,8 +322,8 @@ def read(output_dir: str, build_index: bool = False) -> Manifest:
     if is_build_index(manifest) and not build_index:
         phases = [p["folder"] for p in manifest["phases"]]
         raise ManifestError(
-            f"{output_dir} is a build of phases ({', '.join(phases)}); each phase's folder is an output: give "
-            f"one, such as {join(output_dir, phases[0])}"
+            f"{output_dir} is a build of phases ({', '.join(phases)}); each phase's folder is an output: "
+            f"give one, such as {join(output_dir, phases[0])}"
         )
     return manifest
 

@@ -309,6 +309,7 @@ class BuildPlan:
     reading: JobPlan  # reading, cleaning, deduplication, tokenizing: once for every phase
     phases: tuple[JobPlan, ...]
     names: tuple[str, ...]  # the phases' ("" for the one phase of a build without a phases list)
+    given: tuple[dict, ...]  # each phase's own values as the build file gave them (its manifest remakes it)
     sources: tuple  # build_spec.Source
     layered: bool  # phases listed: each in OUTPUT/PHASE, the build's manifest at OUTPUT
     groups: int  # key-range groups of documents (``mixture.range_groups``)
@@ -343,7 +344,8 @@ def _source_files(sources, dry_run: bool) -> None:
         for f in files:
             if owner.setdefault(f.path, source.name) != source.name:
                 raise UsageError(
-                    f"{f.path} is in sources {owner[f.path]!r} and {source.name!r}: a file belongs to one source"
+                    f"{f.path} is in sources {owner[f.path]!r} and {source.name!r}: a file belongs to one "
+                    "source"
                 )
 
 
@@ -357,10 +359,14 @@ def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output
         job = plan(phase.settings, options, check_output)
         if job.settings.packing.best_fit and job.vocab.frame.first_id is None:
             raise UsageError(
-                f"phases[{phase.name}]: --packing best_fit in a build of sources needs a tokenizer whose frame "
-                "opens with a token (each piece's source is told by where it starts)"
+                f"phases[{phase.name}]: --packing best_fit in a build of sources needs a tokenizer whose "
+                "frame opens with a token (each piece's source is told by where it starts)"
             )
-        config = {**job.config, "sources": [dataclasses.asdict(s) for s in build.sources], "phase": phase.name}
+        config = {
+            **job.config,
+            "sources": [dataclasses.asdict(s) for s in build.sources],
+            "phase": phase.name,
+        }
         fingerprint = None
         if reading.input_fingerprint is not None:
             tokenizer_sha256 = hashlib.sha256(job.tokenizer_json.encode("utf-8")).hexdigest()
@@ -371,6 +377,7 @@ def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output
         reading=reading,
         phases=tuple(phases),
         names=tuple(p.name for p in build.phases),
+        given=tuple(p.given for p in build.phases),
         sources=build.sources,
         layered=build.layered,
         groups=pack.concat_group_count(reading.input_bytes),

@@ -74,7 +74,8 @@ def format_sources(table: list[dict]) -> list[str]:
 
 def format_build(output_dir: str, index: dict) -> str:
     """A build of phases: each phase's folder, sequences and sources table."""
-    lines = [f"built {len(index['phases'])} phases in {output_dir}"]
+    n = len(index["phases"])
+    lines = [f"built {n} phase{'s' if n > 1 else ''} in {output_dir}"]
     for phase in index["phases"]:
         splits = ", ".join(f"{c['sequences']:,} {split} sequences" for split, c in phase["splits"].items())
         lines += [f"phase {phase['name']} ({phase['folder']}/): {splits}", *format_sources(phase["mixture"])]

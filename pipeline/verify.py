@@ -92,7 +92,12 @@ def _check_spans(manifest: dict, report: Report):
 
 
 def _shard_slices(
-    output_dir: str, shard: dict, settings: Settings, stack: contextlib.ExitStack, vocab, sources: bool = False
+    output_dir: str,
+    shard: dict,
+    settings: Settings,
+    stack: contextlib.ExitStack,
+    vocab,
+    sources: bool = False,
 ):
     """(slices of the shard's rows, a function giving its sha256 once they are read)."""
     seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
@@ -382,7 +387,14 @@ def verify(output_dir: str) -> Report:
     sources = len(manifest.get("sources", ()))
     for files in twins.values():
         _verify_shard(
-            output_dir, files, settings, vocab=vocab, masking=masking, report=report, totals=totals, sources=sources
+            output_dir,
+            files,
+            settings,
+            vocab=vocab,
+            masking=masking,
+            report=report,
+            totals=totals,
+            sources=sources,
         )
     first_format = settings.output.formats[0]
     report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)

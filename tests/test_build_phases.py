@@ -21,7 +21,8 @@ sources:
   - {{name: eo, input: ["{tiny}/fortunes_eo.txt"], max_repeats: 20}}
 phases:
   - {{name: base, max_seq_length: 128, packing: best_fit, masking: none, tokens: 15000, temperature: 0.3}}
-  - {{name: long, max_seq_length: 256, packing: concat, tokens: 12000, weights: {{en: 2, de: 1}}, min_doc_tokens: 40}}
+  - {{name: long, max_seq_length: 256, packing: concat, tokens: 12000, weights: {{en: 2, de: 1}},
+     min_doc_tokens: 40}}
   - {{name: decay, max_seq_length: 64, tokens: 6000, masked_lm_prob: 0.05, masking: word}}
 """
 
@@ -104,7 +105,9 @@ def test_source_ids_say_each_pieces_source_alike_in_both_formats(built):
     base = np.concatenate([e["source_ids"][1] for _, e in _rows(built / "base", "train", "parquet")])
     assert base.max() > 1  # best fit: several pieces to a row, each with its source
     # TensorFlow reads the feature as a variable-length list, not padded.
-    shard = next(s["file"] for s in _manifest(built / "base")["shards"] if s["format"] == "tfrecord" and s["records"])
+    shard = next(
+        s["file"] for s in _manifest(built / "base")["shards"] if s["format"] == "tfrecord" and s["records"]
+    )
     record = next(iter(tf.data.TFRecordDataset(str(built / "base" / shard))))
     parsed = tf.io.parse_single_example(record, {"source_ids": tf.io.VarLenFeature(tf.int64)})
     first = _rows(built / "base", shard.split("-")[0], "tfrecord")[0][1]["source_ids"]
@@ -141,8 +144,25 @@ def test_a_build_is_byte_identical_with_one_and_two_workers(built, tmp_path, rea
         assert _manifest(built / phase)["mixture"] == _manifest(two / phase)["mixture"]
 
 
-def test_a_share_beyond_max_repeats_stops_the_build_naming_the_source(tmp_path, real_data, bert_tokenizer_json):
+def _shards(folder: pathlib.Path) -> dict:
+    return {s["file"]: s["sha256"] for s in _manifest(folder)["shards"]}
+
+
+def test_the_builds_manifest_remakes_every_phase_and_a_phases_remakes_it_alone(built, tmp_path):
+    job.run(["--config", str(built / "manifest.json"), f"--output={tmp_path / 'again'}"])
+    for phase in ("base", "long", "decay"):
+        assert _shards(tmp_path / "again" / phase) == _shards(built / phase)
+    job.run(["--config", str(built / "long" / "manifest.json"), f"--output={tmp_path / 'alone'}"])
+    assert [p["name"] for p in _manifest(tmp_path / "alone")["phases"]] == ["long"]
+    assert _shards(tmp_path / "alone" / "long") == _shards(built / "long")
+
+
+def test_a_share_beyond_max_repeats_stops_the_build_naming_the_source(
+    tmp_path, real_data, bert_tokenizer_json
+):
     body = BUILD.replace("tokens: 15000, temperature: 0.3", "tokens: 300000, temperature: 0.3")
-    with pytest.raises(UsageError, match=r"phase 'base': source 'eo' would be repeated .* above max_repeats 20"):
+    with pytest.raises(
+        UsageError, match=r"phase 'base': source 'eo' would be repeated .* above max_repeats 20"
+    ):
         _build(tmp_path, real_data, bert_tokenizer_json, body=body)
     assert not (tmp_path / "out" / "manifest.json").exists()

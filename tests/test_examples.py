@@ -66,7 +66,9 @@ def test_modernbert_three_phases_grow_the_context_on_long_documents(tmp_path, re
     assert shares == {"web": 4000, "docs": 8000, "books": 8000}
 
 
-def test_mmbert_anneals_temperature_and_masking_while_languages_widen(tmp_path, real_data, bert_tokenizer_json):
+def test_mmbert_anneals_temperature_and_masking_while_languages_widen(
+    tmp_path, real_data, bert_tokenizer_json
+):
     manifests = _check(_run("mmbert", tmp_path, real_data, bert_tokenizer_json))
     languages = [sorted(_train(m)) for m in manifests.values()]
     assert languages == [["de", "en", "ru"], ["de", "en", "ru", "zh"], ["de", "en", "eo", "ru", "zh"]]

@@ -94,7 +94,9 @@ def test_a_budget_beyond_max_repeats_or_a_source_with_nothing_names_the_source()
     hist[0, 0, 0] = (10_000, 10)
     hist[1, 0, 3] = (100, 1)
     with pytest.raises(mixture.MixtureError, match="source 'b' would be repeated .* above max_repeats 5"):
-        mixture.plan(hist, _mix(20_000, weights=(1.0, 1.0, 0.0), max_repeats=(None, 5, None)), ["a", "b", "c"], "p")
+        mixture.plan(
+            hist, _mix(20_000, weights=(1.0, 1.0, 0.0), max_repeats=(None, 5, None)), ["a", "b", "c"], "p"
+        )
     with pytest.raises(mixture.MixtureError, match="phase 'p': source 'c' has no train documents"):
         mixture.plan(hist, _mix(20_000, weights=(1.0, 1.0, 1.0)), ["a", "b", "c"], "p")
     by_temperature = mixture.plan(hist, _mix(20_000, temperature=0.0), ["a", "b", "c"], "p")
@@ -119,13 +121,19 @@ sources:
 @pytest.mark.parametrize(
     "body, message",
     [
-        ("  - {name: code, input: [c.txt], weight: -1}\n", r"sources\[code\].weight must be a non-negative number"),
+        (
+            "  - {name: code, input: [c.txt], weight: -1}\n",
+            r"sources\[code\].weight must be a non-negative number",
+        ),
         ("  - {name: web, input: [c.txt]}\n", "two sources are named 'web'"),
         (
             "phases:\n  - {name: p, tokens: 100, weights: {web: 0, books: 0}}\n",
             r"phases\[p\].weights must give some source a weight above 0",
         ),
-        ("phases:\n  - {name: p, tokens: 100, weights: {web: -2}}\n", r"phases\[p\].weights must not be negative"),
+        (
+            "phases:\n  - {name: p, tokens: 100, weights: {web: -2}}\n",
+            r"phases\[p\].weights must not be negative",
+        ),
         (
             "phases:\n  - {name: p, tokens: 100, weights: {web: 1}, temperature: 0.3}\n",
             r"phases\[p\].weights and phases\[p\].temperature each decide the mixture: give one",
@@ -134,7 +142,10 @@ sources:
         ("phases:\n  - {name: p, temperature: 0.3}\n", r"phases\[p\].tokens is required"),
         ("phases:\n  - {name: p}\n", r"phases\[p\].tokens is required: a mixture by source weights"),
         ("phases:\n  - {name: p, tokens: 10}\n  - {name: p, tokens: 10}\n", "two phases are named 'p'"),
-        ("phases:\n  - {name: p, tokens: 10, tokenizer: x.json}\n", r"phases\[p\]: 'tokenizer' is the build's"),
+        (
+            "phases:\n  - {name: p, tokens: 10, tokenizer: x.json}\n",
+            r"phases\[p\]: 'tokenizer' is the build's",
+        ),
         ("input: [x.txt]\n", "input is given beside sources"),
         ("phases:\n  - {name: p, sources: [web, news]}\n", r"phases\[p\].sources names 'news'"),
         (
@@ -151,7 +162,9 @@ def test_a_mistake_in_sources_or_phases_is_one_line_naming_the_key(tmp_path, bod
 
 def test_the_command_line_says_a_mixture_mistake_in_one_line_with_status_2(tmp_path):
     args = _build(tmp_path, SOURCES + "phases:\n  - {name: p, temperature: 0.3}\n")
-    done = subprocess.run([sys.executable, "-m", "mlmprep.pipeline.cli", "run", *args], capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *args], capture_output=True, text=True
+    )
     assert done.returncode == 2
     assert done.stderr.strip().count("\n") == 0 and "phases[p].tokens is required" in done.stderr
 
@@ -160,10 +173,10 @@ def test_a_phase_is_the_top_with_its_own_settings_laid_over(tmp_path):
     command = flags.parse(
         _build(
             tmp_path,
-            SOURCES
-            + "max_seq_length: 256\ntemperature: 0.7\ntokens: 1000\nphases:\n"
+            SOURCES + "max_seq_length: 256\ntemperature: 0.7\ntokens: 1000\nphases:\n"
             "  - {name: one, masked_lm_prob: 0.3}\n"
-            "  - {name: two, max_seq_length: 1024, weights: {web: 1}, min_doc_tokens: 64, max_doc_tokens: 900}\n",
+            "  - {name: two, max_seq_length: 1024, weights: {web: 1}, min_doc_tokens: 64,\n"
+            "     max_doc_tokens: 900}\n",
         )
     )
     one, two = command.build.phases

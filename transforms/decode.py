@@ -179,7 +179,9 @@ def _tfrecord_batch(
         if shapes != expected:
             raise CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
         if (encode.SOURCE_IDS in example) != sources:
-            raise CorruptRecordError(f"record {i}: {encode.SOURCE_IDS} {'missing' if sources else 'unexpected'}")
+            raise CorruptRecordError(
+                f"record {i}: {encode.SOURCE_IDS} {'missing' if sources else 'unexpected'}"
+            )
         if not unmasked and example["masked_lm_weights"].dtype != np.float32:
             raise CorruptRecordError(f"record {i}: masked_lm_weights is not float")
     stack = {k: np.stack([e[k] for e in examples]) for k in expected}

@@ -88,7 +88,7 @@ def targets(natural: np.ndarray, mix: Mix) -> np.ndarray:
         shares = np.asarray(mix.weights, dtype=np.float64)
     else:
         base = natural.astype(np.float64)
-        shares = np.asarray(mix.source_weights) * np.where(base > 0, base ** mix.temperature, 0.0)
+        shares = np.asarray(mix.source_weights) * np.where(base > 0, base**mix.temperature, 0.0)
     if shares.sum() <= 0:
         return np.zeros_like(natural)
     exact = mix.tokens * shares / shares.sum()
@@ -131,14 +131,15 @@ def plan(hist: np.ndarray, mix: Mix, names: list[str], phase: str) -> tuple[Sour
         target, have = int(goal[s]), int(natural[s])
         if target and not have:
             raise MixtureError(
-                f"{where}source {name!r} has no train documents the phase can use, and its share is {target:,} "
-                "tokens"
+                f"{where}source {name!r} has no train documents the phase can use, and its share is "
+                f"{target:,} tokens"
             )
         limit = mix.max_repeats[s]
         if limit is not None and have and target > limit * have:
             raise MixtureError(
-                f"{where}source {name!r} would be repeated {target / have:.2f} times ({target:,} tokens of its "
-                f"{have:,}), above max_repeats {limit:g}: lower the budget or its share, or raise max_repeats"
+                f"{where}source {name!r} would be repeated {target / have:.2f} times ({target:,} tokens of "
+                f"its {have:,}), above max_repeats {limit:g}: lower the budget or its share, or raise "
+                "max_repeats"
             )
         epochs, remainder = divmod(target, have) if have else (0, 0)
         cut_group, cut_tokens = -1, 0
@@ -235,7 +236,11 @@ def table(plans, names: list[str], counts: dict, prefix: str) -> list[dict]:
 
 def share_error(row: dict) -> float:
     """|achieved - target| / target of a table row (0 where the target is 0)."""
-    return abs(row["achieved_tokens"] - row["target_tokens"]) / row["target_tokens"] if row["target_tokens"] else 0.0
+    return (
+        abs(row["achieved_tokens"] - row["target_tokens"]) / row["target_tokens"]
+        if row["target_tokens"]
+        else 0.0
+    )
 
 
 def within_tolerance(achieved: int, target: int, largest_document: int) -> bool:

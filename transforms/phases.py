@@ -16,7 +16,14 @@ import dataclasses
 import numpy as np
 
 from mlmprep.transforms import keys, mixture, profile, records
-from mlmprep.transforms.pack import BestFitPacker, ConcatPacker, Packed, SequenceBatch, pack_documents, sequence_keys
+from mlmprep.transforms.pack import (
+    BestFitPacker,
+    ConcatPacker,
+    Packed,
+    SequenceBatch,
+    pack_documents,
+    sequence_keys,
+)
 from mlmprep.transforms.tokenize import SPLITS
 
 
@@ -63,7 +70,9 @@ class GroupPacker:
                 ids = [token_ids[i][: kept[i]] if c else token_ids[i] for i, c in zip(at.tolist(), cut)]
                 starts = None
                 if phase.word_starts:
-                    starts = [word_starts[i][: kept[i]] if c else word_starts[i] for i, c in zip(at.tolist(), cut)]
+                    starts = [
+                        word_starts[i][: kept[i]] if c else word_starts[i] for i, c in zip(at.tolist(), cut)
+                    ]
                 yield from self._pack(p, epoch, ids, starts, sources[at])
 
     def finish(self):
@@ -105,7 +114,9 @@ class GroupPacker:
                 ids, max_seq_length=phase.max_seq_length, frame=v.frame, pad_id=v.pad_id, word_starts=starts
             )
             pieces, piece_lengths = records.one_piece_each(lengths)
-            packed = Packed(input_ids, lengths, packed_starts, pieces, piece_lengths, sources[doc].astype(np.uint8))
+            packed = Packed(
+                input_ids, lengths, packed_starts, pieces, piece_lengths, sources[doc].astype(np.uint8)
+            )
             yield from self._batch(p, epoch, packed, None)
         elif phase.packing == "concat":  # one source's documents to a sequence
             for stream in np.unique(sources).tolist():
@@ -124,13 +135,16 @@ class GroupPacker:
         piece_sources = packed.piece_sources
         if stream is not None and self._phases[p].packing == "concat":
             piece_sources = np.full(len(packed.piece_lengths), stream, dtype=np.uint8)
-        yield p, SequenceBatch(
-            input_ids=packed.input_ids,
-            lengths=packed.lengths,
-            keys=_epoch_keys(sequence_keys(packed.input_ids, packed.lengths), epoch),
-            splits=np.full(len(packed.lengths), self._split, dtype=np.int8),
-            pieces=packed.pieces,
-            piece_lengths=packed.piece_lengths,
-            word_starts=packed.word_starts,
-            piece_sources=piece_sources,
+        yield (
+            p,
+            SequenceBatch(
+                input_ids=packed.input_ids,
+                lengths=packed.lengths,
+                keys=_epoch_keys(sequence_keys(packed.input_ids, packed.lengths), epoch),
+                splits=np.full(len(packed.lengths), self._split, dtype=np.int8),
+                pieces=packed.pieces,
+                piece_lengths=packed.piece_lengths,
+                word_starts=packed.word_starts,
+                piece_sources=piece_sources,
+            ),
         )

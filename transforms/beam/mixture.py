@@ -25,7 +25,9 @@ class Histogram(beam.DoFn):
         lengths = np.fromiter(map(len, batch.token_ids), dtype=np.int64, count=len(batch.token_ids))
         sources = np.full(len(lengths), batch.source, dtype=np.int64)
         groups = mixture.range_groups(batch.keys, self._shape[1]).astype(np.int64)
-        hist = mixture.histogram(self._filters, sources, batch.splits.astype(np.int64), groups, lengths, *self._shape)
+        hist = mixture.histogram(
+            self._filters, sources, batch.splits.astype(np.int64), groups, lengths, *self._shape
+        )
         self._hist = hist if self._hist is None else self._hist + hist
         return ()
 

@@ -19,8 +19,8 @@ from mlmprep.transforms.pack import (
     ragged_rows,
     sequence_keys,
 )
-from mlmprep.transforms.phases import GroupPacker
 from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT, Documents, PairConfig, make_pairs
+from mlmprep.transforms.phases import GroupPacker
 from mlmprep.transforms.tokenize import SPLITS
 
 

@@ -145,7 +145,9 @@ def _document_source(readers: tuple, file_range) -> DocumentSource:
     return DocumentSource(FileSystems.open, input_format=input_format, text_field=text_field)
 
 
-def split_file(path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES, source: int = 0):
+def split_file(
+    path: str, size: int, input_format: str = "auto", range_bytes: int = RANGE_BYTES, source: int = 0
+):
     """``sources.file_ranges``, compressed files (by Beam's reading of their suffix) read whole."""
     compressed = CompressionTypes.detect_compression_type(path) != CompressionTypes.UNCOMPRESSED
     return file_ranges(path, size, input_format, range_bytes, compressed=compressed, source=source)
