@@ -412,7 +412,29 @@ def main(argv) -> int:
     parser = CliParser(prog="mlmprep verify", description=__doc__.split("\n\n")[0])
     parser.add_argument("output_dir", help="An mlmprep output directory (with manifest.json).")
     args = parser.parse_args(argv)
-    report = verify(args.output_dir)
+    phases = _phases(args.output_dir)
+    if phases:  # a build of phases: each phase's folder is an output
+        failed = 0
+        for name, folder in phases:
+            print(f"== phase {name} ({folder})")
+            failed += _report(verify(folder))
+        return 1 if failed else 0
+    return _report(verify(args.output_dir))
+
+
+def _phases(output_dir: str) -> list[tuple[str, str]]:
+    """A build of phases' (name, folder) of each phase; [] for any other output."""
+    try:
+        index = manifest_lib.read(output_dir, build_index=True)
+    except Exception:  # verify says what is wrong with it
+        return []
+    if not manifest_lib.is_build_index(index):
+        return []
+    return [(p["name"], manifest_lib.join(output_dir, p["folder"])) for p in index["phases"]]
+
+
+def _report(report: Report) -> int:
+    """Prints what verify found; the exit status."""
     total = sum(report.outcomes.values())
     fractions = {k: report.outcomes[k] / total if total else 0.0 for k in ("mask", "random", "same")}
     print(f"checked {report.shards} shard files, {report.records:,} records, {total:,} predictions")

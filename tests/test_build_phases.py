@@ -53,6 +53,7 @@ def test_every_phase_is_an_output_that_verifies_and_the_build_lists_them(built):
         assert manifest["build"]["phase"] == phase["name"] and manifest["sources"] == index["sources"]
         report = verify.verify(str(built / phase["folder"]))
         assert report.problems == [], phase["name"]
+    assert verify.main([str(built)]) == 0  # the build's folder: every phase verified
     settings = _manifest(built / "long")["settings"]
     assert settings["max_seq_length"] == 256 and settings["packing"] == "concat"
 
