@@ -6,11 +6,16 @@ fraction of a second.
 """
 
 import argparse
+import dataclasses
+import json
+import os
 
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline import recipes, settings_text
 from mlmprep.pipeline import settings as settings_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.trainer import masking as masking_lib
+from mlmprep.trainer import model_dir as model_dir_lib
 
 MODEL_SIZES = ("tiny", "small", "base", "large")  # trainer/model.py's SIZES
 WARMUP_FRACTION = 0.1
@@ -28,6 +33,9 @@ TRAIN_DEFAULTS = {
     "generator_fraction": 0.25,
     "dynamic_masking": False,
 }
+DEFAULT_MODEL = "tiny"
+# In a model folder that --init_from started: where from (a rerun with the same --init_from resumes the run).
+INIT_RECORD = "init_from.json"
 
 
 def train_parser() -> CliParser:
@@ -49,7 +57,19 @@ def train_parser() -> CliParser:
         "(mlmprep run --recipe): its sequence length and sentence pairs are checked, not set.",
     )
     parser.add_argument(
-        "--model", default="tiny", help=f"{'|'.join(MODEL_SIZES)} or a JSON BertBackbone config."
+        "--model",
+        default=None,
+        help=f"{'|'.join(MODEL_SIZES)} or a JSON BertBackbone config (default {DEFAULT_MODEL}; with "
+        "--init_from, that model's).",
+    )
+    parser.add_argument(
+        "--init_from",
+        default=None,
+        metavar="MODEL_DIR",
+        help="Start from the model a finished mlmprep train wrote in MODEL_DIR (a previous phase's "
+        "--output): its encoder's and heads' weights, not its optimizer state or step; the learning-rate "
+        "schedule starts at step 0. Its tokenizer must be the data's; a longer --data sequence grows "
+        "its position embeddings. A rerun of the same command resumes from --output's checkpoints.",
     )
     parser.add_argument("--steps", type=int, default=1000, help="Training steps in all (a rerun resumes).")
     parser.add_argument("--batch_size", type=int, default=64, help="Global batch, divided across GPUs.")
@@ -172,6 +192,8 @@ def parse(module: str, argv: list[str]):
     manifest = _check_data(args.data, applied.recipe if applied else None)
     # The masking flags against the data (words need unmasked shards, ...), before TensorFlow loads too.
     masking_lib.resolve(manifest, {n: getattr(args, n) for n in masking_lib.FIELDS}, args.dynamic_masking)
+    if args.init_from is not None:  # the model folder against the data and --output, before TensorFlow too
+        check_init_from(args.init_from, args.output, args.data, manifest, args.objective)
     return args
 
 
@@ -180,6 +202,14 @@ def parse_train(argv: list[str]) -> tuple[argparse.Namespace, recipes.Applied | 
     and what the recipe set."""
     args = train_parser().parse_args(argv)
     given = {k: v for k, v in vars(args).items() if v is not None and k in TRAIN_DEFAULTS}
+    if args.init_from is not None:
+        for name in ("model", "generator_fraction"):
+            if getattr(args, name) is not None:
+                raise UsageError(
+                    f"--{name} with --init_from: the model (its shapes, and an ELECTRA model's generator) is "
+                    f"the one in {args.init_from}; drop --{name}"
+                )
+    args.model = args.model or DEFAULT_MODEL
     values, applied = recipes.lay_under(args.recipe, given, "train")
     for name, default in TRAIN_DEFAULTS.items():
         setattr(args, name, values.get(name, default))
@@ -231,3 +261,147 @@ def _check_train(args) -> None:
     for bad, message in problems:
         if bad:
             raise UsageError(message)
+
+
+@dataclasses.dataclass
+class InitFrom:
+    """The model folder ``--init_from`` names, checked: what the new run starts from."""
+
+    model_dir: str  # as given
+    backbone: dict  # its config.json: the encoder's arguments (and an ELECTRA model's objective, generator)
+    manifest: dict  # its manifest.json: the data it was trained on last
+    step: int | None  # the step of its model.keras (the best one where it stopped early), from history.json
+    resume: bool  # --output holds checkpoints of a run that started from this folder: resume that run
+    # A line for the run to print: the data's tokenizer is another file of the model's vocabulary.
+    note: str | None = None
+
+
+def check_init_from(init_from: str, output: str, data_dir: str, manifest: dict, objective: str) -> InitFrom:
+    """``--init_from``'s folder, checked before TensorFlow loads: a model folder that a finished ``mlmprep
+    train`` wrote, its objective, tokenizer and sentence pairs the new run's, and ``--output`` a new folder
+    or a run that started from it (which a rerun resumes). The sequence length may grow (the trainer
+    grows the position embeddings), and packing may change (a packed model has the same weights)."""
+    where = f"--init_from {init_from}"
+    if not os.path.isdir(init_from):
+        raise UsageError(f"{where}: no such folder")
+    if os.path.realpath(init_from) == os.path.realpath(output):
+        raise UsageError(
+            f"{where} is --output: a new phase writes a new folder (rerun that run without --init_from to "
+            "resume it or to train it further)"
+        )
+    not_written = f"{where} is not a model folder written by mlmprep train"
+    if not os.path.exists(os.path.join(init_from, manifest_lib.MANIFEST)):
+        raise UsageError(f"{not_written} (no {manifest_lib.MANIFEST})")
+    try:
+        init_manifest = manifest_lib.read(init_from)
+    except (manifest_lib.ManifestError, OSError) as e:
+        raise UsageError(f"--init_from: {e}") from None
+    try:
+        with open(os.path.join(init_from, model_dir_lib.MODEL_CONFIG), encoding="utf-8") as f:
+            backbone = json.load(f)
+    except FileNotFoundError:
+        raise UsageError(f"{not_written} (no {model_dir_lib.MODEL_CONFIG})") from None
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{where}: {model_dir_lib.MODEL_CONFIG} does not read: {e}") from None
+    if not isinstance(backbone, dict) or not {"vocabulary_size", "max_sequence_length"} <= set(backbone):
+        raise UsageError(f"{not_written} ({model_dir_lib.MODEL_CONFIG} is not a model's config)")
+    if not os.path.exists(os.path.join(init_from, model_dir_lib.FINAL_MODEL)):
+        found = model_dir_lib.checkpoints(init_from)
+        raise UsageError(
+            f"{where}: its run has not finished (checkpoints to step {found[-1][0]}, no "
+            f"{model_dir_lib.FINAL_MODEL}): rerun its mlmprep train to finish it first"
+            if found
+            else f"{where} holds no trained model (no {model_dir_lib.FINAL_MODEL})"
+        )
+    trained = backbone.get("objective", "mlm")
+    if trained != objective:
+        raise UsageError(
+            f"{where}: its model was trained with --objective {trained}, this run's is {objective}"
+        )
+    note = _check_same_vocabulary(init_from, init_manifest, data_dir, manifest)
+    before, now = (manifest_lib.settings(m).pairs.mode for m in (init_manifest, manifest))
+    # A BERT model has a pair head, or not, by its data (nsp and sop share one); ELECTRA's has none.
+    if objective != "electra" and (before == "none") != (now == "none"):
+        raise UsageError(
+            f"{where}: its model was trained on --sentence_pairs {before} data, --data {data_dir} is "
+            f"--sentence_pairs {now} (a pair head is kept or left out by the data)"
+        )
+    return InitFrom(
+        model_dir=init_from,
+        backbone=backbone,
+        manifest=init_manifest,
+        step=_final_step(init_from),
+        resume=_resumes(init_from, output),
+        note=note,
+    )
+
+
+def _final_step(model_dir: str) -> int | None:
+    """The step of a finished run's model.keras: its last, or the best where it stopped early."""
+    try:
+        with open(os.path.join(model_dir, model_dir_lib.HISTORY), encoding="utf-8") as f:
+            last = json.load(f)[-1]
+        return int(last["stopped_early"]["best_step"] if "stopped_early" in last else last["step"])
+    except (OSError, ValueError, LookupError, TypeError):
+        return None
+
+
+def _resumes(init_from: str, output: str) -> bool:
+    """Whether ``--output`` holds a run that started from ``init_from`` (resume it); a folder without
+    checkpoints starts anew, and one with another run's checkpoints is one line."""
+    if not model_dir_lib.checkpoints(output):
+        return False
+    try:
+        with open(os.path.join(output, INIT_RECORD), encoding="utf-8") as f:
+            started = json.load(f)["init_from"]
+    except (OSError, ValueError, LookupError, TypeError):
+        started = None
+    if started == os.path.realpath(init_from):
+        return True
+    began = f"started from {started}" if started else "started from fresh weights"
+    raise UsageError(
+        f"--output {output} holds checkpoints of a run that {began}, not from --init_from {init_from}: "
+        "give the new phase a new --output (or drop --init_from to resume that run)"
+    )
+
+
+def _tokenizer_named(model_or_data: str, manifest: dict) -> str:
+    tokenizer = manifest["tokenizer"]
+    given = manifest.get("settings", manifest.get("config", {})).get("tokenizer")
+    return (
+        f"{os.path.join(model_or_data, tokenizer['file'])}"
+        + (f" (from {given})" if given else "")
+        + f", {tokenizer['vocab_size']:,} tokens, sha256 {tokenizer['sha256'][:12]}"
+    )
+
+
+def _vocabulary(folder: str, manifest: dict) -> dict | None:
+    """Token -> id of the tokenizer an output or a model folder holds; None where it does not load."""
+    from tokenizers import Tokenizer
+
+    try:
+        return Tokenizer.from_file(os.path.join(folder, manifest["tokenizer"]["file"])).get_vocab()
+    except Exception:  # tokenizers raises its own Exception for a file it cannot read
+        return None
+
+
+def _check_same_vocabulary(init_from: str, init_manifest: dict, data_dir: str, manifest: dict) -> str | None:
+    """The model's vocabulary is the data's: the same tokenizer, or one with the same tokens, ids and
+    special tokens (its text handling may differ: the ids mean what they meant; a line says so)."""
+    before, now = init_manifest["tokenizer"], manifest["tokenizer"]
+    if before["sha256"] == now["sha256"]:
+        return None
+    same = before["vocab_size"] == now["vocab_size"] and before.get("special_ids") == now.get("special_ids")
+    if same:  # the same size and specials: the same tokens at the same ids?
+        tokens = _vocabulary(init_from, init_manifest)
+        same = tokens is not None and tokens == _vocabulary(data_dir, manifest)
+    if not same:
+        model, data = _tokenizer_named(init_from, init_manifest), _tokenizer_named(data_dir, manifest)
+        raise UsageError(
+            f"--init_from {init_from}'s vocabulary is not --data's: the model's tokenizer is {model}, the "
+            f"data's {data} (a phase's data must be tokenized with the model's tokenizer)"
+        )
+    return (
+        f"--init_from: the data's tokenizer is not the model's file ({_tokenizer_named(data_dir, manifest)}) "
+        "but has its vocabulary: the same tokens, ids and special tokens"
+    )

@@ -5,6 +5,8 @@ global batch over every GPU with a MirroredStrategy; on a CPU the same code
 runs in float32 without XLA. Checkpoints (model and optimizer state) are
 written every ``--checkpoint_every`` steps, after an evaluation on the
 validation split; a rerun of the same command resumes from the last one.
+``--init_from`` starts a new run (a new phase) from the weights of a model
+another run wrote, with a fresh optimizer and schedule.
 """
 
 import dataclasses
@@ -15,10 +17,12 @@ import shutil
 import warnings
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.trainer import data, electra
+from mlmprep.trainer import flags as flags_lib
 from mlmprep.trainer import masking as masking_lib
 from mlmprep.trainer import model as model_lib
 from mlmprep.trainer.checkpoints import (
@@ -28,7 +32,7 @@ from mlmprep.trainer.checkpoints import (
     restore_checkpoint,
     unigram_loss,
 )
-from mlmprep.trainer.flags import WARMUP_FRACTION
+from mlmprep.trainer.flags import INIT_RECORD, WARMUP_FRACTION
 from mlmprep.trainer.model import TrainError
 from mlmprep.trainer.model_dir import FINAL_MODEL, HISTORY, MODEL_CONFIG, checkpoints
 from mlmprep.transforms.mask import MaskingConfig
@@ -41,7 +45,7 @@ warnings.filterwarnings("ignore", message=r"Gradients do not exist for variables
 class TrainConfig:
     data_dir: str
     output_dir: str
-    model: str = "tiny"
+    model: str = "tiny"  # not used with init_from: the model is that folder's
     steps: int = 1000
     batch_size: int = 64  # enough signal a step for a tiny model to beat a unigram model in 300 steps
     learning_rate: float | None = None  # None: model.default_learning_rate for the model's size
@@ -59,6 +63,7 @@ class TrainConfig:
     early_stopping_patience: int | None = None  # stop after this many evaluations without a better val_loss
     objective: str = "mlm"  # flags.OBJECTIVES
     generator_fraction: float = electra.GENERATOR_FRACTION  # ELECTRA: the generator's width over the model's
+    init_from: str | None = None  # a model folder whose weights the run starts from (not its optimizer's)
 
 
 def device_setup():
@@ -140,6 +145,80 @@ def _backbone(config: TrainConfig, manifest: dict, found: list) -> dict:
     return backbone
 
 
+def _init_backbone(init: flags_lib.InitFrom, manifest: dict) -> dict:
+    """The model's ``Encoder`` arguments where ``--init_from`` starts the run: the model folder's, its
+    position embeddings grown to the data's sequence length where that is longer."""
+    backbone = dict(init.backbone)
+    rows, seq = backbone["max_sequence_length"], manifest_lib.settings(manifest).packing.max_seq_length
+    at = f" (step {init.step})" if init.step is not None else ""
+    print(
+        f"starting from the model in {init.model_dir}{at}: its weights, a new optimizer, the learning-rate "
+        "schedule from step 0 (--model is not used)"
+    )
+    if seq > rows:
+        print(
+            f"the data's sequences are {seq} tokens, the model's position embeddings {rows}: they grow to "
+            f"{seq} rows, rows {rows} to {seq - 1} initialised as a new model's (learned in this run)"
+        )
+        backbone["max_sequence_length"] = seq
+    return backbone
+
+
+def _grows(source, target) -> bool:
+    """Whether ``target`` is ``source``'s position table with more rows (``_init_backbone``)."""
+    return (
+        source.path.endswith("position_embedding/embeddings")
+        and tuple(source.shape[1:]) == tuple(target.shape[1:])
+        and target.shape[0] > source.shape[0]
+    )
+
+
+def load_init_weights(model, init: flags_lib.InitFrom) -> None:
+    """Sets every weight of ``model`` (built and compiled, its optimizer untouched) to its value in the
+    model ``--init_from`` names: the encoder, the masked-LM head (and a pair head, an ELECTRA model's
+    generator and discriminator); a grown position table gets the old rows and keeps its new ones."""
+    with warnings.catch_warnings():  # that it skips the saved optimizer's variables: so it should
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        source = keras.saving.load_model(os.path.join(init.model_dir, FINAL_MODEL), compile=False)
+    # The two are built by the same code from the same config but for the table's rows and a packed
+    # model's (weightless) attention mask: their weights come in the same order, under the same paths
+    # (ELECTRA's generator and discriminator repeat theirs: the order tells them apart).
+    if [w.path for w in source.weights] != [w.path for w in model.weights]:
+        raise TrainError(
+            f"the model in {init.model_dir} does not have the weights of the one this run builds"
+        )
+    for before, now in zip(source.weights, model.weights):
+        value = keras.ops.convert_to_numpy(before)
+        if tuple(before.shape) != tuple(now.shape):
+            if not _grows(before, now):
+                raise TrainError(
+                    f"the model in {init.model_dir} has {before.path} of shape {tuple(before.shape)}, this "
+                    f"run's model {tuple(now.shape)}"
+                )
+            value = np.concatenate([value, keras.ops.convert_to_numpy(now)[len(value) :]])
+        now.assign(value)
+
+
+def _record_start(config: TrainConfig, init: flags_lib.InitFrom | None, backbone: dict) -> None:
+    """Says in the model folder which model a new run started from (``flags.INIT_RECORD``), so that a rerun
+    with the same --init_from resumes it; a run from fresh weights leaves none."""
+    path = os.path.join(config.output_dir, INIT_RECORD)
+    if init is None:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    record = {
+        "init_from": os.path.realpath(init.model_dir),
+        "step": init.step,
+        "max_sequence_length": {
+            "before": init.backbone["max_sequence_length"],
+            "now": backbone["max_sequence_length"],
+        },
+    }
+    with open(path, "w") as f:
+        json.dump(record, f, indent=1)
+
+
 def _compiled_model(config: TrainConfig, backbone: dict, found: list, on_gpu: bool, manifest: dict):
     """(model, history so far): built and compiled in the strategy's scope, restored where resuming."""
     model = model_lib.build(backbone, pairs=data.has_pairs(manifest), packed=data.is_packed(manifest))
@@ -219,6 +298,13 @@ def _eval_dataset(config: TrainConfig, manifest: dict, masking: MaskingConfig | 
 def train(config: TrainConfig, callbacks=()) -> list[dict]:
     """Trains (or resumes) to ``config.steps``; returns the history entries."""
     manifest, masking = _check_data(config)
+    init = None
+    if config.init_from is not None:  # as mlmprep train checked it before TensorFlow loaded
+        init = flags_lib.check_init_from(
+            config.init_from, config.output_dir, config.data_dir, manifest, config.objective
+        )
+        if init.note:
+            print(init.note)
     strategy, on_gpu = device_setup()
     if config.batch_size % strategy.num_replicas_in_sync:
         raise TrainError(
@@ -229,10 +315,22 @@ def train(config: TrainConfig, callbacks=()) -> list[dict]:
     saved_manifest_path = os.path.join(config.output_dir, manifest_lib.MANIFEST)
     saved_manifest = json.load(open(saved_manifest_path)) if os.path.exists(saved_manifest_path) else None
     found = checkpoints(config.output_dir)
-    backbone = _backbone(config, manifest, found)
+    starts_from = init if init is not None and not found else None  # resumed, the checkpoint has it all
+    if starts_from is not None:
+        backbone = _init_backbone(starts_from, manifest)
+    else:
+        backbone = _backbone(config, manifest, found)
+        if init is not None:
+            print(
+                f"this run began from --init_from {init.model_dir}: its checkpoints hold what it has learned"
+            )
     _check_model_matches(backbone, manifest, saved_manifest)
     with strategy.scope():
         model, history = _compiled_model(config, backbone, found, on_gpu, manifest)
+        if starts_from is not None:
+            load_init_weights(model, starts_from)
+    if not found:
+        _record_start(config, starts_from, backbone)
     with open(os.path.join(config.output_dir, MODEL_CONFIG), "w") as f:
         json.dump(backbone, f, indent=1)
     for name in (manifest_lib.MANIFEST, manifest["tokenizer"]["file"]):
