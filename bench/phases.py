@@ -8,6 +8,7 @@ whole process tree:
 
 - ``plain``: ``mlmprep run --input ...`` as before builds of sources existed;
 - ``one phase``: the same as a build of the three sources, natural mix, no budget;
+- ``plain bf`` and ``one bf``: the same two with ``--packing best_fit``;
 - ``build``: three phases (512 best fit, 1,024 concat unmasked, 128 by
   document with word masking), each with its own budget no larger than the
   corpus, from one reading;
@@ -46,8 +47,10 @@ def _sources(files) -> dict[str, list[str]]:
     return by
 
 
-def _build_file(folder: pathlib.Path, name: str, sources: dict, phases: list[str] | None) -> pathlib.Path:
-    lines = [f"tokenizer: {corpora.VOCAB}", "validation_fraction: 0.01", "sources:"]
+def _build_file(
+    folder: pathlib.Path, name: str, sources: dict, phases: list[str] | None, top=()
+) -> pathlib.Path:
+    lines = [f"tokenizer: {corpora.VOCAB}", "validation_fraction: 0.01", *top, "sources:"]
     lines += [f"  - {{name: {s}, input: {json.dumps(paths)}}}" for s, paths in sources.items()]
     if phases is not None:
         lines += ["phases:", *(f"  - {p}" for p in phases)]
@@ -108,7 +111,10 @@ def main():
             f"the tokenizer encoded {seen['build'][0]['tokens']:,} tokens for the build, "
             f"{sum(seen[f'alone {i + 1}'][0]['tokens'] for i in range(3)):,} for the phases alone"
         )
-        print(f"one-phase build / plain run: {cpu['one phase'] / cpu['plain']:.2f}")
+        print(
+            f"one-phase build / plain run: {cpu['one phase'] / cpu['plain']:.2f} (document packing), "
+            f"{cpu['one bf'] / cpu['plain bf']:.2f} (best fit)"
+        )
         if args.memory:
             mib = 1 << 20
             peaks = {}
