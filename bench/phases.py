@@ -84,10 +84,15 @@ def main():
         tokens = sum(r["natural_tokens"] for r in natural["index"]["mixture"] if r["split"] == "train")
         budgets = dict(a=int(0.9 * tokens), b=int(0.5 * tokens), c=int(0.3 * tokens))
         phases = [p.format(**budgets) for p in PHASES]
+        plain = [f"--input={f}" for f in files] + [
+            f"--tokenizer={corpora.VOCAB}",
+            "--validation_fraction=0.01",
+        ]
         runs = {
-            "plain": [f"--input={f}" for f in files]
-            + [f"--tokenizer={corpora.VOCAB}", "--validation_fraction=0.01"],
+            "plain": plain,
             "one phase": ["--config", str(_build_file(tmp, "one", sources, None))],
+            "plain bf": [*plain, "--packing=best_fit"],
+            "one bf": ["--config", str(_build_file(tmp, "onebf", sources, None, ["packing: best_fit"]))],
             "build": ["--config", str(_build_file(tmp, "build", sources, phases))],
             **{
                 f"alone {i + 1}": ["--config", str(_build_file(tmp, f"alone{i}", sources, [p]))]
