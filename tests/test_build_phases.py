@@ -135,6 +135,22 @@ def test_no_validation_document_is_in_any_phases_train_split(built):
     assert validation and not (train & validation)
 
 
+def test_a_repeated_documents_copies_are_packed_apart(built):
+    """Each copy of a repeated document goes to its epoch's packer: two copies never share a row."""
+    copies = {}
+    for batch, extra in _rows(built / "base", "train", "parquet"):
+        values, counts = extra["source_ids"]
+        sources = np.split(values, np.cumsum(counts)[:-1])
+        rows = zip(batch.input_ids, batch.lengths, extra["position_ids"], sources)
+        for row, length, position, source in rows:
+            first = np.flatnonzero(position[:length] == 0)
+            pieces = [tuple(row[a:b].tolist()) for a, b in zip(first, [*first[1:], length])]
+            assert len(set(pieces)) == len(pieces)  # no row holds two copies of a piece
+            for piece, s in zip(pieces, source.tolist()):
+                copies[(s, piece)] = copies.get((s, piece), 0) + 1
+    assert max(n for (s, _), n in copies.items() if s == 2) >= 5  # the small source's documents, in 5+ rows
+
+
 def test_a_build_is_byte_identical_with_one_and_two_workers(built, tmp_path, real_data, bert_tokenizer_json):
     two = _build(tmp_path, real_data, bert_tokenizer_json, "--direct_running_mode=multi_processing",
                  "--direct_num_workers=2")  # fmt: skip
