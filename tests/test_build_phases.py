@@ -2,6 +2,8 @@
 
 import json
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -149,6 +151,28 @@ def test_a_repeated_documents_copies_are_packed_apart(built):
             for piece, s in zip(pieces, source.tolist()):
                 copies[(s, piece)] = copies.get((s, piece), 0) + 1
     assert max(n for (s, _), n in copies.items() if s == 2) >= 5  # the small source's documents, in 5+ rows
+
+
+def _cli(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", *map(str, args)], capture_output=True, text=True
+    )
+
+
+def test_a_phases_folder_is_an_output_for_inspect_and_train_phase_after_phase(built, tmp_path):
+    shown = _cli("inspect", built / "base", "-n", "2")
+    assert shown.returncode == 0 and "(sources: " in shown.stdout
+    first = _cli(
+        "train", f"--data={built / 'base'}", f"--output={tmp_path / 'base'}", "--steps=2", "--batch_size=4"
+    )
+    assert first.returncode == 0, first.stderr[-2000:]
+    # The next phase, at twice the length, from the first's model (its position table grown).
+    second = _cli(
+        "train", f"--data={built / 'long'}", f"--output={tmp_path / 'long'}",
+        f"--init_from={tmp_path / 'base'}", "--steps=2", "--batch_size=4",
+    )  # fmt: skip
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert (tmp_path / "long" / "model.keras").exists()
 
 
 def test_a_build_is_byte_identical_with_one_and_two_workers(built, tmp_path, real_data, bert_tokenizer_json):
