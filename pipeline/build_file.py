@@ -105,6 +105,9 @@ def _remake(manifest: dict) -> dict:
     values.pop("input")
     values[build_spec.SOURCES] = [{k: s[k] for k in SOURCE_ENTRY if k in s} for s in manifest["sources"]]
     if manifest_lib.is_build_index(manifest):
+        # The top as given, not as resolved: a derived value (the prediction cap) is each phase's own.
+        values = {k: v for k, v in manifest["given"].items() if k not in ("recipe", "overwrite")}
+        values[build_spec.SOURCES] = [{k: s[k] for k in SOURCE_ENTRY if k in s} for s in manifest["sources"]]
         values[build_spec.PHASES] = [{"name": p["name"], **p["given"]} for p in manifest["phases"]]
     elif manifest.get("build", {}).get("phase"):  # one phase of several: a build of it alone, in OUTPUT/PHASE
         values[build_spec.PHASES] = [{"name": manifest["build"]["phase"], **manifest["build"]["given"]}]

@@ -68,6 +68,7 @@ class BuildSpec:
     sources: tuple[Source, ...]
     phases: tuple[Phase, ...]
     layered: bool  # phases listed: each writes OUTPUT/PHASE, and the build's manifest lists them
+    given: dict = dataclasses.field(default_factory=dict, compare=False)  # the top's values, as given
 
     def source_names(self) -> list[str]:
         return [s.name for s in self.sources]
@@ -265,4 +266,5 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
         phase = Phase(name or "", resolved, chosen, given)
         _check_phase(phase, built_sources, where if name else "")
         built.append(phase)
-    return top_settings, BuildSpec(built_sources, tuple(built), layered=phases is not None)
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k != "input"}
+    return top_settings, BuildSpec(built_sources, tuple(built), layered=phases is not None, given=given)

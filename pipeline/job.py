@@ -212,6 +212,7 @@ class _WriteBuildManifest(beam.DoFn):
             sources=build.source_entries(),
             phases=[by_name[name] for name in build.names],
             given=list(build.given),
+            top_given=build.top_given,
             input_fingerprint=build.reading.input_fingerprint,
         )
         commit.write_whole(

@@ -202,6 +202,7 @@ def build_index(
     sources: list[dict],
     phases: list[dict],
     given: list[dict],
+    top_given: dict,
     input_fingerprint: str | None,
 ) -> dict:
     """The manifest of a build of phases (OUTPUT/manifest.json): its sources and, per phase, its folder,
@@ -210,6 +211,7 @@ def build_index(
         "format_version": FORMAT_VERSION,
         "kind": "build",
         "settings": settings,
+        "given": top_given,  # the top of the build file and the flags, as given: its phases derive the rest
         "versions": versions(),
         "input_fingerprint": input_fingerprint,
         "sources": sources,

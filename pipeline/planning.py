@@ -310,6 +310,7 @@ class BuildPlan:
     phases: tuple[JobPlan, ...]
     names: tuple[str, ...]  # the phases' ("" for the one phase of a build without a phases list)
     given: tuple[dict, ...]  # each phase's own values as the build file gave them (its manifest remakes it)
+    top_given: dict  # the build's own values as given (a derived one is derived again for each phase)
     sources: tuple  # build_spec.Source
     layered: bool  # phases listed: each in OUTPUT/PHASE, the build's manifest at OUTPUT
     groups: int  # key-range groups of documents (``mixture.range_groups``)
@@ -378,6 +379,7 @@ def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output
         phases=tuple(phases),
         names=tuple(p.name for p in build.phases),
         given=tuple(p.given for p in build.phases),
+        top_given=build.given,
         sources=build.sources,
         layered=build.layered,
         groups=pack.concat_group_count(reading.input_bytes),
