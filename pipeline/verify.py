@@ -295,7 +295,8 @@ def check_counts(manifest: dict, totals: dict, report: Report):
     # A phase of a build writes the documents its mixture chose (copies counted) of those the build kept.
     kept = counts.get("documents_kept", written)
     if counts["documents_read"] != kept + sum(counts["documents_dropped"].values()):
-        report.problem("manifest", "documents_read != documents kept + documents dropped")
+        what = "documents_kept" if "documents_kept" in counts else "documents_written"
+        report.problem("manifest", f"documents_read != {what} + documents dropped")
     if "mixture" in manifest:
         _check_mixture(manifest, totals, report)
     if written == 0 and any(seen["sequences"] for seen in totals.values()):
