@@ -214,11 +214,6 @@ def _check_phase(phase: Phase, sources: tuple[Source, ...], where: str) -> None:
         )
     if m.weights is None and not any(s.weight > 0 for s in chosen):
         raise UsageError(f"{where or SOURCES}: every source of the phase has weight 0")
-    if phase.settings.pairs.enabled:
-        raise UsageError(
-            f"{key('sentence_pairs')}: a build of sources or phases makes single segments only "
-            "(sentence pairs need a build of their own, without sources or phases)"
-        )
 
 
 def given(values: dict, sources, phases) -> bool:
@@ -266,5 +261,12 @@ def make(values: dict, sources, phases) -> tuple[Settings, BuildSpec]:
         phase = Phase(name or "", resolved, chosen, given)
         _check_phase(phase, built_sources, where if name else "")
         built.append(phase)
+    languages = {p.settings.pairs.sentence_language for p in built if p.settings.pairs.enabled}
+    if len(languages) > 1:
+        raise UsageError(
+            f"{PHASES}: sentence_language differs between phases of sentence pairs "
+            f"({', '.join(sorted(languages))}): the build splits its text into sentences once; "
+            "give one at the top"
+        )
     given = {k: list(v) if isinstance(v, tuple) else v for k, v in values.items() if k != "input"}
     return top_settings, BuildSpec(built_sources, tuple(built), layered=phases is not None, given=given)

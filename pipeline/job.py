@@ -244,11 +244,14 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
         )
     )
     carried = [ph for ph in build.phases if _carries_words(ph)]
+    paired = [ph.pairs for ph in build.phases if ph.pairs is not None]
     tokenize = TokenizeDocuments(
         job.tokenizer_json,
         job.validation_fraction,
         word_starts=carried[0].word_source if carried else None,
         min_doc_tokens=job.min_doc_tokens,
+        # A phase of sentence pairs: every document is tokenized a sentence at a time (build_spec).
+        sentence_language=paired[0].language if paired else None,
     )
     tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
         TokenizedBatch
@@ -262,7 +265,9 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
         >> beam.Map(beam_mixture.plan_phases, build.mixes, [s.name for s in sources], list(build.names))
     )
     shapes = [
-        phases.PhaseShape(ph.packing, ph.max_seq_length, build.filters[i], word_starts=_carries_words(ph))
+        phases.PhaseShape(
+            ph.packing, ph.max_seq_length, build.filters[i], word_starts=_carries_words(ph), pairs=ph.pairs
+        )
         for i, ph in enumerate(build.phases)
     ]
     tags = [str(i) for i in range(len(build.phases))]

@@ -387,7 +387,10 @@ def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output
         filters=tuple(
             mixture.PhaseFilter(
                 sources=tuple(p.uses(s.name) for s in build.sources),
-                min_tokens=p.settings.input.min_doc_tokens,
+                # A document of one token has nothing to pair with: too short for sentence pairs.
+                min_tokens=max(
+                    p.settings.input.min_doc_tokens, pairs.MIN_DOC_TOKENS * p.settings.pairs.enabled
+                ),
                 max_tokens=p.settings.mixture.max_doc_tokens,
             )
             for p in build.phases

@@ -28,7 +28,7 @@ from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.pipeline.record_checks import check_batch
 from mlmprep.pipeline.settings import Settings
 from mlmprep.transforms import decode, encode, profile, records
-from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT
+from mlmprep.transforms.pairs import IS_RANDOM, WITHOUT_OTHER_DOCUMENT
 
 MAX_REPORTED = 20
 READ_BYTES = 8 << 20
@@ -132,6 +132,11 @@ def source_tokens(batch, settings: Settings, vocab, num_sources: int) -> np.ndar
     last = np.r_[rows[1:] != rows[:-1], True]
     ends[last] = batch.lengths[rows[last]]
     tokens = (ends - cols - vocab.frame.specials).astype(np.int64)
+    if settings.pairs.enabled:  # a pair is one piece: A and B, but an IsRandom B is another document's
+        tokens = (batch.lengths - vocab.frame.pair_specials).astype(np.int64)
+        if settings.pairs.mode == "nsp":
+            b = batch.lengths - vocab.frame.pair_suffix.size - batch.segment_starts
+            tokens -= np.where(batch.next_sentence_labels == IS_RANDOM, b, 0)
     if settings.packing.mode == "concat":  # the joiners between documents are the frame's, not theirs
         body = np.arange(batch.input_ids.shape[1])[None, :]
         inside = (body >= vocab.frame.prefix.size) & (body < batch.lengths[:, None] - vocab.frame.suffix.size)

@@ -10,6 +10,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from mlmprep.pipeline import job, verify
+from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.transforms import decode
 
@@ -26,7 +27,9 @@ phases:
   - {{name: long, max_seq_length: 256, packing: concat, tokens: 12000, weights: {{en: 2, de: 1}},
      min_doc_tokens: 40}}
   - {{name: decay, max_seq_length: 64, tokens: 6000, masked_lm_prob: 0.05, masking: word}}
+  - {{name: nsp, max_seq_length: 128, sentence_pairs: nsp, tokens: 8000, temperature: 0.7, dupe_factor: 2}}
 """
+PHASES = ("base", "long", "decay", "nsp")
 
 
 def _build(tmp_path, real_data, tokenizer, *beam_flags, body=BUILD):
@@ -48,7 +51,7 @@ def _manifest(folder: pathlib.Path) -> dict:
 
 def test_every_phase_is_an_output_that_verifies_and_the_build_lists_them(built):
     index = _manifest(built)
-    assert index["kind"] == "build" and [p["name"] for p in index["phases"]] == ["base", "long", "decay"]
+    assert index["kind"] == "build" and [p["name"] for p in index["phases"]] == list(PHASES)
     assert [s["name"] for s in index["sources"]] == ["en", "de", "eo"]
     for phase in index["phases"]:
         manifest = _manifest(built / phase["folder"])
@@ -61,7 +64,7 @@ def test_every_phase_is_an_output_that_verifies_and_the_build_lists_them(built):
 
 
 def test_each_source_takes_its_target_tokens_and_the_shares_follow_the_mixture(built):
-    tables = {p: _manifest(built / p)["mixture"] for p in ("base", "long", "decay")}
+    tables = {p: _manifest(built / p)["mixture"] for p in PHASES}
     for rows in tables.values():
         for row in rows:
             assert row["achieved_tokens"] == row["target_tokens"]
@@ -83,20 +86,24 @@ def _rows(folder: pathlib.Path, split: str, fmt: str):
     manifest = _manifest(folder)
     seq, preds = manifest["settings"]["max_seq_length"], manifest["settings"]["max_predictions_per_seq"]
     unmasked = manifest["settings"]["masking"] == "none"
+    frame = None
+    if manifest["settings"]["sentence_pairs"] != "none":
+        tokenizer = (folder / manifest["tokenizer"]["file"]).read_text()
+        frame = manifest_lib.vocabulary(manifest, tokenizer)[1].frame
     out = []
     for shard in manifest["shards"]:
         if shard["split"] != split or shard["format"] != fmt:
             continue
         with open(folder / shard["file"], "rb") as f:
             read = decode.parquet_slices if fmt == "parquet" else decode.tfrecord_slices
-            out += [part for part in read(f, seq, preds, 10_000, None, unmasked, True)]
+            out += [part for part in read(f, seq, preds, 10_000, frame, unmasked, True)]
     return out
 
 
 def test_source_ids_say_each_pieces_source_alike_in_both_formats(built):
     import tensorflow as tf
 
-    for phase in ("base", "long", "decay"):
+    for phase in PHASES:
         for split in ("train", "validation"):
             parquet = [extra["source_ids"] for _, extra in _rows(built / phase, split, "parquet")]
             tfrecord = [extra["source_ids"] for _, extra in _rows(built / phase, split, "tfrecord")]
@@ -105,6 +112,10 @@ def test_source_ids_say_each_pieces_source_alike_in_both_formats(built):
                 assert np.array_equal(a, b) and np.array_equal(n, m)
     counts = np.concatenate([e["source_ids"][1] for _, e in _rows(built / "long", "train", "parquet")])
     assert np.all(counts == 1)  # concat packing joins one source's documents
+    pairs = [e for _, e in _rows(built / "nsp", "train", "parquet")]
+    assert np.all(np.concatenate([e["source_ids"][1] for e in pairs]) == 1)  # a pair is of one source
+    labels = np.concatenate([e["next_sentence_labels"].ravel() for e in pairs])
+    assert 0.3 < labels.mean() < 0.7
     base = np.concatenate([e["source_ids"][1] for _, e in _rows(built / "base", "train", "parquet")])
     assert base.max() > 1  # best fit: several pieces to a row, each with its source
     # TensorFlow reads the feature as a variable-length list, not padded.
@@ -178,7 +189,7 @@ def test_a_phases_folder_is_an_output_for_inspect_and_train_phase_after_phase(bu
 def test_a_build_is_byte_identical_with_one_and_two_workers(built, tmp_path, real_data, bert_tokenizer_json):
     two = _build(tmp_path, real_data, bert_tokenizer_json, "--direct_running_mode=multi_processing",
                  "--direct_num_workers=2")  # fmt: skip
-    for phase in ("base", "long", "decay"):
+    for phase in PHASES:
         one_shards = {s["file"]: s["sha256"] for s in _manifest(built / phase)["shards"]}
         two_shards = {s["file"]: s["sha256"] for s in _manifest(two / phase)["shards"]}
         assert one_shards == two_shards
@@ -191,7 +202,7 @@ def _shards(folder: pathlib.Path) -> dict:
 
 def test_the_builds_manifest_remakes_every_phase_and_a_phases_remakes_it_alone(built, tmp_path):
     job.run(["--config", str(built / "manifest.json"), f"--output={tmp_path / 'again'}"])
-    for phase in ("base", "long", "decay"):
+    for phase in PHASES:
         assert _shards(tmp_path / "again" / phase) == _shards(built / phase)
     job.run(["--config", str(built / "long" / "manifest.json"), f"--output={tmp_path / 'alone'}"])
     assert [p["name"] for p in _manifest(tmp_path / "alone")["phases"]] == ["long"]

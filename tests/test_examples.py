@@ -89,3 +89,14 @@ def test_xlmr_samples_languages_at_temperature_0_3(tmp_path, real_data, bert_tok
     natural = {s: r["natural_tokens"] for s, r in train.items()}
     share = {s: r["target_tokens"] / 20000 for s, r in train.items()}
     assert share["eo"] > 3 * natural["eo"] / sum(natural.values())
+
+
+def test_bert_two_phases_of_next_sentence_pairs(tmp_path, real_data, bert_tokenizer_json):
+    manifests = _check(_run("bert", tmp_path, real_data, bert_tokenizer_json))
+    assert list(manifests) == ["seq128", "seq512"]
+    for manifest, (length, predictions) in zip(manifests.values(), ((128, 20), (512, 80))):
+        settings = manifest["settings"]
+        assert (settings["max_seq_length"], settings["max_predictions_per_seq"]) == (length, predictions)
+        assert settings["sentence_pairs"] == "nsp" and settings["dupe_factor"] == 10
+        labels = manifest["counts"]["splits"]["train"]["next_sentence_labels"]
+        assert 0.35 < labels[1] / sum(labels) < 0.65

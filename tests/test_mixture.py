@@ -147,6 +147,11 @@ sources:
             r"phases\[p\]: 'tokenizer' is the build's",
         ),
         ("input: [x.txt]\n", "input is given beside sources"),
+        (
+            "phases:\n  - {name: a, tokens: 9, sentence_pairs: nsp}\n"
+            "  - {name: b, tokens: 9, sentence_pairs: sop, sentence_language: de}\n",
+            "sentence_language differs between phases of sentence pairs",
+        ),
         ("phases:\n  - {name: p, sources: [web, news]}\n", r"phases\[p\].sources names 'news'"),
         (
             "phases:\n  - {name: p, tokens: 9, sources: [web], weights: {web: 1}}\n",

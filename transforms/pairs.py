@@ -103,6 +103,7 @@ class PairBatch:
     # Where the rows' pieces lie (``pack.SequenceBatch``): a pair is one piece, its frame once.
     pieces: np.ndarray  # int32 [N]
     piece_lengths: np.ndarray  # int32 [N]
+    documents: np.ndarray | None = None  # int [N]: the pool's document segment A is of
 
 
 def split_sentences(text: str, language: str) -> list[str]:
@@ -256,8 +257,16 @@ def _rows(pool: Documents, pairs, width: int, frame: Frame, pad_id, without_othe
             starts[row, b_at:end] = pool.word_starts[b_doc][b_start:b_end]
         lengths[row], segment_starts[row], labels[row] = end + suffix.size, b_at, label
     input_ids[:, :head] = prefix
+    documents = np.array([pair[0] for pair in pairs], dtype=np.int64)
     return PairBatch(
-        input_ids, lengths, segment_starts, labels, starts, without_other, *records.one_piece_each(lengths)
+        input_ids,
+        lengths,
+        segment_starts,
+        labels,
+        starts,
+        without_other,
+        *records.one_piece_each(lengths),
+        documents=documents,
     )
 
 

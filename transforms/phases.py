@@ -6,8 +6,10 @@ phase a ``mixture.Selector`` says how many copies of each document it takes;
 copy ``k`` of a document goes to the phase's packer of epoch ``k``, so the
 copies of a document are packed apart, among other documents, and each
 epoch's sequences get keys of their own (masked anew, shuffled apart).
-Concat packing joins one source's documents only (a packer per source);
-best-fit and document packing keep each piece's source beside it.
+Concat packing joins one source's documents only (a packer per source), and
+sentence pairs are made of one source's documents (an IsRandom segment B is
+drawn from the same source); best-fit and document packing keep each
+piece's source beside it.
 """
 
 import collections
@@ -24,6 +26,7 @@ from mlmprep.transforms.pack import (
     pack_documents,
     sequence_keys,
 )
+from mlmprep.transforms.pairs import WITHOUT_OTHER_DOCUMENT, Documents, PairConfig, make_pairs
 from mlmprep.transforms.tokenize import SPLITS
 
 
@@ -35,6 +38,7 @@ class PhaseShape:
     max_seq_length: int
     filter: mixture.PhaseFilter
     word_starts: bool  # its sequences carry the documents' word starts
+    pairs: PairConfig | None = None  # sentence pairs; None: single segments
 
 
 def counts_prefix(phase: int) -> str:
@@ -49,17 +53,27 @@ def _epoch_keys(sequence_keys_: np.ndarray, epoch: int) -> np.ndarray:
     return keys.mix64(sequence_keys_ ^ keys.mix64(np.uint64(epoch))) >> np.uint64(1)
 
 
+def _cut_ends(ends: np.ndarray, kept: int) -> np.ndarray:
+    """A document's sentence ends once it is cut to its first ``kept`` tokens."""
+    return np.append(ends[ends < kept], kept).astype(np.int32)
+
+
 class GroupPacker:
     """One group's documents, slice after slice in key order, into every phase's SequenceBatches."""
 
-    def __init__(self, phases: list[PhaseShape], plans, vocab, group: int, split: int):
+    def __init__(self, phases: list[PhaseShape], plans, vocab, group: int, split: int, continues=None):
         self._phases, self._vocab, self._split = phases, vocab, split
         self._selectors = [mixture.Selector(plans[p], ph.filter, group, split) for p, ph in enumerate(phases)]
         self._packers = {}  # (phase, epoch, stream) -> packer
+        self._previous = {}  # (phase, epoch, source) -> its slice before, which pairs draw from too
+        self._continues = continues  # sentence pairs: the tokens that continue a word (pairs.make_pairs)
         self.counts = collections.Counter()
 
-    def add(self, token_ids: list[np.ndarray], word_starts, sources: np.ndarray):
-        """(phase, SequenceBatch) of the sequences these documents close."""
+    def add(
+        self, token_ids: list[np.ndarray], word_starts, sources: np.ndarray, doc_keys=None, sentence_ends=None
+    ):
+        """(phase, SequenceBatch) of the sequences these documents close; ``doc_keys`` and
+        ``sentence_ends`` where a phase makes sentence pairs."""
         lengths = np.fromiter(map(len, token_ids), dtype=np.int64, count=len(token_ids))
         for p, phase in enumerate(self._phases):
             copies, kept = self._selectors[p].select(sources, lengths)
@@ -73,7 +87,14 @@ class GroupPacker:
                     starts = [
                         word_starts[i][: kept[i]] if c else word_starts[i] for i, c in zip(at.tolist(), cut)
                     ]
-                yield from self._pack(p, epoch, ids, starts, sources[at])
+                if phase.pairs is None:
+                    yield from self._pack(p, epoch, ids, starts, sources[at])
+                    continue
+                ends = [
+                    _cut_ends(sentence_ends[i], kept[i]) if c and kept[i] < lengths[i] else sentence_ends[i]
+                    for i, c in zip(at.tolist(), cut)
+                ]
+                yield from self._pairs(p, epoch, ids, starts, ends, doc_keys[at], sources[at])
 
     def finish(self):
         """(phase, SequenceBatch) of every sequence still open, packer by packer in a fixed order."""
@@ -128,6 +149,48 @@ class GroupPacker:
         else:
             packed = self._packer(p, epoch, 0).add(ids, starts, sources)
             yield from self._batch(p, epoch, packed, None)
+
+    def _pairs(self, p: int, epoch: int, ids, starts, ends, doc_keys: np.ndarray, sources: np.ndarray):
+        """Sentence pairs of one source's documents at a time, with that source's slice before for IsRandom
+        segments (as ``beam.pack.PackPairs``); the keys of an epoch's documents are its own, so that it
+        pairs them anew."""
+        phase, v, split = self._phases[p], self._vocab, self._split
+        doc_keys = _epoch_keys(np.asarray(doc_keys, dtype=np.uint64), epoch)
+        for stream in np.unique(sources).tolist():
+            mine = np.flatnonzero(sources == stream).tolist()
+            current = Documents(
+                token_ids=[ids[i] for i in mine],
+                sentence_ends=[ends[i] for i in mine],
+                keys=doc_keys[mine],
+                word_starts=None if starts is None else [starts[i] for i in mine],
+            )
+            previous = self._previous.get((p, epoch, stream))
+            pool = current if previous is None else Documents.join(previous, current)
+            first = len(pool) - len(current)
+            pairs = make_pairs(
+                pool, first, phase.pairs, frame=v.frame, pad_id=v.pad_id, continues=self._continues
+            )
+            self._previous[(p, epoch, stream)] = current
+            without = f"{counts_prefix(p)}{WITHOUT_OTHER_DOCUMENT}.{SPLITS[split]}"
+            self.counts[without] += pairs.without_other_document
+            if not len(pairs.lengths):
+                continue
+            pair_keys = sequence_keys(pairs.input_ids, pairs.lengths, pairs.segment_starts, pairs.labels)
+            yield (
+                p,
+                SequenceBatch(
+                    input_ids=pairs.input_ids,
+                    lengths=pairs.lengths,
+                    keys=_epoch_keys(pair_keys, epoch),
+                    splits=np.full(len(pairs.lengths), split, dtype=np.int8),
+                    pieces=pairs.pieces,
+                    piece_lengths=pairs.piece_lengths,
+                    word_starts=pairs.word_starts,
+                    segment_starts=pairs.segment_starts,
+                    pair_labels=pairs.labels,
+                    piece_sources=np.full(len(pairs.lengths), stream, dtype=np.uint8),
+                ),
+            )
 
     def _batch(self, p: int, epoch: int, packed: Packed, stream: int | None):
         if not len(packed.lengths):

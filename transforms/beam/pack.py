@@ -165,15 +165,26 @@ class PackPhases(CountingDoFn):
         self._phases = phases
         self._vocab = vocab
         self._word_starts = any(phase.word_starts for phase in phases)
+        self._pairs = any(phase.pairs is not None for phase in phases)
+        self._continues = None
+
+    def setup(self):
+        if self._pairs:
+            self._continues = self._vocab.continuation_lookup()
 
     def process(self, element, plans):
         group, documents = element
-        packer = GroupPacker(self._phases, plans, self._vocab, group & 0xFFFFFFFF, group >> 32)
+        split, group = group >> 32, group & 0xFFFFFFFF
+        packer = GroupPacker(self._phases, plans, self._vocab, group, split, continues=self._continues)
         for rows in documents.slices(CONCAT_SLICE_DOCS):
             ids = [i.astype(np.int32) for i in ragged_rows(rows.column("ids"))]
             starts = ragged_rows(rows.column("starts")) if self._word_starts else None
             sources = rows.column("source").to_numpy()
-            for phase, batch in packer.add(ids, starts, sources):
+            pairs = {}
+            if self._pairs:
+                pairs["doc_keys"] = rows.column("doc_key").to_numpy()
+                pairs["sentence_ends"] = ragged_rows(rows.column("sentence_ends"))
+            for phase, batch in packer.add(ids, starts, sources, **pairs):
                 yield beam.pvalue.TaggedOutput(str(phase), batch)
         for phase, batch in packer.finish():
             yield beam.pvalue.TaggedOutput(str(phase), batch)
