@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from mlmprep.transforms import records
+from mlmprep.transforms import encode, records
 from mlmprep.transforms.mask import MaskingConfig, prediction_counts
 from mlmprep.transforms.records import MaskedBatch
 
@@ -53,7 +53,24 @@ def _check_frame(batch: MaskedBatch, extra: dict, vocab, fail, several_pieces: b
             "position_ids do not restart at 0 at each piece's first token and count up by one inside it "
             "(0 on padding)",
         )
+    if encode.PIECE_LENGTHS in extra:  # outputs from before piece_lengths have none
+        _check_piece_lengths(batch, extra[encode.PIECE_LENGTHS], frame.first_id, fail)
     fail(np.any((batch.input_ids < 0) | (batch.input_ids >= vocab.size), axis=1), "id outside the vocabulary")
+
+
+def _check_piece_lengths(batch: MaskedBatch, per_piece, first_id, fail):
+    """Each row's piece_lengths (what varlen kernels take as cu_seqlens) tile its real tokens, one a piece
+    as the tokens tell them (each restarts the position ids)."""
+    values, counts = per_piece
+    sums = np.add.reduceat(values, np.cumsum(counts) - counts) if len(counts) else np.zeros(0, np.int64)
+    wrong = sums != batch.lengths
+    fail(wrong, "piece_lengths do not add up to the row's tokens")
+    ok, lengths = ~wrong, batch.lengths[~wrong]
+    told = records.position_ids(batch.input_ids[ok], lengths, first_id)
+    given = records.piece_position_ids(values[np.repeat(ok, counts)], lengths, batch.input_ids.shape[1])
+    differ = np.zeros(len(ok), dtype=bool)
+    differ[ok] = np.any(told != given, axis=1)
+    fail(differ, "piece_lengths are not the pieces the tokens tell")
 
 
 def _check_pieces(batch: MaskedBatch, vocab, fail):

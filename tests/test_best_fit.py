@@ -187,6 +187,29 @@ def test_verify_finds_broken_position_ids_and_unframed_pieces(packed, tmp_path):
     assert f"record {row}: a piece is not framed on its own as [CLS] A [SEP]" in problems
 
 
+@pytest.mark.slow
+def test_verify_finds_piece_lengths_that_are_not_the_rows_pieces(packed, tmp_path):
+    _, runs = packed
+    output, manifest = runs["best_fit"]
+    copy = tmp_path / "copy"
+    copy.mkdir()
+    for name in [s["file"] for s in manifest["shards"]] + ["manifest.json", manifest["tokenizer"]["file"]]:
+        (copy / name).write_bytes((output / name).read_bytes())
+    name = next(s["file"] for s in manifest["shards"] if s["format"] == "parquet" and s["records"])
+    table = pq.read_table(copy / name)
+    lengths = table.column("piece_lengths").to_pylist()
+    row = next(r for r, pieces in enumerate(lengths) if len(pieces) > 1 and pieces[0] != pieces[-1])
+    lengths[row] = lengths[row][::-1]  # the same sum, in the wrong order
+    other = next(r for r in range(len(lengths)) if r != row)
+    lengths[other] = [*lengths[other][:-1], lengths[other][-1] + 1]  # one token more than the row holds
+    index = encode.PARQUET_SCHEMA.get_field_index("piece_lengths")
+    field = encode.PARQUET_SCHEMA.field(index)
+    pq.write_table(table.set_column(index, field, pa.array(lengths, field.type)), copy / name)
+    problems = "\n".join(verify.verify(str(copy)).problems)
+    assert f"record {row}: piece_lengths are not the pieces the tokens tell" in problems
+    assert f"record {other}: piece_lengths do not add up to the row's tokens" in problems
+
+
 def _run(*args):
     return subprocess.run(
         [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *args],

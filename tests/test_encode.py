@@ -50,6 +50,32 @@ def test_examples_parse_with_the_bert_feature_spec():
         assert example.SerializeToString(deterministic=True) == serialized
 
 
+def test_piece_lengths_are_a_variable_length_list_in_both_formats():
+    """Each row's pieces' lengths (what varlen kernels take as cu_seqlens), unpadded: TensorFlow reads them
+    as a VarLenFeature, lengths of one and of two varint bytes alike, and Parquet holds the same lists."""
+    width = 400
+    lengths = np.array([400, 300, 7], np.int32)
+    pieces, piece_lengths = np.array([2, 2, 1], np.int32), np.array([200, 200, 130, 170, 7], np.int32)
+    n = len(lengths)
+    batch = MaskedBatch(
+        input_ids=np.where(np.arange(width)[None, :] < lengths[:, None], 7, 0).astype(np.int32),
+        lengths=lengths,
+        masked_lm_positions=np.zeros((n, 2), np.int32),
+        masked_lm_ids=np.zeros((n, 2), np.int32),
+        num_predictions=np.zeros(n, np.int32),
+        pieces=pieces,
+        piece_lengths=piece_lengths,
+    )
+    want = [[200, 200], [130, 170], [7]]
+    spec = {"piece_lengths": tf.io.VarLenFeature(tf.int64)}
+    for row, serialized in enumerate(encode.tf_examples(batch).to_pylist()):
+        parsed = tf.io.parse_single_example(serialized, spec)
+        assert parsed["piece_lengths"].values.numpy().tolist() == want[row]
+        example = tf.train.Example.FromString(serialized)
+        assert example.SerializeToString(deterministic=True) == serialized
+    assert encode.parquet_table(batch).column("piece_lengths").to_pylist() == want
+
+
 def test_tfrecord_framing_reads_back_with_tensorflow(tmp_path):
     examples = encode.tf_examples(_batch()).to_pylist()
     path = tmp_path / "x.tfrecord"

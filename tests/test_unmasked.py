@@ -65,7 +65,8 @@ def test_unmasked_shards_hold_the_inputs_and_word_starts_and_no_masks(outputs):
     name = shard_files(out, "tfrecord")[0]
     example = tf.train.Example.FromString(next(iter(tf.data.TFRecordDataset(str(out / name)))).numpy())
     assert set(example.features.feature) == {
-        "input_ids", "input_mask", "segment_ids", "position_ids", "next_sentence_labels", "word_starts"
+        "input_ids", "input_mask", "segment_ids", "position_ids", "piece_lengths", "next_sentence_labels",
+        "word_starts",
     }  # fmt: skip
     table = pq.read_table(out / shard_files(out, "parquet")[0])
     assert table.column_names == [
@@ -73,6 +74,7 @@ def test_unmasked_shards_hold_the_inputs_and_word_starts_and_no_masks(outputs):
         "attention_mask",
         "token_type_ids",
         "position_ids",
+        "piece_lengths",
         "word_starts",
     ]
     done = subprocess.run(

@@ -154,13 +154,23 @@ def _masked_batch(columns: dict, frame=None, labels=None) -> MaskedBatch:
     )
 
 
-def _source_ids(lists: list[np.ndarray], first: int, seq: int) -> tuple[np.ndarray, np.ndarray]:
-    """(values, counts) of each row's source_ids: one per piece, so 1 to ``seq`` of them."""
+def _per_piece(lists: list[np.ndarray], first: int, seq: int, name: str) -> tuple[np.ndarray, np.ndarray]:
+    """(values, counts) of each row's list of one value per piece (``encode.PER_PIECE``): 1 to ``seq``."""
     counts = np.fromiter(map(len, lists), dtype=np.int32, count=len(lists))
     bad = np.flatnonzero((counts < 1) | (counts > seq))
     if bad.size:
-        raise CorruptRecordError(f"record {first + int(bad[0])}: {counts[bad[0]]} source_ids")
+        raise CorruptRecordError(f"record {first + int(bad[0])}: {counts[bad[0]]} {name}")
     return np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64), counts
+
+
+def _with_pieces(batch: MaskedBatch, per_piece: dict) -> MaskedBatch:
+    """The batch with the pieces its rows say they hold, where they say it."""
+    if encode.PIECE_LENGTHS in per_piece:
+        values, counts = per_piece[encode.PIECE_LENGTHS]
+        batch.pieces, batch.piece_lengths = counts, values.astype(np.int32)
+    if encode.SOURCE_IDS in per_piece:
+        batch.piece_sources = per_piece[encode.SOURCE_IDS][0]
+    return batch
 
 
 def _tfrecord_batch(
@@ -171,26 +181,30 @@ def _tfrecord_batch(
     expected = {
         name: (preds if name.startswith("masked_lm") else 1 if name == "next_sentence_labels" else seq)
         for name, _ in encode.tfrecord_features(unmasked)
+        if name not in encode.PER_PIECE
     }
+    per_piece = {encode.PIECE_LENGTHS} | ({encode.SOURCE_IDS} if sources else set())
     if examples and "position_ids" not in examples[0]:  # written before position_ids were
         del expected["position_ids"]
+    if examples and encode.PIECE_LENGTHS not in examples[0]:  # written before piece_lengths were
+        per_piece.discard(encode.PIECE_LENGTHS)
     for i, example in enumerate(examples, first):
-        shapes = {k: v.size for k, v in example.items() if k != encode.SOURCE_IDS}
+        shapes = {k: v.size for k, v in example.items() if k not in encode.PER_PIECE}
         if shapes != expected:
             raise CorruptRecordError(f"record {i}: features {shapes}, expected {expected}")
-        if (encode.SOURCE_IDS in example) != sources:
+        found = set(example) & set(encode.PER_PIECE)
+        if per_piece != found:
             raise CorruptRecordError(
-                f"record {i}: {encode.SOURCE_IDS} {'missing' if sources else 'unexpected'}"
+                f"record {i}: per-piece features {sorted(found)}, expected {sorted(per_piece)}"
             )
         if not unmasked and example["masked_lm_weights"].dtype != np.float32:
             raise CorruptRecordError(f"record {i}: masked_lm_weights is not float")
     stack = {k: np.stack([e[k] for e in examples]) for k in expected}
     labels = stack["next_sentence_labels"] if pair_frame is not None else None
     batch = _masked_batch(stack, pair_frame, labels)
-    if sources:
-        stack[encode.SOURCE_IDS] = _source_ids([e[encode.SOURCE_IDS] for e in examples], first, seq)
-        batch.piece_sources = stack[encode.SOURCE_IDS][0]
-    return batch, stack
+    for name in per_piece:
+        stack[name] = _per_piece([e[name] for e in examples], first, seq, name)
+    return _with_pieces(batch, {k: stack[k] for k in per_piece}), stack
 
 
 def tfrecord_slices(
@@ -222,7 +236,7 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[M
             table.column(name), preds if name.startswith("masked_lm") else seq, name
         )
         for name in table.column_names
-        if name not in ("next_sentence_label", encode.SOURCE_IDS)
+        if name not in ("next_sentence_label", *encode.PER_PIECE)
     }
     pairs = "next_sentence_label" in table.column_names
     labels = table.column("next_sentence_label").to_numpy()[:, None] if pairs else None
@@ -230,15 +244,13 @@ def _parquet_batch(table: pa.Table, seq: int, preds: int, frame=None) -> tuple[M
     extra = {k: v for k, v in columns.items() if k != "input_ids"}
     if pairs:
         extra["next_sentence_labels"] = labels
-    if encode.SOURCE_IDS in table.column_names:
-        lists = table.column(encode.SOURCE_IDS).combine_chunks()
-        offsets = lists.offsets.to_numpy()
-        values = lists.values.to_numpy(zero_copy_only=False)
-        extra[encode.SOURCE_IDS] = _source_ids(
-            [values[a:b] for a, b in zip(offsets[:-1], offsets[1:])], 0, seq
-        )
-        batch.piece_sources = extra[encode.SOURCE_IDS][0]
-    return batch, extra
+    for name in encode.PER_PIECE:
+        if name in table.column_names:
+            lists = table.column(name).combine_chunks()
+            offsets = lists.offsets.to_numpy()
+            values = lists.values.to_numpy(zero_copy_only=False)
+            extra[name] = _per_piece([values[a:b] for a, b in zip(offsets[:-1], offsets[1:])], 0, seq, name)
+    return _with_pieces(batch, {k: extra[k] for k in encode.PER_PIECE if k in extra}), extra
 
 
 def parquet_slices(
@@ -249,11 +261,12 @@ def parquet_slices(
     ``unmasked``: written by ``--masking none``."""
     parquet = pq.ParquetFile(f)
     schema = encode.parquet_schema(pair_frame is not None, unmasked, sources)
-    if parquet.schema_arrow != schema:
-        before = schema.remove(schema.get_field_index("position_ids"))  # written before position_ids were
-        if parquet.schema_arrow != before:
-            raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
-        schema = before
+    # Outputs written before piece_lengths were, and before position_ids were, still read.
+    without_pieces = schema.remove(schema.get_field_index(encode.PIECE_LENGTHS))
+    older = (schema, without_pieces, without_pieces.remove(without_pieces.get_field_index("position_ids")))
+    if parquet.schema_arrow not in older:
+        raise CorruptRecordError(f"schema {parquet.schema_arrow} is not the contract's")
+    schema = parquet.schema_arrow
     pending = pa.Table.from_batches([], schema=schema)
     for batch in parquet.iter_batches(batch_size=rows):
         pending = pa.concat_tables([pending, pa.Table.from_batches([batch])])

@@ -37,23 +37,30 @@ UNMASKED_TFRECORD_FEATURES = tuple(f for f in TFRECORD_FEATURES if not f[0].star
 )
 
 
-# A build of sources: each piece's source, a list as long as the row's pieces (not padded).
-SOURCE_IDS = "source_ids"
+# Lists as long as the row's pieces (not padded): each piece's length, its frame included, for varlen
+# attention (cu_seqlens are their prefix sums); in a build of sources, each piece's source.
+PIECE_LENGTHS, SOURCE_IDS = "piece_lengths", "source_ids"
+PER_PIECE = (PIECE_LENGTHS, SOURCE_IDS)
 
 
 def tfrecord_features(unmasked: bool, sources: bool = False) -> tuple:
     features = UNMASKED_TFRECORD_FEATURES if unmasked else TFRECORD_FEATURES
-    return tuple(sorted((*features, (SOURCE_IDS, False)))) if sources else features
+    per_piece = ((PIECE_LENGTHS, False), *(((SOURCE_IDS, False),) if sources else ()))
+    return tuple(sorted((*features, *per_piece)))
 
 
-def _ragged_bytes(counts: np.ndarray, values: np.ndarray) -> "Cells":
-    """Rows of ``counts[i]`` one-byte values each (``values`` < 128, consecutive), as cells: a packed varint
-    list of one byte per value, without padding."""
+def _per_piece(counts: np.ndarray, values: np.ndarray) -> "Cells":
+    """Rows of ``counts[i]`` non-negative values each (consecutive in ``values``), as packed varint cells
+    without padding."""
     width = int(counts.max(initial=0))
     present = np.arange(width)[None, :] < counts[:, None]
-    matrix = np.zeros(present.shape, dtype=np.uint8)
+    matrix = np.zeros(present.shape, dtype=np.int64)
     matrix[present] = values
-    return Cells(matrix, present, counts.astype(np.int64))
+    cells = _packed_varints(matrix)
+    if cells.present is None:  # one byte a value
+        return Cells(cells.values, present, counts.astype(np.int64))
+    mask = cells.present & np.repeat(present, cells.values.shape[1] // max(1, width), axis=1)
+    return Cells(cells.values, mask, mask.sum(axis=1))
 
 
 _LEN = 2  # protobuf wire type of a length-delimited field
@@ -195,8 +202,12 @@ def _example_cells(batch: MaskedBatch) -> list[Cells]:
     fields = []
     sources = batch.piece_sources is not None
     for name, is_float in tfrecord_features(batch.unmasked, sources):
-        if name == SOURCE_IDS:
-            payload, kind = _ragged_bytes(batch.piece_layout()[0], batch.piece_sources), 3
+        if name in PER_PIECE:
+            pieces, piece_lengths = batch.piece_layout()
+            payload, kind = (
+                _per_piece(pieces, piece_lengths if name == PIECE_LENGTHS else batch.piece_sources),
+                3,
+            )
             prefix = functools.partial(_feature_prefix, _delimited(1, name.encode()), kind)
             fields += [_per_length(payload.lengths, prefix), payload]
             continue
@@ -294,6 +305,7 @@ PARQUET_SCHEMA = pa.schema(
         pa.field("attention_mask", _list(pa.int32()), nullable=False),
         pa.field("token_type_ids", _list(pa.int32()), nullable=False),
         pa.field("position_ids", _list(pa.int32()), nullable=False),
+        pa.field(PIECE_LENGTHS, _list(pa.int32()), nullable=False),
         pa.field("labels", _list(pa.int32()), nullable=False),
         pa.field("masked_lm_positions", _list(pa.int32()), nullable=False),
         pa.field("masked_lm_ids", _list(pa.int32()), nullable=False),
@@ -302,7 +314,11 @@ PARQUET_SCHEMA = pa.schema(
 )
 # ``--masking none``: the model's inputs and where words start; no labels (the collator makes them).
 UNMASKED_PARQUET_SCHEMA = pa.schema(
-    [f for f in PARQUET_SCHEMA if f.name in ("input_ids", "attention_mask", "token_type_ids", "position_ids")]
+    [
+        f
+        for f in PARQUET_SCHEMA
+        if f.name in ("input_ids", "attention_mask", "token_type_ids", "position_ids", PIECE_LENGTHS)
+    ]
     + [pa.field("word_starts", _list(pa.int32()), nullable=False)]
 )
 # With sentence pairs: the label, named as Hugging Face's BertForPreTraining takes it.
@@ -316,6 +332,15 @@ def parquet_schema(pairs: bool, unmasked: bool = False, sources: bool = False) -
     schema = UNMASKED_PARQUET_SCHEMA if unmasked else PARQUET_SCHEMA
     schema = schema.append(_PAIR_LABEL) if pairs else schema
     return schema.append(_SOURCE_IDS) if sources else schema
+
+
+def _ragged_column(counts: np.ndarray, values: np.ndarray) -> pa.ListArray:
+    """``counts[i]`` values a row, as a ``list<int32>`` column."""
+    offsets = np.zeros(len(counts) + 1, dtype=np.int32)
+    np.cumsum(counts, out=offsets[1:])
+    return pa.ListArray.from_arrays(
+        pa.array(offsets), pa.array(values.astype(np.int32), pa.int32()), type=_list(pa.int32())
+    )
 
 
 def _list_column(matrix: np.ndarray, list_type) -> pa.ListArray:
@@ -345,15 +370,16 @@ def parquet_table(batch: MaskedBatch) -> pa.Table:
     pairs = batch.next_sentence_labels is not None
     sources = batch.piece_sources is not None
     schema = parquet_schema(pairs, batch.unmasked, sources)
-    table = [_list_column(arrays[f.name], f.type) for f in schema if f.name in arrays]
-    if pairs:
-        table.append(pa.array(batch.next_sentence_labels.astype(np.int32), pa.int32()))
-    if sources:
-        counts = batch.piece_layout()[0]
-        offsets = np.zeros(len(counts) + 1, dtype=np.int32)
-        np.cumsum(counts, out=offsets[1:])
-        values = pa.array(batch.piece_sources.astype(np.int32), pa.int32())
-        table.append(pa.ListArray.from_arrays(pa.array(offsets), values, type=_SOURCE_IDS.type))
+    pieces, piece_lengths = batch.piece_layout()
+    ragged = {PIECE_LENGTHS: piece_lengths, SOURCE_IDS: batch.piece_sources}
+    table = []
+    for f in schema:
+        if f.name in ragged:
+            table.append(_ragged_column(pieces, ragged[f.name]))
+        elif f.name in arrays:
+            table.append(_list_column(arrays[f.name], f.type))
+        else:  # the pair label
+            table.append(pa.array(batch.next_sentence_labels.astype(np.int32), pa.int32()))
     return pa.Table.from_arrays(table, schema=schema)
 
 
