@@ -106,6 +106,18 @@ def build_entries(build: BuildPlan, phase: int, plans, counts: dict) -> dict:
     }
 
 
+def _mask(job: JobPlan) -> MaskSequences:
+    """The mask step of a job (or a phase): word starts carried with the tokens, or read off the ids."""
+    return MaskSequences(
+        config=job.masking,
+        vocab=job.vocab,
+        seed=job.seed,
+        dupe_factor=job.dupe_factor,
+        max_seq_length=job.max_seq_length,
+        word_source=None if _carries_words(job) else job.word_source,
+    )
+
+
 def _carries_words(job: JobPlan) -> bool:
     """Whether word starts travel with the tokens: where they come from the encodings; read off the ids
     (``tokenize.ID_WORD_SOURCES``), the mask step finds them itself."""
@@ -172,16 +184,9 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         TokenizedBatch
     ).with_outputs(counting.COUNTS, main="batches")
     packed = _pack(tokenized.batches, job)
-    masked = packed.sequences | "Mask" >> beam.ParDo(
-        MaskSequences(
-            config=job.masking,
-            vocab=job.vocab,
-            seed=job.seed,
-            dupe_factor=job.dupe_factor,
-            max_seq_length=job.max_seq_length,
-            word_source=None if _carries_words(job) else job.word_source,
-        )
-    ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
+    masked = packed.sequences | "Mask" >> beam.ParDo(_mask(job)).with_output_types(
+        pa.RecordBatch
+    ).with_outputs(counting.COUNTS, main="records")
     shards = masked.records | "WriteShards" >> _write_shards(job)
     counts = (
         [outputs[counting.COUNTS] for outputs in (documents, tokenized, packed, masked)]
@@ -287,16 +292,9 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
     )
     for i, (name, ph) in enumerate(zip(build.names, build.phases)):
         label = f"[{name}]" if name else ""
-        masked = packed[tags[i]] | f"Mask{label}" >> beam.ParDo(
-            MaskSequences(
-                config=ph.masking,
-                vocab=ph.vocab,
-                seed=ph.seed,
-                dupe_factor=ph.dupe_factor,
-                max_seq_length=ph.max_seq_length,
-                word_source=None if shapes[i].word_starts else ph.word_source,
-            )
-        ).with_output_types(pa.RecordBatch).with_outputs(counting.COUNTS, main="records")
+        masked = packed[tags[i]] | f"Mask{label}" >> beam.ParDo(_mask(ph)).with_output_types(
+            pa.RecordBatch
+        ).with_outputs(counting.COUNTS, main="records")
         all_counts.append(masked[counting.COUNTS])
         written.append(masked.records | f"WriteShards{label}" >> _write_shards(ph, sources=True))
     counts = (
@@ -414,8 +412,13 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
 def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult:
     """Runs a command line read (``flags.parse``); waits for it unless Beam's options say not to."""
     exit_quickly()
-    options, job = plan_parsed(command)
-    build = plan_build(command, options) if command.build is not None else None
+    if command.build is None:
+        options, job = plan_parsed(command)
+        build = None
+    else:  # a build of sources and phases: its reading is planned once, beside its phases
+        options = PipelineOptions(list(command.beam_argv))
+        build = plan_build(command, options)
+        job = build.reading
     if not is_in_memory(options.view_as(StandardOptions).runner):
         pins.warn_if_remote_differs(options)
     workers = local_worker_flags(options, job, command.beam_argv)

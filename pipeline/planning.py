@@ -12,6 +12,7 @@ import hashlib
 import logging
 import os
 import posixpath
+from typing import NamedTuple
 
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions, TestOptions
@@ -165,23 +166,40 @@ def manifest_settings(s: Settings) -> dict:
     return values
 
 
+class Found(NamedTuple):
+    """What the settings name in the world: the input files, the tokenizer's JSON and its vocabulary."""
+
+    input_files: list
+    tokenizer_json: str
+    vocab: tokenize.Vocabulary
+
+
+def survey(s: Settings, options: PipelineOptions) -> Found:
+    """Lists the inputs and reads the tokenizer (the phases of a build share what this finds once)."""
+    input_files = _input_files(s.input.input, options.view_as(TestOptions).dry_run)
+    return Found(input_files, *_tokenizer(s.tokenizer.tokenizer, s.tokenizer.special_tokens))
+
+
 def plan(
     s: Settings,
     options: PipelineOptions,
     check_output: bool = True,
     recipe: dict | None = None,
+    *,
+    found: Found | None = None,
+    fingerprinted: dict | None = None,
 ) -> JobPlan:
     """Checks the settings against the world: inputs, tokenizer, output; reads, never writes.
 
     ``options``: Beam's pipeline options (the runner decides how records are grouped).
     ``check_output=False`` plans without looking at the output (to compute a
-    build's fingerprint before deciding to run it).
+    build's fingerprint before deciding to run it). ``found``: the ``survey`` of these settings, where
+    it was made; ``fingerprinted``: what else the fingerprint covers (a phase's build).
     """
     dry_run = options.view_as(TestOptions).dry_run
     output = s.output.output
-    input_files = _input_files(s.input.input, dry_run)
+    input_files, tokenizer_json, vocab = found or survey(s, options)
     input_bytes = sum(f.size for f in input_files) if input_files else None  # None: unknown (a dry run)
-    tokenizer_json, vocab = _tokenizer(s.tokenizer.tokenizer, s.tokenizer.special_tokens)
     _check_lengths(s, vocab.frame)
     replacing = None
     if check_output and not (dry_run and not _is_local(output)):
@@ -191,7 +209,9 @@ def plan(
     fingerprint = None
     if input_files and not dry_run:
         tokenizer_sha256 = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
-        fingerprint = fingerprint_lib.fingerprint(config, input_files, tokenizer_sha256)
+        fingerprint = fingerprint_lib.fingerprint(
+            {**config, **(fingerprinted or {})}, input_files, tokenizer_sha256
+        )
     m, length = s.masking, s.packing.max_seq_length
     return JobPlan(
         inputs=s.input.input,
@@ -354,26 +374,19 @@ def plan_build(command: flags.RunCommand, options: PipelineOptions, check_output
     """Beam-free checks and plans of a build of sources and phases (``build_spec``)."""
     build = command.build
     _source_files(build.sources, options.view_as(TestOptions).dry_run)
-    reading = plan(command.settings, options, check_output)
+    found = survey(command.settings, options)  # every phase reads the same inputs with the same tokenizer
+    reading = plan(command.settings, options, check_output, found=found)
     phases = []
     for phase in build.phases:
-        job = plan(phase.settings, options, check_output)
+        sources = [dataclasses.asdict(s) for s in build.sources]
+        fingerprinted = {"sources": sources, "phase": phase.name}
+        job = plan(phase.settings, options, check_output, found=found, fingerprinted=fingerprinted)
         if job.settings.packing.best_fit and job.vocab.frame.first_id is None:
             raise UsageError(
                 f"phases[{phase.name}]: --packing best_fit in a build of sources needs a tokenizer whose "
                 "frame opens with a token (each piece's source is told by where it starts)"
             )
-        config = {
-            **job.config,
-            "sources": [dataclasses.asdict(s) for s in build.sources],
-            "phase": phase.name,
-        }
-        fingerprint = None
-        if reading.input_fingerprint is not None:
-            tokenizer_sha256 = hashlib.sha256(job.tokenizer_json.encode("utf-8")).hexdigest()
-            files = fingerprint_lib.list_inputs(command.settings.input.input)
-            fingerprint = fingerprint_lib.fingerprint(config, files, tokenizer_sha256)
-        phases.append(dataclasses.replace(job, input_fingerprint=fingerprint))
+        phases.append(job)
     return BuildPlan(
         reading=reading,
         phases=tuple(phases),

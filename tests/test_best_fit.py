@@ -161,8 +161,9 @@ def test_best_fit_is_byte_identical_with_one_and_two_workers(tmp_path, real_data
     assert one["counts"]["splits"]["train"]["pieces"] > 2 * one["counts"]["splits"]["train"]["sequences"]
 
 
-@pytest.mark.slow
-def test_verify_finds_broken_position_ids_and_unframed_pieces(packed, tmp_path):
+def _copy_of_best_fit(packed, tmp_path):
+    """A copy of the best-fit output to break: its folder, the name of a Parquet shard with records, and
+    that shard's table."""
     _, runs = packed
     output, manifest = runs["best_fit"]
     copy = tmp_path / "copy"
@@ -170,7 +171,12 @@ def test_verify_finds_broken_position_ids_and_unframed_pieces(packed, tmp_path):
     for name in [s["file"] for s in manifest["shards"]] + ["manifest.json", manifest["tokenizer"]["file"]]:
         (copy / name).write_bytes((output / name).read_bytes())
     name = next(s["file"] for s in manifest["shards"] if s["format"] == "parquet" and s["records"])
-    table = pq.read_table(copy / name)
+    return copy, name, pq.read_table(copy / name)
+
+
+@pytest.mark.slow
+def test_verify_finds_broken_position_ids_and_unframed_pieces(packed, tmp_path):
+    copy, name, table = _copy_of_best_fit(packed, tmp_path)
     positions = table.column("position_ids").to_pylist()
     positions[0] = list(range(len(positions[0])))  # one piece numbered as if it were the whole row
     ids = table.column("input_ids").to_pylist()
@@ -189,14 +195,7 @@ def test_verify_finds_broken_position_ids_and_unframed_pieces(packed, tmp_path):
 
 @pytest.mark.slow
 def test_verify_finds_piece_lengths_that_are_not_the_rows_pieces(packed, tmp_path):
-    _, runs = packed
-    output, manifest = runs["best_fit"]
-    copy = tmp_path / "copy"
-    copy.mkdir()
-    for name in [s["file"] for s in manifest["shards"]] + ["manifest.json", manifest["tokenizer"]["file"]]:
-        (copy / name).write_bytes((output / name).read_bytes())
-    name = next(s["file"] for s in manifest["shards"] if s["format"] == "parquet" and s["records"])
-    table = pq.read_table(copy / name)
+    copy, name, table = _copy_of_best_fit(packed, tmp_path)
     lengths = table.column("piece_lengths").to_pylist()
     row = next(r for r, pieces in enumerate(lengths) if len(pieces) > 1 and pieces[0] != pieces[-1])
     lengths[row] = lengths[row][::-1]  # the same sum, in the wrong order
