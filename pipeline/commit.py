@@ -15,7 +15,7 @@ from apache_beam.io.filesystems import FileSystems
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.transforms import encode
-from mlmprep.transforms.shards import TEMP_SUFFIX
+from mlmprep.transforms.shards import MDS_FOLDER, TEMP_SUFFIX
 
 
 def write_whole(path: str, data: bytes):
@@ -37,15 +37,36 @@ def _delete(paths: list[str]):
 
 
 def commit(output_dir: str, manifest: manifest_lib.Manifest, tokenizer_json: str, replaces=None):
-    """Writes the tokenizer, then manifest.json in one step; then removes ``manifest.stale_files``."""
+    """Writes the tokenizer and each MDS split's index.json, then manifest.json in one step; then removes
+    ``manifest.stale_files``. (An MDS reader sees the new build from its index.json on, complete.)"""
     write_whole(FileSystems.join(output_dir, manifest["tokenizer"]["file"]), tokenizer_json.encode("utf-8"))
+    indexes = manifest_lib.mds_indexes(manifest)
+    for name, data in indexes.items():
+        write_whole(FileSystems.join(output_dir, name), data)
     write_whole(
         FileSystems.join(output_dir, manifest_lib.MANIFEST), manifest_lib.to_json(manifest).encode("utf-8")
     )
     keep = {s["file"] for s in manifest["shards"]} | {manifest["tokenizer"]["file"], manifest_lib.MANIFEST}
-    present = FileSystems.match([FileSystems.join(output_dir, "*")])[0].metadata_list
-    names = {posixpath.basename(m.path): m.path for m in present}
-    _delete([names[name] for name in manifest_lib.stale_files(names, keep, replaces)])
+    names = _files(output_dir)
+    _delete([names[name] for name in manifest_lib.stale_files(names, keep | set(indexes), replaces)])
+
+
+def _files(output_dir: str) -> dict[str, str]:
+    """The files of an output, by their names relative to it: its own and its MDS splits' folders'."""
+    names = {}
+    for pattern in ("*", f"{MDS_FOLDER}/*/*"):
+        try:
+            present = FileSystems.match([FileSystems.join(output_dir, pattern)])[0].metadata_list
+        except Exception:  # no MDS folder
+            continue
+        for m in present:
+            relative = (
+                posixpath.relpath(m.path, output_dir)
+                if "://" not in m.path
+                else m.path[len(output_dir.rstrip("/")) + 1 :]
+            )
+            names[relative] = m.path
+    return names
 
 
 def tokenizer_file(replacing, tokenizer_json: str, generation: int) -> str:

@@ -38,6 +38,7 @@ PAIR_OPTIONS = ("sentence_pairs", "short_seq_prob", "sentence_language")
 # Options added later, at the value builds from before them had: left out, so those keep their fingerprint.
 AS_BEFORE = {
     "span_lengths": "geometric",
+    "mds_compression": "zstd",
     **dict.fromkeys(("tokens", "temperature", "weights", "max_repeats", "max_doc_tokens")),
 }
 

@@ -25,7 +25,7 @@ from apache_beam.runners.portability.portable_runner import JobServiceHandle
 from mlmprep.pipeline import commit, flags, manifest, pins
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.planning import BuildPlan, JobPlan, is_in_memory, plan_build, plan_parsed
-from mlmprep.transforms import mixture, phases, profile, records
+from mlmprep.transforms import mds, mixture, phases, profile, records
 from mlmprep.transforms.beam import coders, counting, exit_quickly, groups, pack, read
 from mlmprep.transforms.beam import mixture as beam_mixture
 from mlmprep.transforms.beam.mask import MaskSequences
@@ -68,6 +68,7 @@ class _WriteManifest(beam.DoFn):
             generation=job.generation,
             tokenizer_file=job.tokenizer_file,
             recipe=job.recipe,
+            mds_config=mds_config(job, sources=self._build is not None),
         )
         if self._build is not None:
             built.update(build_entries(self._build, self._phase, plans, counts))
@@ -345,7 +346,20 @@ def _write_shards(job: JobPlan, sources: bool = False) -> WriteShards:
         unmasked=job.settings.masking.unmasked,
         frame=job.vocab.frame,
         sources=sources,
+        mds_config=mds_config(job, sources),
     )
+
+
+def mds_config(job: JobPlan, sources: bool = False) -> dict | None:
+    """What every MDS shard of a job says of itself (and its index.json); None without --formats mds."""
+    if "mds" not in job.formats:
+        return None
+    s = job.settings
+    columns = mds.columns(
+        job.max_seq_length, job.masking.max_predictions_per_seq, job.pairs is not None, s.masking.unmasked,
+        sources,
+    )  # fmt: skip
+    return mds.config(columns, s.output.mds_compression)
 
 
 def available_cores() -> int:

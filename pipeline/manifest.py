@@ -19,8 +19,8 @@ from typing import NotRequired, TypedDict
 import pyarrow.fs
 
 from mlmprep.pipeline.settings import SETTINGS, Settings
-from mlmprep.transforms import encode, profile
-from mlmprep.transforms.shards import FORMATS, TEMP_SUFFIX, generation_tag
+from mlmprep.transforms import encode, mds, profile
+from mlmprep.transforms.shards import MDS_FOLDER, SUFFIXES, TEMP_SUFFIX, generation_tag, mds_folder
 from mlmprep.transforms.tokenize import SPLITS, load_tokenizer
 from mlmprep.transforms.tokenize import vocabulary as tokenize_vocabulary
 
@@ -32,11 +32,13 @@ READS = (1, 2)
 class ShardEntry(TypedDict):
     file: str  # relative to the output directory
     split: str  # SPLITS
-    format: str  # FORMATS
+    format: str  # shards.FORMATS
     records: int
     tokens: int
     predictions: int
     sha256: str
+    bytes: NotRequired[int]  # the file's size (written since mlmprep wrote MDS)
+    raw_bytes: NotRequired[int]  # MDS: the file's size uncompressed, which index.json records
     unk_tokens: int  # real positions whose token before masking is the unknown token
     padding: int  # positions holding [PAD]
     pieces: int  # documents or parts of one, each framed: one a sequence but with best-fit packing
@@ -81,6 +83,7 @@ class Manifest(TypedDict):
     counts: Counts
     shards: list[ShardEntry]
     recipe: NotRequired[dict]  # --recipe: its name, what it set, what the user's flags kept (recipes.Applied)
+    mds: NotRequired[dict]  # --formats mds: the shards' config (mds.config) and each split's index.json
 
 
 class ManifestError(ValueError):
@@ -101,7 +104,8 @@ DROP_REASONS = (
 MANIFEST = "manifest.json"
 # The files a build writes; "generation" is absent in a build that replaced none.
 SHARD_FILE = re.compile(
-    rf"(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}(?:\.g(?P<generation>\d+))?\.(?:{'|'.join(FORMATS)})"
+    rf"(?:{MDS_FOLDER}/(?:{'|'.join(SPLITS)})/)?(?:{'|'.join(SPLITS)})-\d{{5,}}-of-\d{{5,}}"
+    rf"(?:\.g(?P<generation>\d+))?\.(?:{'|'.join(SUFFIXES.values())})(?:\.(?:{'|'.join(mds.COMPRESSIONS)}))?"
 )
 TOKENIZER_FILE = re.compile(r"tokenizer(?:\.g(?P<generation>\d+))?\.json")
 TEMP_FILE = re.compile(rf"(?P<name>.+)\.[0-9a-f]{{32}}{re.escape(TEMP_SUFFIX)}")  # while being written
@@ -136,8 +140,10 @@ def build(
     generation: int = 0,
     tokenizer_file: str | None = None,
     recipe: dict | None = None,
+    mds_config: dict | None = None,
 ) -> dict:
-    """The manifest of a run, from its shard infos and its summed counts."""
+    """The manifest of a run, from its shard infos and its summed counts; ``mds_config``: what its MDS
+    shards say of themselves (``mds.config``), from which commit writes each split's index.json."""
     dropped = dict.fromkeys(DROP_REASONS, 0)
     dropped.update({k.split(".", 1)[1]: v for k, v in counts.items() if k.startswith("documents_dropped.")})
     splits = {}
@@ -193,7 +199,30 @@ def build(
         built["counts"]["spans"] = spans
     if recipe is not None:
         built["recipe"] = recipe
+    if mds_config is not None:
+        splits_written = sorted({s["split"] for s in shards if s["format"] == "mds"}, key=SPLITS.index)
+        built["mds"] = {
+            "config": mds_config,
+            "indexes": {split: mds_index_name(split) for split in splits_written},
+        }
     return built
+
+
+def mds_index_name(split: str) -> str:
+    return f"{mds_folder(split)}/{mds.INDEX}"
+
+
+def mds_indexes(manifest: Manifest) -> dict[str, bytes]:
+    """Each split's MDS index.json, by its name in the output: what the manifest's MDS shards make."""
+    if "mds" not in manifest:
+        return {}
+    config = manifest["mds"]["config"]
+    return {
+        name: mds.index_bytes(
+            config, [s for s in manifest["shards"] if s["format"] == "mds" and s["split"] == split]
+        )
+        for split, name in manifest["mds"]["indexes"].items()
+    }
 
 
 def build_index(
@@ -273,7 +302,10 @@ def stale_files(names, keep, replaces: list[str] | None) -> list[str]:
         if name in keep:
             continue
         temp = TEMP_FILE.fullmatch(name)
-        if temp and (temp["name"] == MANIFEST or generation_of(temp["name"]) is not None):
+        if temp and (
+            temp["name"] in (MANIFEST, *map(mds_index_name, SPLITS))
+            or generation_of(temp["name"]) is not None
+        ):
             stale.append(name)
         elif replaces is not None and name in replaces:
             stale.append(name)

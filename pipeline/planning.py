@@ -22,7 +22,7 @@ from mlmprep.pipeline import fingerprint as fingerprint_lib
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.settings import SettingError, Settings
 from mlmprep.pipeline.train_tokenizer import tokenizer_path
-from mlmprep.transforms import mixture, pack, pairs, shards, tokenize
+from mlmprep.transforms import arrayrecord, mixture, pack, pairs, shards, tokenize
 from mlmprep.transforms.beam import read
 from mlmprep.transforms.mask import MaskingConfig
 from mlmprep.transforms.pairs import PairConfig
@@ -70,6 +70,15 @@ class JobPlan:
     tokenizer_file: str
     replaces: tuple[str, ...] | None  # the finished build in the output (see manifest.stale_files)
     recipe: dict | None = None  # --recipe: what it set, for the manifest (recipes.Applied.record)
+
+
+def _check_libraries(s: Settings):
+    """A format whose library is missing stops the run before any work, naming the extra to install."""
+    if "arrayrecord" in s.output.formats:
+        try:
+            arrayrecord.module()
+        except ImportError as e:
+            raise SettingError(str(e), ("formats",)) from None
 
 
 def _check(condition: bool, message: str, *names: str):
@@ -201,6 +210,7 @@ def plan(
     input_files, tokenizer_json, vocab = found or survey(s, options)
     input_bytes = sum(f.size for f in input_files) if input_files else None  # None: unknown (a dry run)
     _check_lengths(s, vocab.frame)
+    _check_libraries(s)
     replacing = None
     if check_output and not (dry_run and not _is_local(output)):
         replacing = commit.replacing(output, s.output.overwrite)

@@ -19,7 +19,7 @@ import typing
 from collections.abc import Iterator
 
 from mlmprep.pipeline.setting_spec import SettingError, Spec, in_range, setting
-from mlmprep.transforms import documents, pack, pairs, shards, sources
+from mlmprep.transforms import documents, mds, pack, pairs, shards, sources
 from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS, SPAN_LENGTHS, MaskingConfig, default_predictions
 
 MAX_SEQ_LENGTH = 8192  # long-context encoders train at up to this length
@@ -212,13 +212,31 @@ class Split:
     )
 
 
+def _mds_compression(text: str) -> str | None:
+    try:
+        mds.parse_compression(text)
+    except ValueError as e:
+        return str(e)
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Output:
     output: str = setting(
         None, "Output directory for shards, tokenizer.json and manifest.json.", required=True
     )
     formats: tuple[str, ...] = setting(
-        shards.FORMATS, "Comma-separated: tfrecord,parquet.", choices=shards.FORMATS, parse=_formats
+        shards.DEFAULT_FORMATS,
+        "Comma-separated, any of tfrecord, parquet, arrayrecord (Grain; the [arrayrecord] extra) and mds "
+        "(MosaicML Streaming: mds/<split>/ with its index.json).",
+        choices=shards.FORMATS,
+        parse=_formats,
+    )
+    mds_compression: str = setting(
+        mds.DEFAULT_COMPRESSION,
+        "How --formats mds compresses each shard file: zstd, gz or bz2, optionally with a level (zstd:7), "
+        "or none.",
+        check=_mds_compression,
     )
     num_shards: int | None = setting(
         None,

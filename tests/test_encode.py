@@ -185,16 +185,16 @@ def test_a_shard_write_that_fails_leaves_no_file(tmp_path, monkeypatch):
         }
     )
     monkeypatch.setattr(encode, "_SLICE_POSITIONS", 64 * 16)  # 4 slices
-    add = encode.ParquetShard.add
+    add = encode.ParquetShard.add_table
     calls = []
 
-    def fail_on_the_second_slice(shard, rows):
-        calls.append(len(rows.lengths))
+    def fail_on_the_second_slice(shard, table):
+        calls.append(table.num_rows)
         if len(calls) == 2:
             raise OSError("disk full")
-        add(shard, rows)
+        add(shard, table)
 
-    monkeypatch.setattr(encode.ParquetShard, "add", fail_on_the_second_slice)
+    monkeypatch.setattr(encode.ParquetShard, "add_table", fail_on_the_second_slice)
     with pytest.raises(OSError, match="disk full"):
         _write_shard(tmp_path / "out", batch)
     assert calls == [64, 64]  # stopped at the failing slice

@@ -77,7 +77,7 @@ def test_a_value_no_run_can_take_names_its_setting():
         "--max_seq_length=2": "--max_seq_length must be in [3, 8192], got 2",
         "--masked_lm_prob=abc": "--masked_lm_prob must be a number, got 'abc'",
         "--packing=tight": "--packing must be one of document, concat, best_fit, got tight",
-        "--formats=tfrecord,csv": "--formats must be one of tfrecord, parquet, got csv",
+        "--formats=tfrecord,csv": "--formats must be one of tfrecord, parquet, arrayrecord, mds, got csv",
         "--max_predictions_per_seq=200": "--max_predictions_per_seq must be in [1, 126] at --max_seq_length",
         "--random_token_ratio=0.5": "--mask_token_ratio + --random_token_ratio must be at most 1",
     }

@@ -94,7 +94,7 @@ class Cells(NamedTuple):
     lengths: np.ndarray  # int [N]
 
 
-def _fixed(values: np.ndarray) -> Cells:
+def fixed_cells(values: np.ndarray) -> Cells:
     return Cells(values, None, np.full(values.shape[0], values.shape[1]))
 
 
@@ -139,7 +139,7 @@ def _packed_varints(matrix: np.ndarray) -> Cells:
     n = matrix.shape[0]
     top = int(matrix.max(initial=0))
     if top < 0x80:  # one byte per value: the common case of masks, segments and positions
-        return _fixed(matrix.astype(np.uint8))
+        return fixed_cells(matrix.astype(np.uint8))
     if top < _TABLE_SIZE:  # a table lookup is several times faster than the arithmetic
         data, present, sizes = _varint_table()
         return Cells(
@@ -213,7 +213,7 @@ def _example_cells(batch: MaskedBatch) -> list[Cells]:
             continue
         values = columns[name]
         if is_float:
-            payload, kind = _fixed(values.astype("<f4").view(np.uint8)), 2  # Feature.float_list
+            payload, kind = fixed_cells(values.astype("<f4").view(np.uint8)), 2  # Feature.float_list
         else:
             payload, kind = _packed_varints(values), 3  # Feature.int64_list
         prefix = functools.partial(_feature_prefix, _delimited(1, name.encode()), kind)
@@ -222,7 +222,7 @@ def _example_cells(batch: MaskedBatch) -> list[Cells]:
     return [_per_length(body, lambda n: _tag(1) + _varint(n)), *fields]
 
 
-def _binary(field: Cells) -> pa.BinaryArray:
+def binary_array(field: Cells) -> pa.BinaryArray:
     """A field's cells as an Arrow binary array: the bytes present in each row."""
     n, width = field.values.shape
     if field.present is None:
@@ -236,14 +236,14 @@ def _binary(field: Cells) -> pa.BinaryArray:
     return pa.BinaryArray.from_buffers(pa.binary(), n, [None, pa.py_buffer(offsets), pa.py_buffer(data)])
 
 
-def _join(columns: list[pa.Array]) -> pa.BinaryArray:
+def join_binary(columns: list[pa.Array]) -> pa.BinaryArray:
     """Each row's values of the columns, one after another (Arrow's C++ joins them)."""
     return pc.binary_join_element_wise(*columns, b"")
 
 
 def tf_examples(batch: MaskedBatch) -> pa.BinaryArray:
     """Serialized ``tf.train.Example`` protos, one per row, contiguous in one Arrow buffer."""
-    return _join([_binary(field) for field in _example_cells(batch)])
+    return join_binary([binary_array(field) for field in _example_cells(batch)])
 
 
 def masked_crc(data: bytes) -> int:
@@ -275,7 +275,7 @@ def tfrecord_bytes(records) -> pa.Buffer:
     trailers = pa.FixedSizeBinaryArray.from_buffers(
         pa.binary(4), len(records), [None, pa.py_buffer(masked.astype("<u4"))]
     ).cast(pa.binary())
-    framed = _join([headers, records, trailers])
+    framed = join_binary([headers, records, trailers])
     offsets = np.frombuffer(framed.buffers()[1], dtype=np.int32)[
         framed.offset : framed.offset + len(framed) + 1
     ]
@@ -401,15 +401,21 @@ class ParquetShard:
         )
 
     def add(self, batch: MaskedBatch) -> None:
-        self._writer.write_table(parquet_table(batch))
+        self.add_table(parquet_table(batch))
 
-    def close(self, abandon: bool = False) -> None:
-        """Writes the footer; ``abandon``: only lets go of the file, which is being deleted."""
+    def add_table(self, table: pa.Table) -> None:
+        self._writer.write_table(table)
+
+    def close(self) -> None:
+        """Writes the footer."""
+        self._writer.close()
+
+    def abort(self) -> None:
+        """Lets go of the file, which is being deleted."""
         try:
             self._writer.close()
         except Exception:
-            if not abandon:
-                raise
+            pass
 
 
 def sha256(data: bytes) -> str:

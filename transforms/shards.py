@@ -15,12 +15,18 @@ practically never occur, stay in one shard.)
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 
 from mlmprep.transforms.tokenize import SPLITS
 
-FORMATS = ("tfrecord", "parquet")
+FORMATS = ("tfrecord", "parquet", "arrayrecord", "mds")
+DEFAULT_FORMATS = ("tfrecord", "parquet")
+# A format's file suffix; MDS adds its compression's (``mds.SUFFIXES``).
+SUFFIXES = {"tfrecord": "tfrecord", "parquet": "parquet", "arrayrecord": "array_record", "mds": "mds"}
+# MosaicML Streaming reads a split from a folder of its own, with its index.json: ``mds/<split>/``.
+MDS_FOLDER = "mds"
 # How records reach their shards: the runner's shuffle, or run files (transforms/beam/groups.py).
 GROUPINGS = ("shuffle", "run_files")
 TEMP_SUFFIX = ".incomplete"
@@ -59,8 +65,23 @@ def generation_tag(generation: int) -> str:
     return f".g{generation}" if generation else ""
 
 
-def shard_name(split: str, index: int, num_shards: int, fmt: str, generation: int = 0) -> str:
-    return f"{split}-{index:05d}-of-{num_shards:05d}{generation_tag(generation)}.{fmt}"
+def shard_name(
+    split: str, index: int, num_shards: int, fmt: str, generation: int = 0, compression: str | None = None
+) -> str:
+    """A shard file's path relative to the output; ``compression``: MDS's file suffix after ``.mds``."""
+    name = f"{split}-{index:05d}-of-{num_shards:05d}{generation_tag(generation)}.{SUFFIXES[fmt]}"
+    if fmt == "mds":
+        return f"{mds_folder(split)}/{name}{'.' + compression if compression else ''}"
+    return name
+
+
+def mds_folder(split: str) -> str:
+    return f"{MDS_FOLDER}/{split}"
+
+
+def shard_stem(name: str) -> str:
+    """What a shard's files in every format share: the name without its folder and format suffix."""
+    return re.match(r"[^.]+(?:\.g\d+)?", name.rsplit("/", 1)[-1])[0]
 
 
 def keys_by_bucket(rows, bits: int):

@@ -16,7 +16,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from mlmprep.transforms import encode, profile, records
+from mlmprep.transforms import arrayrecord, encode, mds, profile, records
 from mlmprep.transforms.beam.groups import SortedGroups, Sorting
 from mlmprep.transforms.beam.progress import Progress
 from mlmprep.transforms.shards import (
@@ -28,6 +28,7 @@ from mlmprep.transforms.shards import (
     shard_index,
     shard_name,
     shard_starts,
+    shard_stem,
 )
 from mlmprep.transforms.tokenize import SPLITS
 
@@ -51,9 +52,11 @@ class WriteShard(beam.DoFn):
         unmasked=False,
         frame=None,
         sources=False,
+        mds_config=None,
     ):
         self._output_dir = output_dir
         self._sources = sources
+        self._mds_config = mds_config
         self._formats = formats
         self._generation = generation
         self._pairs = pairs
@@ -83,34 +86,25 @@ class WriteShard(beam.DoFn):
         split, shard = group >> 32, group & 0xFFFFFFFF
         slices = rows.slices(encode.slice_rows(self._shape["max_seq_length"])) if rows is not None else ()
         names = {
-            fmt: shard_name(SPLITS[split], shard, layout[split][1], fmt, self._generation)
+            fmt: shard_name(
+                SPLITS[split], shard, layout[split][1], fmt, self._generation, self._mds_suffix(fmt)
+            )
             for fmt in self._formats
         }
-        paths = {fmt: FileSystems.join(self._output_dir, name) for fmt, name in names.items()}
-        files, parquet = {}, None
+        files, sinks = {}, {}
         try:
-            for fmt, path in paths.items():
-                files[fmt] = _AtomicFile(path)
-            tfrecord = files.get("tfrecord")
-            parquet = (
-                encode.ParquetShard(files["parquet"], self._pairs, self._unmasked, self._sources)
-                if "parquet" in files
-                else None
-            )
+            for fmt, name in names.items():
+                files[fmt] = _AtomicFile(FileSystems.join(self._output_dir, name))
+                sinks[fmt] = self._sink(fmt, files[fmt])
             stats = _write_in_slices(
-                slices,
-                shape=self._shape,
-                unk_id=self._unk_id,
-                pairs=self._pairs,
-                tfrecord=tfrecord,
-                parquet=parquet,
+                slices, shape=self._shape, unk_id=self._unk_id, pairs=self._pairs, sinks=sinks,
                 parquet_thread=self._parquet,
-            )
-            if parquet is not None:
-                parquet.close()
+            )  # fmt: skip
+            closed = {fmt: sink.close() for fmt, sink in sinks.items() if fmt != "tfrecord"}
         except BaseException:
-            if parquet is not None:
-                parquet.close(abandon=True)
+            for fmt, sink in sinks.items():
+                if fmt != "tfrecord":
+                    sink.abort()
             for file in files.values():
                 file.abort()
             raise
@@ -120,15 +114,33 @@ class WriteShard(beam.DoFn):
         for fmt in sorted(names, key=lambda f: f != "tfrecord"):
             sha256 = files[fmt].commit()
             self._progress.update(files=1, records=stats["records"])
-            yield {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
+            info = {"file": names[fmt], "split": SPLITS[split], "format": fmt, **stats, "sha256": sha256}
+            info["bytes"] = files[fmt].size
+            if fmt == "mds":
+                info["raw_bytes"] = closed[fmt]
+            yield info
+
+    def _mds_suffix(self, fmt: str) -> str | None:
+        return mds.suffix(self._mds_config) if fmt == "mds" else None
+
+    def _sink(self, fmt: str, file: "_AtomicFile"):
+        """What encodes a shard's rows into its file in one format (TFRecord: the file itself)."""
+        if fmt == "parquet":
+            return encode.ParquetShard(file, self._pairs, self._unmasked, self._sources)
+        if fmt == "mds":
+            return mds.MdsShard(file, self._mds_config)
+        if fmt == "arrayrecord":
+            return arrayrecord.ArrayRecordShard(file)
+        return file
 
 
-def _write_in_slices(slices, *, shape, unk_id, pairs, tfrecord, parquet, parquet_thread) -> dict:
+def _write_in_slices(slices, *, shape, unk_id, pairs, sinks, parquet_thread) -> dict:
     """Encodes a shard's sorted slices of rows into its files; returns its counts and profile.
 
     What the write holds besides a slice does not grow with the shard: a
     slice's Parquet row group is written on ``parquet_thread`` while the
-    slice's TFRecord bytes are encoded here.
+    slice's other formats are encoded here. A slice's ``tf.train.Example``s
+    (TFRecord, ArrayRecord) and its Arrow table (Parquet, MDS) are made once.
     """
     stats = {"records": 0, "tokens": 0, "predictions": 0, "unk_tokens": 0, "padding": 0, "pieces": 0}
     lengths, labels = np.zeros(profile.BUCKETS, np.int64), np.zeros(2, np.int64)
@@ -145,12 +157,18 @@ def _write_in_slices(slices, *, shape, unk_id, pairs, tfrecord, parquet, parquet
             lengths += profile.length_buckets(batch.lengths, shape["max_seq_length"])
             if pairs:
                 labels += np.bincount(batch.next_sentence_labels, minlength=2)
-            if parquet is not None:
+            table = encode.parquet_table(batch) if sinks.keys() & {"parquet", "mds"} else None
+            if "parquet" in sinks:
                 if pending is not None:
                     pending.result()
-                pending = parquet_thread.submit(parquet.add, batch)
-            if tfrecord is not None:
-                tfrecord.write(encode.tfrecord_bytes(encode.tf_examples(batch)))
+                pending = parquet_thread.submit(sinks["parquet"].add_table, table)
+            examples = encode.tf_examples(batch) if sinks.keys() & {"tfrecord", "arrayrecord"} else None
+            if "tfrecord" in sinks:
+                sinks["tfrecord"].write(encode.tfrecord_bytes(examples))
+            if "arrayrecord" in sinks:
+                sinks["arrayrecord"].add(examples)
+            if "mds" in sinks:
+                sinks["mds"].add(batch, table)
     finally:
         if pending is not None:
             pending.result()  # never leave the Parquet writer to a thread still using it
@@ -168,11 +186,14 @@ class _AtomicFile:
         self._temp = f"{path}.{uuid.uuid4().hex}{TEMP_SUFFIX}"
         self._file = FileSystems.create(self._temp)
         self._digest = hashlib.sha256()
+        self.size = 0
 
     def write(self, data) -> int:
         self._digest.update(data)
         self._file.write(data)
-        return len(memoryview(data))
+        n = len(memoryview(data).cast("B"))
+        self.size += n
+        return n
 
     @property
     def closed(self) -> bool:  # what pyarrow asks of a file it writes to
@@ -198,11 +219,11 @@ class WriteEmptyShards(WriteShard):
     """Writes every shard no record went to, once the others are written."""
 
     def process(self, unused_trigger, layout, written):
-        done = {info["file"] for info in written}
+        done = {shard_stem(info["file"]) for info in written}
         for split, (_, num_shards, _) in layout.items():
             for shard in range(num_shards):
                 if (
-                    shard_name(SPLITS[split], shard, num_shards, self._formats[0], self._generation)
+                    shard_stem(shard_name(SPLITS[split], shard, num_shards, "tfrecord", self._generation))
                     not in done
                 ):
                     yield from super().process(((split << 32) | shard, None), layout)
@@ -234,6 +255,7 @@ class WriteShards(beam.PTransform):
         unmasked: bool = False,
         frame=None,
         sources: bool = False,
+        mds_config: dict | None = None,
     ):
         super().__init__()
         self._plan = plan
@@ -252,6 +274,7 @@ class WriteShards(beam.PTransform):
             unmasked=unmasked,
             frame=frame,
             sources=sources,
+            mds_config=mds_config,
         )
 
     def expand(self, rows):
