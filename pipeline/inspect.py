@@ -1,10 +1,13 @@
 """``mlmprep inspect DIR``: decoded examples of an output, the masked positions marked."""
 
+import contextlib
+
 import numpy as np
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline import shard_files
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import decode, records
+from mlmprep.transforms import records
 
 
 def _bare(token: str) -> str:
@@ -46,11 +49,11 @@ def describe_example(tokenizer, row: dict, mask_id: int) -> str:
 def first_rows(
     output_dir: str, manifest: manifest_lib.Manifest, split: str, n: int, frame=None
 ) -> list[dict]:
-    """The first ``n`` records of a split, from Parquet when written, else TFRecord: only what they need
-    is read; ``frame``, the tokenizer's (``Vocabulary.frame``), finds a pair's segments."""
+    """The first ``n`` records of a split, from Parquet when written, else the first format: only what
+    they need is read; ``frame``, the tokenizer's (``Vocabulary.frame``), finds a pair's segments."""
     settings = manifest_lib.settings(manifest)
-    seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
-    pairs, unmasked = settings.pairs.enabled, settings.masking.unmasked
+    seq = settings.packing.max_seq_length
+    pairs = settings.pairs.enabled
     sources = "sources" in manifest
     shards = sorted(
         (s for s in manifest["shards"] if s["split"] == split and s["records"]),
@@ -60,12 +63,11 @@ def first_rows(
     for shard in shards:
         if shard["format"] != shards[0]["format"] or len(rows) >= n:
             break
-        parquet = shard["format"] == "parquet"
-        with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
-            read = decode.parquet_slices if parquet else decode.tfrecord_slices
-            batch, extra = next(
-                read(f, seq, preds, n - len(rows), frame if pairs else None, unmasked, sources)
+        with contextlib.ExitStack() as stack:
+            read, _ = shard_files.slices(
+                output_dir, manifest, shard, stack, frame, settings=settings, rows=n - len(rows)
             )
+            batch, extra = next(read)
         labels = records.labels(batch)
         if sources:
             values, counts = extra["source_ids"]

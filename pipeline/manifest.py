@@ -9,11 +9,14 @@ the old build's files removed. A run that fails or is killed before that
 leaves the previous build as it was.
 """
 
+import contextlib
 import importlib.metadata
 import json
 import os
 import platform
 import re
+import shutil
+import tempfile
 from typing import NotRequired, TypedDict
 
 import pyarrow.fs
@@ -335,6 +338,21 @@ def open_file(output_dir: str, name: str, *, seekable: bool = False):
     if seekable:
         return filesystem.open_input_file(path)
     return filesystem.open_input_stream(path, buffer_size=1 << 20)
+
+
+@contextlib.contextmanager
+def local_copy(output_dir: str, name: str):
+    """A local path holding a file of an output, for readers that take only paths (ArrayRecord's): the file
+    itself where the output is local, else a temporary copy."""
+    path = join(output_dir, name)
+    if "://" not in path:
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="mlmprep-") as folder:
+        local = os.path.join(folder, os.path.basename(name))
+        with open_file(output_dir, name) as f, open(local, "wb") as out:
+            shutil.copyfileobj(f, out, 1 << 22)
+        yield local
 
 
 def read(output_dir: str, build_index: bool = False) -> Manifest:

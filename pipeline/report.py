@@ -10,14 +10,15 @@ nothing beside it. Needs no Beam and no TensorFlow.
 
 import base64
 import collections
+import contextlib
 import datetime
 import html
 import io
 
-from mlmprep.pipeline import inspect, recipes, record_checks, summary, verify
+from mlmprep.pipeline import inspect, recipes, record_checks, shard_files, summary, verify
 from mlmprep.pipeline import manifest as manifest_lib
 from mlmprep.pipeline.errors import CliParser, UsageError
-from mlmprep.transforms import decode, encode, mixture, profile
+from mlmprep.transforms import mixture, profile
 
 SAMPLE_RECORDS = 20_000  # per split: what the observed replacement shares are counted on
 EXAMPLES = 3
@@ -29,8 +30,6 @@ def observed_replacements(
 ) -> tuple[collections.Counter, int]:
     """(mask/random/same counts, records read) over the first SAMPLE_RECORDS records of a split."""
     settings = manifest_lib.settings(manifest)
-    seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
-    pairs = vocab.frame if settings.pairs.enabled else None
     first_format = settings.output.formats[0]
     shards = [
         s for s in manifest["shards"] if s["split"] == split and s["format"] == first_format and s["records"]
@@ -38,11 +37,8 @@ def observed_replacements(
     report, read = verify.Report(), 0
     masking = settings.masking.config()
     for shard in shards:
-        parquet = shard["format"] == "parquet"
-        with manifest_lib.open_file(output_dir, shard["file"], seekable=parquet) as f:
-            slices = (decode.parquet_slices if parquet else decode.tfrecord_slices)(
-                f, seq, preds, encode.slice_rows(seq), pairs, settings.masking.unmasked, "sources" in manifest
-            )
+        with contextlib.ExitStack() as stack:
+            slices, _ = shard_files.slices(output_dir, manifest, shard, stack, vocab.frame, settings=settings)
             for batch, extra in slices:
                 record_checks.check_batch(
                     batch, extra, vocab=vocab, masking=masking, report=report, where=shard["file"],

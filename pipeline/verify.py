@@ -18,22 +18,24 @@ Needs no TensorFlow.
 import collections
 import contextlib
 import dataclasses
-import hashlib
+import json
 
 import numpy as np
 import pyarrow as pa
 
 from mlmprep.pipeline import manifest as manifest_lib
+from mlmprep.pipeline import shard_files
 from mlmprep.pipeline.errors import CliParser, UsageError
 from mlmprep.pipeline.record_checks import check_batch
 from mlmprep.pipeline.settings import Settings
 from mlmprep.transforms import decode, encode, profile, records
 from mlmprep.transforms.pairs import IS_RANDOM, WITHOUT_OTHER_DOCUMENT
+from mlmprep.transforms.shards import shard_stem
 
 MAX_REPORTED = 20
-READ_BYTES = 8 << 20
 _FIELDS = ("input_ids", "lengths", "masked_lm_positions", "masked_lm_ids", "num_predictions")
 _PAIR_FIELDS = ("segment_starts", "next_sentence_labels")
+_PIECE_FIELDS = ("pieces", "piece_lengths", "piece_sources")
 PROFILE = ("unk_tokens", "padding", "pieces")  # counted since each was added: an older manifest lacks them
 _DECODE_ERRORS = (decode.CorruptRecordError, pa.ArrowException, ValueError, OSError)
 
@@ -53,25 +55,6 @@ class Report:
         self.problems.append(f"{where}: {what}")
 
 
-class _HashingReader:
-    """A file read front to back, hashed as it is read."""
-
-    def __init__(self, f):
-        self._f = f
-        self._digest = hashlib.sha256()
-
-    def read(self, n: int) -> bytes:
-        data = self._f.read(n)
-        self._digest.update(data)
-        return data
-
-    def sha256(self) -> str:
-        """The whole file's hash: what was not read yet is read now."""
-        while self.read(READ_BYTES):
-            pass
-        return self._digest.hexdigest()
-
-
 def _check_spans(manifest: dict, report: Report):
     """Span masking: the manifest's span histogram against the predictions, and the runs of consecutive
     predictions the shards hold (at most one per span: spans are contiguous; abutting ones merge)."""
@@ -89,29 +72,6 @@ def _check_spans(manifest: dict, report: Report):
                 fmt,
                 f"{runs} runs of consecutive predictions from {sum(spans['tokens'])} spans: not contiguous",
             )
-
-
-def _shard_slices(
-    output_dir: str,
-    shard: dict,
-    settings: Settings,
-    stack: contextlib.ExitStack,
-    vocab,
-    sources: bool = False,
-):
-    """(slices of the shard's rows, a function giving its sha256 once they are read)."""
-    seq, preds = settings.packing.max_seq_length, settings.masking.max_predictions_per_seq
-    pairs = vocab.frame if settings.pairs.enabled else None
-    unmasked = (settings.masking.unmasked, sources)
-    name = shard["file"]
-    rows = encode.slice_rows(seq)
-    if shard["format"] == "tfrecord":
-        stream = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name)))
-        return decode.tfrecord_slices(stream, seq, preds, rows, pairs, *unmasked), stream.sha256
-    # Parquet is read from its footer: the hash takes a pass of its own.
-    digest = _HashingReader(stack.enter_context(manifest_lib.open_file(output_dir, name))).sha256()
-    parquet = stack.enter_context(manifest_lib.open_file(output_dir, name, seekable=True))
-    return decode.parquet_slices(parquet, seq, preds, rows, pairs, *unmasked), lambda: digest
 
 
 def source_tokens(batch, settings: Settings, vocab, num_sources: int) -> np.ndarray:
@@ -147,15 +107,16 @@ def source_tokens(batch, settings: Settings, vocab, num_sources: int) -> np.ndar
 
 
 def _verify_shard(
-    output_dir, files: list[dict], settings: Settings, *, vocab, masking, report, totals, sources: int = 0
-):
-    """One shard's files (its TFRecord and Parquet twins), read side by side a slice at a time."""
+    output_dir, manifest: dict, files: list[dict], settings: Settings, *, vocab, masking, report, totals,
+    sources: int = 0,
+):  # fmt: skip
+    """One shard's files (one a format), read side by side a slice at a time."""
     seen = {shard["file"]: collections.Counter() for shard in files}
     with contextlib.ExitStack() as stack:
         slices, hashes, failed, unequal = {}, {}, set(), False
         for shard in files:
             try:
-                parts = _shard_slices(output_dir, shard, settings, stack, vocab, sources > 0)
+                parts = shard_files.slices(output_dir, manifest, shard, stack, vocab.frame, settings=settings)
                 slices[shard["file"]], hashes[shard["file"]] = parts
             except Exception as e:
                 report.problem(shard["file"], f"cannot be read ({e.__class__.__name__})")
@@ -201,26 +162,14 @@ def _verify_shard(
                         label_1=int(np.sum(batch.next_sentence_labels == 1)),
                     )
                 read[name] = batch
-            if len(files) == 2 and len(hashes) == 2 and not failed and not unequal:
-                first, second = (read.get(shard["file"]) for shard in files)
-                if first is None or second is None:
-                    unequal = first is not second  # one file has rows the other does not
-                else:
-                    unequal = not all(np.array_equal(getattr(first, f), getattr(second, f)) for f in _FIELDS)
-                    unequal = unequal or (
-                        first.unmasked and not np.array_equal(first.word_starts, second.word_starts)
-                    )
-                    pairs = first.next_sentence_labels is not None
-                    unequal = unequal or (
-                        pairs
-                        and not all(
-                            np.array_equal(getattr(first, f), getattr(second, f)) for f in _PAIR_FIELDS
+            if len(files) > 1 and len(hashes) == len(files) and not failed and not unequal:
+                first, *others = (read.get(shard["file"]) for shard in files)
+                for other, shard in zip(others, files[1:]):
+                    if not unequal and not _same_rows(first, other):
+                        unequal = True
+                        report.problem(
+                            files[0]["file"], f"{files[0]['format']} and {shard['file']} hold different rows"
                         )
-                    )
-                if unequal:
-                    report.problem(
-                        files[0]["file"], f"{files[0]['format']} and {files[1]['file']} hold different rows"
-                    )
         for shard in files:
             name = shard["file"]
             if name not in hashes:
@@ -353,6 +302,40 @@ def _check_labels(
         )
 
 
+def _same_rows(first, second) -> bool:
+    """Whether two formats' slices of a shard hold the same rows (None: the file has no more)."""
+    if first is None or second is None:
+        return first is second
+    fields = _FIELDS + (_PAIR_FIELDS if first.next_sentence_labels is not None else ())
+    fields += ("word_starts",) if first.unmasked else ()
+    fields += tuple(
+        f for f in _PIECE_FIELDS if getattr(first, f) is not None or getattr(second, f) is not None
+    )
+    return all(
+        getattr(first, f) is not None
+        and getattr(second, f) is not None
+        and np.array_equal(getattr(first, f), getattr(second, f))
+        for f in fields
+    )
+
+
+def _check_mds_indexes(output_dir: str, manifest: dict, report: Report):
+    """Each MDS split's index.json: present, and listing the manifest's shards as MosaicML Streaming does."""
+    if "mds" not in manifest:
+        if any(s["format"] == "mds" for s in manifest["shards"]):
+            report.problem(manifest_lib.MANIFEST, "MDS shards, and no mds config to check them against")
+        return
+    for name, expected in manifest_lib.mds_indexes(manifest).items():
+        try:
+            with manifest_lib.open_file(output_dir, name) as f:
+                found = f.read()
+        except Exception as e:
+            report.problem(name, f"cannot be read ({e.__class__.__name__})")
+            continue
+        if json.loads(found) != json.loads(expected):
+            report.problem(name, "does not list the manifest's MDS shards as they are")
+
+
 def _check_fields(manifest: dict):
     """Raises KeyError unless the manifest has every field verify reads."""
     for shard in manifest["shards"]:
@@ -386,14 +369,15 @@ def verify(output_dir: str) -> Report:
                 manifest_lib.MANIFEST, f"tokenizer {key} {manifest['tokenizer'][key]} are not {entry[key]}"
             )
 
-    twins = collections.defaultdict(list)  # a shard's files, by their name without the format
+    twins = collections.defaultdict(list)  # a shard's files, one a format
     for shard in manifest["shards"]:
-        twins[shard["file"].rsplit(".", 1)[0]].append(shard)
+        twins[shard_stem(shard["file"])].append(shard)
     totals = collections.defaultdict(collections.Counter)
     sources = len(manifest.get("sources", ()))
     for files in twins.values():
         _verify_shard(
             output_dir,
+            manifest,
             files,
             settings,
             vocab=vocab,
@@ -402,6 +386,7 @@ def verify(output_dir: str) -> Report:
             totals=totals,
             sources=sources,
         )
+    _check_mds_indexes(output_dir, manifest, report)
     first_format = settings.output.formats[0]
     report.records = sum(seen["sequences"] for (_, fmt), seen in totals.items() if fmt == first_format)
     for label in (0, 1):

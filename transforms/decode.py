@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from mlmprep.transforms import encode
+from mlmprep.transforms import arrayrecord, encode, mds
 from mlmprep.transforms.records import MaskedBatch
 
 _LEN = 2  # protobuf wire type of a length-delimited field
@@ -275,3 +275,61 @@ def parquet_slices(
             pending = pending.slice(rows)
     if pending.num_rows:
         yield _parquet_batch(pending, seq, preds, pair_frame)
+
+
+def arrayrecord_slices(
+    path: str, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False, sources: bool = False
+) -> Iterator[tuple[MaskedBatch, dict]]:
+    """As ``tfrecord_slices``, from a local ArrayRecord file (its records are the same Examples)."""
+    reader = arrayrecord.module().ArrayRecordReader(path)
+    try:
+        total = reader.num_records()
+        for first in range(0, total, rows):
+            chunk = reader.read(first, min(total, first + rows))
+            yield _tfrecord_batch(chunk, first, seq, preds, pair_frame, unmasked, sources)
+    finally:
+        reader.close()
+
+
+def mds_slices(
+    stream, compression: str | None, seq: int, preds: int, rows: int, pair_frame=None, unmasked: bool = False,
+    sources: bool = False, expected_config: dict | None = None,
+) -> Iterator[tuple[MaskedBatch, dict]]:  # fmt: skip
+    """As ``parquet_slices``, from an MDS shard file's stream; ``expected_config``: what the shard must
+    say of itself (the manifest's)."""
+    schema = encode.parquet_schema(pair_frame is not None, unmasked, sources)
+    try:
+        shard_config, samples = mds.read_shard(stream, compression, rows)
+        if expected_config is not None and shard_config != expected_config:
+            raise CorruptRecordError(f"its config {shard_config} is not the manifest's {expected_config}")
+        if set(shard_config["column_names"]) - {mds.LENGTH} != set(schema.names):
+            raise CorruptRecordError(f"columns {shard_config['column_names']} are not the contract's")
+        for chunk in samples:
+            yield _parquet_batch(_mds_table(chunk, schema, unmasked), seq, preds, pair_frame)
+    except mds.MdsFormatError as e:
+        raise CorruptRecordError(str(e)) from None
+
+
+def _mds_table(samples: list[dict], schema: pa.Schema, unmasked: bool) -> pa.Table:
+    """MDS samples as rows of the Parquet schema (ids and mask of an unmasked output from int64 bytes)."""
+    columns = []
+    for field in schema:
+        values = [sample[field.name] for sample in samples]
+        if field.name == "next_sentence_label":
+            columns.append(pa.array(values, pa.int32()))
+            continue
+        if unmasked and field.name in mds.INT64_BYTES:
+            values = [np.frombuffer(v, "<i8") for v in values]
+        offsets = np.zeros(len(values) + 1, np.int32)
+        np.cumsum([v.size for v in values], out=offsets[1:])
+        flat = np.concatenate(values) if values else np.zeros(0)
+        columns.append(
+            pa.ListArray.from_arrays(
+                pa.array(offsets),
+                pa.array(flat.astype(field.type.value_type.to_pandas_dtype())),
+                type=field.type,
+            )
+        )
+    if unmasked and any(s[mds.LENGTH] * 8 != len(s["input_ids"]) for s in samples):
+        raise CorruptRecordError(f"a {mds.LENGTH} that is not how many ids input_ids holds")
+    return pa.Table.from_arrays(columns, schema=schema)

@@ -15,6 +15,7 @@ bytes, the columns in name order. The whole file is compressed (MDS's
 """
 
 import bz2
+import gzip
 import json
 import tempfile
 import zlib
@@ -251,3 +252,81 @@ def index(mds_config: dict, shards: list[dict]) -> dict:
 
 def index_bytes(mds_config: dict, shards: list[dict]) -> bytes:
     return json.dumps(index(mds_config, shards), sort_keys=True).encode("utf-8")
+
+
+class MdsFormatError(ValueError):
+    """An MDS shard that does not decode as its config says."""
+
+
+def _decompressed(stream, compression: str | None):
+    if compression is None:
+        return stream
+    name = compression.split(":")[0]
+    if name == "zstd":
+        return zstandard.ZstdDecompressor().stream_reader(stream)
+    if name == "gz":
+        return gzip.GzipFile(fileobj=stream, mode="rb")
+    return bz2.BZ2File(stream, mode="rb")
+
+
+def _read_exactly(stream, n: int) -> bytes:
+    out = bytearray()
+    while len(out) < n and (chunk := stream.read(n - len(out))):
+        out += chunk
+    if len(out) != n:
+        raise MdsFormatError(f"the file ends {n - len(out)} bytes early")
+    return bytes(out)
+
+
+def read_shard(stream, compression: str | None, rows: int):
+    """(the shard's own config, then lists of at most ``rows`` samples as {column: array or bytes}),
+    read front to back from a shard file's stream."""
+    raw = _decompressed(stream, compression)
+    (count,) = np.frombuffer(_read_exactly(raw, 4), "<u4")
+    offsets = np.frombuffer(_read_exactly(raw, 4 * (int(count) + 1)), "<u4").astype(np.int64)
+    start = 4 + 4 * (int(count) + 1)
+    if count and (offsets[0] <= start or (np.diff(offsets) < 0).any()):
+        raise MdsFormatError("offsets that do not follow the header")
+    config_end = int(offsets[0]) if count else None
+    if config_end is None:  # no samples: the config runs to the end
+        shard_config = json.loads(raw.read().decode("utf-8"))
+        return shard_config, iter(())
+    shard_config = json.loads(_read_exactly(raw, config_end - start).decode("utf-8"))
+    return shard_config, _samples(raw, shard_config, np.diff(offsets), rows)
+
+
+def _samples(raw, shard_config: dict, sizes: np.ndarray, rows: int):
+    names, encodings = shard_config["column_names"], shard_config["column_encodings"]
+    fixed = shard_config["column_sizes"]
+    variable = sum(size is None for size in fixed)
+    for first in range(0, len(sizes), rows):
+        out = []
+        for size in sizes[first : first + rows].tolist():
+            data = _read_exactly(raw, size)
+            heads = iter(np.frombuffer(data[: 4 * variable], "<u4").tolist())
+            at, sample = 4 * variable, {}
+            for name, encoding, width in zip(names, encodings, fixed):
+                n = width if width is not None else next(heads)
+                sample[name] = _decode(encoding, data[at : at + n])
+                at += n
+            if at != size:
+                raise MdsFormatError(f"a sample of {size} bytes whose columns take {at}")
+            out.append(sample)
+        yield out
+
+
+def _decode(encoding: str, data: bytes):
+    if encoding == "bytes":
+        return data
+    if encoding == "int32":
+        return int(np.frombuffer(data, "<i4")[0])
+    _, dtype, *shape = encoding.split(":")
+    if shape:
+        return np.frombuffer(data, np.dtype(dtype).newbyteorder("<"))
+    head = data[0]
+    shape_bytes = 1 << (head & 3)
+    (count,) = np.frombuffer(data[1 : 1 + shape_bytes], f"<u{shape_bytes}")
+    values = np.frombuffer(data[1 + shape_bytes :], np.dtype(dtype).newbyteorder("<"))
+    if head >> 2 != 1 or values.size != count:
+        raise MdsFormatError(f"an {encoding} array of shape {count} holding {values.size} values")
+    return values
