@@ -32,6 +32,8 @@ REQUIRED = [
     "pyyaml>=6",
 ]
 
+ARRAY_RECORD = "array_record>=0.8"
+
 TRAINER = [
     "tensorflow>=2.16",
     "keras-hub>=0.20",
@@ -54,8 +56,10 @@ setuptools.setup(
         "trainer": TRAINER,
         # Dataflow: the runner and gs:// file system.
         "gcp": ["apache-beam[gcp]"],
+        # --formats arrayrecord: array_record writes (and reads) the shards; a Beam worker then needs it.
+        "arrayrecord": [ARRAY_RECORD],
         # Tests parse the TFRecord output with TensorFlow itself and build a Dataflow job offline.
-        "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5"],
+        "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5", ARRAY_RECORD],
         # deploy/airflow's DAG and its test (Airflow runs it there). The Beam floor keeps pip's resolver
         # from backtracking through old Beam releases to fit the providers beside TensorFlow.
         "airflow": [
@@ -67,6 +71,9 @@ setuptools.setup(
         # The Parquet shards in Hugging Face's stack (tests/test_hf.py). PyTorch's default wheel
         # is a CUDA build of several GB: install the CPU one first where there is no GPU.
         "hf": ["torch>=2.1", "transformers>=4.40", "datasets>=2.14"],
+        # The loaders of the other formats, for the tests that read them back: MosaicML Streaming's
+        # StreamingDataset (MDS; it needs PyTorch: install it first, as for [hf]) and Grain (ArrayRecord).
+        "loaders": ["streaming-community>=0.14,<0.15", "grain>=0.2", ARRAY_RECORD],
         # mlmprep report's plots.
         "report": ["matplotlib>=3.7"],
         # bench/throughput.py's Hugging Face baseline; bench/sentence_split.py's other splitters.
