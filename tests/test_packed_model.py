@@ -40,13 +40,17 @@ def packed_data(tmp_path_factory, real_data):
 
 
 def _rows(data_dir, n: int) -> dict:
-    """The first ``n`` Parquet rows of the train split that hold several pieces, as numpy arrays."""
+    """The first ``n`` Parquet rows of the train split that hold several pieces, as numpy arrays (and their
+    ``piece_lengths``, ragged, as lists)."""
     table = pq.read_table(data_dir / shard_files(data_dir, "parquet")[0])
     names = ("input_ids", "attention_mask", "position_ids", "labels")
     columns = {c: np.array(table.column(c).to_pylist(), np.int64) for c in names}
     padding = SEQ - columns["attention_mask"].sum(axis=1)
     several = np.nonzero((columns["position_ids"] == 0).sum(axis=1) - padding > 1)[0]  # pieces > 1
-    return {k: v[several[:n]] for k, v in columns.items()}
+    lengths = table.column("piece_lengths").to_pylist()
+    return {k: v[several[:n]] for k, v in columns.items()} | {
+        "piece_lengths": [lengths[i] for i in several[:n]]
+    }
 
 
 def _pieces(position_ids: np.ndarray, n: int) -> list[tuple[int, int]]:
@@ -121,7 +125,7 @@ def test_the_trainer_trains_at_the_datas_length_on_packed_rows(trained_packed, p
 def _docs_recipe() -> dict:
     """docs/training.md's PyTorch recipe for packed rows, run as it is written there."""
     page = (REPO / "docs" / "training.md").read_text(encoding="utf-8")
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "def packed_attention_mask" in b]
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "def block_mask" in b]
     namespace = {}
     exec(block.split("# --- usage ---")[0], namespace)
     return namespace
@@ -138,8 +142,10 @@ def test_the_docs_recipe_feeds_packed_parquet_rows_to_transformers(trained_packe
     data_dir, _ = packed_data
     hf_dir = tmp_path / "hf"
     export.export(str(out), str(hf_dir))
-    packed_attention_mask = _docs_recipe()["packed_attention_mask"]
-    rows = {k: torch.tensor(v) for k, v in _rows(data_dir, 2).items()}
+    block_mask = _docs_recipe()["block_mask"]
+    rows = _rows(data_dir, 2)
+    lengths = rows.pop("piece_lengths")
+    rows = {k: torch.tensor(v) for k, v in rows.items()}
     for implementation in ("eager", "sdpa"):
         model = transformers.BertForMaskedLM.from_pretrained(
             hf_dir, attn_implementation=implementation
@@ -148,12 +154,12 @@ def test_the_docs_recipe_feeds_packed_parquet_rows_to_transformers(trained_packe
             packed = model(
                 input_ids=rows["input_ids"],
                 position_ids=rows["position_ids"],
-                attention_mask=packed_attention_mask(rows["position_ids"], rows["attention_mask"]),
+                attention_mask=block_mask(lengths, SEQ),
             ).logits
             boolean = model(  # the mistake the recipe avoids: a boolean 4-D mask
                 input_ids=rows["input_ids"],
                 position_ids=rows["position_ids"],
-                attention_mask=packed_attention_mask(rows["position_ids"], rows["attention_mask"]) == 0,
+                attention_mask=block_mask(lengths, SEQ) == 0,
             ).logits
             worst = wrong = 0.0
             for row in range(len(rows["input_ids"])):
