@@ -374,7 +374,9 @@ def verify(output_dir: str) -> Report:
         twins[shard_stem(shard["file"])].append(shard)
     totals = collections.defaultdict(collections.Counter)
     sources = len(manifest.get("sources", ()))
+    order = {fmt: i for i, fmt in enumerate(settings.output.formats)}  # rows compared with the first format's
     for files in twins.values():
+        files.sort(key=lambda shard: order.get(shard["format"], len(order)))
         _verify_shard(
             output_dir,
             manifest,
