@@ -383,3 +383,26 @@ def test_arrayrecord_without_its_library_names_the_extra(tmp_path, corpus, bert_
     assert result.returncode == 2, result.stderr
     assert "pip install 'mlmprep[arrayrecord]'" in result.stderr and "Traceback" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_a_build_over_an_mds_output_replaces_its_shards_and_indexes_whole(tmp_path, corpus, bert_vocab):
+    out = tmp_path / "out"
+    flags = [
+        f"--input={corpus}",
+        f"--tokenizer={bert_vocab}",
+        "--formats=mds,arrayrecord",
+        f"--max_seq_length={SEQ}",
+    ]
+    run_job(out, *flags, "--num_shards=2")
+    stale = out / "mds" / "train" / f"train-00000-of-00002.mds.zstd.{'0' * 32}.incomplete"  # a dead attempt's
+    stale.write_bytes(b"half a shard")
+    manifest = run_job(out, *flags, "--num_shards=3", "--overwrite")
+    files = {str(p.relative_to(out)) for p in out.rglob("*") if p.is_file()}
+    listed = {s["file"] for s in manifest["shards"]}
+    assert files == listed | {"manifest.json", "tokenizer.json", "mds/train/index.json"}
+    assert all(".g1." in name for name in listed)  # the new build's names; the old build's files are gone
+    index = json.loads((out / "mds" / "train" / "index.json").read_text())
+    assert [s["zip_data"]["basename"] for s in index["shards"]] == [
+        f"train-0000{i}-of-00003.g1.mds.zstd" for i in range(3)
+    ]
+    assert verify.verify(str(out)).problems == []
