@@ -56,6 +56,9 @@ def _train(manifest) -> dict[str, dict]:
 def test_modernbert_three_phases_grow_the_context_on_long_documents(tmp_path, real_data, bert_tokenizer_json):
     manifests = _check(_run("modernbert", tmp_path, real_data, bert_tokenizer_json))
     assert list(manifests) == ["pretrain", "context_extension", "decay"]
+    # TFRecord for the bundled trainer, MDS for ModernBERT's own: each phase's splits with an index.json.
+    assert all({s["format"] for s in m["shards"]} == {"tfrecord", "mds"} for m in manifests.values())
+    assert all(sorted(m["mds"]["indexes"]) == ["train", "validation"] for m in manifests.values())
     lengths = [m["settings"]["max_seq_length"] for m in manifests.values()]
     assert lengths == [1024, 8192, 8192]
     long = manifests["context_extension"]
