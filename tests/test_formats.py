@@ -29,7 +29,8 @@ pytestmark = pytest.mark.slow
 SEQ, PREDS = 128, 20
 ALL = "tfrecord,parquet,arrayrecord,mds"
 VARIANTS = {
-    "concat": [],
+    "document": [],
+    "concat": ["--packing=concat"],
     "best_fit": ["--packing=best_fit"],
     "nsp": ["--sentence_pairs=nsp"],
     "unmasked": ["--masking=none", "--packing=best_fit"],
@@ -106,7 +107,7 @@ def test_each_formats_library_reads_back_the_parquet_and_tfrecord_rows_in_order(
                 assert np.array_equal(_mds_value(row, name), np.asarray(column[i])), (split, name, i)
         if variant == "unmasked":  # ModernBERT's loader: int64 bytes, and len the ids' count
             assert all(row["len"] == SEQ and len(row["input_ids"]) == 8 * SEQ for row in rows)
-        if variant == "concat":
+        if variant == "document":
             assert rows[0]["input_ids"].dtype == np.int32  # ndarray:int32 columns decode as arrays
 
         from array_record.python import array_record_module
@@ -121,7 +122,7 @@ def test_each_formats_library_reads_back_the_parquet_and_tfrecord_rows_in_order(
 
 
 def test_the_manifest_lists_each_formats_files_and_mds_splits_have_their_index(outputs):
-    out = outputs / "concat"
+    out = outputs / "document"
     manifest = json.loads((out / "manifest.json").read_text())
     by_format = {}
     for shard in manifest["shards"]:
@@ -150,7 +151,7 @@ def test_verify_finds_an_mds_index_or_shard_that_is_not_the_manifests(outputs, t
     import zstandard
 
     out = tmp_path / "out"
-    shutil.copytree(outputs / "concat", out)
+    shutil.copytree(outputs / "document", out)
     index = out / "mds" / "train" / "index.json"
     listed = json.loads(index.read_text())
     listed["shards"][0]["samples"] -= 1
@@ -336,8 +337,8 @@ def _one_format(root, corpus, bert_vocab, fmt):
 def test_inspect_verify_and_report_read_an_output_of_any_one_format(outputs, corpus, bert_vocab, tmp_path):
     from mlmprep.pipeline import report
 
-    reference = json.loads((outputs / "concat" / "manifest.json").read_text())
-    expected = inspect_lib.first_rows(str(outputs / "concat"), reference, "train", 3)
+    reference = json.loads((outputs / "document" / "manifest.json").read_text())
+    expected = inspect_lib.first_rows(str(outputs / "document"), reference, "train", 3)
     for fmt in ("mds", "arrayrecord"):
         out = _one_format(tmp_path, corpus, bert_vocab, fmt)
         manifest = manifest_lib.read(str(out))
