@@ -9,6 +9,7 @@ A full command line, as run by ``mlmprep run``::
 """
 
 import contextlib
+import dataclasses
 import os
 import re
 import sys
@@ -22,7 +23,7 @@ from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.portability.fn_api_runner import fn_runner
 from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-from mlmprep.pipeline import commit, flags, manifest, pins
+from mlmprep.pipeline import commit, engines, flags, manifest, pins
 from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.planning import BuildPlan, JobPlan, is_in_memory, plan_build, plan_parsed
 from mlmprep.transforms import mds, mixture, phases, profile, records
@@ -426,6 +427,9 @@ def run(argv=None, save_main_session=False) -> beam.runners.runner.PipelineResul
 def run_command(command: flags.RunCommand) -> beam.runners.runner.PipelineResult:
     """Runs a command line read (``flags.parse``); waits for it unless Beam's options say not to."""
     exit_quickly()
+    engine_flags = engines.runner_flags(command.beam_argv)  # Flink's and Spark's job servers, found
+    if engine_flags:
+        command = dataclasses.replace(command, beam_argv=(*command.beam_argv, *engine_flags))
     if command.build is None:
         options, job = plan_parsed(command)
         build = None

@@ -1,0 +1,123 @@
+"""The job on Apache Flink and Apache Spark: Beam's job servers fetched by deploy/fetch-engines.sh and found
+by ``mlmprep run``; Flink embedded and Spark on local[2], each with parallelism 2, write every shard byte
+for byte as the direct runner does, and the same manifest but for the output's path."""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mlmprep.pipeline import engines
+
+from conftest import REPO
+
+CONFIGURATIONS = {
+    "default": [],
+    "best_fit_span": ["--packing=best_fit", "--masking=span", "--max_seq_length=256"],
+    "nsp_pairs": ["--sentence_pairs=nsp"],
+}
+ENGINES = {
+    "flink": ["--runner=FlinkRunner", "--flink_master=[local]", "--parallelism=2"],
+    "spark": ["--runner=SparkRunner", "--spark_master_url=local[2]"],
+}
+
+
+def _run(argv, env=None):
+    return subprocess.run(
+        [sys.executable, "-m", "mlmprep.pipeline.cli", "run", *argv],
+        capture_output=True, text=True, cwd=REPO, env={**os.environ, **(env or {})}, timeout=600,
+    )  # fmt: skip
+
+
+def test_an_engine_without_its_job_server_is_one_line_naming_the_fetch_command(tmp_path, bert_vocab):
+    (tmp_path / "in.txt").write_text("one document\n")
+    for runner, flag in (
+        ("SparkRunner", "--spark_job_server_jar"),
+        ("FlinkRunner", "--flink_job_server_jar"),
+    ):
+        done = _run(
+            [f"--input={tmp_path / 'in.txt'}", f"--tokenizer={bert_vocab}", f"--output={tmp_path / 'out'}",
+             f"--runner={runner}"],
+            env={engines.HOME_VARIABLE: str(tmp_path / "no-engines")},
+        )  # fmt: skip
+        assert done.returncode == 2, done.stderr
+        lines = done.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in done.stderr
+        if shutil.which("java"):
+            assert f"fetch it with {engines.FETCH_COMMAND}" in lines[0] and flag in lines[0]
+        else:
+            assert "needs Java" in lines[0]
+        assert not (tmp_path / "out").exists()
+
+
+def test_runs_on_an_engine_get_the_job_server_its_version_and_loopback_workers_where_embedded(tmp_path):
+    launcher = tmp_path / engines.JOB_SERVERS["FlinkRunner"].folder / "launcher.jar"
+    launcher.parent.mkdir()
+    launcher.write_bytes(b"")
+    os.environ[engines.HOME_VARIABLE] = str(tmp_path)
+    try:
+        if shutil.which("java") is None:
+            pytest.skip("no Java here: the flags are only filled where a job server can start")
+        assert engines.runner_flags(["--runner", "FlinkRunner"]) == [
+            f"--flink_job_server_jar={launcher}", f"--flink_version={engines.FLINK_VERSION}",
+            "--environment_type=LOOPBACK",
+        ]  # fmt: skip
+        remote = ["--runner=FlinkRunner", "--flink_master=jobmanager:8081", "--environment_type=EXTERNAL"]
+        assert engines.runner_flags(remote) == [f"--flink_job_server_jar={launcher}", "--flink_version=1.19"]
+        assert engines.runner_flags(["--runner=FlinkRunner", "--flink_job_server_jar=x.jar"]) == [
+            "--environment_type=LOOPBACK"
+        ]
+        assert engines.runner_flags(["--runner=DataflowRunner"]) == []
+    finally:
+        del os.environ[engines.HOME_VARIABLE]
+
+
+@pytest.fixture(scope="module")
+def job_servers():
+    if shutil.which("java") is None or shutil.which("mvn") is None:
+        pytest.skip("Java and Maven fetch and run the job servers")
+    return engines.fetch(engines.home())
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory, real_data):
+    """Real text of three sources, 700 KB: enough for several bundles and both splits."""
+    path = tmp_path_factory.mktemp("engines") / "corpus.txt"
+    sizes = {"kjv.txt": 400_000, "jargon.txt": 200_000, "devils_dictionary.txt": 100_000}
+    parts = [(real_data / "corpora" / "small" / name).read_bytes()[:size].rsplit(b"\n\n", 1)[0]
+             for name, size in sizes.items()]  # fmt: skip
+    path.write_bytes(b"\n\n".join(parts))
+    return path
+
+
+def _digests(out) -> dict[str, str]:
+    manifest = json.loads((out / "manifest.json").read_text())
+    return {s["file"]: hashlib.sha256((out / s["file"]).read_bytes()).hexdigest() for s in manifest["shards"]}
+
+
+def _manifest(out) -> dict:
+    manifest = json.loads((out / "manifest.json").read_text())
+    del manifest["settings"]["output"]  # where it went: the one field that names the run, not the data
+    return manifest
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("configuration", list(CONFIGURATIONS))
+def test_flink_and_spark_write_what_the_direct_runner_writes(
+    job_servers, corpus, bert_vocab, tmp_path, configuration
+):
+    common = [f"--input={corpus}", f"--tokenizer={bert_vocab}", "--validation_fraction=0.05",
+              "--num_shards=3", *CONFIGURATIONS[configuration]]  # fmt: skip
+    done = _run([*common, f"--output={tmp_path / 'direct'}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _digests(tmp_path / "direct")
+    assert len(expected) == 8  # 3 train and 1 validation shard, two formats
+    for engine, flags in ENGINES.items():
+        done = _run([*common, f"--output={tmp_path / engine}", *flags])
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert _digests(tmp_path / engine) == expected, engine
+        assert _manifest(tmp_path / engine) == _manifest(tmp_path / "direct"), engine
