@@ -25,6 +25,7 @@ import pathlib
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 import zipfile
 
@@ -33,6 +34,11 @@ from mlmprep.pipeline.errors import UsageError
 JOB_SERVER_BEAM = "2.62.0"
 FLINK_VERSION = "1.19"  # the Flink of beam-runners-flink-1.19, 2.62.0: 1.19.0
 SPARK_VERSION = "3.5.0"  # the Spark that Beam 2.62's Spark 3 runner is built against; provided, so named here
+# The standalone clusters' engines, from PyPI (Maven Central serves no flink-dist): the versions inside the
+# job servers, never installed into the project's environment (their own pins conflict with it), only
+# downloaded with pip download --no-deps and unpacked into a home each.
+FLINK_DISTRIBUTION = ("apache-flink-libraries==1.19.3", "apache-flink==1.19.3")  # lib/ and opt/; bin/, conf/
+SPARK_DISTRIBUTION = f"pyspark=={SPARK_VERSION}"  # its sdist holds a whole Spark: bin/, sbin/, jars/
 HOME_VARIABLE = "MLMPREP_ENGINES"
 FETCH_COMMAND = "deploy/fetch-engines.sh"
 
@@ -200,14 +206,84 @@ def fetch(where: pathlib.Path, servers=None, out=sys.stdout) -> dict[str, pathli
     return found
 
 
+def _pip_download(requirement: str, into: pathlib.Path, binary: bool) -> pathlib.Path:
+    kind = ["--only-binary=:all:", "--python-version", "3.11"] if binary else ["--no-binary=:all:"]
+    command = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        *kind,
+        requirement,
+        "-d",
+        str(into),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True)
+    if done.returncode:
+        raise UsageError(f"pip could not download {requirement}: {done.stderr.strip().splitlines()[-1:]}")
+    stem = requirement.replace("==", "-").replace("-", "_").lower()  # name_version, as the file begins
+    return next(p for p in into.iterdir() if p.name.replace("-", "_").lower().startswith(stem))
+
+
+def _unpack(archive: pathlib.Path, into: pathlib.Path) -> pathlib.Path:
+    """Unpacks a wheel or an sdist; returns the folder it made (an sdist's top folder)."""
+    into.mkdir(parents=True, exist_ok=True)
+    if archive.suffix == ".whl":
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(into)
+        return into
+    with tarfile.open(archive) as tar:
+        tar.extractall(into, filter="data")
+    return next(into.iterdir())
+
+
+def fetch_distributions(where: pathlib.Path, out=sys.stdout) -> dict[str, pathlib.Path]:
+    """A Flink home and a Spark home under ``where``, for standalone clusters; once."""
+    homes = {
+        "flink": where / f"flink-{FLINK_DISTRIBUTION[0].split('==')[1]}",
+        "spark": where / f"spark-{SPARK_VERSION}",
+    }
+    for engine, home_dir in homes.items():
+        if not (home_dir / "fetched").is_file():
+            shutil.rmtree(home_dir, ignore_errors=True)
+            with tempfile.TemporaryDirectory(prefix="mlmprep-engines-") as tmp:
+                tmp = pathlib.Path(tmp)
+                if engine == "flink":
+                    libraries = _unpack(_pip_download(FLINK_DISTRIBUTION[0], tmp, False), tmp / "libraries")
+                    wheel = _unpack(_pip_download(FLINK_DISTRIBUTION[1], tmp, True), tmp / "wheel")
+                    shutil.copytree(libraries / "deps", home_dir)  # lib/, opt/, plugins/, bin's jar
+                    shutil.copytree(wheel / "pyflink" / "bin", home_dir / "bin", dirs_exist_ok=True)
+                    shutil.copytree(wheel / "pyflink" / "conf", home_dir / "conf")
+                else:
+                    shutil.copytree(
+                        _unpack(_pip_download(SPARK_DISTRIBUTION, tmp, False), tmp / "spark") / "deps",
+                        home_dir,
+                    )
+            for script in [*home_dir.glob("bin/*"), *home_dir.glob("sbin/*")]:
+                script.chmod(0o755)
+            (home_dir / "fetched").write_text("")
+        print(f"{engine} home: {home_dir}", file=out)
+    return homes
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="deploy/fetch-engines.sh", description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--home", default=None, help=f"Where to put them (default ${HOME_VARIABLE}, or .engines)."
     )
+    parser.add_argument(
+        "--job_servers_only",
+        action="store_true",
+        help="Not the Flink and Spark homes standalone clusters run from.",
+    )
     args = parser.parse_args(argv)
+    where = pathlib.Path(args.home) if args.home else home()
     try:
-        fetch(pathlib.Path(args.home) if args.home else home())
+        fetch(where)
+        if not args.job_servers_only:
+            fetch_distributions(where)
     except UsageError as e:
         print(f"{parser.prog}: error: {e}", file=sys.stderr)
         return 2

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 
+import clusters
 import pytest
 
 from mlmprep.pipeline import engines
@@ -119,5 +120,48 @@ def test_flink_and_spark_write_what_the_direct_runner_writes(
     for engine, flags in ENGINES.items():
         done = _run([*common, f"--output={tmp_path / engine}", *flags])
         assert done.returncode == 0, done.stderr[-3000:]
+        assert _digests(tmp_path / engine) == expected, engine
+        assert _manifest(tmp_path / engine) == _manifest(tmp_path / "direct"), engine
+
+
+@pytest.fixture(scope="module")
+def homes(job_servers):
+    return engines.fetch_distributions(engines.home())
+
+
+def _script(script, env, argv):
+    return subprocess.run(
+        [str(REPO / "deploy" / script), *argv], capture_output=True, text=True, cwd=REPO, timeout=600,
+        env={**os.environ, "PATH": f"{clusters.VENV_BIN}:{os.environ['PATH']}", **env},
+    )  # fmt: skip
+
+
+@pytest.mark.slow
+def test_the_deploy_scripts_submit_to_standalone_clusters_and_write_what_the_direct_runner_writes(
+    homes, corpus, bert_vocab, tmp_path
+):
+    common = [
+        f"--input={corpus}",
+        f"--tokenizer={bert_vocab}",
+        "--validation_fraction=0.05",
+        "--num_shards=3",
+    ]
+    done = _run([*common, f"--output={tmp_path / 'direct'}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    expected = _digests(tmp_path / "direct")
+    with clusters.worker_pool() as pool:
+        workers = {"ENVIRONMENT_TYPE": "EXTERNAL", "ENVIRONMENT_CONFIG": pool}
+        with clusters.flink_cluster(homes["flink"], tmp_path / "flink-cluster") as (master, _):
+            env = {"FLINK_MASTER": master, "PARALLELISM": "2", **workers}
+            done = _script("flink/run.sh", env, [*common, f"--output={tmp_path / 'flink'}"])
+        assert done.returncode == 0, done.stderr[-3000:]
+        with clusters.spark_cluster(homes["spark"], tmp_path / "spark-cluster") as (master, _):
+            done = _script(
+                "spark/run.sh",
+                {"SPARK_MASTER": master, **workers},
+                [*common, f"--output={tmp_path / 'spark'}"],
+            )
+        assert done.returncode == 0, done.stderr[-3000:]
+    for engine in ("flink", "spark"):
         assert _digests(tmp_path / engine) == expected, engine
         assert _manifest(tmp_path / engine) == _manifest(tmp_path / "direct"), engine

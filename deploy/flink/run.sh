@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# mlmprep on an Apache Flink cluster through Beam's FlinkRunner (the Python SDK
-# starts Beam's Flink job server for the cluster's Flink version).
+# mlmprep on an Apache Flink cluster through Beam's FlinkRunner: mlmprep starts the Flink 1.19 job
+# server deploy/fetch-engines.sh fetched (or the one FLINK_JOB_SERVER_JAR names), which submits to the cluster.
 #   FLINK_MASTER=flink-jobmanager:8081 IMAGE=.../mlmprep:0.1.0 PARALLELISM=64 \
 #     deploy/flink/run.sh --input 's3://bucket/corpus/*.txt' --output s3://bucket/mlm/v1 --tokenizer s3://bucket/vocab.txt
 # Workers run in the mlmprep container (deploy/Dockerfile): --environment_type DOCKER.
@@ -12,7 +12,8 @@ set -euo pipefail
 exec mlmprep run "$@" \
   --runner FlinkRunner \
   --flink_master "$FLINK_MASTER" \
-  --flink_version "${FLINK_VERSION:-1.20}" \
+  ${FLINK_JOB_SERVER_JAR:+--flink_job_server_jar "$FLINK_JOB_SERVER_JAR"} \
+  ${FLINK_VERSION:+--flink_version "$FLINK_VERSION"} \
   --parallelism "${PARALLELISM:-16}" \
   --environment_type "${ENVIRONMENT_TYPE:-DOCKER}" \
   --environment_config "${ENVIRONMENT_CONFIG:-${IMAGE:?set IMAGE or ENVIRONMENT_CONFIG}}"
