@@ -55,7 +55,7 @@ def _wait(condition, what: str, timeout: float = 120):
     raise TimeoutError(f"{what} did not come up in {timeout:.0f} s")
 
 
-def _json(url: str) -> dict:
+def get_json(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.load(response)
 
@@ -113,7 +113,7 @@ def flink_cluster(
                 )
             )
         overview = f"http://localhost:{rest}/overview"
-        _wait(lambda: _json(overview)["taskmanagers"] == taskmanagers, "the Flink cluster")
+        _wait(lambda: get_json(overview)["taskmanagers"] == taskmanagers, "the Flink cluster")
         yield f"localhost:{rest}", processes
     finally:
         for process in reversed(processes):
@@ -149,7 +149,7 @@ def spark_cluster(home: pathlib.Path, work: pathlib.Path, workers: int = 1, core
         )
     ]
     try:
-        _wait(lambda: _json(f"http://localhost:{ui}/json/")["status"] == "ALIVE", "the Spark master")
+        _wait(lambda: get_json(f"http://localhost:{ui}/json/")["status"] == "ALIVE", "the Spark master")
         for i in range(workers):
             processes.append(
                 _start(
@@ -168,7 +168,9 @@ def spark_cluster(home: pathlib.Path, work: pathlib.Path, workers: int = 1, core
                     env,
                 )
             )
-        _wait(lambda: len(_json(f"http://localhost:{ui}/json/")["workers"]) == workers, "the Spark workers")
+        _wait(
+            lambda: len(get_json(f"http://localhost:{ui}/json/")["workers"]) == workers, "the Spark workers"
+        )
         yield master, processes
     finally:
         for process in reversed(processes):

@@ -2,17 +2,20 @@
 by ``mlmprep run``; Flink embedded and Spark on local[2], each with parallelism 2, write every shard byte
 for byte as the direct runner does, and the same manifest but for the output's path."""
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 
 import clusters
 import pytest
 
-from mlmprep.pipeline import engines
+from mlmprep.pipeline import engines, verify
 
 from conftest import REPO
 
@@ -165,3 +168,77 @@ def test_the_deploy_scripts_submit_to_standalone_clusters_and_write_what_the_dir
     for engine in ("flink", "spark"):
         assert _digests(tmp_path / engine) == expected, engine
         assert _manifest(tmp_path / engine) == _manifest(tmp_path / "direct"), engine
+
+
+def _kill_when(process: subprocess.Popen, running, victim: subprocess.Popen, after: float) -> bool:
+    """Kills ``victim`` ``after`` seconds into the job (once ``running()`` says it runs); False if the job
+    ended first."""
+    while process.poll() is None:
+        with contextlib.suppress(OSError, ValueError, KeyError):
+            if running():
+                time.sleep(after)
+                if process.poll() is None:
+                    clusters.stop(victim, signal.SIGKILL)
+                    return True
+                return False
+        time.sleep(0.5)
+    return False
+
+
+def _complete_or_nothing(out, direct, returncode) -> str:
+    """The fault rule: a finished run's output is complete and verified, a failed one left no manifest."""
+    if returncode == 0:
+        assert verify.verify(str(out)).problems == []
+        assert _digests(out) == _digests(direct)
+        return "finished by the engine's retry"
+    assert not (out / "manifest.json").exists()
+    return "failed cleanly"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("engine", ["flink", "spark"])
+def test_killing_a_task_manager_or_worker_mid_run_leaves_a_complete_output_or_none(
+    homes, real_data, bert_vocab, tmp_path, engine
+):
+    corpus = real_data / "corpora" / "small" / "kjv.txt"  # 4 MB: a run of a minute on a cluster here
+    common = [f"--input={corpus}", f"--tokenizer={bert_vocab}", "--num_shards=4"]
+    assert _run([*common, f"--output={tmp_path / 'direct'}"]).returncode == 0
+    out = tmp_path / engine
+    with clusters.worker_pool() as pool:
+        workers = {"ENVIRONMENT_TYPE": "EXTERNAL", "ENVIRONMENT_CONFIG": pool}
+        if engine == "flink":  # the restart strategy is the cluster's own configuration
+            restarts = {"restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": 3,
+                        "restart-strategy.fixed-delay.delay": "2 s"}  # fmt: skip
+            cluster = clusters.flink_cluster(
+                homes["flink"], tmp_path / "cluster", taskmanagers=2, settings=restarts
+            )
+        else:
+            cluster = clusters.spark_cluster(homes["spark"], tmp_path / "cluster", workers=2, cores=1)
+        with cluster as (master, processes):
+            if engine == "flink":
+                env, script = {"FLINK_MASTER": master, "PARALLELISM": "2", **workers}, "flink/run.sh"
+                url = f"http://{master}/jobs/overview"
+
+                def running():
+                    return any(j["state"] == "RUNNING" for j in clusters.get_json(url)["jobs"])
+            else:
+                env, script = {"SPARK_MASTER": master, **workers}, "spark/run.sh"
+                logs = tmp_path / "cluster"
+
+                def running():  # an executor has started
+                    return any(logs.glob("work/app-*/*/stderr"))
+
+            job = subprocess.Popen(
+                [str(REPO / "deploy" / script), *common, f"--output={out}"], cwd=REPO, text=True,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                env={**os.environ, "PATH": f"{clusters.VENV_BIN}:{os.environ['PATH']}", **env},
+            )  # fmt: skip
+            killed = _kill_when(job, running, processes[-1], after=10)
+            _, stderr = job.communicate(timeout=600)
+    outcome = _complete_or_nothing(out, tmp_path / "direct", job.returncode)
+    print(
+        f"{engine}: one of two {'TaskManagers' if engine == 'flink' else 'workers'} killed mid-run: {outcome}"
+    )
+    assert killed, "the job ended before the kill: make the input larger"
+    if job.returncode:
+        print(stderr[-2000:])
