@@ -14,10 +14,11 @@ import time
 
 import clusters
 import pytest
+from test_deploy import _TEST_DAG, DAG_FILE, _airflow, needs_airflow
 
 from mlmprep.pipeline import engines, verify
 
-from conftest import REPO
+from conftest import REPO, run_job
 
 CONFIGURATIONS = {
     "default": [],
@@ -242,3 +243,39 @@ def test_killing_a_task_manager_or_worker_mid_run_leaves_a_complete_output_or_no
     assert killed, "the job ended before the kill: make the input larger"
     if job.returncode:
         print(stderr[-2000:])
+
+
+@pytest.mark.slow
+@needs_airflow
+def test_the_airflow_dag_builds_on_a_flink_cluster(homes, real_data, bert_vocab, tmp_path):
+    home, corpus, builds = tmp_path / "airflow", tmp_path / "corpus", tmp_path / "builds"
+    corpus.mkdir()
+    (corpus / "kjv.txt").write_bytes((real_data / "corpora" / "tiny" / "kjv.txt").read_bytes())
+    settings = {"max_seq_length": 64, "num_shards": 2, "validation_fraction": 0.1}
+    direct = run_job(tmp_path / "direct", f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}",
+                     *(f"--{k}={v}" for k, v in settings.items()))  # fmt: skip
+    with (
+        clusters.worker_pool() as pool,
+        clusters.flink_cluster(homes["flink"], tmp_path / "cluster") as (master, _),
+    ):
+        engine = {
+            "flink_master": master,
+            "parallelism": 2,
+            "environment_type": "EXTERNAL",
+            "environment_config": pool,
+        }
+        variables = {
+            "mlmprep_inputs": f"{corpus}/*.txt",
+            "mlmprep_tokenizer": str(bert_vocab),
+            "mlmprep_output_base": str(builds),
+            "mlmprep_runner": "FlinkRunner",
+            "mlmprep_options": json.dumps({**settings, **engine}),
+        }
+        (tmp_path / "variables.json").write_text(json.dumps(variables))
+        _airflow(home, "-m", "airflow", "db", "migrate")
+        _airflow(home, "-m", "airflow", "variables", "import", str(tmp_path / "variables.json"))
+        ran = json.loads(_airflow(home, "-c", _TEST_DAG, str(DAG_FILE), "2026-01-01"))
+    assert ran == {"run": "success", "needs_rebuild": "success", "build_corpus": "success"}
+    built = builds / "20260101"
+    assert verify.verify(str(built)).problems == []
+    assert _digests(built) == _digests(tmp_path / "direct") and direct["shards"]
