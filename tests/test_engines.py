@@ -133,16 +133,48 @@ def homes(job_servers):
     return engines.fetch_distributions(engines.home())
 
 
-def _script(script, env, argv):
-    return subprocess.run(
-        [str(REPO / "deploy" / script), *argv], capture_output=True, text=True, cwd=REPO, timeout=600,
-        env={**os.environ, "PATH": f"{clusters.VENV_BIN}:{os.environ['PATH']}", **env},
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def pool():
+    with clusters.worker_pool() as address:
+        yield {"ENVIRONMENT_TYPE": "EXTERNAL", "ENVIRONMENT_CONFIG": address}
+
+
+# Each standalone cluster is started once for the tests below, with two TaskManagers (workers) and the
+# restart strategy in the cluster's own configuration; the fault test, last, kills one of them.
+RESTARTS = {
+    "restart-strategy.type": "fixed-delay",
+    "restart-strategy.fixed-delay.attempts": 3,
+    "restart-strategy.fixed-delay.delay": "2 s",
+}
+
+
+@pytest.fixture(scope="module")
+def flink_standalone(homes, tmp_path_factory):
+    work = tmp_path_factory.mktemp("flink-cluster")
+    with clusters.flink_cluster(homes["flink"], work, taskmanagers=2, slots=2, settings=RESTARTS) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="module")
+def spark_standalone(homes, tmp_path_factory):
+    work = tmp_path_factory.mktemp("spark-cluster")
+    with clusters.spark_cluster(homes["spark"], work, workers=2, cores=1) as (master, processes):
+        yield master, processes, work
+
+
+def _script(script, env, argv, wait=True):
+    command = [str(REPO / "deploy" / script), *argv]
+    env = {**os.environ, "PATH": f"{clusters.VENV_BIN}:{os.environ['PATH']}", **env}
+    if not wait:
+        return subprocess.Popen(
+            command, cwd=REPO, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+    return subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600, env=env)
 
 
 @pytest.mark.slow
 def test_the_deploy_scripts_submit_to_standalone_clusters_and_write_what_the_direct_runner_writes(
-    homes, corpus, bert_vocab, tmp_path
+    flink_standalone, spark_standalone, pool, corpus, bert_vocab, tmp_path
 ):
     common = [
         f"--input={corpus}",
@@ -153,22 +185,46 @@ def test_the_deploy_scripts_submit_to_standalone_clusters_and_write_what_the_dir
     done = _run([*common, f"--output={tmp_path / 'direct'}"])
     assert done.returncode == 0, done.stderr[-3000:]
     expected = _digests(tmp_path / "direct")
-    with clusters.worker_pool() as pool:
-        workers = {"ENVIRONMENT_TYPE": "EXTERNAL", "ENVIRONMENT_CONFIG": pool}
-        with clusters.flink_cluster(homes["flink"], tmp_path / "flink-cluster") as (master, _):
-            env = {"FLINK_MASTER": master, "PARALLELISM": "2", **workers}
-            done = _script("flink/run.sh", env, [*common, f"--output={tmp_path / 'flink'}"])
-        assert done.returncode == 0, done.stderr[-3000:]
-        with clusters.spark_cluster(homes["spark"], tmp_path / "spark-cluster") as (master, _):
-            done = _script(
-                "spark/run.sh",
-                {"SPARK_MASTER": master, **workers},
-                [*common, f"--output={tmp_path / 'spark'}"],
-            )
-        assert done.returncode == 0, done.stderr[-3000:]
+    env = {"FLINK_MASTER": flink_standalone[0], "PARALLELISM": "2", **pool}
+    done = _script("flink/run.sh", env, [*common, f"--output={tmp_path / 'flink'}"])
+    assert done.returncode == 0, done.stderr[-3000:]
+    done = _script(
+        "spark/run.sh",
+        {"SPARK_MASTER": spark_standalone[0], **pool},
+        [*common, f"--output={tmp_path / 'spark'}"],
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
     for engine in ("flink", "spark"):
         assert _digests(tmp_path / engine) == expected, engine
         assert _manifest(tmp_path / engine) == _manifest(tmp_path / "direct"), engine
+
+
+@pytest.mark.slow
+@needs_airflow
+def test_the_airflow_dag_builds_on_a_flink_cluster(flink_standalone, pool, real_data, bert_vocab, tmp_path):
+    home, corpus, builds = tmp_path / "airflow", tmp_path / "corpus", tmp_path / "builds"
+    corpus.mkdir()
+    (corpus / "kjv.txt").write_bytes((real_data / "corpora" / "tiny" / "kjv.txt").read_bytes())
+    settings = {"max_seq_length": 64, "num_shards": 2, "validation_fraction": 0.1}
+    direct = run_job(tmp_path / "direct", f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}",
+                     *(f"--{k}={v}" for k, v in settings.items()))  # fmt: skip
+    engine = {"flink_master": flink_standalone[0], "parallelism": 2, "environment_type": "EXTERNAL",
+              "environment_config": pool["ENVIRONMENT_CONFIG"]}  # fmt: skip
+    variables = {
+        "mlmprep_inputs": f"{corpus}/*.txt",
+        "mlmprep_tokenizer": str(bert_vocab),
+        "mlmprep_output_base": str(builds),
+        "mlmprep_runner": "FlinkRunner",
+        "mlmprep_options": json.dumps({**settings, **engine}),
+    }
+    (tmp_path / "variables.json").write_text(json.dumps(variables))
+    _airflow(home, "-m", "airflow", "db", "migrate")
+    _airflow(home, "-m", "airflow", "variables", "import", str(tmp_path / "variables.json"))
+    ran = json.loads(_airflow(home, "-c", _TEST_DAG, str(DAG_FILE), "2026-01-01"))
+    assert ran == {"run": "success", "needs_rebuild": "success", "build_corpus": "success"}
+    built = builds / "20260101"
+    assert verify.verify(str(built)).problems == []
+    assert _digests(built) == _digests(tmp_path / "direct") and direct["shards"]
 
 
 def _kill_when(process: subprocess.Popen, running, victim: subprocess.Popen, after: float) -> bool:
@@ -199,43 +255,36 @@ def _complete_or_nothing(out, direct, returncode) -> str:
 @pytest.mark.slow
 @pytest.mark.parametrize("engine", ["flink", "spark"])
 def test_killing_a_task_manager_or_worker_mid_run_leaves_a_complete_output_or_none(
-    homes, real_data, bert_vocab, tmp_path, engine
+    flink_standalone, spark_standalone, pool, real_data, bert_vocab, tmp_path, engine
 ):
-    corpus = real_data / "corpora" / "small" / "kjv.txt"  # 4 MB: a run of a minute on a cluster here
+    corpus = tmp_path / "kjv.txt"  # 2 MB: a run of about half a minute on a cluster here
+    corpus.write_bytes((real_data / "corpora" / "small" / "kjv.txt").read_bytes()[:2_000_000])
     common = [f"--input={corpus}", f"--tokenizer={bert_vocab}", "--num_shards=4"]
     assert _run([*common, f"--output={tmp_path / 'direct'}"]).returncode == 0
     out = tmp_path / engine
-    with clusters.worker_pool() as pool:
-        workers = {"ENVIRONMENT_TYPE": "EXTERNAL", "ENVIRONMENT_CONFIG": pool}
-        if engine == "flink":  # the restart strategy is the cluster's own configuration
-            restarts = {"restart-strategy.type": "fixed-delay", "restart-strategy.fixed-delay.attempts": 3,
-                        "restart-strategy.fixed-delay.delay": "2 s"}  # fmt: skip
-            cluster = clusters.flink_cluster(
-                homes["flink"], tmp_path / "cluster", taskmanagers=2, settings=restarts
+    if engine == "flink":
+        master, processes = flink_standalone
+        url = f"http://{master}/jobs/overview"
+
+        def running():
+            return any(j["state"] == "RUNNING" for j in clusters.get_json(url)["jobs"])
+
+        job = _script("flink/run.sh", {"FLINK_MASTER": master, "PARALLELISM": "2", **pool},
+                      [*common, f"--output={out}"], wait=False)  # fmt: skip
+    else:
+        master, processes, work = spark_standalone
+
+        def running():  # an executor of this run's application has started
+            return any(work.glob("work/app-*/*/stderr")) and job_started[0] < max(
+                p.stat().st_mtime for p in work.glob("work/app-*")
             )
-        else:
-            cluster = clusters.spark_cluster(homes["spark"], tmp_path / "cluster", workers=2, cores=1)
-        with cluster as (master, processes):
-            if engine == "flink":
-                env, script = {"FLINK_MASTER": master, "PARALLELISM": "2", **workers}, "flink/run.sh"
-                url = f"http://{master}/jobs/overview"
 
-                def running():
-                    return any(j["state"] == "RUNNING" for j in clusters.get_json(url)["jobs"])
-            else:
-                env, script = {"SPARK_MASTER": master, **workers}, "spark/run.sh"
-                logs = tmp_path / "cluster"
-
-                def running():  # an executor has started
-                    return any(logs.glob("work/app-*/*/stderr"))
-
-            job = subprocess.Popen(
-                [str(REPO / "deploy" / script), *common, f"--output={out}"], cwd=REPO, text=True,
-                stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, "PATH": f"{clusters.VENV_BIN}:{os.environ['PATH']}", **env},
-            )  # fmt: skip
-            killed = _kill_when(job, running, processes[-1], after=10)
-            _, stderr = job.communicate(timeout=600)
+        job_started = [time.time()]
+        job = _script(
+            "spark/run.sh", {"SPARK_MASTER": master, **pool}, [*common, f"--output={out}"], wait=False
+        )
+    killed = _kill_when(job, running, processes[-1], after=8)
+    _, stderr = job.communicate(timeout=600)
     outcome = _complete_or_nothing(out, tmp_path / "direct", job.returncode)
     print(
         f"{engine}: one of two {'TaskManagers' if engine == 'flink' else 'workers'} killed mid-run: {outcome}"
@@ -243,39 +292,3 @@ def test_killing_a_task_manager_or_worker_mid_run_leaves_a_complete_output_or_no
     assert killed, "the job ended before the kill: make the input larger"
     if job.returncode:
         print(stderr[-2000:])
-
-
-@pytest.mark.slow
-@needs_airflow
-def test_the_airflow_dag_builds_on_a_flink_cluster(homes, real_data, bert_vocab, tmp_path):
-    home, corpus, builds = tmp_path / "airflow", tmp_path / "corpus", tmp_path / "builds"
-    corpus.mkdir()
-    (corpus / "kjv.txt").write_bytes((real_data / "corpora" / "tiny" / "kjv.txt").read_bytes())
-    settings = {"max_seq_length": 64, "num_shards": 2, "validation_fraction": 0.1}
-    direct = run_job(tmp_path / "direct", f"--input={corpus}/*.txt", f"--tokenizer={bert_vocab}",
-                     *(f"--{k}={v}" for k, v in settings.items()))  # fmt: skip
-    with (
-        clusters.worker_pool() as pool,
-        clusters.flink_cluster(homes["flink"], tmp_path / "cluster") as (master, _),
-    ):
-        engine = {
-            "flink_master": master,
-            "parallelism": 2,
-            "environment_type": "EXTERNAL",
-            "environment_config": pool,
-        }
-        variables = {
-            "mlmprep_inputs": f"{corpus}/*.txt",
-            "mlmprep_tokenizer": str(bert_vocab),
-            "mlmprep_output_base": str(builds),
-            "mlmprep_runner": "FlinkRunner",
-            "mlmprep_options": json.dumps({**settings, **engine}),
-        }
-        (tmp_path / "variables.json").write_text(json.dumps(variables))
-        _airflow(home, "-m", "airflow", "db", "migrate")
-        _airflow(home, "-m", "airflow", "variables", "import", str(tmp_path / "variables.json"))
-        ran = json.loads(_airflow(home, "-c", _TEST_DAG, str(DAG_FILE), "2026-01-01"))
-    assert ran == {"run": "success", "needs_rebuild": "success", "build_corpus": "success"}
-    built = builds / "20260101"
-    assert verify.verify(str(built)).problems == []
-    assert _digests(built) == _digests(tmp_path / "direct") and direct["shards"]
