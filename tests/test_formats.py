@@ -6,6 +6,7 @@ from them; verify, inspect and report read any format; bad choices are one line 
 import collections
 import json
 import os
+import pathlib
 import socket
 import subprocess
 import sys
@@ -407,3 +408,15 @@ def test_a_build_over_an_mds_output_replaces_its_shards_and_indexes_whole(tmp_pa
         f"train-0000{i}-of-00003.g1.mds.zstd" for i in range(3)
     ]
     assert verify.verify(str(out)).problems == []
+
+
+def test_every_formats_files_are_the_same_with_one_worker_process_or_two(tmp_path, corpus, bert_vocab):
+    args = [f"--input={corpus}", f"--tokenizer={bert_vocab}", f"--formats={ALL}", "--packing=best_fit",
+            f"--max_seq_length={SEQ}", "--validation_fraction=0.1", "--num_shards=2"]  # fmt: skip
+    one = run_job(tmp_path / "one", *args, "--direct_num_workers=1")
+    two = run_job(tmp_path / "two", *args, "--direct_running_mode=multi_processing", "--direct_num_workers=2")
+    assert {s["file"]: s["sha256"] for s in one["shards"]} == {s["file"]: s["sha256"] for s in two["shards"]}
+    assert {s["format"] for s in one["shards"]} == set(ALL.split(","))
+    for split in ("train", "validation"):
+        index = pathlib.Path("mds", split, "index.json")
+        assert (tmp_path / "one" / index).read_bytes() == (tmp_path / "two" / index).read_bytes()

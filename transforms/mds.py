@@ -136,7 +136,8 @@ def _column_cells(name: str, encoding: str, table: pa.Table) -> tuple[encode.Cel
 
 
 def _width(table: pa.Table) -> int:
-    return len(table.column("input_ids").combine_chunks().flatten()) // max(1, table.num_rows)
+    """How many ids a row's input_ids holds: the rows' lists are all of the sequence's length."""
+    return len(table.column("input_ids")[0]) if table.num_rows else 0
 
 
 def _ragged(column: pa.ListArray) -> encode.Cells:
