@@ -326,7 +326,11 @@ def test_fingerprint_skips_unchanged_builds_and_rebuilds_changed_ones(tmp_path, 
 
 def _run_deploy_script(script, env, tmp_path):
     """Runs a deploy script as a user would, with the real mlmprep on PATH, on an input that matches nothing:
-    every flag passes the flag check, and planning then stops the run before any runner starts."""
+    every flag passes the flag check, and planning then stops the run before any runner starts. The job
+    server is named (never started) so that the check does not depend on whether this machine fetched one."""
+    jar = tmp_path / "job-server.jar"
+    jar.touch()
+    env = {"FLINK_JOB_SERVER_JAR": str(jar), "SPARK_JOB_SERVER_JAR": str(jar), **env}
     args = [
         f"--input={tmp_path}/nothing-*.txt",
         f"--output={tmp_path}/out",
