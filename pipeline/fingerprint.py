@@ -35,10 +35,20 @@ def list_inputs(patterns) -> list[InputFile]:
 NOT_THE_BUILD = ("output", "overwrite", "split_input_mb", "grouping", "recipe")
 # Options that change nothing without sentence pairs: a build from before they existed keeps its fingerprint.
 PAIR_OPTIONS = ("sentence_pairs", "short_seq_prob", "sentence_language")
+NEAR_DEDUP_OPTIONS = ("near_dedup_shingle", "near_dedup_hashes", "near_dedup_bands", "near_dedup_rows",
+                      "near_dedup_threshold")  # fmt: skip
 # Options added later, at the value builds from before them had: left out, so those keep their fingerprint.
 AS_BEFORE = {
     "span_lengths": "geometric",
     "mds_compression": "zstd",
+    "near_dedup": False,
+    "near_dedup_shingle": 5,
+    "near_dedup_hashes": 112,
+    "near_dedup_bands": 14,
+    "near_dedup_rows": 8,
+    "near_dedup_threshold": 0.75,
+    "decontaminate": None,
+    "decontaminate_ngram": 13,
     **dict.fromkeys(("tokens", "temperature", "weights", "max_repeats", "max_doc_tokens")),
 }
 
@@ -48,6 +58,8 @@ def fingerprint(config: dict, files: list[InputFile], tokenizer_sha256: str) -> 
     # Builds from before the settings were defined once recorded --whole_word_masking beside --masking.
     config = {**config, "whole_word_masking": config.get("masking") == "word"}
     ignored = NOT_THE_BUILD + (PAIR_OPTIONS if config.get("sentence_pairs", "none") == "none" else ())
+    ignored += () if config.get("near_dedup") else NEAR_DEDUP_OPTIONS
+    ignored += () if config.get("decontaminate") else ("decontaminate_ngram",)
     options = {
         k: v for k, v in config.items() if k not in ignored and not (k in AS_BEFORE and v == AS_BEFORE[k])
     }

@@ -53,7 +53,7 @@ class _WriteManifest(beam.DoFn):
         self._build = build
         self._phase = phase
 
-    def process(self, unused_trigger, shards, counts, plans=None):
+    def process(self, unused_trigger, shards, counts, plans=None, near_dedup=None):
         job = self._job
         if self._build is not None:
             counts = phase_counts(counts, self._phase)
@@ -70,6 +70,8 @@ class _WriteManifest(beam.DoFn):
             tokenizer_file=job.tokenizer_file,
             recipe=job.recipe,
             mds_config=mds_config(job, sources=self._build is not None),
+            near_dedup=near_dedup,
+            source_names=[s.name for s in self._build.sources] if self._build is not None else None,
         )
         if self._build is not None:
             built.update(build_entries(self._build, self._phase, plans, counts))
@@ -77,6 +79,12 @@ class _WriteManifest(beam.DoFn):
         if job.grouping == "run_files":
             groups.delete_temp(job.temp_dir)  # every shard is written: the run files are done with
         yield built
+
+
+def _near_dedup_side(documents: dict) -> dict:
+    """The manifest writer's side input of what near-duplicate removal and decontamination found."""
+    summary = documents.get("near_dedup")
+    return {} if summary is None else {"near_dedup": beam.pvalue.AsSingleton(summary)}
 
 
 def phase_counts(counts: dict, phase: int) -> dict:
@@ -172,6 +180,9 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
             with_keys=job.validation_fraction > 0 or job.packing != "document" or job.pairs is not None,
             dedup_bits=job.dedup_bits,
             progress_dir=progress_dir,
+            near=job.near_dedup,
+            band_bits=job.band_bits,
+            decontamination=job.decontamination,
         )
     )
     tokenize = TokenizeDocuments(
@@ -182,7 +193,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         min_doc_tokens=job.min_doc_tokens if job.pairs is None else max(job.min_doc_tokens, MIN_DOC_TOKENS),
         sentence_language=None if job.pairs is None else job.pairs.language,
     )
-    tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
+    tokenized = documents["batches"] | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
         TokenizedBatch
     ).with_outputs(counting.COUNTS, main="batches")
     packed = _pack(tokenized.batches, job)
@@ -200,7 +211,10 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
         | "ManifestTrigger" >> beam.Create([None])
         | "WriteManifest"
         >> beam.ParDo(
-            _WriteManifest(job), shards=beam.pvalue.AsList(shards), counts=beam.pvalue.AsSingleton(counts)
+            _WriteManifest(job),
+            shards=beam.pvalue.AsList(shards),
+            counts=beam.pvalue.AsSingleton(counts),
+            **_near_dedup_side(documents),
         )
     )
 
@@ -248,6 +262,9 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
             with_keys=True,
             dedup_bits=job.dedup_bits,
             progress_dir=progress_dir,
+            near=job.near_dedup,
+            band_bits=job.band_bits,
+            decontamination=job.decontamination,
         )
     )
     carried = [ph for ph in build.phases if _carries_words(ph)]
@@ -260,7 +277,7 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
         # A phase of sentence pairs: every document is tokenized a sentence at a time (build_spec).
         sentence_language=paired[0].language if paired else None,
     )
-    tokenized = documents.batches | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
+    tokenized = documents["batches"] | "Tokenize" >> beam.ParDo(tokenize).with_output_types(
         TokenizedBatch
     ).with_outputs(counting.COUNTS, main="batches")
     shape = (len(build.phases), len(sources), len(SPLITS), build.groups, 2)
@@ -316,6 +333,7 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
                 shards=beam.pvalue.AsList(shards),
                 counts=beam.pvalue.AsSingleton(counts),
                 plans=beam.pvalue.AsSingleton(plans),
+                **_near_dedup_side(documents),
             )
         )
     if not build.layered:

@@ -87,6 +87,8 @@ class Manifest(TypedDict):
     shards: list[ShardEntry]
     recipe: NotRequired[dict]  # --recipe: its name, what it set, what the user's flags kept (recipes.Applied)
     mds: NotRequired[dict]  # --formats mds: the shards' config (mds.config) and each split's index.json
+    near_dedup: NotRequired[dict]  # --near_dedup: clusters, rounds, examples (near_dedup_sections)
+    decontamination: NotRequired[dict]  # --decontaminate: what was removed, with examples
 
 
 class ManifestError(ValueError):
@@ -96,9 +98,11 @@ class ManifestError(ValueError):
 # Every reason a document can be dropped for, listed (with 0) even when none was.
 DROP_REASONS = (
     "binary",
+    "contaminated",
     "duplicate",
     "empty",
     "malformed_json",
+    "near_duplicate",
     "no_text_field",
     "no_tokens",
     "too_short",
@@ -144,6 +148,8 @@ def build(
     tokenizer_file: str | None = None,
     recipe: dict | None = None,
     mds_config: dict | None = None,
+    near_dedup: dict | None = None,
+    source_names: list[str] | None = None,
 ) -> dict:
     """The manifest of a run, from its shard infos and its summed counts; ``mds_config``: what its MDS
     shards say of themselves (``mds.config``), from which commit writes each split's index.json."""
@@ -195,6 +201,7 @@ def build(
         },
         "shards": sorted(shards, key=lambda s: s["file"]),
     }
+    built.update(near_dedup_sections(settings, counts, near_dedup or {}, source_names))
     if "documents_kept" in counts:  # a phase of a build: what the build kept, of which the phase chose
         built["counts"]["documents_kept"] = counts["documents_kept"]
     spans = span_histogram(counts)
@@ -226,6 +233,44 @@ def mds_indexes(manifest: Manifest) -> dict[str, bytes]:
         )
         for split, name in manifest["mds"]["indexes"].items()
     }
+
+
+def near_dedup_sections(settings: dict, counts: dict, found: dict, source_names: list[str] | None) -> dict:
+    """The manifest's near_dedup and decontamination sections, where the settings asked for them: the
+    counters of the job (``transforms.beam.near_dedup``) and what it found (``near_dedup.summary``)."""
+    from mlmprep.transforms.beam.near_dedup import rounds  # noqa: PLC0415 (Beam, only where needed)
+
+    def by_source(reason: str) -> dict:
+        names = source_names or [None]
+        return {
+            name or "input": counts.get(f"source_dropped.{i}.{reason}", 0) for i, name in enumerate(names)
+        }
+
+    sections = {}
+    if settings.get("near_dedup"):
+        took, converged = rounds(counts)
+        sections["near_dedup"] = {
+            "removed": counts.get("documents_dropped.near_duplicate", 0),
+            "clusters": counts.get("near_dedup.clusters", 0),
+            "documents_in_clusters": counts.get("near_dedup.documents_in_clusters", 0),
+            "keys_removed": counts.get("near_dedup.keys_removed", 0),
+            "candidate_pairs": counts.get("near_dedup.candidate_pairs", 0),
+            "confirmed_pairs": counts.get("near_dedup.confirmed_pairs", 0),
+            "rounds": took,
+            "converged": converged,
+            "by_source": by_source("near_duplicate"),
+            "largest_clusters": found.get("largest_clusters", []),
+            "examples": found.get("examples", []),
+        }
+    if settings.get("decontaminate"):
+        sections["decontamination"] = {
+            "pattern": settings["decontaminate"],
+            "ngram": settings.get("decontaminate_ngram"),
+            "removed": counts.get("documents_dropped.contaminated", 0),
+            "by_source": by_source("contaminated"),
+            "examples": found.get("contamination", []),
+        }
+    return sections
 
 
 def build_index(

@@ -24,7 +24,9 @@ from mlmprep.pipeline.settings import SettingError, Settings
 from mlmprep.pipeline.train_tokenizer import tokenizer_path
 from mlmprep.transforms import arrayrecord, mixture, pack, pairs, shards, tokenize
 from mlmprep.transforms.beam import read
+from mlmprep.transforms.beam.near_dedup import Decontamination
 from mlmprep.transforms.mask import MaskingConfig
+from mlmprep.transforms.near_dedup import NearDedupConfig
 from mlmprep.transforms.pairs import PairConfig
 
 # Runners that keep a shuffle in memory (names as Beam takes them: any case, "Runner" optional):
@@ -44,6 +46,9 @@ class JobPlan:
     text_field: str
     dedup: bool
     dedup_bits: int
+    near_dedup: NearDedupConfig | None  # None: no near-duplicate removal
+    band_bits: int  # log2 of the buckets of band keys (read.band_bits)
+    decontamination: Decontamination | None  # --decontaminate: the evaluation files and the n-gram
     min_doc_tokens: int
     output_dir: str
     tokenizer_json: str
@@ -106,7 +111,7 @@ def _word_source(s: Settings, vocab: tokenize.Vocabulary) -> str | None:
     return vocab.word_source
 
 
-def _input_files(patterns, dry_run: bool) -> list[fingerprint_lib.InputFile]:
+def _input_files(patterns, dry_run: bool, flag: str = "--input") -> list[fingerprint_lib.InputFile]:
     """Every file the patterns match; a pattern that matches none is a mistake. A --dry_run (Dataflow's
     offline job build) does not touch remote storage."""
     files = []
@@ -115,13 +120,13 @@ def _input_files(patterns, dry_run: bool) -> list[fingerprint_lib.InputFile]:
             continue
         if _is_local(pattern) and os.path.isdir(pattern):
             raise UsageError(
-                f"--input {pattern} is a directory; give a pattern such as {pattern.rstrip('/')}/*"
+                f"{flag} {pattern} is a directory; give a pattern such as {pattern.rstrip('/')}/*"
             )
         try:
             matched = fingerprint_lib.list_inputs([pattern])
         except Exception as e:  # Beam raises BeamIOError and friends
-            raise UsageError(f"cannot read --input {pattern}: {e}") from None
-        _check(bool(matched), f"--input {pattern} matches no file")
+            raise UsageError(f"cannot read {flag} {pattern}: {e}") from None
+        _check(bool(matched), f"{flag} {pattern} matches no file")
         files += matched
     return sorted(set(files))
 
@@ -216,11 +221,14 @@ def plan(
         replacing = commit.replacing(output, s.output.overwrite)
     generation = replacing.generation if replacing else 0
     config = manifest_settings(s)
+    evaluation_files = []
+    if s.input.decontaminate:
+        evaluation_files = _input_files([s.input.decontaminate], dry_run, "--decontaminate")
     fingerprint = None
     if input_files and not dry_run:
         tokenizer_sha256 = hashlib.sha256(tokenizer_json.encode("utf-8")).hexdigest()
         fingerprint = fingerprint_lib.fingerprint(
-            {**config, **(fingerprinted or {})}, input_files, tokenizer_sha256
+            {**config, **(fingerprinted or {})}, input_files + list(evaluation_files), tokenizer_sha256
         )
     m, length = s.masking, s.packing.max_seq_length
     return JobPlan(
@@ -231,6 +239,11 @@ def plan(
         text_field=s.input.text_field,
         dedup=s.input.dedup,
         dedup_bits=read.dedup_bits(input_bytes),
+        near_dedup=s.input.near_dedup_config(),
+        band_bits=read.band_bits(input_bytes),
+        decontamination=Decontamination(s.input.decontaminate, s.input.decontaminate_ngram)
+        if s.input.decontaminate
+        else None,
         min_doc_tokens=s.input.min_doc_tokens,
         output_dir=output,
         tokenizer_json=tokenizer_json,

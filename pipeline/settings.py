@@ -20,6 +20,7 @@ from collections.abc import Iterator
 
 from mlmprep.pipeline.setting_spec import SettingError, Spec, in_range, setting
 from mlmprep.transforms import documents, mds, pack, pairs, shards, sources
+from mlmprep.transforms import near_dedup as near_dedup_lib
 from mlmprep.transforms.mask import MASK_COUNTS, MASKINGS, SPAN_LENGTHS, MaskingConfig, default_predictions
 
 MAX_SEQ_LENGTH = 8192  # long-context encoders train at up to this length
@@ -53,6 +54,48 @@ class Input:
         True, "Drop exact duplicate documents (whitespace-normalized); --nodedup keeps them."
     )
     min_doc_tokens: int = setting(0, "Drop (and count) documents with fewer tokens.", check=in_range(0))
+    near_dedup: bool = setting(
+        False,
+        "Drop near-duplicate documents (after exact deduplication): MinHash signatures of their shingles, "
+        "candidates from shared band keys (LSH), confirmed by the signatures' Jaccard estimate, clustered; "
+        "each cluster keeps its document of smallest key (docs/near-dedup.md).",
+    )
+    near_dedup_shingle: int = setting(
+        5, "Words per shingle (characters in text of scripts written without spaces).", check=in_range(1, 64)
+    )
+    near_dedup_hashes: int = setting(
+        112, "MinHash signature length: --near_dedup_bands x --near_dedup_rows.", check=in_range(2, 1024)
+    )
+    near_dedup_bands: int = setting(14, "LSH bands: documents sharing one are candidates.", check=in_range(1))
+    near_dedup_rows: int = setting(8, "Signature values per band.", check=in_range(1))
+    near_dedup_threshold: float = setting(
+        0.75,
+        "Least Jaccard estimate of a confirmed pair (the bands' S-curve midpoint, (1/bands)^(1/rows), is "
+        "0.72 at 14 x 8).",
+        check=in_range(0, 1, open_low=True, open_high=True),
+    )
+    decontaminate: str | None = setting(
+        None,
+        "Evaluation text (a file pattern; an item per line, or JSONL): drop every document sharing an n-gram "
+        "of --decontaminate_ngram words with an item, counted as contaminated.",
+        default_text="none",
+    )
+    decontaminate_ngram: int = setting(
+        near_dedup_lib.DECONTAMINATION_NGRAM,
+        "Words per n-gram of --decontaminate (GPT-3's 13).",
+        check=in_range(1, 64),
+    )
+
+    def near_dedup_config(self) -> near_dedup_lib.NearDedupConfig | None:
+        if not self.near_dedup:
+            return None
+        return near_dedup_lib.NearDedupConfig(
+            shingle=self.near_dedup_shingle,
+            hashes=self.near_dedup_hashes,
+            bands=self.near_dedup_bands,
+            rows=self.near_dedup_rows,
+            threshold=self.near_dedup_threshold,
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -532,6 +575,21 @@ def resolve(values: dict, *, warn: bool = True) -> Settings:
         "epoch anew (leave --dupe_factor at 1)",
         "dupe_factor",
         "masking",
+    )
+    i = s.input
+    _require(
+        i.near_dedup_bands * i.near_dedup_rows == i.near_dedup_hashes,
+        f"--near_dedup_bands x --near_dedup_rows must be --near_dedup_hashes: {i.near_dedup_bands} x "
+        f"{i.near_dedup_rows} is not {i.near_dedup_hashes}",
+        "near_dedup_bands",
+        "near_dedup_rows",
+        "near_dedup_hashes",
+    )
+    _require(
+        i.near_dedup_hashes % 2 == 0,
+        f"--near_dedup_hashes must be even (its values are kept 4 bits each, two to a byte), got "
+        f"{i.near_dedup_hashes}",
+        "near_dedup_hashes",
     )
     _require(
         s.mixture.weights is None or s.mixture.temperature is None,

@@ -36,10 +36,24 @@ def by_bucket(digests: np.ndarray, bits: int) -> Iterator[tuple[int, np.ndarray]
 
 def losers(digests: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
     """(range key, ascending indices) of every document that is not the first of its key."""
-    first = np.lexsort((digests["index"], digests["range"], digests["copy"], digests["key"]))
-    ordered = digests[first]
-    lost = ordered[1:][ordered["key"][1:] == ordered["key"][:-1]]
-    lost = lost[np.lexsort((lost["index"], lost["range"]))]
-    values, starts = np.unique(lost["range"], return_index=True)
-    for range_key, part in zip(values, np.split(lost["index"], starts[1:])):
+    ordered = _ordered(digests)
+    return by_range(ordered[1:][ordered["key"][1:] == ordered["key"][:-1]])
+
+
+def firsts(digests: np.ndarray) -> np.ndarray:
+    """The digest of the first document of each key: the one exact deduplication keeps."""
+    ordered = _ordered(digests)
+    return ordered[np.concatenate([[True], ordered["key"][1:] != ordered["key"][:-1]])[: len(ordered)]]
+
+
+def _ordered(digests: np.ndarray) -> np.ndarray:
+    """Digests by key, the kept copy of each key first (smallest copy key, then place)."""
+    return digests[np.lexsort((digests["index"], digests["range"], digests["copy"], digests["key"]))]
+
+
+def by_range(digests: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(range key, ascending indices) of the documents of some digests."""
+    digests = digests[np.lexsort((digests["index"], digests["range"]))]
+    values, starts = np.unique(digests["range"], return_index=True)
+    for range_key, part in zip(values, np.split(digests["index"], starts[1:])):
         yield int(range_key), part.astype(INDEX)

@@ -185,7 +185,9 @@ def _parts(texts: list[str], chars: int = _PART_CHARS) -> Iterator[list[str]]:
         yield texts[lo:]
 
 
-def minhash(shingles: np.ndarray, first: np.ndarray, config: NearDedupConfig) -> tuple[np.ndarray, np.ndarray]:
+def minhash(
+    shingles: np.ndarray, first: np.ndarray, config: NearDedupConfig
+) -> tuple[np.ndarray, np.ndarray]:
     """Each document's minimum of each hash over its shingles (``first``: each one's first shingle)."""
     docs = len(first) - 1
     a, b = config.multipliers()
@@ -214,7 +216,9 @@ def band_keys(sigs: np.ndarray, config: NearDedupConfig) -> np.ndarray:
     """uint64 (documents, bands): each band's rows hashed with the band's index."""
     rows = sigs.reshape(len(sigs), config.bands, config.rows).astype(np.uint64)
     with np.errstate(over="ignore"):
-        h = np.broadcast_to(mix64(np.arange(config.bands, dtype=np.uint64) + np.uint64(config.seed)), rows.shape[:2])
+        h = np.broadcast_to(
+            mix64(np.arange(config.bands, dtype=np.uint64) + np.uint64(config.seed)), rows.shape[:2]
+        )
         h = h.copy()
         for r in range(config.rows):
             h = mix64(h * _SHINGLE_MULTIPLIERS[r] + rows[:, :, r])
@@ -307,12 +311,13 @@ def confirmed_pairs(entries: np.ndarray, config: NearDedupConfig) -> tuple[np.nd
     return unique_pairs(out), len(left)
 
 
-
 def unique_pairs(pairs: np.ndarray) -> np.ndarray:
     """Each pair once (found in several bands), in (a, b) order."""
     order = np.lexsort((pairs["b"], pairs["a"]))
     pairs = pairs[order]
-    fresh = np.concatenate([[True], (pairs["a"][1:] != pairs["a"][:-1]) | (pairs["b"][1:] != pairs["b"][:-1])])
+    fresh = np.concatenate(
+        [[True], (pairs["a"][1:] != pairs["a"][:-1]) | (pairs["b"][1:] != pairs["b"][:-1])]
+    )
     return pairs[fresh[: len(pairs)]] if len(pairs) else pairs
 
 
@@ -327,7 +332,9 @@ def both_ways(edges: np.ndarray) -> np.ndarray:
 def _neighbourhoods(edges: np.ndarray):
     """Edges sorted by node; each node's first edge, and the smallest of its neighbours and itself."""
     edges = edges[np.lexsort((edges["b"], edges["a"]))]
-    fresh = np.concatenate([[True], (edges["a"][1:] != edges["a"][:-1]) | (edges["b"][1:] != edges["b"][:-1])])
+    fresh = np.concatenate(
+        [[True], (edges["a"][1:] != edges["a"][:-1]) | (edges["b"][1:] != edges["b"][:-1])]
+    )
     edges = edges[fresh]
     starts = np.flatnonzero(np.concatenate([[True], edges["a"][1:] != edges["a"][:-1]]))
     least = np.minimum(np.minimum.reduceat(edges["b"], starts), edges["a"][starts])

@@ -1,0 +1,249 @@
+"""The Beam side of near-duplicate removal and decontamination (``transforms.near_dedup`` does the work).
+
+The first pass of ``read`` emits each document's band keys in blobs, one per
+bucket of band keys; here they are grouped into confirmed pairs, the pairs
+into clusters by rounds of large-star and small-star steps, and the
+clusters into the keys that lose, which the exact-duplicate grouping routes
+to the ranges that hold them. Everything that crosses a shuffle is a NumPy
+array's bytes keyed by a bucket: no element per document or per pair.
+"""
+
+import dataclasses
+import json
+import posixpath
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+
+from mlmprep.transforms import near_dedup
+from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
+from mlmprep.transforms.keys import mix64
+from mlmprep.transforms.near_dedup import EDGE, NearDedupConfig
+
+MAX_ROUNDS = 8  # large-star + small-star rounds unrolled; near-duplicate graphs settle in a few
+EXAMPLE_PAIRS = 8  # removed pairs the manifest shows, with both texts
+LARGEST_CLUSTERS = 10
+EXAMPLE_CHARS = 400  # of each example document's text
+KEY_BUCKETS = 6  # log2 of the buckets edges and keys are grouped in
+
+
+@dataclasses.dataclass(frozen=True)
+class Decontamination:
+    """Evaluation text to keep out of the training data: a pattern of its files, and the n-gram."""
+
+    pattern: str
+    ngram: int = near_dedup.DECONTAMINATION_NGRAM
+
+    def files(self) -> list[str]:
+        return sorted(m.path for m in FileSystems.match([self.pattern])[0].metadata_list)
+
+
+def _item_text(value) -> str:
+    """An evaluation item's text: a JSON object's "text", else every string in it joined."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict):
+        if isinstance(value.get("text"), str):
+            return value["text"]
+        return " ".join(_item_text(v) for v in value.values())
+    if isinstance(value, list):
+        return " ".join(_item_text(v) for v in value)
+    return ""
+
+
+def evaluation_items(files) -> tuple[list[str], list[str]]:
+    """(each evaluation item's text, its label: file:line). A .jsonl/.json/.ndjson file holds a JSON
+    value per line; any other file an item per line."""
+    texts, labels = [], []
+    for path in files:
+        structured = path.endswith((".jsonl", ".json", ".ndjson"))
+        with FileSystems.open(path) as f:
+            for number, line in enumerate(f.read().decode("utf-8", "replace").splitlines(), 1):
+                if not line.strip():
+                    continue
+                if structured:
+                    try:
+                        line = _item_text(json.loads(line))
+                    except json.JSONDecodeError:
+                        pass  # a line that is not JSON is an item of text
+                texts.append(line)
+                labels.append(f"{posixpath.basename(path)}:{number}")
+    return texts, labels
+
+
+class EvaluationNgrams:
+    """Every n-gram of the evaluation items, sorted, and which item each came from (a worker's, loaded
+    once in its ``setup``)."""
+
+    def __init__(self, decontamination: Decontamination):
+        texts, self.labels = evaluation_items(decontamination.files())
+        self.texts = texts
+        hashes, first = near_dedup.ngram_hashes(texts, decontamination.ngram)
+        item = np.repeat(np.arange(len(texts)), np.diff(first))
+        order = np.argsort(hashes, kind="stable")
+        self.hashes, self.items = hashes[order], item[order]
+        self.ngram = decontamination.ngram
+        self.short_items = int((np.diff(first) == 0).sum())  # fewer words than the n-gram: cannot match
+
+    def match(self, texts: list[str]) -> np.ndarray:
+        """Each text's matching evaluation item, -1 where none."""
+        found, at = near_dedup.contaminated(texts, self.hashes, self.ngram)
+        return np.where(found, self.items[np.maximum(at, 0)], -1)
+
+
+def key_buckets(keys: np.ndarray, dtype, field: str = "a"):
+    """Rows of ``dtype`` keyed by the bucket of their ``field`` (a 63-bit key): (bucket, bytes)."""
+    for bucket, part in near_dedup.by_bucket(keys, field, KEY_BUCKETS):
+        yield bucket, part.tobytes()
+
+
+def _rows(parts, dtype) -> np.ndarray:
+    return np.frombuffer(b"".join(parts), dtype)
+
+
+class _Confirm(CountingDoFn):
+    """(bucket, band entries) -> (bucket, confirmed pairs, keyed by their first key); counts the candidate
+    pairs compared and those confirmed; and a few pairs, the least by a hash of theirs, as examples."""
+
+    def __init__(self, config: NearDedupConfig):
+        super().__init__()
+        self._config = config
+
+    def process(self, element):
+        _, parts = element
+        pairs, compared = near_dedup.confirmed_pairs(_rows(parts, self._config.entry_dtype()), self._config)
+        self.count("near_dedup.candidate_pairs", compared)
+        self.count("near_dedup.confirmed_pairs", len(pairs))
+        if len(pairs):
+            score = mix64(pairs["a"] ^ mix64(pairs["b"]))
+            for i in np.argsort(score)[:EXAMPLE_PAIRS].tolist():
+                yield beam.pvalue.TaggedOutput(
+                    "examples",
+                    (int(score[i]), int(pairs["a"][i]), int(pairs["b"][i]), float(pairs["jaccard"][i])),
+                )
+            edges = np.empty(len(pairs), EDGE)
+            edges["a"], edges["b"] = pairs["a"], pairs["b"]
+            yield from key_buckets(near_dedup.both_ways(edges), EDGE)
+
+
+class _Star(CountingDoFn):
+    """(bucket, edges) -> the edges after a large-star or small-star step, keyed by the node the next step
+    groups them by; counts the edges that moved in the round."""
+
+    def __init__(self, step: str, round_: int):
+        super().__init__()
+        self._step, self._round = step, round_
+
+    def process(self, element):
+        _, parts = element
+        edges = _rows(parts, EDGE)
+        if self._step == "large":
+            out, moved = near_dedup.large_star(edges)  # (v, m), v > m: small-star groups by v
+        else:
+            out, moved = near_dedup.small_star(edges)  # (x, m), x > m: large-star wants both ways
+            out = near_dedup.both_ways(out)
+        self.count(f"near_dedup.moved.{self._round}", moved)
+        yield from key_buckets(out, EDGE)
+
+
+def _settled(element):
+    """(bucket, edges (x, m) both ways after the last round) -> each cluster's members but its least, as
+    edges (member, least) keyed by the bucket of the least (its cluster's sizes are counted there)."""
+    _, parts = element
+    edges = _rows(parts, EDGE)
+    down = edges[edges["a"] > edges["b"]]
+    yield from key_buckets(near_dedup.unique_pairs(down), EDGE, field="b")
+
+
+class _Clusters(CountingDoFn):
+    """(bucket, edges (member, least)) -> the losing keys, keyed by the exact-duplicate bucket they join,
+    and each cluster's (size, least key) on the "clusters" output."""
+
+    def __init__(self, dedup_bits: int):
+        super().__init__()
+        self._bits = dedup_bits
+
+    def process(self, element):
+        _, parts = element
+        edges = _rows(parts, EDGE)
+        losers = np.unique(edges["a"])
+        # Settled (every round but the last changed nothing): a member's one edge is to its cluster's least.
+        roots, sizes = np.unique(edges["b"], return_counts=True)
+        self.count("near_dedup.clusters", len(roots))
+        self.count("near_dedup.documents_in_clusters", int(sizes.sum()) + len(roots))
+        self.count("near_dedup.keys_removed", len(losers))
+        for i in np.argsort(-sizes, kind="stable")[:LARGEST_CLUSTERS].tolist():
+            yield beam.pvalue.TaggedOutput("clusters", (int(sizes[i]) + 1, int(roots[i])))
+        shift = np.uint64(63 - self._bits)
+        buckets = losers >> shift if self._bits else np.zeros(len(losers), np.uint64)
+        found, starts = np.unique(buckets, return_index=True)
+        for bucket, part in zip(found.tolist(), np.split(losers, starts[1:])):
+            yield bucket, part.tobytes()
+
+
+class NearDuplicates(beam.PTransform):
+    """(bucket, band entries) -> {"losers": (dedup bucket, uint64 keys that lose), "counts", "examples":
+    [(score, a, b, jaccard)] pairs, "clusters": [(size, least key)] the largest}."""
+
+    def __init__(self, config: NearDedupConfig, dedup_bits: int, rounds: int = MAX_ROUNDS):
+        super().__init__()
+        self._config, self._bits, self._rounds = config, dedup_bits, rounds
+
+    def expand(self, bands):
+        confirmed = (
+            bands
+            | "GroupBands" >> beam.GroupByKey()
+            | "Confirm" >> beam.ParDo(_Confirm(self._config)).with_outputs(COUNTS, "examples", main="edges")
+        )
+        counts, edges = [confirmed[COUNTS]], confirmed.edges
+        for r in range(self._rounds):
+            for step in ("large", "small"):
+                stepped = (
+                    edges
+                    | f"Group{step.title()}Star{r}" >> beam.GroupByKey()
+                    | f"{step.title()}Star{r}"
+                    >> beam.ParDo(_Star(step, r)).with_outputs(COUNTS, main="edges")
+                )
+                counts.append(stepped[COUNTS])
+                edges = stepped.edges
+        clusters = (
+            edges
+            | "GroupSettled" >> beam.GroupByKey()
+            | "Settled" >> beam.FlatMap(_settled)
+            | "GroupClusters" >> beam.GroupByKey()
+            | "Clusters" >> beam.ParDo(_Clusters(self._bits)).with_outputs(COUNTS, "clusters", main="losers")
+        )
+        counts.append(clusters[COUNTS])
+        return {
+            "losers": clusters.losers,
+            "counts": counts | "FlattenNearCounts" >> beam.Flatten(),
+            "examples": confirmed.examples | "ExamplePairs" >> beam.combiners.Top.Smallest(EXAMPLE_PAIRS),
+            "clusters": clusters.clusters | "LargestClusters" >> beam.combiners.Top.Largest(LARGEST_CLUSTERS),
+        }
+
+
+def summary(unused_trigger, texts, contamination, examples=(), clusters=()) -> dict:
+    """What the manifest shows of near-duplicate removal and decontamination beside their counts: example
+    pairs and the largest clusters with their documents' text, and contaminated documents with the
+    evaluation item each shares an n-gram with."""
+    text = dict(texts)
+    return {
+        "examples": [
+            {"jaccard": round(jaccard, 4), "removed": text.get(b, ""), "near_copy_of": text.get(a, "")}
+            for _, a, b, jaccard in examples
+        ],
+        "largest_clusters": [{"size": size, "kept": text.get(root, "")} for size, root in clusters],
+        "contamination": [
+            {"item": label, "item_text": item_text, "document": document}
+            for _, label, item_text, document in contamination
+        ],
+    }
+
+
+def rounds(counters: dict) -> tuple[int, bool]:
+    """(rounds until one moved no edge, that one included; whether one did) from the counts."""
+    for r in range(MAX_ROUNDS):
+        if not counters.get(f"near_dedup.moved.{r}", 0):
+            return r + 1, True
+    return MAX_ROUNDS, False
