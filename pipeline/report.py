@@ -127,6 +127,56 @@ def _recipe(recipe: dict) -> str:
     )
 
 
+def _near_dedup(manifest: dict) -> list[str]:
+    """What near-duplicate removal and decontamination removed, with examples of each."""
+    shown = []
+    near = manifest.get("near_dedup")
+    if near is not None:
+        shown.append(
+            "<h2>Near-duplicates</h2>"
+            + _table(
+                [
+                    "removed",
+                    "clusters",
+                    "documents in clusters",
+                    "candidate pairs",
+                    "confirmed pairs",
+                    "rounds",
+                ],
+                [
+                    [
+                        f"{near['removed']:,}",
+                        f"{near['clusters']:,}",
+                        f"{near['documents_in_clusters']:,}",
+                        f"{near['candidate_pairs']:,}",
+                        f"{near['confirmed_pairs']:,}",
+                        f"{near['rounds']}" + ("" if near["converged"] else " (not settled)"),
+                    ]
+                ],
+            )  # fmt: skip
+            + _table(["source", "removed"], [[name, f"{n:,}"] for name, n in near["by_source"].items()])
+            + _table(
+                ["estimated Jaccard", "removed", "a near copy of"],
+                [[f"{e['jaccard']:.2f}", e["removed"], e["near_copy_of"]] for e in near["examples"]],
+            )
+            + _table(
+                ["largest clusters", "the document kept"],
+                [[c["size"], c["kept"]] for c in near["largest_clusters"]],
+            )
+        )
+    found = manifest.get("decontamination")
+    if found is not None:
+        shown.append(
+            f"<h2>Decontamination</h2><p>{found['removed']:,} documents shared a {found['ngram']}-word "
+            f"n-gram with an item of {html.escape(found['pattern'])}.</p>"
+            + _table(
+                ["evaluation item", "its text", "the document removed"],
+                [[e["item"], e["item_text"], e["document"]] for e in found["examples"]],
+            )
+        )
+    return shown
+
+
 def build(output_dir: str) -> str:
     """The report's HTML."""
     manifest = manifest_lib.read(output_dir)
@@ -178,6 +228,8 @@ def build(output_dir: str) -> str:
             _split_rows(manifest),
         )  # fmt: skip
     )
+
+    sections += _near_dedup(manifest)
 
     utilization = {
         n: [100 * summary.fill_ratio(s)] for n, s in splits.items() if "padding" in s and s["sequences"]

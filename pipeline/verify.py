@@ -251,10 +251,41 @@ def check_counts(manifest: dict, totals: dict, report: Report):
     if counts["documents_read"] != kept + sum(counts["documents_dropped"].values()):
         what = "documents_kept" if "documents_kept" in counts else "documents_written"
         report.problem("manifest", f"documents_read != {what} + documents dropped")
+    _check_near_dedup(manifest, report)
     if "mixture" in manifest:
         _check_mixture(manifest, totals, report)
     if written == 0 and any(seen["sequences"] for seen in totals.values()):
         report.problem("manifest", "documents_written is 0, yet the shards hold sequences")
+
+
+def _check_near_dedup(manifest: dict, report: Report):
+    """The near_dedup and decontamination sections against the drop counts and each other: the removed
+    are the dropped, every cluster keeps one document, the sources add up."""
+    dropped = manifest["counts"]["documents_dropped"]
+    for section, reason in (("near_dedup", "near_duplicate"), ("decontamination", "contaminated")):
+        found = manifest.get(section)
+        if found is None:
+            continue
+        if found["removed"] != dropped.get(reason, 0):
+            report.problem(
+                section,
+                f"removed {found['removed']:,}, documents_dropped.{reason} says {dropped.get(reason, 0):,}",
+            )
+        if sum(found["by_source"].values()) != found["removed"]:
+            report.problem(section, "by_source does not add up to removed")
+    near = manifest.get("near_dedup")
+    if near is None:
+        return
+    if near["converged"] and near["documents_in_clusters"] - near["clusters"] != near["keys_removed"]:
+        report.problem(
+            "near_dedup",
+            f"{near['documents_in_clusters']:,} documents in {near['clusters']:,} clusters, yet "
+            f"{near['keys_removed']:,} removed",
+        )
+    if manifest["settings"].get("dedup", True) and near["keys_removed"] != near["removed"]:
+        report.problem(
+            "near_dedup", f"keys_removed {near['keys_removed']:,} is not removed {near['removed']:,}"
+        )
 
 
 def _check_mixture(manifest: dict, totals: dict, report: Report):
