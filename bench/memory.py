@@ -1,15 +1,16 @@
-"""Peak memory of the job's whole process tree, for 1x and 4x a corpus, side by side.
+"""Peak memory of the job's whole process tree, for 1x and Nx a corpus, side by side.
 
-  python bench/memory.py [--corpus bench] [--runner_args ...]
+  python bench/memory.py [--corpus bench] [--scale 4] [--scrambled] [run flags ...]
 
 Runs ``mlmprep run`` with default options on the corpus (bench/corpora.py)
-and on four distinct copies of it, samples the resident memory of the job's
-process and all its descendants every 20 ms, and prints the peaks of their
-sum, their ratio (target: at most 1.3) and what the 4x run holds beyond the
-1x run per extra byte of input (target: at most 0.5). Then the same with a
-fixed ``--num_shards 8``, and what each process holds before any data (a run
-on a one-line input in the worker mode the 4x run gets). Any run flags given
-are passed on.
+and on N (``--scale``, 4 by default) distinct copies of it, samples the
+resident memory of the job's process and all its descendants every 20 ms,
+and prints the peaks of their sum, their ratio (target: at most 1.3) and
+what the Nx run holds beyond the 1x run per extra byte of input (target: at
+most 0.5). Then the same with a fixed ``--num_shards 8``, and what each
+process holds before any data (a run on a one-line input in the worker mode
+the Nx run gets). Any run flags given are passed on; with ``--near_dedup``,
+``--scrambled`` copies keep it from removing the copies.
 """
 
 import argparse
@@ -79,32 +80,42 @@ def run(inputs: list[str], output: pathlib.Path, flags: list[str]) -> tuple[int,
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--corpus", default="bench", choices=sorted(corpora.BASE))
+    parser.add_argument("--scale", type=int, default=4, help="The larger run's copies of the corpus.")
+    parser.add_argument(
+        "--scrambled",
+        action="store_true",
+        help="Copies not near-duplicates of each other (for --near_dedup).",
+    )
     args, runner_args = parser.parse_known_args()
     from mlmprep.pipeline.job import available_cores, worker_mode
 
     mib = 1 << 20
     with tempfile.TemporaryDirectory() as tmp:
         sizes, globs = {}, {}
-        for scale in (1, 4):
+        big = args.scale
+        for scale in (1, big):
             folder = pathlib.Path(tmp, f"x{scale}")
-            sizes[scale] = sum(p.stat().st_size for p in corpora.build(args.corpus, scale, folder))
+            files = corpora.build(args.corpus, scale, folder, args.scrambled)
+            sizes[scale] = sum(p.stat().st_size for p in files)
             globs[scale] = [str(folder / "*.txt")]
-        print(f"corpus {args.corpus}: 1x {sizes[1] / 1e6:.0f} MB, 4x {sizes[4] / 1e6:.0f} MB (distinct)")
+        print(
+            f"corpus {args.corpus}: 1x {sizes[1] / 1e6:.0f} MB, {big}x {sizes[big] / 1e6:.0f} MB (distinct)"
+        )
         for name, flags in (("default options", []), ("--num_shards 8", ["--num_shards=8"])):
             peaks = {}
-            for scale in (1, 4):
+            for scale in (1, big):
                 out = pathlib.Path(tmp, f"out-{scale}")
                 peaks[scale], each, seconds = run(globs[scale], out, [*flags, *runner_args])
                 subprocess.run(["rm", "-rf", str(out)], check=True)
                 detail = ", ".join(f"{n / mib:.0f}" for n in sorted(each.values(), reverse=True))
                 print(f"  {name}, {scale}x: peak {peaks[scale] / mib:7.0f} MiB summed over "
                       f"{len(each)} processes ({detail} MiB each), {seconds:5.1f} s")  # fmt: skip
-            extra = (peaks[4] - peaks[1]) / (sizes[4] - sizes[1])
-            print(f"  {name}: 4x/1x {peaks[4] / peaks[1]:.2f} (target <= 1.3); "
+            extra = (peaks[big] - peaks[1]) / (sizes[big] - sizes[1])
+            print(f"  {name}: {big}x/1x {peaks[big] / peaks[1]:.2f} (target <= 1.3); "
                   f"{extra:.3f} bytes per extra input byte (target <= 0.5)")  # fmt: skip
         one = pathlib.Path(tmp, "one.txt")
         one.write_text("one short document\n")
-        mode, workers = worker_mode(sizes[4], available_cores())
+        mode, workers = worker_mode(sizes[big], available_cores())
         flags = [f"--direct_running_mode={mode}", f"--direct_num_workers={workers}", *runner_args]
         peak, each, _ = run([str(one)], pathlib.Path(tmp, "out-one"), flags)
         detail = ", ".join(f"{n / mib:.0f}" for n in sorted(each.values(), reverse=True))
