@@ -95,7 +95,7 @@ def test_batches_of_documents_are_bounded_by_their_text(real_data):
             p
             | beam.Create([(0, path) for path in paths])
             | ReadDocuments(**options, with_keys=False, dedup_bits=0)
-        ).batches | beam.Map(
+        )["batches"] | beam.Map(
             lambda b: (["".join(d) for d in b.docs], sum(len(piece) for d in b.docs for piece in d))
         )
         assert_that(batches, check)
