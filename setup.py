@@ -58,8 +58,9 @@ setuptools.setup(
         "gcp": ["apache-beam[gcp]"],
         # --formats arrayrecord: array_record writes (and reads) the shards; a Beam worker then needs it.
         "arrayrecord": [ARRAY_RECORD],
-        # Tests parse the TFRecord output with TensorFlow itself and build a Dataflow job offline.
-        "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5", ARRAY_RECORD],
+        # Tests parse the TFRecord output with TensorFlow itself and build a Dataflow job offline;
+        # tests/test_near_dedup.py holds the MinHash LSH's candidates against datasketch's.
+        "dev": TRAINER + ["apache-beam[gcp]", "pytest>=7", "ruff>=0.5", ARRAY_RECORD, "datasketch"],
         # deploy/airflow's DAG and its test (Airflow runs it there). The Beam floor keeps pip's resolver
         # from backtracking through old Beam releases to fit the providers beside TensorFlow.
         "airflow": [
