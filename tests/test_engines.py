@@ -22,7 +22,12 @@ from conftest import REPO, run_job
 
 CONFIGURATIONS = {
     "default": [],
-    "best_fit_span": ["--packing=best_fit", "--masking=span", "--max_seq_length=256"],
+    "best_fit_span_near_dedup": [
+        "--packing=best_fit",
+        "--masking=span",
+        "--max_seq_length=256",
+        "--near_dedup",
+    ],
     "nsp_pairs": ["--sentence_pairs=nsp"],
 }
 ENGINES = {

@@ -25,7 +25,6 @@ MAX_ROUNDS = 8  # large-star + small-star rounds unrolled; near-duplicate graphs
 EXAMPLE_PAIRS = 8  # removed pairs the manifest shows, with both texts
 LARGEST_CLUSTERS = 10
 EXAMPLE_CHARS = 400  # of each example document's text
-KEY_BUCKETS = 6  # log2 of the buckets edges and keys are grouped in
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +91,10 @@ class EvaluationNgrams:
         return np.where(found, self.items[np.maximum(at, 0)], -1)
 
 
-def key_buckets(keys: np.ndarray, dtype, field: str = "a"):
-    """Rows of ``dtype`` keyed by the bucket of their ``field`` (a 63-bit key): (bucket, bytes)."""
-    for bucket, part in near_dedup.by_bucket(keys, field, KEY_BUCKETS):
+def key_buckets(rows: np.ndarray, bits: int, field: str = "a"):
+    """Rows keyed by the bucket of their ``field`` (a 63-bit key, of which the top ``bits``; the first
+    bit is always 0): (bucket, bytes)."""
+    for bucket, part in near_dedup.by_bucket(rows, field, bits + 1 if bits else 0):
         yield bucket, part.tobytes()
 
 
@@ -106,9 +106,9 @@ class _Confirm(CountingDoFn):
     """(bucket, band entries) -> (bucket, confirmed pairs, keyed by their first key); counts the candidate
     pairs compared and those confirmed; and a few pairs, the least by a hash of theirs, as examples."""
 
-    def __init__(self, config: NearDedupConfig):
+    def __init__(self, config: NearDedupConfig, bits: int):
         super().__init__()
-        self._config = config
+        self._config, self._bits = config, bits
 
     def process(self, element):
         _, parts = element
@@ -124,16 +124,16 @@ class _Confirm(CountingDoFn):
                 )
             edges = np.empty(len(pairs), EDGE)
             edges["a"], edges["b"] = pairs["a"], pairs["b"]
-            yield from key_buckets(near_dedup.both_ways(edges), EDGE)
+            yield from key_buckets(near_dedup.both_ways(edges), self._bits)
 
 
 class _Star(CountingDoFn):
     """(bucket, edges) -> the edges after a large-star or small-star step, keyed by the node the next step
     groups them by; counts the edges that moved in the round."""
 
-    def __init__(self, step: str, round_: int):
+    def __init__(self, step: str, round_: int, bits: int):
         super().__init__()
-        self._step, self._round = step, round_
+        self._step, self._round, self._bits = step, round_, bits
 
     def process(self, element):
         _, parts = element
@@ -144,16 +144,16 @@ class _Star(CountingDoFn):
             out, moved = near_dedup.small_star(edges)  # (x, m), x > m: large-star wants both ways
             out = near_dedup.both_ways(out)
         self.count(f"near_dedup.moved.{self._round}", moved)
-        yield from key_buckets(out, EDGE)
+        yield from key_buckets(out, self._bits)
 
 
-def _settled(element):
+def _settled(element, bits: int):
     """(bucket, edges (x, m) both ways after the last round) -> each cluster's members but its least, as
     edges (member, least) keyed by the bucket of the least (its cluster's sizes are counted there)."""
     _, parts = element
     edges = _rows(parts, EDGE)
     down = edges[edges["a"] > edges["b"]]
-    yield from key_buckets(near_dedup.unique_pairs(down), EDGE, field="b")
+    yield from key_buckets(near_dedup.unique_pairs(down), bits, field="b")
 
 
 class _Clusters(CountingDoFn):
@@ -184,17 +184,22 @@ class _Clusters(CountingDoFn):
 
 class NearDuplicates(beam.PTransform):
     """(bucket, band entries) -> {"losers": (dedup bucket, uint64 keys that lose), "counts", "examples":
-    [(score, a, b, jaccard)] pairs, "clusters": [(size, least key)] the largest}."""
+    [(score, a, b, jaccard)] pairs, "clusters": [(size, least key)] the largest}.
 
-    def __init__(self, config: NearDedupConfig, dedup_bits: int, rounds: int = MAX_ROUNDS):
+    ``bits``: log2 of the buckets edges are grouped in (as band keys are: ``read.band_bits``);
+    ``dedup_bits``: the exact-duplicate grouping's, which the losing keys join.
+    """
+
+    def __init__(self, config: NearDedupConfig, dedup_bits: int, bits: int, rounds: int = MAX_ROUNDS):
         super().__init__()
-        self._config, self._bits, self._rounds = config, dedup_bits, rounds
+        self._config, self._dedup_bits, self._bits, self._rounds = config, dedup_bits, bits, rounds
 
     def expand(self, bands):
         confirmed = (
             bands
             | "GroupBands" >> beam.GroupByKey()
-            | "Confirm" >> beam.ParDo(_Confirm(self._config)).with_outputs(COUNTS, "examples", main="edges")
+            | "Confirm"
+            >> beam.ParDo(_Confirm(self._config, self._bits)).with_outputs(COUNTS, "examples", main="edges")
         )
         counts, edges = [confirmed[COUNTS]], confirmed.edges
         for r in range(self._rounds):
@@ -203,16 +208,17 @@ class NearDuplicates(beam.PTransform):
                     edges
                     | f"Group{step.title()}Star{r}" >> beam.GroupByKey()
                     | f"{step.title()}Star{r}"
-                    >> beam.ParDo(_Star(step, r)).with_outputs(COUNTS, main="edges")
+                    >> beam.ParDo(_Star(step, r, self._bits)).with_outputs(COUNTS, main="edges")
                 )
                 counts.append(stepped[COUNTS])
                 edges = stepped.edges
         clusters = (
             edges
             | "GroupSettled" >> beam.GroupByKey()
-            | "Settled" >> beam.FlatMap(_settled)
+            | "Settled" >> beam.FlatMap(_settled, self._bits)
             | "GroupClusters" >> beam.GroupByKey()
-            | "Clusters" >> beam.ParDo(_Clusters(self._bits)).with_outputs(COUNTS, "clusters", main="losers")
+            | "Clusters"
+            >> beam.ParDo(_Clusters(self._dedup_bits)).with_outputs(COUNTS, "clusters", main="losers")
         )
         counts.append(clusters[COUNTS])
         return {

@@ -319,7 +319,7 @@ class ReadDocuments(beam.PTransform):
             side = {}
             if self._near is not None:
                 near = digests[BANDS] | "NearDuplicates" >> beam_near_dedup.NearDuplicates(
-                    self._near, self._bits
+                    self._near, self._bits, self._band_bits
                 )
                 grouped[NEAR] = near["losers"]
                 counts.append(near["counts"])
