@@ -182,6 +182,9 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
             progress_dir=progress_dir,
             near=job.near_dedup,
             band_bits=job.band_bits,
+            rounds=job.near_dedup_rounds,
+            grouping=job.grouping,
+            temp_dir=job.temp_dir,
             decontamination=job.decontamination,
         )
     )
@@ -264,6 +267,9 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
             progress_dir=progress_dir,
             near=job.near_dedup,
             band_bits=job.band_bits,
+            rounds=job.near_dedup_rounds,
+            grouping=job.grouping,
+            temp_dir=job.temp_dir,
             decontamination=job.decontamination,
         )
     )

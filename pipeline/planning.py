@@ -23,6 +23,7 @@ from mlmprep.pipeline.errors import UsageError
 from mlmprep.pipeline.settings import SettingError, Settings
 from mlmprep.pipeline.train_tokenizer import tokenizer_path
 from mlmprep.transforms import arrayrecord, mixture, pack, pairs, shards, tokenize
+from mlmprep.transforms.beam import near_dedup as beam_near_dedup
 from mlmprep.transforms.beam import read
 from mlmprep.transforms.beam.near_dedup import Decontamination
 from mlmprep.transforms.mask import MaskingConfig
@@ -48,6 +49,7 @@ class JobPlan:
     dedup_bits: int
     near_dedup: NearDedupConfig | None  # None: no near-duplicate removal
     band_bits: int  # log2 of the buckets of band keys (read.band_bits)
+    near_dedup_rounds: int  # connected-components rounds unrolled (near_dedup.rounds_for)
     decontamination: Decontamination | None  # --decontaminate: the evaluation files and the n-gram
     min_doc_tokens: int
     output_dir: str
@@ -241,6 +243,7 @@ def plan(
         dedup_bits=read.dedup_bits(input_bytes),
         near_dedup=s.input.near_dedup_config(),
         band_bits=read.band_bits(input_bytes),
+        near_dedup_rounds=beam_near_dedup.rounds_for(input_bytes),
         decontamination=Decontamination(s.input.decontaminate, s.input.decontaminate_ngram)
         if s.input.decontaminate
         else None,

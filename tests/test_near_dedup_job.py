@@ -208,3 +208,70 @@ def test_near_copies_across_sources_are_counted_by_source(tmp_path, real_data):
                 expected["first" if i == 0 else "second"] += 1
     assert by_source == expected
     assert np.sum(list(by_source.values())) == manifest["counts"]["documents_dropped"]["near_duplicate"]
+
+
+def _union_find_losers(pairs) -> set[int]:
+    """Every key of a component of ``pairs`` but its least, by a union-find written here."""
+    parent = {}
+
+    def root(x):
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for a, b in pairs:
+        ra, rb = root(int(a)), root(int(b))
+        parent[max(ra, rb)] = min(ra, rb)
+    return {x for x in parent if root(x) != x}
+
+
+@pytest.mark.parametrize("grouping", ["shuffle", "run_files"])
+def test_the_distributed_clusters_of_a_long_chain_of_edits_are_a_union_find_of_the_confirmed_pairs(
+    grouping, tmp_path, real_data
+):
+    import apache_beam as beam
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from mlmprep.transforms import near_dedup
+    from mlmprep.transforms.beam import coders
+    from mlmprep.transforms.beam import near_dedup as beam_near_dedup
+    from mlmprep.transforms.beam.counting import SumCounts
+
+    config = near_dedup.NearDedupConfig()
+    rng = np.random.default_rng(3)
+    docs = []
+    for doc in _documents(12):  # each a chain: every copy one word from the one before
+        words = doc.split()
+        for _ in range(25):
+            words = list(words)
+            words[rng.integers(len(words))] = f"w{rng.integers(1 << 30)}"
+            docs.append(" ".join(words))
+    keys = np.array([_key(d) for d in docs], dtype=np.uint64)
+    sigs, has = near_dedup.signatures(docs, config)
+    entries = near_dedup.entries(keys, sigs, has, config)
+    pairs, _ = near_dedup.confirmed_pairs(entries, config)
+    expected = _union_find_losers(zip(pairs["a"], pairs["b"]))
+    assert len(expected) > 200  # long chains, several rounds to settle
+    coders.register()
+    with TestPipeline() as p:
+        batches = [beam_near_dedup.band_batch(part, config) for part in np.array_split(entries, 7)]
+        found = (
+            p
+            | beam.Create(batches)
+            | beam_near_dedup.NearDuplicates(
+                config, dedup_bits=2, bits=3, rounds=14, grouping=grouping, temp_dir=str(tmp_path)
+            )
+        )
+        losers = found["losers"] | beam.FlatMapTuple(lambda _, data: np.frombuffer(data, "<u8").tolist())
+        assert_that(losers, equal_to(sorted(expected)), label="Losers")
+        counts = found["counts"] | beam.CombineGlobally(SumCounts())
+
+        def settled_in_several_rounds(totals):
+            [total] = totals
+            took, converged = beam_near_dedup.rounds(total)
+            assert converged and 1 < took <= 14, (took, converged)
+            assert total["near_dedup.clusters"] == 12 and total["near_dedup.keys_removed"] == len(expected)
+
+        assert_that(counts, settled_in_several_rounds, label="Rounds")

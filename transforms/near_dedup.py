@@ -92,13 +92,17 @@ _powers = [np.ones(1, np.uint64), np.ones(1, np.uint64)]  # P^i and P^-i, grown 
 
 
 def _power_tables(n: int) -> tuple[np.ndarray, np.ndarray]:
-    if len(_powers[0]) < n:
+    """P^i and P^-i for i < n: kept for up to a few parts' text, made anew for a longer document."""
+    if len(_powers[0]) >= n:
+        return _powers[0][:n], _powers[1][:n]
+    one = np.ones(1, dtype=np.uint64)
+    with np.errstate(over="ignore"):
         size = max(n, 2 * len(_powers[0]))
-        one = np.ones(1, dtype=np.uint64)
-        with np.errstate(over="ignore"):
-            _powers[0] = np.concatenate([one, np.cumprod(np.full(size - 1, _POLY, dtype=np.uint64))])
-            _powers[1] = np.concatenate([one, np.cumprod(np.full(size - 1, _POLY_INVERSE, dtype=np.uint64))])
-    return _powers[0][:n], _powers[1][:n]
+        tables = [np.concatenate([one, np.cumprod(np.full(size - 1, p, dtype=np.uint64))])
+                  for p in (_POLY, _POLY_INVERSE)]  # fmt: skip
+    if size <= 4 * _PART_CHARS:
+        _powers[:] = tables
+    return tables[0][:n], tables[1][:n]
 
 
 def word_hashes(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -379,6 +383,15 @@ def losers(edges: np.ndarray) -> np.ndarray:
 def ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     """(uint64 hash of every n consecutive words of each text, each text's first n-gram's index and the
     end); a text of fewer than n words has none."""
+    parts = [_ngrams(part, n) for part in _parts(texts)]  # bounded arrays, as ``signatures``
+    if not parts:
+        return np.zeros(0, np.uint64), np.zeros(1, np.int64)
+    ends = np.cumsum([len(h) for h, _ in parts])
+    first = np.concatenate([[0]] + [f[1:] + end - len(h) for (h, f), end in zip(parts, ends)])
+    return np.concatenate([h for h, _ in parts]), first.astype(np.int64)
+
+
+def _ngrams(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:
     words, bounds = word_hashes(texts)
     count = np.diff(bounds)
     per_doc = np.maximum(count - n + 1, 0)

@@ -35,14 +35,15 @@ BANDS, CONTAMINATED = "bands", "contaminated"  # the first pass's band keys, and
 NEAR, EXAMPLE_DOCS = "near", "example_docs"  # per range: near-duplicates that lose, and example documents
 EXAMPLE_TEXTS, CONTAMINATION = "example_texts", "contamination"  # texts for the manifest
 EXAMPLE_DOC = np.dtype([("index", "<u4"), ("key", "<u8")])
-BAND_BUCKET_BYTES = 64 << 20  # input per bucket of band keys
+BAND_BUCKET_BYTES = 8 << 20  # input per bucket of band keys: 14 entries of 72 bytes a document
 
 
 def band_bits(input_bytes: int | None) -> int:
-    """log2 of the buckets of band keys: one per BAND_BUCKET_BYTES of input (unknown: 10)."""
+    """log2 of the buckets of band keys (and of near-duplicate edges): one per BAND_BUCKET_BYTES of
+    input (unknown: 10)."""
     if input_bytes is None:
         return 10
-    return min(12, max(0, math.ceil(math.log2(max(1, input_bytes) / BAND_BUCKET_BYTES))))
+    return min(16, max(0, math.ceil(math.log2(max(1, input_bytes) / BAND_BUCKET_BYTES))))
 
 
 def dedup_bits(input_bytes: int | None) -> int:
@@ -62,13 +63,12 @@ class _ReadDigests(beam.DoFn):
     """
 
     def __init__(self, readers: tuple, bits: int, progress_dir: str | None = None, *,
-                 near: near_dedup.NearDedupConfig | None = None, band_bits: int = 0,
+                 near: near_dedup.NearDedupConfig | None = None,
                  decontamination: beam_near_dedup.Decontamination | None = None):  # fmt: skip
         self._readers = readers
         self._bits = bits
         self._progress_dir = progress_dir
         self._near = near
-        self._band_bits = band_bits
         self._decontamination = decontamination
         self._input = self._evaluation = None
 
@@ -111,9 +111,9 @@ class _ReadDigests(beam.DoFn):
             digests = dedup.digests(np.concatenate(keys), np.concatenate(copies), range_key)
             for bucket, part in dedup.by_bucket(digests, self._bits):
                 yield bucket, part.tobytes()
-        if bands:
-            for bucket, part in near_dedup.by_bucket(np.concatenate(bands), "band", self._band_bits):
-                yield beam.pvalue.TaggedOutput(BANDS, (bucket, part.tobytes()))
+        entries = np.concatenate(bands) if bands else ()
+        if len(entries):
+            yield beam.pvalue.TaggedOutput(BANDS, beam_near_dedup.band_batch(entries, self._near))
         if dirty and sum(map(len, dirty)):
             yield beam.pvalue.TaggedOutput(CONTAMINATED, (range_key, np.concatenate(dirty).tobytes()))
         for key, item, text in examples:
@@ -276,6 +276,9 @@ class ReadDocuments(beam.PTransform):
         progress_dir: str | None = None,
         near: near_dedup.NearDedupConfig | None = None,
         band_bits: int = 10,
+        rounds: int = beam_near_dedup.MAX_ROUNDS,
+        grouping: str = "shuffle",
+        temp_dir: str | None = None,
         decontamination: beam_near_dedup.Decontamination | None = None,
     ):
         super().__init__()
@@ -289,6 +292,8 @@ class ReadDocuments(beam.PTransform):
         self._bits = dedup_bits
         self._near = near
         self._band_bits = band_bits
+        self._rounds = rounds
+        self._grouping, self._temp_dir = grouping, temp_dir  # how band entries are grouped (SortedGroups)
         self._decontamination = decontamination
 
     def expand(self, patterns):
@@ -304,7 +309,7 @@ class ReadDocuments(beam.PTransform):
         counts = []
         if self._dedup or self._near or self._decontamination:
             first = _ReadDigests(
-                self._readers, self._bits, self._progress_dir, near=self._near, band_bits=self._band_bits,
+                self._readers, self._bits, self._progress_dir, near=self._near,
                 decontamination=self._decontamination,
             )  # fmt: skip
             digests = (
@@ -319,7 +324,12 @@ class ReadDocuments(beam.PTransform):
             side = {}
             if self._near is not None:
                 near = digests[BANDS] | "NearDuplicates" >> beam_near_dedup.NearDuplicates(
-                    self._near, self._bits, self._band_bits
+                    self._near,
+                    dedup_bits=self._bits,
+                    bits=self._band_bits,
+                    rounds=self._rounds,
+                    grouping=self._grouping,
+                    temp_dir=self._temp_dir,
                 )
                 grouped[NEAR] = near["losers"]
                 counts.append(near["counts"])
