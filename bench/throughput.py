@@ -1,6 +1,6 @@
 """mlmprep's whole job against its limit, the bare tokenizer, and the Hugging Face way, side by side.
 
-  python bench/throughput.py [--corpus long short] [--scale 1 4] [--repeats 3] [--no_hf]
+  python bench/throughput.py [--corpus long short] [--scale 1 4] [--repeats 3] [--no_hf] [--scrambled]
                              [--tokenizer bpe unigram PATH ...] [--variant FLAGS ...]
 
 On each corpus of bench/corpora.py at each scale, in repetitions whose order
@@ -261,6 +261,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no_hf", dest="hf", action="store_false", help="Skip the Hugging Face run.")
     parser.add_argument(
+        "--scrambled", action="store_true", help="Copies not near-duplicates of each other (for --near_dedup)."
+    )
+    parser.add_argument(
         "--pairs", nargs="*", default=[], choices=("nsp", "sop"), help="Also M2 with --sentence_pairs MODE."
     )
     parser.add_argument(
@@ -280,7 +283,7 @@ def main():
         for name in args.corpus:
             for scale in args.scale:
                 folder = pathlib.Path(tmp, f"{name}-{scale}")
-                paths = corpora.build(name, scale, folder)
+                paths = corpora.build(name, scale, folder, args.scrambled)
                 tokenizers = {t: _tokenizer(t, paths, pathlib.Path(tmp)) for t in args.tokenizer}
                 print(f"{name} x{scale}: running", file=sys.stderr, flush=True)
                 medians = measure(paths, args.repeats, args.hf, args.pairs, tokenizers, args.variant)
