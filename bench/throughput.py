@@ -261,7 +261,9 @@ def main():
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--no_hf", dest="hf", action="store_false", help="Skip the Hugging Face run.")
     parser.add_argument(
-        "--scrambled", action="store_true", help="Copies not near-duplicates of each other (for --near_dedup)."
+        "--scrambled",
+        action="store_true",
+        help="Copies not near-duplicates of each other (for --near_dedup).",
     )
     parser.add_argument(
         "--pairs", nargs="*", default=[], choices=("nsp", "sop"), help="Also M2 with --sentence_pairs MODE."

@@ -12,6 +12,7 @@ leaves the previous build as it was.
 import contextlib
 import importlib.metadata
 import json
+import logging
 import os
 import platform
 import re
@@ -249,12 +250,18 @@ def near_dedup_sections(settings: dict, counts: dict, found: dict, source_names:
     sections = {}
     if settings.get("near_dedup"):
         took, converged = rounds(counts)
+        if not converged:
+            logging.warning(
+                "mlmprep: near-duplicate clusters had not settled after %d rounds: some clusters keep more "
+                "than one document (none lost one it should keep)",
+                took,
+            )
         sections["near_dedup"] = {
             "removed": counts.get("documents_dropped.near_duplicate", 0),
             "clusters": counts.get("near_dedup.clusters", 0),
             "documents_in_clusters": counts.get("near_dedup.documents_in_clusters", 0),
             "keys_removed": counts.get("near_dedup.keys_removed", 0),
-            "candidate_pairs": counts.get("near_dedup.candidate_pairs", 0),
+            "comparisons": counts.get("near_dedup.comparisons", 0),
             "confirmed_pairs": counts.get("near_dedup.confirmed_pairs", 0),
             "rounds": took,
             "converged": converged,

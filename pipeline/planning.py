@@ -244,7 +244,11 @@ def plan(
         near_dedup=s.input.near_dedup_config(),
         band_bits=read.band_bits(input_bytes),
         near_dedup_rounds=beam_near_dedup.rounds_for(input_bytes),
-        decontamination=Decontamination(s.input.decontaminate, s.input.decontaminate_ngram)
+        decontamination=Decontamination(
+            s.input.decontaminate,
+            s.input.decontaminate_ngram,
+            tuple(f.path for f in evaluation_files) if evaluation_files else None,
+        )
         if s.input.decontaminate
         else None,
         min_doc_tokens=s.input.min_doc_tokens,

@@ -148,7 +148,7 @@ def _near_dedup(manifest: dict) -> list[str]:
                         f"{near['removed']:,}",
                         f"{near['clusters']:,}",
                         f"{near['documents_in_clusters']:,}",
-                        f"{near['candidate_pairs']:,}",
+                        f"{near['comparisons']:,}",
                         f"{near['confirmed_pairs']:,}",
                         f"{near['rounds']}" + ("" if near["converged"] else " (not settled)"),
                     ]

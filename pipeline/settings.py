@@ -67,7 +67,7 @@ class Input:
         112, "MinHash signature length: --near_dedup_bands x --near_dedup_rows.", check=in_range(2, 1024)
     )
     near_dedup_bands: int = setting(14, "LSH bands: documents sharing one are candidates.", check=in_range(1))
-    near_dedup_rows: int = setting(8, "Signature values per band.", check=in_range(1))
+    near_dedup_rows: int = setting(8, "Signature values per band.", check=in_range(1, 64))
     near_dedup_threshold: float = setting(
         0.75,
         "Least Jaccard estimate of a confirmed pair (the bands' S-curve midpoint, (1/bands)^(1/rows), is "

@@ -282,7 +282,11 @@ def _check_near_dedup(manifest: dict, report: Report):
             f"{near['documents_in_clusters']:,} documents in {near['clusters']:,} clusters, yet "
             f"{near['keys_removed']:,} removed",
         )
-    if manifest["settings"].get("dedup", True) and near["keys_removed"] != near["removed"]:
+    if (
+        near["converged"]
+        and manifest["settings"].get("dedup", True)
+        and near["keys_removed"] != near["removed"]
+    ):
         report.problem(
             "near_dedup", f"keys_removed {near['keys_removed']:,} is not removed {near['removed']:,}"
         )

@@ -41,8 +41,12 @@ class Decontamination:
 
     pattern: str
     ngram: int = near_dedup.DECONTAMINATION_NGRAM
+    listed: tuple[str, ...] | None = None  # the files the plan found (None: not listed, as in a dry run)
 
     def files(self) -> list[str]:
+        """The files the plan listed (so that every worker reads the same), or the pattern's matches."""
+        if self.listed is not None:
+            return list(self.listed)
         return sorted(m.path for m in FileSystems.match([self.pattern])[0].metadata_list)
 
 
@@ -190,8 +194,7 @@ class _Confirm(CountingDoFn):
 
     def _confirm(self, entries: np.ndarray) -> np.ndarray:
         pairs, compared = near_dedup.confirmed_pairs(entries, self._config)
-        self.count("near_dedup.candidate_pairs", compared)
-        self.count("near_dedup.confirmed_pairs", len(pairs))
+        self.count("near_dedup.comparisons", compared)  # a pair in several bands is compared in each
         return pairs
 
 
@@ -206,6 +209,8 @@ class _Star(CountingDoFn):
     def process(self, element):
         _, parts = element
         edges = _rows(parts, EDGE)
+        if self._step == "large" and self._round == 0:  # each confirmed pair, under its smaller key
+            self.count("near_dedup.confirmed_pairs", len(np.unique(edges[edges["b"] > edges["a"]])))
         if self._step == "large":
             out, moved = near_dedup.large_star(edges)  # (v, m), v > m: small-star groups by v
         else:
@@ -296,7 +301,9 @@ class NearDuplicates(beam.PTransform):
         return {
             "losers": clusters.losers,
             "counts": counts | "FlattenNearCounts" >> beam.Flatten(),
-            "examples": confirmed.examples | "ExamplePairs" >> beam.combiners.Top.Smallest(EXAMPLE_PAIRS),
+            "examples": confirmed.examples
+            | "OncePerPair" >> beam.Distinct()  # a pair in several bands' buckets
+            | "ExamplePairs" >> beam.combiners.Top.Smallest(EXAMPLE_PAIRS),
             "clusters": clusters.clusters | "LargestClusters" >> beam.combiners.Top.Largest(LARGEST_CLUSTERS),
         }
 

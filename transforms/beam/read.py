@@ -363,10 +363,12 @@ class ReadDocuments(beam.PTransform):
         counts = [batches[COUNTS], *counts]
         if self._near is not None or self._decontamination is not None:
             contamination = (
-                digests[CONTAMINATION] | "ContaminationExamples" >> beam.combiners.Top.Smallest(
-                    beam_near_dedup.EXAMPLE_PAIRS
-                )
-            )  # fmt: skip
+                digests[CONTAMINATION]
+                | "KeyContaminated" >> beam.Map(lambda example: (example[0], example))
+                | "OncePerKey" >> beam.CombinePerKey(min)  # a document's exact copies, one example
+                | "ContaminatedExamples" >> beam.Values()
+                | "ContaminationExamples" >> beam.combiners.Top.Smallest(beam_near_dedup.EXAMPLE_PAIRS)
+            )
             texts = batches[EXAMPLE_TEXTS] | "ExampleTexts" >> beam.combiners.ToList()
             summary = (
                 patterns.pipeline
