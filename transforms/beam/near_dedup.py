@@ -14,7 +14,6 @@ per document or per pair.
 import dataclasses
 import functools
 import json
-import math
 import posixpath
 
 import apache_beam as beam
@@ -28,7 +27,9 @@ from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
 from mlmprep.transforms.keys import mix64
 from mlmprep.transforms.near_dedup import EDGE, NearDedupConfig
 
-MIN_ROUNDS, MAX_ROUNDS = 8, 20  # large-star + small-star rounds unrolled (``rounds_for``)
+MAX_ROUNDS = 20  # large-star + small-star rounds unrolled across workers (``rounds_for``)
+LOCAL_BYTES = 1 << 30  # input below which the confirmed pairs are clustered in one worker
+LOCAL_ROUNDS = 200  # rounds run to settle them there: far beyond any chain's
 BAND_SLICE_ROWS = 1 << 18  # band entries confirmed at a time, of a bucket's sorted entries
 EXAMPLE_PAIRS = 8  # removed pairs the manifest shows, with both texts
 LARGEST_CLUSTERS = 10
@@ -144,11 +145,17 @@ def band_sorting(bits: int) -> groups.Sorting:
 
 
 def rounds_for(input_bytes: int | None) -> int:
-    """Rounds to unroll: a chain of n near-copies settles in about log2(n) + 2 (measured: 10 at 1,000,
-    12 at 10,000, 15 at 100,000); n is taken as the documents of 1 KB the input could hold."""
-    if not input_bytes:
-        return MAX_ROUNDS
-    return min(MAX_ROUNDS, max(MIN_ROUNDS, math.ceil(math.log2(max(1, input_bytes) / 1024))))
+    """Rounds to unroll across workers; 0: the confirmed pairs are clustered in one worker.
+
+    Below LOCAL_BYTES of input the pairs (16 bytes each, one or two a near-duplicate) fit a worker
+    many times over, and one grouping of them all beats unrolling rounds (each round is two groupings
+    for the runner to plan and run: about 70 ms a round to build on the local runner). From there,
+    MAX_ROUNDS: a chain of n near-copies settles in about log2(n) + 2 rounds (10 at 1,000, 12 at
+    10,000, 15 at 100,000).
+    """
+    if input_bytes is not None and input_bytes < LOCAL_BYTES:
+        return 0
+    return MAX_ROUNDS
 
 
 def key_buckets(rows: np.ndarray, bits: int, field: str = "a"):
@@ -162,7 +169,15 @@ def _rows(parts, dtype) -> np.ndarray:
     return np.frombuffer(b"".join(parts), dtype)
 
 
-class _Confirm(CountingDoFn):
+class _Edges(CountingDoFn):
+    """A DoFn of (bucket, bytes) edges: its output type said, so that Beam need not infer it from the
+    bytecode at each of the many steps of the rounds (what built the graph's rounds took seconds)."""
+
+    def infer_output_type(self, input_type):
+        return beam.typehints.Tuple[int, bytes]
+
+
+class _Confirm(_Edges):
     """(bucket, its sorted band entries) -> (bucket, edges of the confirmed pairs, both ways); counts the
     candidate pairs compared and those confirmed; and a few pairs, the least by a hash of theirs, as
     examples. The entries come a slice at a time; a band key's entries at a slice's end wait for the next."""
@@ -198,7 +213,7 @@ class _Confirm(CountingDoFn):
         return pairs
 
 
-class _Star(CountingDoFn):
+class _Star(_Edges):
     """(bucket, edges) -> the edges after a large-star or small-star step, keyed by the node the next step
     groups them by; counts the edges that moved in the round."""
 
@@ -229,7 +244,31 @@ def _settled(element, bits: int):
     yield from key_buckets(near_dedup.unique_pairs(down), bits, field="b")
 
 
-class _Clusters(CountingDoFn):
+class _SettleHere(_Edges):
+    """(0, every confirmed edge) -> the rounds run here until one moves nothing, then as ``_settled``;
+    counts each round's moved edges and the rounds as the unrolled rounds do."""
+
+    def __init__(self, bits: int):
+        super().__init__()
+        self._bits = bits
+
+    def process(self, element):
+        _, parts = element
+        edges = _rows(parts, EDGE)
+        self.count("near_dedup.confirmed_pairs", len(np.unique(edges[edges["b"] > edges["a"]])))
+        for r in range(LOCAL_ROUNDS):
+            edges, moved = near_dedup.large_star(edges)
+            edges, also = near_dedup.small_star(edges)
+            edges = near_dedup.both_ways(edges)
+            self.count(f"near_dedup.moved.{r}", moved + also)
+            if not moved + also:
+                break
+        self.count("near_dedup.rounds", r + 1)
+        down = edges[edges["a"] > edges["b"]]
+        yield from key_buckets(near_dedup.unique_pairs(down), self._bits, field="b")
+
+
+class _Clusters(_Edges):
     """(bucket, edges (member, least)) -> the losing keys, keyed by the exact-duplicate bucket they join,
     and each cluster's (size, least key) on the "clusters" output."""
 
@@ -277,8 +316,9 @@ class NearDuplicates(beam.PTransform):
             | "Confirm"
             >> beam.ParDo(_Confirm(self._config, self._bits)).with_outputs(COUNTS, "examples", main="edges")
         )
-        unrolled = bands.pipeline | "Rounds" >> beam.Create([{"near_dedup.rounds": self._rounds}])
-        counts, edges = [confirmed[COUNTS], unrolled], confirmed.edges
+        counts, edges = [confirmed[COUNTS]], confirmed.edges
+        if self._rounds:
+            counts.append(bands.pipeline | "Rounds" >> beam.Create([{"near_dedup.rounds": self._rounds}]))
         for r in range(self._rounds):
             for step in ("large", "small"):
                 stepped = (
@@ -289,10 +329,27 @@ class NearDuplicates(beam.PTransform):
                 )
                 counts.append(stepped[COUNTS])
                 edges = stepped.edges
+        if self._rounds:
+            settled = (
+                edges
+                | "GroupSettled" >> beam.GroupByKey()
+                | "Settled"
+                >> beam.FlatMap(_settled, self._bits).with_output_types(beam.typehints.Tuple[int, bytes])
+            )
+        else:
+            here = (
+                edges
+                | "AllEdges"
+                >> beam.MapTuple(lambda _, data: (0, data)).with_output_types(
+                    beam.typehints.Tuple[int, bytes]
+                )
+                | "GroupEdges" >> beam.GroupByKey()
+                | "SettleHere" >> beam.ParDo(_SettleHere(self._bits)).with_outputs(COUNTS, main="edges")
+            )
+            counts.append(here[COUNTS])
+            settled = here.edges
         clusters = (
-            edges
-            | "GroupSettled" >> beam.GroupByKey()
-            | "Settled" >> beam.FlatMap(_settled, self._bits)
+            settled
             | "GroupClusters" >> beam.GroupByKey()
             | "Clusters"
             >> beam.ParDo(_Clusters(self._dedup_bits)).with_outputs(COUNTS, "clusters", main="losers")
@@ -328,7 +385,7 @@ def summary(unused_trigger, texts, contamination, examples=(), clusters=()) -> d
 
 def rounds(counters: dict) -> tuple[int, bool]:
     """(rounds until one moved no edge, that one included; whether one did) from the counts."""
-    ran = counters.get("near_dedup.rounds", MAX_ROUNDS)
+    ran = counters.get("near_dedup.rounds", 1)  # none counted: no edges, settled from the start
     for r in range(ran):
         if not counters.get(f"near_dedup.moved.{r}", 0):
             return r + 1, True
