@@ -190,6 +190,7 @@ def test_bad_near_dedup_settings_are_one_line_and_exit_2(flags, words, tmp_path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_near_copies_across_sources_are_counted_by_source(tmp_path, real_data):
     families, singles, files = _planted(tmp_path)
     build = tmp_path / "build.yaml"
