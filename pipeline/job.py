@@ -81,6 +81,18 @@ class _WriteManifest(beam.DoFn):
         yield built
 
 
+def _near_dedup_reading(job: JobPlan) -> dict:
+    """What ``ReadDocuments`` needs for near-duplicate removal and decontamination."""
+    return {
+        "near": job.near_dedup,
+        "band_bits": job.band_bits,
+        "rounds": job.near_dedup_rounds,
+        "grouping": job.grouping,
+        "temp_dir": job.temp_dir,
+        "decontamination": job.decontamination,
+    }
+
+
 def _near_dedup_side(documents: dict) -> dict:
     """The manifest writer's side input of what near-duplicate removal and decontamination found."""
     summary = documents.get("near_dedup")
@@ -180,12 +192,7 @@ def build_pipeline(p: beam.Pipeline, job: JobPlan, progress_dir: str | None = No
             with_keys=job.validation_fraction > 0 or job.packing != "document" or job.pairs is not None,
             dedup_bits=job.dedup_bits,
             progress_dir=progress_dir,
-            near=job.near_dedup,
-            band_bits=job.band_bits,
-            rounds=job.near_dedup_rounds,
-            grouping=job.grouping,
-            temp_dir=job.temp_dir,
-            decontamination=job.decontamination,
+            **_near_dedup_reading(job),
         )
     )
     tokenize = TokenizeDocuments(
@@ -265,12 +272,7 @@ def build_phases(p: beam.Pipeline, build: BuildPlan, progress_dir: str | None = 
             with_keys=True,
             dedup_bits=job.dedup_bits,
             progress_dir=progress_dir,
-            near=job.near_dedup,
-            band_bits=job.band_bits,
-            rounds=job.near_dedup_rounds,
-            grouping=job.grouping,
-            temp_dir=job.temp_dir,
-            decontamination=job.decontamination,
+            **_near_dedup_reading(job),
         )
     )
     carried = [ph for ph in build.phases if _carries_words(ph)]

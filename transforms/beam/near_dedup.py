@@ -239,9 +239,12 @@ def _settled(element, bits: int):
     """(bucket, edges (x, m) both ways after the last round) -> each cluster's members but its least, as
     edges (member, least) keyed by the bucket of the least (its cluster's sizes are counted there)."""
     _, parts = element
-    edges = _rows(parts, EDGE)
+    yield from _members(_rows(parts, EDGE), bits)
+
+
+def _members(edges: np.ndarray, bits: int):
     down = edges[edges["a"] > edges["b"]]
-    yield from key_buckets(near_dedup.unique_pairs(down), bits, field="b")
+    return key_buckets(near_dedup.unique_pairs(down), bits, field="b")
 
 
 class _SettleHere(_Edges):
@@ -264,8 +267,7 @@ class _SettleHere(_Edges):
             if not moved + also:
                 break
         self.count("near_dedup.rounds", r + 1)
-        down = edges[edges["a"] > edges["b"]]
-        yield from key_buckets(near_dedup.unique_pairs(down), self._bits, field="b")
+        yield from _members(edges, self._bits)
 
 
 class _Clusters(_Edges):
