@@ -4,6 +4,8 @@
 ``short``: foldoc, the English, German and Russian fortunes, the Devil's
            Dictionary and the Jargon File, two copies: 31 MB in 140 k short
            documents, where per-document work dominates.
+``fortunes``: fortunes_en.txt alone: 2.5 MB in 15 k documents of about 165
+           bytes.
 ``bench``: the whole bench folder: 76 MB in 34 files, English and 26 other
            languages.
 
