@@ -276,3 +276,25 @@ def test_the_distributed_clusters_of_a_long_chain_of_edits_are_a_union_find_of_t
             assert total["near_dedup.clusters"] == 12 and total["near_dedup.keys_removed"] == len(expected)
 
         assert_that(counts, settled_in_several_rounds, label="Rounds")
+
+
+def test_without_exact_deduplication_every_copy_of_a_near_duplicate_goes_and_the_survivors_copies_stay(
+    tmp_path, real_data
+):
+    docs = _documents(3)
+    words = docs[0].split()
+    near = " ".join(words[:10] + ["zebra"] + words[11:])
+    kept, lost = sorted([docs[0], near], key=_key)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n\n".join([kept, lost, lost, kept, *docs[1:]]) + "\n", encoding="utf-8")
+    manifest = run_job(
+        tmp_path / "out", f"--input={corpus}", f"--tokenizer={VOCAB_DIR / 'vocab.txt'}", "--nodedup",
+        "--near_dedup", "--masking=none", f"--max_seq_length={SEQ}",
+    )  # fmt: skip
+    dropped = manifest["counts"]["documents_dropped"]
+    assert dropped["near_duplicate"] == 2 and dropped["duplicate"] == 0
+    assert manifest["near_dedup"]["keys_removed"] == 1 and manifest["counts"]["documents_written"] == 4
+    tokenizer = Tokenizer.from_file(str(VOCAB_DIR / "tokenizer.json"))
+    written = _first_sequences(tmp_path / "out")
+    assert written.count(_head(kept, tokenizer)) == 2 and _head(lost, tokenizer) not in written
+    assert verify.verify(str(tmp_path / "out")).problems == []
