@@ -96,7 +96,15 @@ def format_manifest(output_dir: str, manifest: dict) -> str:
         kept = f"; yours kept: {recipes.flags_text(recipe['kept'])}" if recipe["kept"] else ""
         lines.insert(1, f"  recipe {recipe['name']} ({recipe['title']}){kept}")
     for reason, n in sorted((r, n) for r, n in counts["documents_dropped"].items() if n):
-        lines.append(f"  dropped: {reason:<10}{n:>12,}")
+        lines.append(f"  dropped: {reason:<14}{n:>8,}")
+    near = manifest.get("near_dedup")
+    if near and near["clusters"]:
+        largest = near["largest_clusters"][0]["size"] if near["largest_clusters"] else 0
+        lines.append(
+            f"  near-duplicates: {near['clusters']:,} clusters of {near['documents_in_clusters']:,} "
+            f"documents (the largest {largest:,}), settled in {near['rounds']} rounds"
+            + ("" if near["converged"] else " (not settled: some clusters keep more than one)")
+        )
     for split, c in counts["splits"].items():
         lines.append(
             f"  {split:<11} {c['sequences']:>10,} sequences {c['tokens']:>13,} tokens "
