@@ -23,7 +23,7 @@ from typing import NotRequired, TypedDict
 import pyarrow.fs
 
 from mlmprep.pipeline.settings import SETTINGS, Settings
-from mlmprep.transforms import encode, mds, profile
+from mlmprep.transforms import encode, mds, near_dedup, profile
 from mlmprep.transforms.shards import MDS_FOLDER, SUFFIXES, TEMP_SUFFIX, generation_tag, mds_folder
 from mlmprep.transforms.tokenize import SPLITS, load_tokenizer
 from mlmprep.transforms.tokenize import vocabulary as tokenize_vocabulary
@@ -239,7 +239,6 @@ def mds_indexes(manifest: Manifest) -> dict[str, bytes]:
 def near_dedup_sections(settings: dict, counts: dict, found: dict, source_names: list[str] | None) -> dict:
     """The manifest's near_dedup and decontamination sections, where the settings asked for them: the
     counters of the job (``transforms.beam.near_dedup``) and what it found (``near_dedup.summary``)."""
-    from mlmprep.transforms.beam.near_dedup import rounds  # noqa: PLC0415 (Beam, only where needed)
 
     def by_source(reason: str) -> dict:
         names = source_names or [None]
@@ -249,7 +248,7 @@ def near_dedup_sections(settings: dict, counts: dict, found: dict, source_names:
 
     sections = {}
     if settings.get("near_dedup"):
-        took, converged = rounds(counts)
+        took, converged = near_dedup.settled_rounds(counts)
         if not converged:
             logging.warning(
                 "mlmprep: near-duplicate clusters had not settled after %d rounds: some clusters keep more "

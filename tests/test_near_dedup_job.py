@@ -271,7 +271,7 @@ def test_the_distributed_clusters_of_a_long_chain_of_edits_are_a_union_find_of_t
 
         def settled_in_several_rounds(totals):
             [total] = totals
-            took, converged = beam_near_dedup.rounds(total)
+            took, converged = near_dedup.settled_rounds(total)
             assert converged and 1 < took <= 14, (took, converged)
             assert total["near_dedup.clusters"] == 12 and total["near_dedup.keys_removed"] == len(expected)
 

@@ -25,9 +25,15 @@ def digests(keys: np.ndarray, copies: np.ndarray, range_key: int) -> np.ndarray:
     return out
 
 
+def bucket_of(keys: np.ndarray, bits: int) -> np.ndarray:
+    """The bucket of each 63-bit key: its top ``bits`` (what joins anything keyed by a document's key to
+    its digests)."""
+    return keys >> np.uint64(63 - bits)
+
+
 def by_bucket(digests: np.ndarray, bits: int) -> Iterator[tuple[int, np.ndarray]]:
     """Digests grouped by the top ``bits`` of their 63-bit key: copies always share a bucket."""
-    buckets = digests["key"] >> np.uint64(63 - bits)
+    buckets = bucket_of(digests["key"], bits)
     order = np.argsort(buckets, kind="stable")
     values, starts = np.unique(buckets[order], return_index=True)
     for bucket, part in zip(values, np.split(digests[order], starts[1:])):

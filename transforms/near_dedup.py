@@ -41,7 +41,6 @@ _CHUNK = 4096  # shingles hashed at a time: a (chunk, hashes) uint64 block of a 
 _POLY = np.uint64(0x100000001B3)  # odd: invertible modulo 2**64, so a substring's hash needs no division
 _POLY_INVERSE = np.uint64(pow(0x100000001B3, -1, 1 << 64))
 _SHINGLE_MULTIPLIERS = mix64(np.arange(1, 65, dtype=np.uint64)) | np.uint64(1)
-_NO_HASH = np.uint32(0xFFFFFFFF)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -379,6 +378,16 @@ def losers(edges: np.ndarray) -> np.ndarray:
     """The nodes with a smaller neighbour: every node of a cluster but its least (of settled edges)."""
     high = np.maximum(edges["a"], edges["b"])
     return np.unique(high)
+
+
+def settled_rounds(counters: dict) -> tuple[int, bool]:
+    """(rounds until one moved no edge, that one included; whether one did) from the job's counts of
+    the edges each round moved (``near_dedup.moved.R``) and of the rounds run (``near_dedup.rounds``)."""
+    ran = counters.get("near_dedup.rounds", 1)  # none counted: no edges, settled from the start
+    for r in range(ran):
+        if not counters.get(f"near_dedup.moved.{r}", 0):
+            return r + 1, True
+    return ran, False
 
 
 def ngram_hashes(texts: list[str], n: int) -> tuple[np.ndarray, np.ndarray]:

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 from apache_beam.io.filesystems import FileSystems
 
-from mlmprep.transforms import near_dedup
+from mlmprep.transforms import dedup, near_dedup
 from mlmprep.transforms.beam import groups
 from mlmprep.transforms.beam.counting import COUNTS, CountingDoFn
 from mlmprep.transforms.keys import mix64
@@ -281,7 +281,7 @@ class _Clusters(_Edges):
     def process(self, element):
         _, parts = element
         edges = _rows(parts, EDGE)
-        losers = np.unique(edges["a"])
+        losers = near_dedup.losers(edges)
         # Settled (every round but the last changed nothing): a member's one edge is to its cluster's least.
         roots, sizes = np.unique(edges["b"], return_counts=True)
         self.count("near_dedup.clusters", len(roots))
@@ -289,9 +289,7 @@ class _Clusters(_Edges):
         self.count("near_dedup.keys_removed", len(losers))
         for i in np.argsort(-sizes, kind="stable")[:LARGEST_CLUSTERS].tolist():
             yield beam.pvalue.TaggedOutput("clusters", (int(sizes[i]) + 1, int(roots[i])))
-        shift = np.uint64(63 - self._bits)
-        buckets = losers >> shift if self._bits else np.zeros(len(losers), np.uint64)
-        found, starts = np.unique(buckets, return_index=True)
+        found, starts = np.unique(dedup.bucket_of(losers, self._bits), return_index=True)
         for bucket, part in zip(found.tolist(), np.split(losers, starts[1:])):
             yield bucket, part.tobytes()
 
@@ -383,12 +381,3 @@ def summary(unused_trigger, texts, contamination, examples=(), clusters=()) -> d
             for _, label, item_text, document in contamination
         ],
     }
-
-
-def rounds(counters: dict) -> tuple[int, bool]:
-    """(rounds until one moved no edge, that one included; whether one did) from the counts."""
-    ran = counters.get("near_dedup.rounds", 1)  # none counted: no edges, settled from the start
-    for r in range(ran):
-        if not counters.get(f"near_dedup.moved.{r}", 0):
-            return r + 1, True
-    return ran, False

@@ -19,6 +19,7 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
+from apache_beam.utils.shared import Shared
 
 from mlmprep.transforms import dedup, near_dedup
 from mlmprep.transforms.beam import exit_quickly
@@ -70,14 +71,17 @@ class _ReadDigests(beam.DoFn):
         self._progress_dir = progress_dir
         self._near = near
         self._decontamination = decontamination
+        self._shared = Shared()
         self._input = self._evaluation = None
 
     def setup(self):
         exit_quickly()
         gc.freeze()  # what this worker has loaded (Beam above all) is never garbage: collections skip it
         self._input = InputProgress(self._progress_dir, "digests")
-        if self._decontamination is not None:
-            self._evaluation = beam_near_dedup.EvaluationNgrams(self._decontamination)
+        if self._decontamination is not None:  # one copy a worker process, whatever its threads
+            self._evaluation = self._shared.acquire(
+                lambda: beam_near_dedup.EvaluationNgrams(self._decontamination), tag=self._decontamination
+            )
 
     def infer_output_type(self, input_type):
         return beam.typehints.Tuple[int, bytes]  # the main output's; counts go to DOCUMENTS
@@ -136,20 +140,20 @@ def _losers(element, exact: bool = True, examples=(), clusters=()):
     near = grouped.get(NEAR)
     if not (near or examples or clusters):
         return
-    kept = dedup.firsts(digests) if exact else digests
+    firsts = dedup.firsts(digests)
+    kept = firsts if exact else digests
     if near:
         lost = kept[np.isin(kept["key"], np.frombuffer(b"".join(near), "<u8"))]
         for range_key, indices in dedup.by_range(lost):
             yield beam.pvalue.TaggedOutput(NEAR, (range_key, indices.tobytes()))
     wanted = [k for _, a, b, _ in examples for k in (a, b)] + [root for _, root in clusters]
-    if wanted:
-        shown = dedup.firsts(digests)
-        shown = shown[np.isin(shown["key"], np.array(wanted, dtype=np.uint64))]
-        for range_key, indices in dedup.by_range(shown):
-            at = np.isin(shown["index"], indices) & (shown["range"] == range_key)
-            docs = np.empty(len(indices), EXAMPLE_DOC)
-            docs["index"], docs["key"] = indices, np.sort(shown[at], order="index")["key"]
-            yield beam.pvalue.TaggedOutput(EXAMPLE_DOCS, (range_key, docs.tobytes()))
+    shown = firsts[np.isin(firsts["key"], np.array(wanted, dtype=np.uint64))]
+    shown = shown[np.lexsort((shown["index"], shown["range"]))]
+    ranges, starts = np.unique(shown["range"], return_index=True)
+    for range_key, part in zip(ranges.tolist(), np.split(shown, starts[1:])):
+        docs = np.empty(len(part), EXAMPLE_DOC)
+        docs["index"], docs["key"] = part["index"], part["key"]
+        yield beam.pvalue.TaggedOutput(EXAMPLE_DOCS, (range_key, docs.tobytes()))
 
 
 def _indices(parts) -> np.ndarray:
